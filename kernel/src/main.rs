@@ -1,0 +1,3 @@
+//! The RamenOS kernel image.
+#![no_std]
+#![no_main]

@@ -33,9 +33,9 @@ pub const KERNEL_VMA: u64 = 0xffff_ffff_8000_0000;
 /// Base of the direct map of all physical memory (PML4 slot 256 onwards).
 pub const PHYS_MAP_BASE: u64 = 0xffff_8000_0000_0000;
 
-/// Most CPUs the kernel supports; per-CPU arrays are sized by it. Sized for large
-/// multi-socket servers, not for the 2- to 16-CPU machines we test on.
-pub const MAX_CPUS: usize = 256;
+
+
+
 
 /// The 4 KiB page size.
 pub const PAGE_SIZE: u64 = 4096;

@@ -1,1 +1,367 @@
-//! paging
+//! Page tables: the kernel address space and the direct map of physical memory.
+//!
+//! Layout (see `docs/boot.md`):
+//! - `PHYS_MAP_BASE` (PML4 slot 256): all RAM and the low 4 GiB, read-write, no-execute.
+//! - `MMIO_BASE`: device registers mapped uncached on demand (local APIC, ...).
+//! - `STACKS_BASE`: per-CPU kernel and IST stacks, each below an unmapped guard page.
+//! - `KERNEL_VMA` (top 2 GiB): the kernel image, text read-execute, rodata read-only,
+//!   data and bss read-write no-execute.
+//!
+//! Until [`KernelSpace::build_and_switch`] runs, the boot tables map the first GiB at
+//! `KERNEL_VMA`; page-table frames used before the switch must come from there.
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use x86_64::structures::paging::PageTableFlags as Flags;
+
+use crate::{KERNEL_VMA, PAGE_SIZE, PHYS_MAP_BASE};
+
+/// Per-CPU stack slots start here (PML4 slot 508).
+pub const STACKS_BASE: u64 = 0xffff_fe00_0000_0000;
+/// Address space reserved for each CPU's stacks.
+pub const STACK_SLOT_BYTES: u64 = 1 << 20;
+/// Device-register window (PML4 slot 509).
+pub const MMIO_BASE: u64 = 0xffff_fe80_0000_0000;
+/// Size of the device-register window.
+pub const MMIO_WINDOW_BYTES: u64 = 1 << 30;
+/// Bytes the boot tables map at `KERNEL_VMA`; early frames must lie below it.
+pub const EARLY_WINDOW: u64 = 1 << 30;
+
+const ENTRIES: usize = 512;
+const ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
+const SIZE_2M: u64 = 1 << 21;
+const SIZE_1G: u64 = 1 << 30;
+
+/// Where physical memory is visible: `KERNEL_VMA` during boot, the direct map after.
+static PHYS_OFFSET: AtomicU64 = AtomicU64::new(KERNEL_VMA);
+
+/// The kernel-virtual address of physical address `phys`.
+pub fn phys_to_virt(phys: u64) -> u64 {
+    phys + PHYS_OFFSET.load(Ordering::Relaxed)
+}
+
+/// Page sizes the tables can map.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PageSize {
+    /// 4 KiB.
+    Size4K,
+    /// 2 MiB.
+    Size2M,
+    /// 1 GiB.
+    Size1G,
+}
+
+impl PageSize {
+    /// Bytes in a page of this size.
+    pub const fn bytes(self) -> u64 {
+        match self {
+            Self::Size4K => PAGE_SIZE,
+            Self::Size2M => SIZE_2M,
+            Self::Size1G => SIZE_1G,
+        }
+    }
+
+    /// Page-table level (1 = PT) of the entry that maps a page of this size.
+    const fn level(self) -> u32 {
+        match self {
+            Self::Size4K => 1,
+            Self::Size2M => 2,
+            Self::Size1G => 3,
+        }
+    }
+}
+
+/// Why a mapping could not be made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MapError {
+    /// No frame for a page table.
+    OutOfFrames,
+    /// A frame for a page table lay outside the reachable window.
+    FrameUnreachable(u64),
+    /// A larger page already covers the address.
+    HugePageInTheWay(u64),
+    /// Address or physical address not aligned to the page size.
+    Misaligned(u64),
+    /// The virtual range already has a mapping.
+    AlreadyMapped(u64),
+    /// A window (MMIO, stacks) is full or the index is out of range.
+    WindowFull,
+}
+
+/// A source of zeroed-on-use 4 KiB frames for page tables.
+pub type FrameSource<'a> = &'a mut dyn FnMut() -> Option<u64>;
+
+fn table(phys: u64) -> *mut [u64; ENTRIES] {
+    phys_to_virt(phys) as *mut [u64; ENTRIES]
+}
+
+fn alloc_table(frames: FrameSource<'_>) -> Result<u64, MapError> {
+    let phys = frames().ok_or(MapError::OutOfFrames)?;
+    if PHYS_OFFSET.load(Ordering::Relaxed) == KERNEL_VMA && phys + PAGE_SIZE > EARLY_WINDOW {
+        return Err(MapError::FrameUnreachable(phys));
+    }
+    // SAFETY: the frame was just handed to us by the allocator (owned, unused) and is
+    // reachable through the current physical window (checked above for boot).
+    unsafe { table(phys).write([0; ENTRIES]) };
+    Ok(phys)
+}
+
+fn index(virt: u64, level: u32) -> usize {
+    ((virt >> (12 + 9 * (level - 1))) & 0x1ff) as usize
+}
+
+/// A 4-level page-table hierarchy.
+#[derive(Debug)]
+pub struct AddressSpace {
+    pml4: u64,
+}
+
+impl AddressSpace {
+    /// A new, empty hierarchy.
+    pub fn new(frames: FrameSource<'_>) -> Result<Self, MapError> {
+        Ok(Self { pml4: alloc_table(frames)? })
+    }
+
+    /// Physical address of the top-level table (the CR3 value).
+    pub fn root(&self) -> u64 {
+        self.pml4
+    }
+
+    /// Maps one page. Intermediate tables are created as needed; they allow
+    /// everything and leave permissions to the leaf.
+    pub fn map(&mut self, virt: u64, phys: u64, size: PageSize, flags: Flags, frames: FrameSource<'_>) -> Result<(), MapError> {
+        if virt % size.bytes() != 0 || phys % size.bytes() != 0 {
+            return Err(MapError::Misaligned(virt));
+        }
+        let mut table_phys = self.pml4;
+        let mut level = 4;
+        while level > size.level() {
+            let slot = index(virt, level);
+            // SAFETY: `table_phys` is a page table of this hierarchy, reachable through
+            // the physical window; we hold `&mut self`, so no one else edits it.
+            let entry = unsafe { &mut (*table(table_phys))[slot] };
+            if *entry & Flags::PRESENT.bits() == 0 {
+                let next = alloc_table(frames)?;
+                let mut inter = Flags::PRESENT | Flags::WRITABLE;
+                if flags.contains(Flags::USER_ACCESSIBLE) {
+                    inter |= Flags::USER_ACCESSIBLE;
+                }
+                *entry = next | inter.bits();
+            } else if *entry & Flags::HUGE_PAGE.bits() != 0 {
+                return Err(MapError::HugePageInTheWay(virt));
+            }
+            table_phys = *entry & ADDR_MASK;
+            level -= 1;
+        }
+        let slot = index(virt, level);
+        // SAFETY: as above.
+        let entry = unsafe { &mut (*table(table_phys))[slot] };
+        if *entry & Flags::PRESENT.bits() != 0 {
+            return Err(MapError::AlreadyMapped(virt));
+        }
+        let huge = if size == PageSize::Size4K { Flags::empty() } else { Flags::HUGE_PAGE };
+        *entry = phys | (flags | huge | Flags::PRESENT).bits();
+        Ok(())
+    }
+
+    /// Maps `[virt, virt+len)` to `[phys, phys+len)` with 4 KiB pages.
+    pub fn map_range(&mut self, virt: u64, phys: u64, len: u64, flags: Flags, frames: FrameSource<'_>) -> Result<(), MapError> {
+        let mut off = 0;
+        while off < len {
+            self.map(virt + off, phys + off, PageSize::Size4K, flags, frames)?;
+            off += PAGE_SIZE;
+        }
+        Ok(())
+    }
+
+    /// The physical address and leaf flags that `virt` translates to.
+    pub fn translate(&self, virt: u64) -> Option<(u64, Flags)> {
+        let mut table_phys = self.pml4;
+        for level in (1..=4).rev() {
+            // SAFETY: reading an entry of a table of this hierarchy.
+            let entry = unsafe { (*table(table_phys))[index(virt, level)] };
+            if entry & Flags::PRESENT.bits() == 0 {
+                return None;
+            }
+            let is_leaf = level == 1 || entry & Flags::HUGE_PAGE.bits() != 0;
+            if is_leaf {
+                let page = 1u64 << (12 + 9 * (level - 1));
+                let base = entry & ADDR_MASK & !(page - 1);
+                return Some((base + (virt & (page - 1)), Flags::from_bits_truncate(entry)));
+            }
+            table_phys = entry & ADDR_MASK;
+        }
+        None
+    }
+}
+
+unsafe extern "C" {
+    static __text_start: u8;
+    static __text_end: u8;
+    static __rodata_start: u8;
+    static __rodata_end: u8;
+    static __data_start: u8;
+    static __kernel_end: u8;
+    static __boot_start: u8;
+}
+
+/// A section of the kernel image, by virtual address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Section {
+    /// First byte.
+    pub start: u64,
+    /// One past the last byte (page-aligned by the linker script).
+    pub end: u64,
+}
+
+/// The kernel image's sections.
+#[derive(Clone, Copy, Debug)]
+pub struct ImageLayout {
+    /// Code.
+    pub text: Section,
+    /// Read-only data.
+    pub rodata: Section,
+    /// Data and bss.
+    pub data: Section,
+    /// Physical range the whole image (boot code included) occupies.
+    pub phys_start: u64,
+    /// One past its end.
+    pub phys_end: u64,
+}
+
+/// Reads the layout from the linker script's symbols.
+pub fn image_layout() -> ImageLayout {
+    // SAFETY: only the addresses of linker-defined symbols are taken.
+    let addr = |s: &u8| s as *const u8 as u64;
+    // SAFETY: as above; the symbols exist in every kernel link (linker.ld).
+    unsafe {
+        ImageLayout {
+            text: Section { start: addr(&__text_start), end: addr(&__text_end) },
+            rodata: Section { start: addr(&__rodata_start), end: addr(&__rodata_end) },
+            data: Section { start: addr(&__data_start), end: addr(&__kernel_end) },
+            phys_start: addr(&__boot_start),
+            phys_end: addr(&__kernel_end) - KERNEL_VMA,
+        }
+    }
+}
+
+const fn page_up(x: u64) -> u64 {
+    (x + PAGE_SIZE - 1) & !(PAGE_SIZE - 1)
+}
+
+/// The kernel's own address space, shared by all CPUs (upper half).
+#[derive(Debug)]
+pub struct KernelSpace {
+    space: AddressSpace,
+    mmio_next: u64,
+}
+
+impl KernelSpace {
+    /// Builds the kernel address space (image with per-section permissions, direct
+    /// map of `direct_ranges` plus the low 4 GiB) and switches this CPU to it. Page
+    /// tables come from `frames`, which must hand out frames below [`EARLY_WINDOW`].
+    /// `huge_pages` selects 1 GiB pages for the direct map.
+    pub fn build_and_switch(direct_ranges: &[(u64, u64)], huge_pages: bool, frames: FrameSource<'_>) -> Result<Self, MapError> {
+        let mut space = AddressSpace::new(frames)?;
+        let image = image_layout();
+        let global = Flags::GLOBAL;
+        let sections = [
+            (image.text, global),
+            (image.rodata, global | Flags::NO_EXECUTE),
+            (image.data, global | Flags::WRITABLE | Flags::NO_EXECUTE),
+        ];
+        for (section, flags) in sections {
+            let start = section.start & !(PAGE_SIZE - 1);
+            let len = page_up(section.end) - start;
+            space.map_range(start, start - KERNEL_VMA, len, flags, frames)?;
+        }
+        let step = if huge_pages { PageSize::Size1G } else { PageSize::Size2M };
+        let direct = global | Flags::WRITABLE | Flags::NO_EXECUTE;
+        let low = [(0u64, 1u64 << 32)];
+        for &(start, end) in low.iter().chain(direct_ranges) {
+            let mut page = start & !(step.bytes() - 1);
+            while page < end {
+                match space.map(PHYS_MAP_BASE + page, page, step, direct, frames) {
+                    Ok(()) | Err(MapError::AlreadyMapped(_)) => {}
+                    Err(e) => return Err(e),
+                }
+                page += step.bytes();
+            }
+        }
+        // SAFETY: the new tables map the whole image (code we run, the boot stack in
+        // bss, all statics) at the same addresses as the boot tables, and the direct
+        // map covers every frame the tables themselves use; nothing the kernel touches
+        // after the switch lived only in the low identity map.
+        unsafe { switch_to(space.root()) };
+        PHYS_OFFSET.store(PHYS_MAP_BASE, Ordering::Relaxed);
+        Ok(Self { space, mmio_next: MMIO_BASE })
+    }
+
+    /// The CR3 value of the kernel space (for other CPUs to load).
+    pub fn root(&self) -> u64 {
+        self.space.root()
+    }
+
+    /// Leaf translation of a kernel virtual address.
+    pub fn translate(&self, virt: u64) -> Option<(u64, Flags)> {
+        self.space.translate(virt)
+    }
+
+    /// Maps device registers `[phys, phys+len)` uncached into the MMIO window and
+    /// returns the virtual address of `phys`.
+    pub fn map_mmio(&mut self, phys: u64, len: u64, frames: FrameSource<'_>) -> Result<u64, MapError> {
+        let base = phys & !(PAGE_SIZE - 1);
+        let span = page_up(phys + len) - base;
+        let virt = self.mmio_next;
+        if virt + span > MMIO_BASE + MMIO_WINDOW_BYTES {
+            return Err(MapError::WindowFull);
+        }
+        let flags = Flags::GLOBAL | Flags::WRITABLE | Flags::NO_EXECUTE | Flags::NO_CACHE | Flags::WRITE_THROUGH;
+        self.space.map_range(virt, base, span, flags, frames)?;
+        self.mmio_next = virt + span;
+        Ok(virt + (phys - base))
+    }
+
+    /// Maps the kernel stack and IST stacks of CPU `index` from `frames`, each below
+    /// an unmapped guard page, and returns their tops: (kernel, [IST1..IST4]).
+    pub fn map_cpu_stacks(&mut self, index: u32, frames: FrameSource<'_>) -> Result<(u64, [u64; crate::gdt::IST_COUNT]), MapError> {
+        const KERNEL_STACK: u64 = 64 * 1024;
+        const IST_STACKS: [u64; crate::gdt::IST_COUNT] = [16 * 1024, 8 * 1024, 8 * 1024, 8 * 1024];
+        let slot = STACKS_BASE
+            .checked_add(u64::from(index) * STACK_SLOT_BYTES)
+            .filter(|s| *s < MMIO_BASE)
+            .ok_or(MapError::WindowFull)?;
+        let flags = Flags::GLOBAL | Flags::WRITABLE | Flags::NO_EXECUTE;
+        let mut cursor = slot;
+        let mut place = |bytes: u64, space: &mut AddressSpace| -> Result<u64, MapError> {
+            cursor += PAGE_SIZE; // guard page
+            let bottom = cursor;
+            let mut off = 0;
+            while off < bytes {
+                let frame = frames().ok_or(MapError::OutOfFrames)?;
+                space.map(bottom + off, frame, PageSize::Size4K, flags, frames)?;
+                off += PAGE_SIZE;
+            }
+            cursor += bytes;
+            Ok(cursor)
+        };
+        let kernel_top = place(KERNEL_STACK, &mut self.space)?;
+        let mut ist = [0; crate::gdt::IST_COUNT];
+        for (top, bytes) in ist.iter_mut().zip(IST_STACKS) {
+            *top = place(bytes, &mut self.space)?;
+        }
+        Ok((kernel_top, ist))
+    }
+}
+
+/// Loads CR3.
+///
+/// # Safety
+/// `root` must be a complete hierarchy mapping everything the kernel will touch
+/// from now on, including the code executing this.
+pub unsafe fn switch_to(root: u64) {
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        core::arch::asm!("mov cr3, {}", in(reg) root, options(nostack, preserves_flags));
+    }
+}

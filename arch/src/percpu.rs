@@ -1,1 +1,178 @@
-//! percpu
+//! The per-CPU block, reached through the GS base.
+//!
+//! Every CPU owns one [`CpuLocal`] in memory of its own (page-aligned, so no two
+//! CPUs share a cache line). `gs:0` holds the block's own address so
+//! [`current`] is a single load; entry code later finds the kernel stack at a fixed
+//! offset. Blocks are never freed.
+
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+
+use x86_64::VirtAddr;
+use x86_64::registers::model_specific::{GsBase, KernelGsBase};
+
+use crate::gdt::{CpuTables, IST_COUNT};
+
+/// One CPU's identity, stacks and descriptor tables.
+#[repr(C, align(4096))]
+pub struct CpuLocal {
+    /// Address of this block (read through `gs:0`).
+    self_ptr: u64,
+    /// Top of this CPU's kernel stack (`gs:8`; the syscall entry switches to it).
+    pub kernel_stack_top: u64,
+    /// Scratch slot for the user stack pointer on syscall entry (`gs:16`).
+    pub user_rsp_scratch: u64,
+    /// Dense CPU index; the boot CPU is 0.
+    pub index: u32,
+    /// Local APIC id.
+    pub apic_id: u32,
+    /// Package (socket); set once the firmware tables are read.
+    pub package: AtomicU32,
+    /// NUMA node; set once the firmware tables are read.
+    pub node: AtomicU32,
+    /// Tops of the IST stacks, IST1 first.
+    pub ist_tops: [u64; IST_COUNT],
+    /// Set while this CPU reports a fatal fault: a fault inside the reporter must
+    /// not report again (it would recurse on the same IST stack).
+    pub in_fatal: AtomicBool,
+    /// Interrupts taken by this CPU, by kind, for tests and statistics.
+    pub interrupts: AtomicU64,
+    /// Breakpoints (#BP) taken and resumed.
+    pub breakpoints: AtomicU64,
+}
+
+/// Identity and stacks of a CPU before its block exists.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CpuIdentity {
+    /// Dense CPU index.
+    pub index: u32,
+    /// Local APIC id.
+    pub apic_id: u32,
+    /// Package (socket).
+    pub package: u32,
+    /// NUMA node.
+    pub node: u32,
+    /// Top of the kernel stack.
+    pub kernel_stack_top: u64,
+    /// Tops of the IST stacks.
+    pub ist_tops: [u64; IST_COUNT],
+}
+
+/// Bytes a per-CPU block needs: the [`CpuLocal`], then the CPU's GDT and TSS.
+pub const CPU_LOCAL_BYTES: usize = core::mem::size_of::<CpuLocal>() + core::mem::size_of::<CpuTables>();
+
+/// Initialises the per-CPU block at `block` for the running CPU: fills it, loads its
+/// GDT and TSS, and points GS at it.
+///
+/// # Safety
+/// `block` must be the kernel-virtual address of `CPU_LOCAL_BYTES` bytes of
+/// writable memory, 4 KiB-aligned, used for nothing else, ever; and this must run
+/// once, on the CPU that will own it.
+pub unsafe fn install(block: u64, id: CpuIdentity) -> &'static CpuLocal {
+    let ptr = block as *mut CpuLocal;
+    // SAFETY: the caller guarantees the memory is ours, aligned and large enough.
+    unsafe {
+        ptr.write(CpuLocal {
+            self_ptr: block,
+            kernel_stack_top: id.kernel_stack_top,
+            user_rsp_scratch: 0,
+            index: id.index,
+            apic_id: id.apic_id,
+            package: AtomicU32::new(id.package),
+            node: AtomicU32::new(id.node),
+            ist_tops: id.ist_tops,
+            in_fatal: AtomicBool::new(false),
+            interrupts: AtomicU64::new(0),
+            breakpoints: AtomicU64::new(0),
+        });
+    }
+    let tables_ptr = (block + core::mem::size_of::<CpuLocal>() as u64) as *mut CpuTables;
+    // SAFETY: the tables follow the CpuLocal inside the caller's block (suitably
+    // aligned: CpuLocal's size is a multiple of its 4 KiB alignment); they are
+    // borrowed mutably once, here, and then only by the CPU's descriptor registers.
+    let tables: &'static mut CpuTables = unsafe {
+        tables_ptr.write(CpuTables::new());
+        &mut *tables_ptr
+    };
+    crate::gdt::load(tables, id.kernel_stack_top, id.ist_tops);
+    // SAFETY: initialised above; the block lives forever and is only read from now on.
+    let local: &'static CpuLocal = unsafe { &*ptr };
+    GsBase::write(VirtAddr::new(block));
+    // User GS starts at zero; `swapgs` on entry from user mode exchanges the two.
+    KernelGsBase::write(VirtAddr::new(0));
+    local
+}
+
+/// The running CPU's block, or `None` before [`install`] ran on this CPU.
+pub fn try_current() -> Option<&'static CpuLocal> {
+    let base = GsBase::read().as_u64();
+    if base == 0 {
+        return None;
+    }
+    // SAFETY: a non-zero GS base in ring 0 is only ever set by `install`, to a block
+    // that lives forever; `swapgs` happens only around user mode.
+    Some(unsafe { &*(base as *const CpuLocal) })
+}
+
+/// The running CPU's block. Before [`install`] this is a fatal error.
+pub fn current() -> &'static CpuLocal {
+    match try_current() {
+        Some(local) => local,
+        None => crate::trap::fatal_early("per-CPU block used before it was installed"),
+    }
+}
+
+/// The running CPU's index, 0 before the block exists (only the boot CPU runs then).
+pub fn cpu_index() -> u32 {
+    try_current().map_or(0, |c| c.index)
+}
+
+impl CpuLocal {
+    /// Counts an interrupt.
+    pub fn count_interrupt(&self) {
+        self.interrupts.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A value that belongs to one CPU and is only ever touched by that CPU: the local
+/// APIC handle, later the run queue. Shared references to it may sit in global
+/// per-CPU tables; [`CpuCell::with`] checks the caller is the owner and is not
+/// re-entered (the kernel runs with interrupts off, so only a bug re-enters).
+pub struct CpuCell<T> {
+    owner: u32,
+    busy: core::cell::Cell<bool>,
+    value: core::cell::UnsafeCell<T>,
+}
+
+// SAFETY: every access goes through `with`, which admits only the owning CPU and
+// never two borrows at once; `T` is created on and never leaves the owner.
+unsafe impl<T> Sync for CpuCell<T> {}
+
+// SAFETY: moving the cell (into a global table) moves no access rights: `with` still
+// admits only the owner. Per-CPU values are never dropped (their tables are static).
+unsafe impl<T> Send for CpuCell<T> {}
+
+impl<T> CpuCell<T> {
+    /// Wraps `value` as belonging to the running CPU.
+    pub fn new(value: T) -> Self {
+        Self { owner: cpu_index(), busy: core::cell::Cell::new(false), value: core::cell::UnsafeCell::new(value) }
+    }
+
+    /// The owning CPU.
+    pub fn owner(&self) -> u32 {
+        self.owner
+    }
+
+    /// Runs `f` on the value; a fatal error if called from another CPU or re-entered.
+    pub fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
+        if cpu_index() != self.owner {
+            crate::trap::fatal_early("CpuCell touched by a CPU that does not own it");
+        }
+        if self.busy.replace(true) {
+            crate::trap::fatal_early("CpuCell re-entered");
+        }
+        // SAFETY: only the owner gets here, and `busy` rules out a second live borrow.
+        let result = f(unsafe { &mut *self.value.get() });
+        self.busy.set(false);
+        result
+    }
+}

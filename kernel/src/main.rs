@@ -1,28 +1,40 @@
-//! The RamenOS kernel image.
+//! The RamenOS kernel image: wires `ramen-core` logic to the hardware `ramen-arch`
+//! exposes.
+//!
+//! The boot CPU enters at [`ramen_kernel_main`] and runs `boot::bsp_main`: memory,
+//! its own page tables, per-CPU block, firmware tables, topology, local APIC, then
+//! every other CPU. Other CPUs enter at `boot::ap_main`. Nothing here uses `unsafe`
+//! except the one exported entry symbol.
 #![no_std]
 #![no_main]
 #![deny(unsafe_code)]
 
-use ramen_arch::pvh::{BootParams, StartInfoError};
-use ramen_arch::serial::Console;
+mod log;
 
-/// The boot CPU's entry from arch.
+mod boot;
+mod cpus;
+mod interrupts;
+mod selftest;
+
+use ramen_arch::pvh::{BootParams, StartInfoError};
+
+/// The boot CPU's entry, called by arch once the console works.
 #[allow(unsafe_code)]
 #[unsafe(no_mangle)]
 fn ramen_kernel_main(boot: Result<BootParams, StartInfoError>) -> ! {
-    let mut c = Console::lock();
-    let _ = ufmt::uwriteln!(c, "hello from ramen: boot ok = {}", boot.is_ok());
-    if let Ok(b) = boot {
-        let _ = ufmt::uwriteln!(c, "cmdline: {} memmap {}", b.cmdline(), b.memmap_len);
-        for e in b.memmap() {
-            let _ = ufmt::uwriteln!(c, "  {:x} {:x} {}", e.addr, e.len, e.kind);
-        }
-    }
-    drop(c);
-    ramen_arch::exit::exit_qemu(ramen_arch::exit::ExitCode::Success)
+    boot::bsp_main(boot)
 }
 
+/// Prints where the kernel panicked and ends the run with a failure status.
 #[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
+fn panic(info: &core::panic::PanicInfo) -> ! {
+    let cpu = ramen_arch::trap::enter_fatal();
+    let mut console = ramen_arch::serial::Console::emergency();
+    let (file, line, column) = info.location().map_or(("?", 0, 0), |l| (l.file(), l.line(), l.column()));
+    let _ = ufmt::uwriteln!(console, "[cpu{}] PANIC at {}:{}:{}", cpu, file, line, column);
+    if let Some(message) = info.message().as_str() {
+        let _ = ufmt::uwriteln!(console, "[cpu{}]   {}", cpu, message);
+    }
+    drop(console);
     ramen_arch::exit::exit_qemu(ramen_arch::exit::ExitCode::Failure)
 }

@@ -1,0 +1,102 @@
+//! The kernel's table of CPUs and the machine facts learned at boot.
+//!
+//! `CPUS[i]` is filled once by CPU `i` itself as it comes up and never changes
+//! after; other CPUs read it without locks. Each entry sits in that CPU's own
+//! memory (the arch per-CPU block); the table holds references only.
+
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+
+use ramen_arch::apic::Lapic;
+use ramen_arch::cpu::Features;
+use ramen_arch::percpu::{CpuCell, CpuLocal};
+use ramen_core::topology::{MAX_CPUS, Topology};
+use spin::Once;
+
+/// One CPU as the kernel sees it.
+pub struct Cpu {
+    /// The arch per-CPU block (identity, stacks, GS base target).
+    pub local: &'static CpuLocal,
+    /// The local APIC; only its own CPU touches it.
+    pub lapic: CpuCell<Lapic>,
+    /// APIC id the local APIC itself reported when the CPU came up.
+    pub reported_apic_id: u32,
+    /// Timer interrupts taken.
+    pub timer_ticks: AtomicU64,
+    /// Test IPIs taken.
+    pub test_ipis: AtomicU64,
+}
+
+/// Filled in by each CPU as it comes up.
+pub static CPUS: [Once<Cpu>; MAX_CPUS] = [const { Once::new() }; MAX_CPUS];
+
+/// CPUs that finished bring-up.
+pub static ONLINE: AtomicU32 = AtomicU32::new(0);
+
+/// Set per CPU index once it is fully up.
+pub static ONLINE_FLAGS: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
+
+/// Facts the boot CPU learned that every CPU needs.
+pub struct Machine {
+    /// CPU features (the boot CPU's; CPUs are assumed homogeneous).
+    pub features: Features,
+    /// All CPUs the firmware lists, with sockets and nodes.
+    pub topology: Topology,
+    /// TSC ticks per second.
+    pub tsc_hz: u64,
+    /// Where `tsc_hz` came from.
+    pub tsc_source: ramen_core::tsc::TscSource,
+    /// Kernel virtual address of the xAPIC registers (unused with x2APIC).
+    pub xapic_virt: u64,
+    /// The kernel page tables' root.
+    pub kernel_root: u64,
+    /// Whether the firmware described the machine (false: single-CPU fallback).
+    pub acpi_ok: bool,
+}
+
+/// Set once by the boot CPU before any AP starts.
+pub static MACHINE: Once<Machine> = Once::new();
+
+/// The machine facts; only valid after the boot CPU set them.
+pub fn machine() -> &'static Machine {
+    match MACHINE.get() {
+        Some(m) => m,
+        None => ramen_arch::trap::fatal_early("machine facts used before boot recorded them"),
+    }
+}
+
+/// The running CPU's entry.
+pub fn this_cpu() -> &'static Cpu {
+    cpu(ramen_arch::percpu::cpu_index())
+        .unwrap_or_else(|| ramen_arch::trap::fatal_early("CPU table entry missing for the running CPU"))
+}
+
+/// CPU `index`'s entry, if it came up.
+pub fn cpu(index: u32) -> Option<&'static Cpu> {
+    CPUS.get(index as usize).and_then(Once::get)
+}
+
+/// Registers the running CPU: its block and local APIC.
+pub fn register(local: &'static CpuLocal, lapic: Lapic) -> &'static Cpu {
+    let reported_apic_id = lapic.id();
+    let index = local.index as usize;
+    let Some(slot) = CPUS.get(index) else {
+        ramen_arch::trap::fatal_early("CPU index beyond MAX_CPUS");
+    };
+    let cpu = slot.call_once(|| Cpu {
+        local,
+        lapic: CpuCell::new(lapic),
+        reported_apic_id,
+        timer_ticks: AtomicU64::new(0),
+        test_ipis: AtomicU64::new(0),
+    });
+    if let Some(flag) = ONLINE_FLAGS.get(index) {
+        flag.store(true, Ordering::Release);
+    }
+    ONLINE.fetch_add(1, Ordering::AcqRel);
+    cpu
+}
+
+/// Whether CPU `index` is up.
+pub fn is_online(index: u32) -> bool {
+    ONLINE_FLAGS.get(index as usize).is_some_and(|f| f.load(Ordering::Acquire))
+}

@@ -18,6 +18,7 @@ pub mod exit;
 pub mod gdt;
 pub mod mem;
 pub mod paging;
+pub mod panic_paths;
 pub mod percpu;
 pub mod pvh;
 pub mod serial;

@@ -136,6 +136,12 @@ pub fn bsp_main(boot: Result<BootParams, StartInfoError>) -> ! {
             InjectedFault::InvalidOpcode => ramen_arch::trap::selftest::invalid_opcode(),
             InjectedFault::GeneralProtection => ramen_arch::trap::selftest::general_protection(),
             InjectedFault::Panic => panic!("deliberate panic requested on the command line"),
+            InjectedFault::IndexOutOfBounds => {
+                let table = [1u8, 2, 3];
+                let index = core::hint::black_box(params.cmdline_len + table.len());
+                let value = table[index];
+                kprintln!("unreachable: read {}", value);
+            }
         }
     }
     if cmdline.test {

@@ -14,6 +14,9 @@ pub enum InjectedFault {
     GeneralProtection,
     /// Call the panic handler.
     Panic,
+    /// Index a slice out of bounds: `core`'s bounds-check panic, which the kernel
+    /// links to a reporter that does not format (see `arch::panic_paths`).
+    IndexOutOfBounds,
 }
 
 impl InjectedFault {
@@ -23,6 +26,7 @@ impl InjectedFault {
             "ud" => Some(Self::InvalidOpcode),
             "gp" => Some(Self::GeneralProtection),
             "panic" => Some(Self::Panic),
+            "bounds" => Some(Self::IndexOutOfBounds),
             _ => None,
         }
     }

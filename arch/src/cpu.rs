@@ -146,10 +146,8 @@ pub fn relax() {
 /// This CPU's initial APIC id from CPUID (leaf 0xB's x2APIC id where present).
 pub fn apic_id_from_cpuid() -> u32 {
     let cpuid = CpuId::new();
-    if let Some(mut levels) = cpuid.get_extended_topology_info() {
-        if let Some(level) = levels.next() {
-            return level.x2apic_id();
-        }
+    if let Some(level) = cpuid.get_extended_topology_info().and_then(|mut levels| levels.next()) {
+        return level.x2apic_id();
     }
     cpuid
         .get_feature_info()
@@ -165,7 +163,7 @@ pub fn package_shift() -> u32 {
     if let Some(levels) = cpuid.get_extended_topology_info() {
         let mut shift = None;
         for level in levels {
-            shift = Some(u32::from(level.shift_right_for_next_apic_id()));
+            shift = Some(level.shift_right_for_next_apic_id());
         }
         if let Some(shift) = shift {
             return shift;

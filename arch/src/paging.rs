@@ -130,7 +130,7 @@ impl AddressSpace {
     /// Maps one page. Intermediate tables are created as needed; they allow
     /// everything and leave permissions to the leaf.
     pub fn map(&mut self, virt: u64, phys: u64, size: PageSize, flags: Flags, frames: FrameSource<'_>) -> Result<(), MapError> {
-        if virt % size.bytes() != 0 || phys % size.bytes() != 0 {
+        if !virt.is_multiple_of(size.bytes()) || !phys.is_multiple_of(size.bytes()) {
             return Err(MapError::Misaligned(virt));
         }
         let mut table_phys = self.pml4;

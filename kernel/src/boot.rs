@@ -18,7 +18,7 @@ use ramen_arch::smp::{ApStarter, StartTiming};
 use ramen_arch::trap::fatal_early;
 use ramen_core::cmdline::{Cmdline, InjectedFault};
 use ramen_core::memory::{FRAME_BYTES, FrameAllocator};
-use ramen_core::topology::{CpuTopo, Slit, Srat, Topology};
+use ramen_core::topology::{CpuTopo, MAX_CPUS, Slit, Srat, Topology};
 use ramen_core::tsc::{self, TscSource};
 use spin::{Mutex, Once};
 
@@ -97,8 +97,8 @@ pub fn bsp_main(boot: Result<BootParams, StartInfoError>) -> ! {
     let p = cpu::protections();
     kprintln!("protections: nx {} wp {} smep {} smap {}", p.nx, p.write_protect, p.smep, p.smap);
 
-    let (tsc_hz, tsc_source) = measure_tsc(&features);
-    let (topology, acpi_ok, lapic_phys) = read_topology(params, bsp_apic_id);
+    let tsc_hz = measure_tsc(&features);
+    let (topology, lapic_phys) = read_topology(params, bsp_apic_id, cmdline.phantom_cpu);
     if let Some(me) = topology.cpus().first() {
         local.package.store(me.package, Ordering::Relaxed);
         local.node.store(me.node, Ordering::Relaxed);
@@ -113,7 +113,8 @@ pub fn bsp_main(boot: Result<BootParams, StartInfoError>) -> ! {
             _ => fatal_early("cannot map the local APIC registers"),
         }
     };
-    MACHINE.call_once(|| Machine { features, topology, tsc_hz, tsc_source, xapic_virt, kernel_root, acpi_ok });
+    let phantom_cpus = u32::from(cmdline.phantom_cpu.is_some());
+    MACHINE.call_once(|| Machine { features, topology, tsc_hz, xapic_virt, kernel_root, phantom_cpus });
     let lapic = init_lapic();
     kprintln!("local APIC id {}: {} mode, timer {}", lapic.id(),
         if lapic.mode().x2apic { "x2APIC" } else { "xAPIC" },
@@ -228,7 +229,7 @@ fn install_block(block: u64, identity: CpuIdentity) -> &'static CpuLocal {
     unsafe { percpu::install(block, identity) }
 }
 
-fn measure_tsc(features: &Features) -> (u64, TscSource) {
+fn measure_tsc(features: &Features) -> u64 {
     let leaves = ramen_arch::tsc::cpuid_tsc();
     let (hz, source) = if let Some(hz) = tsc::from_leaf_15(leaves.denominator, leaves.numerator, leaves.crystal_hz) {
         (hz, TscSource::CpuidCrystal)
@@ -247,16 +248,16 @@ fn measure_tsc(features: &Features) -> (u64, TscSource) {
         TscSource::PitCalibration => "PIT calibration",
     };
     kprintln!("tsc: {} kHz from {}, invariant {}", hz / 1000, how, features.invariant_tsc);
-    (hz, source)
+    hz
 }
 
 /// Reads the MADT, SRAT and SLIT; falls back to a single-CPU, single-node machine
 /// with a clear message when the tables are missing or malformed.
-fn read_topology(params: &BootParams, bsp_apic_id: u32) -> (Topology, bool, u64) {
+fn read_topology(params: &BootParams, bsp_apic_id: u32, phantom: Option<u32>) -> (Topology, u64) {
     let shift = cpu::package_shift();
     let single = |why: &str| {
         kprintln!("ACPI: {}; booting on the boot CPU only", why);
-        (Topology::build(&[bsp_apic_id], bsp_apic_id, shift, None), false, apic::xapic_phys())
+        (Topology::build(&[bsp_apic_id], bsp_apic_id, shift, None), apic::xapic_phys())
     };
     let fw: Firmware = match acpi::discover(params.rsdp) {
         Ok(fw) => fw,
@@ -273,7 +274,18 @@ fn read_topology(params: &BootParams, bsp_apic_id: u32) -> (Topology, bool, u64)
         }
         None => None,
     };
-    let topology = Topology::build(fw.apic_ids(), bsp_apic_id, shift, srat.as_ref());
+    let mut ids = [0u32; MAX_CPUS];
+    let mut count = 0;
+    for id in fw.apic_ids().iter().copied().chain(phantom) {
+        if let Some(slot) = ids.get_mut(count) {
+            *slot = id;
+            count += 1;
+        }
+    }
+    if let Some(id) = phantom {
+        kprintln!("test: pretending the firmware lists a CPU with APIC id {}", id);
+    }
+    let topology = Topology::build(ids.get(..count).unwrap_or(&[]), bsp_apic_id, shift, srat.as_ref());
     kprintln!("ACPI: MADT lists {} CPUs ({} disabled), SRAT {}, {} NUMA nodes", fw.cpu_count, fw.disabled_cpus,
         if srat.is_some() { "present" } else { "absent" }, topology.node_count());
     if let Some(bytes) = fw.slit {
@@ -292,7 +304,7 @@ fn read_topology(params: &BootParams, bsp_apic_id: u32) -> (Topology, bool, u64)
     for c in topology.cpus() {
         kprintln!("cpu {}: apic id {} package {} node {}", c.index, c.apic_id, c.package, c.node);
     }
-    (topology, true, fw.lapic_phys)
+    (topology, fw.lapic_phys)
 }
 
 fn init_lapic() -> Lapic {
@@ -329,6 +341,7 @@ fn start_aps() {
             Ok(plan) => plan,
             Err(e) => {
                 kprintln!("SMP: cpu {} (APIC id {}) not started: {}", c.index, c.apic_id, e);
+                cpus::FAILED.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
         };
@@ -338,6 +351,7 @@ fn start_aps() {
         });
         if !up {
             kprintln!("SMP: CPU with APIC id {} did not start; continuing without it", c.apic_id);
+            cpus::FAILED.fetch_add(1, Ordering::Relaxed);
             continue;
         }
         // Wait until it registered (it reports alive before finishing set-up).
@@ -345,6 +359,7 @@ fn start_aps() {
         while !cpus::is_online(c.index) {
             if cpu::rdtsc().wrapping_sub(start) > timing.timeout {
                 kprintln!("SMP: CPU with APIC id {} started but did not finish bring-up", c.apic_id);
+                cpus::FAILED.fetch_add(1, Ordering::Relaxed);
                 break;
             }
             cpu::relax();

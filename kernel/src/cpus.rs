@@ -32,6 +32,9 @@ pub static CPUS: [Once<Cpu>; MAX_CPUS] = [const { Once::new() }; MAX_CPUS];
 /// CPUs that finished bring-up.
 pub static ONLINE: AtomicU32 = AtomicU32::new(0);
 
+/// CPUs the firmware listed that did not come up.
+pub static FAILED: AtomicU32 = AtomicU32::new(0);
+
 /// Set per CPU index once it is fully up.
 pub static ONLINE_FLAGS: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
 
@@ -43,14 +46,12 @@ pub struct Machine {
     pub topology: Topology,
     /// TSC ticks per second.
     pub tsc_hz: u64,
-    /// Where `tsc_hz` came from.
-    pub tsc_source: ramen_core::tsc::TscSource,
     /// Kernel virtual address of the xAPIC registers (unused with x2APIC).
     pub xapic_virt: u64,
     /// The kernel page tables' root.
     pub kernel_root: u64,
-    /// Whether the firmware described the machine (false: single-CPU fallback).
-    pub acpi_ok: bool,
+    /// Non-existent CPUs added on purpose (`phantom_cpu=`), expected to fail.
+    pub phantom_cpus: u32,
 }
 
 /// Set once by the boot CPU before any AP starts.

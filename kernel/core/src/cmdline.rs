@@ -42,6 +42,9 @@ pub struct Cmdline<'a> {
     pub test: bool,
     /// Inject a kernel fault after bring-up.
     pub fault: Option<InjectedFault>,
+    /// Pretend the firmware listed a CPU with this APIC id that does not exist, to
+    /// test that a CPU failing to start is reported and the rest carry on.
+    pub phantom_cpu: Option<u32>,
     /// Words the kernel did not understand.
     pub unknown: [&'a str; MAX_UNKNOWN],
     /// How many of `unknown` are valid (more than [`MAX_UNKNOWN`] are counted, not kept).
@@ -61,6 +64,9 @@ impl<'a> Cmdline<'a> {
                 ("test", None) => out.test = true,
                 ("fault", Some(v)) if InjectedFault::parse(v).is_some() => {
                     out.fault = InjectedFault::parse(v);
+                }
+                ("phantom_cpu", Some(v)) if v.parse::<u32>().is_ok() => {
+                    out.phantom_cpu = v.parse().ok();
                 }
                 _ => {
                     if let Some(slot) = out.unknown.get_mut(out.unknown_count) {
@@ -85,18 +91,20 @@ mod tests {
 
     #[test]
     fn parses_known_words() {
-        let c = Cmdline::parse("  test fault=gp ");
+        let c = Cmdline::parse("  test fault=gp phantom_cpu=9 ");
         assert!(c.test);
         assert_eq!(c.fault, Some(InjectedFault::GeneralProtection));
+        assert_eq!(c.phantom_cpu, Some(9));
         assert!(c.unknown().is_empty());
     }
 
     #[test]
     fn keeps_unknown_and_malformed_words() {
-        let c = Cmdline::parse("tset fault=nope test=1 x");
+        let c = Cmdline::parse("tset fault=nope test=1 x phantom_cpu=-1");
         assert!(!c.test);
         assert_eq!(c.fault, None);
-        assert_eq!(c.unknown(), &["tset", "fault=nope", "test=1", "x"]);
+        assert_eq!(c.phantom_cpu, None);
+        assert_eq!(c.unknown(), &["tset", "fault=nope", "test=1", "x", "phantom_cpu=-1"]);
     }
 
     #[test]

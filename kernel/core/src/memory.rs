@@ -41,7 +41,7 @@ pub enum MemoryError {
 const fn align_up(addr: u64) -> u64 {
     match addr.checked_add(FRAME_BYTES - 1) {
         Some(v) => v & !(FRAME_BYTES - 1),
-        None => u64::MAX & !(FRAME_BYTES - 1),
+        None => !(FRAME_BYTES - 1),
     }
 }
 

@@ -22,14 +22,16 @@ pub const MAX_MADT_CPUS: usize = 1024;
 struct DirectMap;
 
 impl AcpiHandler for DirectMap {
-    unsafe fn map_physical_region<T>(&self, physical_address: usize, size: usize) -> PhysicalMapping<Self, T> {
+    unsafe fn map_physical_region<T>(
+        &self,
+        physical_address: usize,
+        size: usize,
+    ) -> PhysicalMapping<Self, T> {
         let virt = phys_to_virt(physical_address as u64) as *mut T;
         // SAFETY: the direct map covers the low 4 GiB and all RAM, where firmware
         // tables live; the pointer is non-null because the direct map is in the upper
         // half. The acpi crate promises a region that holds a `T`.
-        unsafe {
-            PhysicalMapping::new(physical_address, NonNull::new_unchecked(virt), size, size, *self)
-        }
+        unsafe { PhysicalMapping::new(physical_address, NonNull::new_unchecked(virt), size, size, *self) }
     }
 
     fn unmap_physical_region<T>(_region: &PhysicalMapping<Self, T>) {}
@@ -124,7 +126,8 @@ pub fn discover(rsdp: u64) -> Result<Firmware, FirmwareError> {
     }
     // SAFETY: the RSDP address comes from the loader; the crate validates signature
     // and checksum before trusting anything it points to.
-    let tables = unsafe { AcpiTables::from_rsdp(DirectMap, rsdp as usize) }.map_err(|_| FirmwareError::BadRoot)?;
+    let tables =
+        unsafe { AcpiTables::from_rsdp(DirectMap, rsdp as usize) }.map_err(|_| FirmwareError::BadRoot)?;
     let madt = tables.find_table::<Madt>().map_err(|_| FirmwareError::NoMadt)?;
     let mut fw = Firmware {
         apic_ids: [0; MAX_MADT_CPUS],

@@ -149,10 +149,7 @@ pub fn apic_id_from_cpuid() -> u32 {
     if let Some(level) = cpuid.get_extended_topology_info().and_then(|mut levels| levels.next()) {
         return level.x2apic_id();
     }
-    cpuid
-        .get_feature_info()
-        .map(|f| u32::from(f.initial_local_apic_id()))
-        .unwrap_or(0)
+    cpuid.get_feature_info().map(|f| u32::from(f.initial_local_apic_id())).unwrap_or(0)
 }
 
 /// Number of low APIC-id bits that select a logical CPU inside a package: shifting an
@@ -170,11 +167,8 @@ pub fn package_shift() -> u32 {
         }
     }
     // Leaf 1: logical processors per package, rounded up to a power of two.
-    let logical = cpuid
-        .get_feature_info()
-        .map(|f| u32::from(f.max_logical_processor_ids()))
-        .unwrap_or(1)
-        .max(1);
+    let logical =
+        cpuid.get_feature_info().map(|f| u32::from(f.max_logical_processor_ids())).unwrap_or(1).max(1);
     logical.next_power_of_two().trailing_zeros()
 }
 

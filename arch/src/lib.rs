@@ -16,8 +16,12 @@ pub mod cpu;
 pub mod entry;
 pub mod exit;
 pub mod gdt;
+// The memory intrinsics and panic stubs exist for the freestanding kernel only; a
+// host test binary gets them from `std` and libc.
+#[cfg(not(test))]
 pub mod mem;
 pub mod paging;
+#[cfg(not(test))]
 pub mod panic_paths;
 pub mod percpu;
 pub mod pvh;
@@ -33,10 +37,6 @@ pub const KERNEL_VMA: u64 = 0xffff_ffff_8000_0000;
 
 /// Base of the direct map of all physical memory (PML4 slot 256 onwards).
 pub const PHYS_MAP_BASE: u64 = 0xffff_8000_0000_0000;
-
-
-
-
 
 /// The 4 KiB page size.
 pub const PAGE_SIZE: u64 = 4096;

@@ -129,7 +129,14 @@ impl AddressSpace {
 
     /// Maps one page. Intermediate tables are created as needed; they allow
     /// everything and leave permissions to the leaf.
-    pub fn map(&mut self, virt: u64, phys: u64, size: PageSize, flags: Flags, frames: FrameSource<'_>) -> Result<(), MapError> {
+    pub fn map(
+        &mut self,
+        virt: u64,
+        phys: u64,
+        size: PageSize,
+        flags: Flags,
+        frames: FrameSource<'_>,
+    ) -> Result<(), MapError> {
         if !virt.is_multiple_of(size.bytes()) || !phys.is_multiple_of(size.bytes()) {
             return Err(MapError::Misaligned(virt));
         }
@@ -165,7 +172,14 @@ impl AddressSpace {
     }
 
     /// Maps `[virt, virt+len)` to `[phys, phys+len)` with 4 KiB pages.
-    pub fn map_range(&mut self, virt: u64, phys: u64, len: u64, flags: Flags, frames: FrameSource<'_>) -> Result<(), MapError> {
+    pub fn map_range(
+        &mut self,
+        virt: u64,
+        phys: u64,
+        len: u64,
+        flags: Flags,
+        frames: FrameSource<'_>,
+    ) -> Result<(), MapError> {
         let mut off = 0;
         while off < len {
             self.map(virt + off, phys + off, PageSize::Size4K, flags, frames)?;
@@ -261,7 +275,11 @@ impl KernelSpace {
     /// map of `direct_ranges` plus the low 4 GiB) and switches this CPU to it. Page
     /// tables come from `frames`, which must hand out frames below [`EARLY_WINDOW`].
     /// `huge_pages` selects 1 GiB pages for the direct map.
-    pub fn build_and_switch(direct_ranges: &[(u64, u64)], huge_pages: bool, frames: FrameSource<'_>) -> Result<Self, MapError> {
+    pub fn build_and_switch(
+        direct_ranges: &[(u64, u64)],
+        huge_pages: bool,
+        frames: FrameSource<'_>,
+    ) -> Result<Self, MapError> {
         let mut space = AddressSpace::new(frames)?;
         let image = image_layout();
         let global = Flags::GLOBAL;
@@ -316,7 +334,8 @@ impl KernelSpace {
         if virt + span > MMIO_BASE + MMIO_WINDOW_BYTES {
             return Err(MapError::WindowFull);
         }
-        let flags = Flags::GLOBAL | Flags::WRITABLE | Flags::NO_EXECUTE | Flags::NO_CACHE | Flags::WRITE_THROUGH;
+        let flags =
+            Flags::GLOBAL | Flags::WRITABLE | Flags::NO_EXECUTE | Flags::NO_CACHE | Flags::WRITE_THROUGH;
         self.space.map_range(virt, base, span, flags, frames)?;
         self.mmio_next = virt + span;
         Ok(virt + (phys - base))
@@ -324,7 +343,11 @@ impl KernelSpace {
 
     /// Maps the kernel stack and IST stacks of CPU `index` from `frames`, each below
     /// an unmapped guard page, and returns their tops: (kernel, [IST1..IST4]).
-    pub fn map_cpu_stacks(&mut self, index: u32, frames: FrameSource<'_>) -> Result<(u64, [u64; crate::gdt::IST_COUNT]), MapError> {
+    pub fn map_cpu_stacks(
+        &mut self,
+        index: u32,
+        frames: FrameSource<'_>,
+    ) -> Result<(u64, [u64; crate::gdt::IST_COUNT]), MapError> {
         const KERNEL_STACK: u64 = 64 * 1024;
         const IST_STACKS: [u64; crate::gdt::IST_COUNT] = [16 * 1024, 8 * 1024, 8 * 1024, 8 * 1024];
         let slot = STACKS_BASE

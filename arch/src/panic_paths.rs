@@ -8,7 +8,8 @@
 //! wrapped panic reports what kind of panic it was and the address it was called
 //! from (look it up with `addr2line -e <kernel ELF>`), never formats, and ends the
 //! run like any kernel panic. The list of wrapped symbols lives in xtask
-//! (`image::WRAPPED_PANICS`); each stub's name is `ramen_panic_<kind>`.
+//! (`image::WRAPPED_PANICS`); each stub's name is `ramen_panic_<kind>`. The module is
+//! left out of host test builds, where `std` provides the real panic machinery.
 
 use core::arch::global_asm;
 
@@ -18,13 +19,14 @@ use crate::exit::{ExitCode, exit_qemu};
 use crate::serial::Console;
 
 /// The kinds of wrapped panic, in stub order.
-const KINDS: [&str; 6] = [
+const KINDS: [&str; 7] = [
     "index out of bounds",
     "slice index out of range",
     "Option::expect on None",
     "Result::unwrap on Err",
     "str index not on a char boundary",
     "RefCell borrowed twice",
+    "assertion failed",
 ];
 
 global_asm!(
@@ -53,6 +55,10 @@ ramen_panic_str:
     .global ramen_panic_borrow
 ramen_panic_borrow:
     mov $5, %esi
+    jmp 1f
+    .global ramen_panic_assert
+ramen_panic_assert:
+    mov $6, %esi
 1:
     mov (%rsp), %rdi
     and $-16, %rsp

@@ -154,7 +154,11 @@ unsafe impl<T> Send for CpuCell<T> {}
 impl<T> CpuCell<T> {
     /// Wraps `value` as belonging to the running CPU.
     pub fn new(value: T) -> Self {
-        Self { owner: cpu_index(), busy: core::cell::Cell::new(false), value: core::cell::UnsafeCell::new(value) }
+        Self {
+            owner: cpu_index(),
+            busy: core::cell::Cell::new(false),
+            value: core::cell::UnsafeCell::new(value),
+        }
     }
 
     /// The owning CPU.

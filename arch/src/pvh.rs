@@ -158,11 +158,8 @@ pub fn parse(phys: u64) -> Result<BootParams, StartInfoError> {
     };
     for i in 0..u64::from(memmap_entries) {
         let entry = memmap_phys + i * 24;
-        let parsed = MemmapEntry {
-            addr: read_u64(entry)?,
-            len: read_u64(entry + 8)?,
-            kind: read_u32(entry + 16)?,
-        };
+        let parsed =
+            MemmapEntry { addr: read_u64(entry)?, len: read_u64(entry + 8)?, kind: read_u32(entry + 16)? };
         match params.memmap.get_mut(params.memmap_len) {
             Some(slot) => {
                 *slot = parsed;

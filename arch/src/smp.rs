@@ -207,7 +207,15 @@ impl ApStarter {
     /// Starts the CPU with APIC id `apic_id` on `stack_top`, to run `entry(arg)`.
     /// Returns whether it reported in before the timeout; a CPU that does not is
     /// left alone (it may be broken or absent) and the caller reports it.
-    pub fn start(&mut self, lapic: &mut Lapic, apic_id: u32, stack_top: u64, entry: ApEntry, arg: u64, timing: StartTiming) -> bool {
+    pub fn start(
+        &mut self,
+        lapic: &mut Lapic,
+        apic_id: u32,
+        stack_top: u64,
+        entry: ApEntry,
+        arg: u64,
+        timing: StartTiming,
+    ) -> bool {
         // The upper half of the trampoline tables mirrors the kernel's, refreshed each
         // time so stacks mapped since `prepare` are visible.
         let src = phys_to_virt(self.kernel_root) as *const u64;

@@ -277,11 +277,51 @@ pub fn fatal_trap(frame: &TrapFrame) -> ! {
     let mut c = Console::emergency();
     let f = frame;
     let _ = uwriteln!(c, "[cpu{}] EXCEPTION {} ({}, vector {}) in {} mode", cpu, name, what, f.vector, mode);
-    let _ = uwriteln!(c, "[cpu{}]   error={:#x} RIP={:#018x} CS={:#x} RFLAGS={:#x}", cpu, f.error, f.rip, f.cs, f.rflags);
-    let _ = uwriteln!(c, "[cpu{}]   CR2={:#018x} CR3={:#018x} RSP={:#018x} SS={:#x}", cpu, crate::cpu::cr2(), crate::cpu::cr3(), f.rsp, f.ss);
-    let _ = uwriteln!(c, "[cpu{}]   RAX={:#018x} RBX={:#018x} RCX={:#018x} RDX={:#018x}", cpu, f.rax, f.rbx, f.rcx, f.rdx);
-    let _ = uwriteln!(c, "[cpu{}]   RSI={:#018x} RDI={:#018x} RBP={:#018x} R8 ={:#018x}", cpu, f.rsi, f.rdi, f.rbp, f.r8);
-    let _ = uwriteln!(c, "[cpu{}]   R9 ={:#018x} R10={:#018x} R11={:#018x} R12={:#018x}", cpu, f.r9, f.r10, f.r11, f.r12);
+    let _ = uwriteln!(
+        c,
+        "[cpu{}]   error={:#x} RIP={:#018x} CS={:#x} RFLAGS={:#x}",
+        cpu,
+        f.error,
+        f.rip,
+        f.cs,
+        f.rflags
+    );
+    let _ = uwriteln!(
+        c,
+        "[cpu{}]   CR2={:#018x} CR3={:#018x} RSP={:#018x} SS={:#x}",
+        cpu,
+        crate::cpu::cr2(),
+        crate::cpu::cr3(),
+        f.rsp,
+        f.ss
+    );
+    let _ = uwriteln!(
+        c,
+        "[cpu{}]   RAX={:#018x} RBX={:#018x} RCX={:#018x} RDX={:#018x}",
+        cpu,
+        f.rax,
+        f.rbx,
+        f.rcx,
+        f.rdx
+    );
+    let _ = uwriteln!(
+        c,
+        "[cpu{}]   RSI={:#018x} RDI={:#018x} RBP={:#018x} R8 ={:#018x}",
+        cpu,
+        f.rsi,
+        f.rdi,
+        f.rbp,
+        f.r8
+    );
+    let _ = uwriteln!(
+        c,
+        "[cpu{}]   R9 ={:#018x} R10={:#018x} R11={:#018x} R12={:#018x}",
+        cpu,
+        f.r9,
+        f.r10,
+        f.r11,
+        f.r12
+    );
     let _ = uwriteln!(c, "[cpu{}]   R13={:#018x} R14={:#018x} R15={:#018x}", cpu, f.r13, f.r14, f.r15);
     drop(c);
     exit_qemu(ExitCode::Failure)

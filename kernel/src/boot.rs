@@ -116,9 +116,12 @@ pub fn bsp_main(boot: Result<BootParams, StartInfoError>) -> ! {
     let phantom_cpus = u32::from(cmdline.phantom_cpu.is_some());
     MACHINE.call_once(|| Machine { features, topology, tsc_hz, xapic_virt, kernel_root, phantom_cpus });
     let lapic = init_lapic();
-    kprintln!("local APIC id {}: {} mode, timer {}", lapic.id(),
+    kprintln!(
+        "local APIC id {}: {} mode, timer {}",
+        lapic.id(),
         if lapic.mode().x2apic { "x2APIC" } else { "xAPIC" },
-        if lapic.mode().tsc_deadline { "TSC-deadline" } else { "one-shot" });
+        if lapic.mode().tsc_deadline { "TSC-deadline" } else { "one-shot" }
+    );
     cpus::register(local, lapic);
 
     start_aps();
@@ -127,7 +130,13 @@ pub fn bsp_main(boot: Result<BootParams, StartInfoError>) -> ! {
     {
         // The one line scripts read: exactly this form, no CPU prefix.
         let mut console = ramen_arch::serial::Console::lock();
-        let _ = ufmt::uwriteln!(console, "cpus online: {} sockets: {} nodes: {}", summary.cpus, summary.sockets, summary.nodes);
+        let _ = ufmt::uwriteln!(
+            console,
+            "cpus online: {} sockets: {} nodes: {}",
+            summary.cpus,
+            summary.sockets,
+            summary.nodes
+        );
     }
 
     if let Some(fault) = cmdline.fault {
@@ -179,9 +188,18 @@ fn init_frames(params: &BootParams) {
         }
     }
     if params.memmap_dropped > 0 {
-        kprintln!("warning: {} memory-map entries beyond the first {} ignored", params.memmap_dropped, params.memmap_len);
+        kprintln!(
+            "warning: {} memory-map entries beyond the first {} ignored",
+            params.memmap_dropped,
+            params.memmap_len
+        );
     }
-    kprintln!("memory: {} MiB RAM, {} MiB free in {} ranges", ram >> 20, frames.free_bytes() >> 20, frames.free_ranges().len());
+    kprintln!(
+        "memory: {} MiB RAM, {} MiB free in {} ranges",
+        ram >> 20,
+        frames.free_bytes() >> 20,
+        frames.free_ranges().len()
+    );
 }
 
 fn init_kernel_space(params: &BootParams, features: &Features) -> KernelSpace {
@@ -196,7 +214,8 @@ fn init_kernel_space(params: &BootParams, features: &Features) -> KernelSpace {
         }
     }
     let mut frames = early_frame;
-    match KernelSpace::build_and_switch(direct.get(..count).unwrap_or(&[]), features.huge_pages, &mut frames) {
+    match KernelSpace::build_and_switch(direct.get(..count).unwrap_or(&[]), features.huge_pages, &mut frames)
+    {
         Ok(space) => space,
         Err(_) => fatal_early("cannot build the kernel page tables"),
     }
@@ -207,9 +226,13 @@ fn init_kernel_space(params: &BootParams, features: &Features) -> KernelSpace {
 fn prepare_cpu(identity: CpuIdentity) -> Result<(u64, CpuIdentity), &'static str> {
     let space = KERNEL_SPACE.get().ok_or("kernel space missing")?;
     let mut frames = any_frame;
-    let (kernel_top, ist) = space.lock().map_cpu_stacks(identity.index, &mut frames).map_err(|_| "cannot map stacks")?;
+    let (kernel_top, ist) =
+        space.lock().map_cpu_stacks(identity.index, &mut frames).map_err(|_| "cannot map stacks")?;
     let pages = (CPU_LOCAL_BYTES as u64).div_ceil(FRAME_BYTES);
-    let block_phys = FRAMES.lock().alloc_contiguous(pages, FRAME_BYTES, u64::MAX).ok_or("out of memory for a per-CPU block")?;
+    let block_phys = FRAMES
+        .lock()
+        .alloc_contiguous(pages, FRAME_BYTES, u64::MAX)
+        .ok_or("out of memory for a per-CPU block")?;
     Ok((phys_to_virt(block_phys), CpuIdentity { kernel_stack_top: kernel_top, ist_tops: ist, ..identity }))
 }
 
@@ -231,17 +254,18 @@ fn install_block(block: u64, identity: CpuIdentity) -> &'static CpuLocal {
 
 fn measure_tsc(features: &Features) -> u64 {
     let leaves = ramen_arch::tsc::cpuid_tsc();
-    let (hz, source) = if let Some(hz) = tsc::from_leaf_15(leaves.denominator, leaves.numerator, leaves.crystal_hz) {
-        (hz, TscSource::CpuidCrystal)
-    } else if let Some(hz) = tsc::from_leaf_16(leaves.base_mhz) {
-        (hz, TscSource::CpuidBase)
-    } else {
-        let (tsc_ticks, pit_ticks) = ramen_arch::tsc::measure_against_pit();
-        match tsc::from_pit(tsc_ticks, pit_ticks) {
-            Some(hz) => (hz, TscSource::PitCalibration),
-            None => fatal_early("TSC calibration against the PIT failed"),
-        }
-    };
+    let (hz, source) =
+        if let Some(hz) = tsc::from_leaf_15(leaves.denominator, leaves.numerator, leaves.crystal_hz) {
+            (hz, TscSource::CpuidCrystal)
+        } else if let Some(hz) = tsc::from_leaf_16(leaves.base_mhz) {
+            (hz, TscSource::CpuidBase)
+        } else {
+            let (tsc_ticks, pit_ticks) = ramen_arch::tsc::measure_against_pit();
+            match tsc::from_pit(tsc_ticks, pit_ticks) {
+                Some(hz) => (hz, TscSource::PitCalibration),
+                None => fatal_early("TSC calibration against the PIT failed"),
+            }
+        };
     let how = match source {
         TscSource::CpuidCrystal => "CPUID leaf 0x15",
         TscSource::CpuidBase => "CPUID leaf 0x16",
@@ -286,8 +310,13 @@ fn read_topology(params: &BootParams, bsp_apic_id: u32, phantom: Option<u32>) ->
         kprintln!("test: pretending the firmware lists a CPU with APIC id {}", id);
     }
     let topology = Topology::build(ids.get(..count).unwrap_or(&[]), bsp_apic_id, shift, srat.as_ref());
-    kprintln!("ACPI: MADT lists {} CPUs ({} disabled), SRAT {}, {} NUMA nodes", fw.cpu_count, fw.disabled_cpus,
-        if srat.is_some() { "present" } else { "absent" }, topology.node_count());
+    kprintln!(
+        "ACPI: MADT lists {} CPUs ({} disabled), SRAT {}, {} NUMA nodes",
+        fw.cpu_count,
+        fw.disabled_cpus,
+        if srat.is_some() { "present" } else { "absent" },
+        topology.node_count()
+    );
     if let Some(bytes) = fw.slit {
         match Slit::parse(bytes) {
             Ok(slit) => {
@@ -336,7 +365,13 @@ fn start_aps() {
         timeout: tsc::ns_to_ticks(1_000_000_000, m.tsc_hz),
     };
     for c in m.topology.cpus().iter().skip(1) {
-        let identity = CpuIdentity { index: c.index, apic_id: c.apic_id, package: c.package, node: c.node, ..CpuIdentity::default() };
+        let identity = CpuIdentity {
+            index: c.index,
+            apic_id: c.apic_id,
+            package: c.package,
+            node: c.node,
+            ..CpuIdentity::default()
+        };
         let (block, identity) = match prepare_cpu(identity) {
             Ok(plan) => plan,
             Err(e) => {
@@ -383,7 +418,12 @@ fn ap_main(index: u64) -> ! {
         kprintln!("warning: local APIC reports id {}, firmware said {}", reported, plan.identity.apic_id);
     }
     cpus::register(local, lapic);
-    kprintln!("online: apic id {} package {} node {}", plan.identity.apic_id, plan.identity.package, plan.identity.node);
+    kprintln!(
+        "online: apic id {} package {} node {}",
+        plan.identity.apic_id,
+        plan.identity.package,
+        plan.identity.node
+    );
     loop {
         cpu::wait_for_interrupt();
     }

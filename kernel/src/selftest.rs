@@ -7,9 +7,9 @@
 
 use core::sync::atomic::Ordering;
 
+use ramen_arch::PHYS_MAP_BASE;
 use ramen_arch::apic::TEST_VECTOR;
 use ramen_arch::cpu;
-use ramen_arch::PHYS_MAP_BASE;
 use ramen_arch::paging::STACKS_BASE;
 use ramen_arch::serial::Console;
 use ramen_core::tsc::ns_to_ticks;

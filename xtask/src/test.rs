@@ -1,0 +1,429 @@
+//! `cargo xtask test`: host tests, the dependency rules, the kernel image and its SIMD scan,
+//! then a table of QEMU boots.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::console;
+use crate::deps;
+use crate::image;
+use crate::process::{self, Echo, Exit, Outcome};
+use crate::qemu::{self, AccelRequest, BootConfig, Machine, Verdict};
+use crate::simd;
+
+/// Flags for `cargo xtask test`.
+#[derive(clap::Args)]
+pub struct TestArgs {
+    /// Print every QEMU case's console, not only those of failing cases.
+    #[arg(long)]
+    verbose: bool,
+    /// Skip the host `cargo test` step.
+    #[arg(long)]
+    skip_host: bool,
+    /// Boot only the QEMU cases whose name contains SUBSTR (host tests still run).
+    #[arg(long, value_name = "SUBSTR")]
+    filter: Option<String>,
+    /// Kill a QEMU case and fail it after this many seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    timeout: u64,
+    /// Accelerator for the QEMU cases.
+    #[arg(long, value_enum, default_value_t = AccelRequest::Auto)]
+    accel: AccelRequest,
+    /// Scan and boot this kernel ELF instead of building one.
+    #[arg(long, value_name = "ELF")]
+    kernel: Option<PathBuf>,
+}
+
+/// Guest memory for cases that do not care.
+const DEFAULT_MEM_MIB: u64 = 512;
+
+/// The registers every fault report must show.
+const FAULT_REGISTERS: [&str; 4] = ["RIP=", "CR2=", "RAX=", "RSP="];
+
+/// The exit the kernel must report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum KernelExit {
+    Success,
+    Failure,
+}
+
+/// What a QEMU case must show.
+#[derive(Debug)]
+struct Expect {
+    exit: KernelExit,
+    /// The kernel ran its test cases: `N passed, 0 failed` with N > 0.
+    kernel_tests_pass: bool,
+    /// The exact bring-up summary, `cpus online: N sockets: S nodes: K`.
+    summary: Option<&'static str>,
+    /// A fault report for this exception mnemonic (e.g. `#PF`): `EXCEPTION`, the
+    /// mnemonic and `FAULT_REGISTERS` must all appear.
+    fault_report: Option<&'static str>,
+    /// Substrings that must each appear somewhere on the console.
+    console_contains: &'static [&'static str],
+}
+
+/// One boot of the kernel under QEMU. Add a row to `QEMU_CASES` to add a case.
+#[derive(Debug)]
+pub struct QemuCase {
+    name: &'static str,
+    cpus: u32,
+    sockets: u32,
+    mem_mib: u64,
+    /// Whether the guest gets ACPI tables.
+    acpi: bool,
+    /// The kernel command line.
+    kernel_args: &'static str,
+    /// Extra ACPI tables QEMU adds to the firmware's.
+    acpi_tables: &'static [ExtraAcpiTable],
+    expect: Expect,
+}
+
+/// An ACPI table a case adds with `-acpitable`: QEMU writes the header (signature,
+/// length, checksum) and appends `body`.
+#[derive(Debug)]
+pub struct ExtraAcpiTable {
+    signature: &'static str,
+    body: &'static [u8],
+}
+
+/// A SRAT whose first entry claims 250 bytes in a table that has 16: the kernel must
+/// reject it with a message and boot as one NUMA node, never read past the table.
+const MALFORMED_SRAT: ExtraAcpiTable = ExtraAcpiTable {
+    signature: "SRAT",
+    body: &[
+        1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, // table revision, reserved
+        0, 250, 0, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, // CPU affinity, bad length
+    ],
+};
+
+impl QemuCase {
+    /// Boots with `test`; the in-kernel tests pass and bring-up prints `summary`.
+    const fn kernel_tests(name: &'static str, cpus: u32, sockets: u32, summary: &'static str) -> Self {
+        Self {
+            name,
+            cpus,
+            sockets,
+            mem_mib: DEFAULT_MEM_MIB,
+            acpi: true,
+            kernel_args: "test",
+            acpi_tables: &[],
+            expect: Expect {
+                exit: KernelExit::Success,
+                kernel_tests_pass: true,
+                summary: Some(summary),
+                fault_report: None,
+                console_contains: &[],
+            },
+        }
+    }
+
+    /// Boots with a deliberate fault; the kernel reports it and exits with failure.
+    const fn fault(
+        name: &'static str,
+        kernel_args: &'static str,
+        fault_report: Option<&'static str>,
+        console_contains: &'static [&'static str],
+    ) -> Self {
+        Self {
+            name,
+            cpus: 1,
+            sockets: 1,
+            mem_mib: DEFAULT_MEM_MIB,
+            acpi: true,
+            kernel_args,
+            acpi_tables: &[],
+            expect: Expect {
+                exit: KernelExit::Failure,
+                kernel_tests_pass: false,
+                summary: None,
+                fault_report,
+                console_contains,
+            },
+        }
+    }
+
+    const fn without_acpi(mut self) -> Self {
+        self.acpi = false;
+        self
+    }
+
+    const fn with_console(mut self, console_contains: &'static [&'static str]) -> Self {
+        self.expect.console_contains = console_contains;
+        self
+    }
+
+    const fn with_args(mut self, kernel_args: &'static str) -> Self {
+        self.kernel_args = kernel_args;
+        self
+    }
+
+    const fn with_acpi_tables(mut self, tables: &'static [ExtraAcpiTable]) -> Self {
+        self.acpi_tables = tables;
+        self
+    }
+
+    /// Writes this case's extra ACPI tables under `target/` and returns the QEMU
+    /// arguments that add them.
+    fn acpi_table_args(&self) -> anyhow::Result<Vec<String>> {
+        let dir = image::repo_root().join("target").join("xtask");
+        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let mut args = Vec::new();
+        for table in self.acpi_tables {
+            let path = dir.join(format!("{}-{}.bin", self.name, table.signature));
+            std::fs::write(&path, table.body).with_context(|| format!("cannot write {}", path.display()))?;
+            args.push("-acpitable".into());
+            args.push(format!("sig={},rev=3,data={}", table.signature, path.display()));
+        }
+        Ok(args)
+    }
+}
+
+/// The QEMU cases `cargo xtask test` boots, in order.
+pub const QEMU_CASES: &[QemuCase] = &[
+    QemuCase::kernel_tests("smp1", 1, 1, "cpus online: 1 sockets: 1 nodes: 1"),
+    QemuCase::kernel_tests("smp4-sockets2", 4, 2, "cpus online: 4 sockets: 2 nodes: 2"),
+    QemuCase::fault("fault-pf", "fault=pf", Some("#PF"), &[]),
+    QemuCase::fault("fault-ud", "fault=ud", Some("#UD"), &[]),
+    QemuCase::fault("fault-gp", "fault=gp", Some("#GP"), &[]),
+    QemuCase::fault("fault-panic", "fault=panic", None, &["PANIC", "kernel/src/"]),
+    // core's bounds-check panic is linked to a stub that reports without formatting.
+    QemuCase::fault(
+        "fault-bounds",
+        "fault=bounds",
+        None,
+        &["PANIC: index out of bounds", "called from RIP="],
+    ),
+    // A CPU the firmware lists that never starts is reported; the others carry on.
+    QemuCase::kernel_tests("phantom-cpu", 2, 1, "cpus online: 2 sockets: 1 nodes: 1")
+        .with_args("test phantom_cpu=9")
+        .with_console(&["APIC id 9 did not start"]),
+    // A malformed SRAT is rejected with a message; the machine boots as one node.
+    QemuCase::kernel_tests("malformed-srat", 2, 1, "cpus online: 2 sockets: 1 nodes: 1")
+        .with_acpi_tables(&[MALFORMED_SRAT])
+        .with_console(&["SRAT unusable (malformed entry)"]),
+    // Without ACPI there is no MADT: the kernel must say so and boot on one CPU.
+    QemuCase::kernel_tests("no-acpi", 2, 1, "cpus online: 1 sockets: 1 nodes: 1")
+        .without_acpi()
+        .with_console(&["ACPI"]),
+];
+
+/// The cases selected by `--filter`.
+fn selected<'a>(cases: &'a [QemuCase], filter: Option<&str>) -> Vec<&'a QemuCase> {
+    cases.iter().filter(|case| filter.is_none_or(|filter| case.name.contains(filter))).collect()
+}
+
+/// Checks a finished boot against its expectations; the error lists every mismatch.
+fn evaluate(expect: &Expect, outcome: &Outcome) -> Result<(), String> {
+    let mut problems = Vec::new();
+    let wanted = match expect.exit {
+        KernelExit::Success => Verdict::Success,
+        KernelExit::Failure => Verdict::KernelFailure,
+    };
+    let verdict = qemu::verdict(outcome);
+    if verdict != wanted {
+        problems.push(verdict.describe());
+    }
+    if expect.kernel_tests_pass {
+        match console::totals(&outcome.console) {
+            None => problems.push("no `N passed, M failed` line".into()),
+            Some(totals) if totals.failed > 0 => {
+                let names = console::failed_tests(&outcome.console).join(", ");
+                problems.push(format!("{} kernel tests failed: {names}", totals.failed));
+            }
+            Some(totals) if totals.passed == 0 => problems.push("no kernel tests ran".into()),
+            Some(_) => {}
+        }
+    }
+    if let Some(wanted) = expect.summary {
+        match console::summary(&outcome.console) {
+            Some(summary) if summary == wanted => {}
+            Some(summary) => problems.push(format!("summary `{summary}`, expected `{wanted}`")),
+            None => problems.push(format!("no summary line, expected `{wanted}`")),
+        }
+    }
+    let fault_needles = expect
+        .fault_report
+        .map(|mnemonic| [&["EXCEPTION", mnemonic][..], &FAULT_REGISTERS[..]].concat())
+        .unwrap_or_default();
+    let missing: Vec<String> = fault_needles
+        .iter()
+        .chain(expect.console_contains)
+        .filter(|needle| !outcome.console.iter().any(|line| line.contains(*needle)))
+        .map(|needle| format!("`{needle}`"))
+        .collect();
+    if !missing.is_empty() {
+        problems.push(format!("console lacks {}", missing.join(", ")));
+    }
+    if problems.is_empty() { Ok(()) } else { Err(problems.join("; ")) }
+}
+
+/// `cargo xtask test`; returns whether everything passed.
+pub fn run(args: &TestArgs) -> anyhow::Result<bool> {
+    if !args.skip_host && !host_tests()? {
+        eprintln!("test: host tests failed; QEMU cases not run");
+        return Ok(false);
+    }
+    // The static checks are cheap and CI runs only `test`, so they belong here too.
+    let graph_ok = deps::check()?;
+    let elf = match &args.kernel {
+        Some(elf) => elf.clone(),
+        None => image::build_kernel()?,
+    };
+    let image_ok = simd::check_elf(&elf)?;
+
+    qemu::ensure_installed()?;
+    let accel = qemu::choose_accel_for_host(args.accel, false)?;
+    println!("{}", accel.describe());
+    let cases = selected(QEMU_CASES, args.filter.as_deref());
+    if cases.is_empty() {
+        println!("test: no QEMU case matches --filter");
+    }
+    let (mut passed, mut failed) = (0, 0);
+    for case in cases {
+        let mut machine = Machine::new(case.cpus, case.sockets, case.mem_mib)
+            .with_context(|| format!("QEMU case {} has a bad machine shape", case.name))?;
+        machine.acpi = case.acpi;
+        let config = BootConfig {
+            machine,
+            accel: accel.accel,
+            kernel: elf.clone(),
+            kernel_args: case.kernel_args.into(),
+            gdb: false,
+            extra_args: case.acpi_table_args()?,
+        };
+        let command = qemu::command(&config);
+        let shown = process::display_command(&command);
+        let outcome = process::run_with_timeout(command, Duration::from_secs(args.timeout), Echo::Capture)?;
+        let result = evaluate(&case.expect, &outcome);
+        match &result {
+            Ok(()) => {
+                passed += 1;
+                println!("qemu {} ... ok", case.name);
+            }
+            Err(reason) => {
+                failed += 1;
+                println!("qemu {} ... FAILED ({reason})", case.name);
+            }
+        }
+        if result.is_err() || args.verbose {
+            print_console(&shown, &outcome);
+        }
+    }
+    // The QEMU totals stay the last line; name earlier failures just above them.
+    for (ok, step) in [(graph_ok, "dependency rules"), (image_ok, "simd check")] {
+        if !ok {
+            println!("test: {step} FAILED (see above)");
+        }
+    }
+    println!("qemu: {passed} passed, {failed} failed");
+    Ok(graph_ok && image_ok && failed == 0)
+}
+
+/// Shows what a case's boot printed: the whole console, or its tail after a timeout.
+fn print_console(command: &str, outcome: &Outcome) {
+    println!("  command: {command}");
+    if matches!(outcome.exit, Exit::TimedOut(_)) {
+        process::print_tail(&outcome.console, qemu::TAIL_LINES);
+    } else {
+        println!("---- console ----");
+        outcome.console.iter().for_each(|line| println!("{line}"));
+        println!("---- end of console ----");
+    }
+    if !outcome.stderr.is_empty() {
+        println!("---- qemu stderr ----");
+        outcome.stderr.iter().for_each(|line| println!("{line}"));
+        println!("---- end of qemu stderr ----");
+    }
+}
+
+/// Host tests for every crate but the kernel image, in the normal target directory and
+/// with no bare-metal flags (those are only ever set on the kernel's own cargo commands).
+fn host_tests() -> anyhow::Result<bool> {
+    println!("test: host crates (cargo test --workspace --exclude {})", image::KERNEL_PACKAGE);
+    let status = image::cargo()
+        .args(["test", "--workspace", "--exclude", image::KERNEL_PACKAGE])
+        .status()
+        .context("could not start cargo test")?;
+    Ok(status.success())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(code: i32, console: &str) -> Outcome {
+        Outcome {
+            exit: Exit::Code(code),
+            console: console.lines().map(String::from).collect(),
+            stderr: Vec::new(),
+        }
+    }
+
+    fn case(name: &str) -> &'static QemuCase {
+        QEMU_CASES.iter().find(|case| case.name == name).unwrap()
+    }
+
+    #[test]
+    fn case_names_are_unique_and_machines_valid() {
+        for (i, case) in QEMU_CASES.iter().enumerate() {
+            assert!(!case.name.is_empty());
+            assert!(QEMU_CASES[..i].iter().all(|other| other.name != case.name), "{}", case.name);
+            Machine::new(case.cpus, case.sockets, case.mem_mib).unwrap();
+        }
+    }
+
+    #[test]
+    fn no_acpi_case_is_two_cpus_without_acpi() {
+        let no_acpi = case("no-acpi");
+        assert_eq!((no_acpi.cpus, no_acpi.acpi), (2, false));
+        assert_eq!(no_acpi.kernel_args, "test");
+        assert_eq!(no_acpi.expect.summary, Some("cpus online: 1 sockets: 1 nodes: 1"));
+        assert!(no_acpi.expect.kernel_tests_pass);
+    }
+
+    #[test]
+    fn filter_selects_by_substring() {
+        let names = |filter| selected(QEMU_CASES, filter).iter().map(|c| c.name).collect::<Vec<_>>();
+        assert_eq!(names(Some("fault-")), ["fault-pf", "fault-ud", "fault-gp", "fault-panic", "fault-bounds"]);
+        assert_eq!(names(None).len(), QEMU_CASES.len());
+        assert!(names(Some("nothing")).is_empty());
+    }
+
+    #[test]
+    fn passing_test_boot() {
+        let console =
+            "[cpu0] cpus online: 4 sockets: 2 nodes: 2\n[cpu0] test a ... ok\n[cpu0] 1 passed, 0 failed";
+        assert_eq!(evaluate(&case("smp4-sockets2").expect, &outcome(33, console)), Ok(()));
+    }
+
+    #[test]
+    fn failing_test_boot_names_every_problem() {
+        let console = "cpus online: 1 sockets: 1 nodes: 1\ntest a ... FAILED\n0 passed, 1 failed";
+        let reason = evaluate(&case("smp4-sockets2").expect, &outcome(35, console)).unwrap_err();
+        assert!(reason.contains("kernel reported failure"), "{reason}");
+        assert!(reason.contains("1 kernel tests failed: a"), "{reason}");
+        assert!(reason.contains("expected `cpus online: 4 sockets: 2 nodes: 2`"), "{reason}");
+        let reason =
+            evaluate(&case("smp1").expect, &outcome(33, "cpus online: 1 sockets: 1 nodes: 1")).unwrap_err();
+        assert_eq!(reason, "no `N passed, M failed` line");
+    }
+
+    #[test]
+    fn fault_cases_need_failure_exit_and_report() {
+        let report = "[cpu0] EXCEPTION #PF at RIP=0x1 CR2=0x0\nRAX=0 RSP=0xffff";
+        assert_eq!(evaluate(&case("fault-pf").expect, &outcome(35, report)), Ok(()));
+        let reason = evaluate(&case("fault-pf").expect, &outcome(33, "EXCEPTION #PF")).unwrap_err();
+        assert!(reason.starts_with("kernel reported success"), "{reason}");
+        assert!(reason.ends_with("console lacks `RIP=`, `CR2=`, `RAX=`, `RSP=`"), "{reason}");
+        let reset = evaluate(&case("fault-gp").expect, &outcome(0, report)).unwrap_err();
+        assert!(reset.contains("QEMU exited with status 0 (kernel did not report)"), "{reset}");
+    }
+
+    #[test]
+    fn panic_case_needs_location() {
+        let console = "[cpu0] PANIC at kernel/src/main.rs:10:5: boom";
+        assert_eq!(evaluate(&case("fault-panic").expect, &outcome(35, console)), Ok(()));
+    }
+}

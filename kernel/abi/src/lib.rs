@@ -6,6 +6,8 @@
 #![no_std]
 #![forbid(unsafe_code)]
 
+pub mod syscall;
+
 /// Message words passed in CPU registers on every IPC (the fastpath carries exactly
 /// these; seL4's x86_64 fastpath carries 4).
 pub const MSG_REGS: usize = 6;
@@ -85,6 +87,68 @@ impl MessageInfo {
     }
 }
 
+/// Why a system call failed: the value user space sees in the result register.
+///
+/// Zero means success and is not an `Error`. Codes are stable ABI: append new ones,
+/// never renumber. Every kernel operation's documentation lists the codes it returns,
+/// and a failing operation changes no state (decode, then invoke).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(u64)]
+pub enum Error {
+    /// A capability pointer did not resolve: a guard mismatch, a depth that does not
+    /// match the CNodes on the path, or a non-CNode capability part way.
+    InvalidCapability = 1,
+    /// The addressed slot holds no capability where one is needed (this is also what
+    /// a second delete of the same slot returns).
+    SlotEmpty = 2,
+    /// The destination slot already holds a capability: delete it first.
+    SlotOccupied = 3,
+    /// The capability is of the wrong object type for the operation.
+    WrongType = 4,
+    /// The capability lacks a right the operation needs, or an operation asked for
+    /// rights its source does not have.
+    InsufficientRights = 5,
+    /// An argument is malformed: an unknown object type, a badge where none may go.
+    InvalidArgument = 6,
+    /// A number is out of its allowed range: a slot offset, a size, a count, a depth.
+    RangeError = 7,
+    /// An address or size is not aligned as the object requires.
+    AlignmentError = 8,
+    /// The untyped memory has too little room left for the requested objects.
+    NotEnoughMemory = 9,
+    /// The operation is never allowed on this kind of capability (for example
+    /// copying an untyped or reply capability).
+    IllegalOperation = 10,
+    /// A long operation (delete, revoke) did bounded work and stopped at a
+    /// preemption point; calling it again continues where it left off.
+    Preempted = 11,
+}
+
+impl Error {
+    /// The code as returned to user space.
+    pub const fn code(self) -> u64 {
+        self as u64
+    }
+
+    /// The error with this code, or `None` for zero (success) and unknown codes.
+    pub const fn from_code(code: u64) -> Option<Self> {
+        Some(match code {
+            1 => Self::InvalidCapability,
+            2 => Self::SlotEmpty,
+            3 => Self::SlotOccupied,
+            4 => Self::WrongType,
+            5 => Self::InsufficientRights,
+            6 => Self::InvalidArgument,
+            7 => Self::RangeError,
+            8 => Self::AlignmentError,
+            9 => Self::NotEnoughMemory,
+            10 => Self::IllegalOperation,
+            11 => Self::Preempted,
+            _ => return None,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,6 +159,15 @@ mod tests {
         assert_eq!((info.label(), info.len_words(), info.caps(), info.leases()), (0xABCDE, 9, 2, 3));
         assert!(!info.fits_fastpath());
         assert!(MessageInfo::try_new(7, MSG_REGS, 0, 0).unwrap().fits_fastpath());
+    }
+
+    #[test]
+    fn error_codes_round_trip_and_zero_is_success() {
+        assert_eq!(Error::from_code(0), None);
+        for code in 1..=11 {
+            assert_eq!(Error::from_code(code).map(Error::code), Some(code));
+        }
+        assert_eq!(Error::from_code(12), None);
     }
 
     #[test]

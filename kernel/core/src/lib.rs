@@ -1,3 +1,14 @@
 //! RamenOS kernel logic, hardware-free and tested on the host.
+//!
+//! Everything here is plain `no_std` Rust with no `unsafe`: the kernel binary wires it
+//! to real memory and registers through `ramen-arch`. Code in this crate must not
+//! panic on anything user space or firmware controls (use `get()`, checked
+//! arithmetic), and should not pull in `core::fmt` number formatting: the kernel
+//! image is checked to contain no SIMD instruction.
 #![no_std]
 #![forbid(unsafe_code)]
+
+pub mod cmdline;
+pub mod memory;
+pub mod topology;
+pub mod tsc;

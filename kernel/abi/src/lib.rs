@@ -6,6 +6,7 @@
 #![no_std]
 #![forbid(unsafe_code)]
 
+pub mod invocation;
 pub mod syscall;
 
 /// Message words passed in CPU registers on every IPC (the fastpath carries exactly

@@ -1,0 +1,66 @@
+//! Kernel-object invocations: `Sys::Call` on a capability to a kernel object runs an
+//! operation on it, selected by the message label. Arguments are message registers in
+//! the order each operation documents; results come back the same way.
+
+/// Operations on a `DebugConsole` capability.
+pub mod debug {
+    /// Write bytes to the kernel console. MR0 = byte count (at most [`WRITE_MAX`]),
+    /// MR1.. = the bytes, little-endian, eight per register.
+    pub const WRITE: u64 = 1;
+    /// Most bytes one `WRITE` carries (five message registers).
+    pub const WRITE_MAX: usize = 40;
+}
+
+/// Operations on a `Thread` capability.
+pub mod thread {
+    /// Stop the thread; it runs again only after `RESUME`. A thread may suspend
+    /// itself, which is how a program exits.
+    pub const SUSPEND: u64 = 0x10;
+    /// Make a suspended thread runnable.
+    pub const RESUME: u64 = 0x11;
+    /// Set entry point and stack: MR0 = RIP, MR1 = RSP, MR2 = argument (RDI).
+    pub const WRITE_ENTRY: u64 = 0x12;
+    /// MR0 = priority (0..=255; at most the caller's own).
+    pub const SET_PRIORITY: u64 = 0x13;
+    /// MR0 = CPU index to run on; works while the thread runs or is blocked.
+    pub const SET_AFFINITY: u64 = 0x14;
+    /// Set CSpace root (cap 0 of the message), VSpace (cap 1), fault endpoint (MR0,
+    /// a capability pointer in the new CSpace, 0 for none) and IPC buffer (MR1).
+    pub const CONFIGURE: u64 = 0x15;
+}
+
+/// Operations on a `CNode` capability. MR0 = destination index, MR1 = destination
+/// depth; the source is MR2 (capability pointer in the caller's CSpace).
+pub mod cnode {
+    /// Copy a capability (same rights and badge).
+    pub const COPY: u64 = 0x20;
+    /// Copy with fewer rights (MR3) and/or a badge (MR4).
+    pub const MINT: u64 = 0x21;
+    /// Move a capability.
+    pub const MOVE: u64 = 0x22;
+    /// Move with fewer rights (MR3) and/or a badge (MR4).
+    pub const MUTATE: u64 = 0x23;
+    /// Delete the capability at the destination.
+    pub const DELETE: u64 = 0x24;
+    /// Delete every capability derived from the one at the destination.
+    pub const REVOKE: u64 = 0x25;
+}
+
+/// Operations on an `Untyped` capability.
+pub mod untyped {
+    /// Create objects: MR0 = object type, MR1 = size bits (for sized objects), MR2 =
+    /// destination CNode (capability pointer), MR3 = first slot, MR4 = count.
+    pub const RETYPE: u64 = 0x30;
+}
+
+/// Operations on `Frame` and page-table capabilities.
+pub mod vspace {
+    /// Map a frame: MR0 = VSpace capability pointer, MR1 = virtual address, MR2 =
+    /// rights (bit 0 write, bit 1 execute).
+    pub const FRAME_MAP: u64 = 0x40;
+    /// Unmap a frame.
+    pub const FRAME_UNMAP: u64 = 0x41;
+    /// Install a page table: MR0 = VSpace capability pointer, MR1 = virtual address
+    /// the table will cover.
+    pub const TABLE_MAP: u64 = 0x42;
+}

@@ -185,7 +185,7 @@ impl FrameAllocator {
 
     fn merge_around(&mut self, at: usize) {
         // Merge with the right neighbour, then the left.
-        for i in [at, at.wrapping_sub(1)] {
+        for i in [Some(at), at.checked_sub(1)].into_iter().flatten() {
             let (Some(a), Some(b)) = (self.free.get(i).copied(), self.free.get(i + 1).copied()) else {
                 continue;
             };

@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod invocation;
+pub mod slot;
 pub mod syscall;
 
 /// Message words passed in CPU registers on every IPC (the fastpath carries exactly

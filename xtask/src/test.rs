@@ -386,7 +386,10 @@ mod tests {
     #[test]
     fn filter_selects_by_substring() {
         let names = |filter| selected(QEMU_CASES, filter).iter().map(|c| c.name).collect::<Vec<_>>();
-        assert_eq!(names(Some("fault-")), ["fault-pf", "fault-ud", "fault-gp", "fault-panic", "fault-bounds"]);
+        assert_eq!(
+            names(Some("fault-")),
+            ["fault-pf", "fault-ud", "fault-gp", "fault-panic", "fault-bounds"]
+        );
         assert_eq!(names(None).len(), QEMU_CASES.len());
         assert!(names(Some("nothing")).is_empty());
     }

@@ -165,10 +165,7 @@ impl Srat {
                         return Err(short);
                     }
                     if u32_at(entry, 12)? & 1 != 0 {
-                        srat.push_cpu(CpuAffinity {
-                            apic_id: u32_at(entry, 8)?,
-                            domain: u32_at(entry, 4)?,
-                        })?;
+                        srat.push_cpu(CpuAffinity { apic_id: u32_at(entry, 8)?, domain: u32_at(entry, 4)? })?;
                     }
                 }
                 // GICC, ITS, generic initiators: not for x86 CPUs; skip.
@@ -225,7 +222,8 @@ impl<'a> Slit<'a> {
         if n > MAX_NODES {
             return Err(TableError::TooMany);
         }
-        let matrix = table.get(SLIT_MATRIX_OFFSET..SLIT_MATRIX_OFFSET + n * n).ok_or(TableError::Truncated)?;
+        let matrix =
+            table.get(SLIT_MATRIX_OFFSET..SLIT_MATRIX_OFFSET + n * n).ok_or(TableError::Truncated)?;
         Ok(Self { localities: n, matrix })
     }
 
@@ -284,7 +282,8 @@ impl Topology {
         // Nodes are numbered in proximity-domain order, so the numbering does not
         // depend on the order the firmware lists CPUs in.
         if let Some(srat) = srat {
-            let domains = || srat.cpus().iter().map(|c| c.domain).chain(srat.memory().iter().map(|m| m.domain));
+            let domains =
+                || srat.cpus().iter().map(|c| c.domain).chain(srat.memory().iter().map(|m| m.domain));
             while topo.node_count < MAX_NODES {
                 let Some(next) = domains().filter(|d| !topo.domains().contains(d)).min() else { break };
                 if let Some(slot) = topo.domains.get_mut(topo.node_count) {
@@ -293,7 +292,8 @@ impl Topology {
                 topo.node_count += 1;
             }
         }
-        let boot_first = core::iter::once(boot_apic_id).chain(apic_ids.iter().copied().filter(|&id| id != boot_apic_id));
+        let boot_first =
+            core::iter::once(boot_apic_id).chain(apic_ids.iter().copied().filter(|&id| id != boot_apic_id));
         for apic_id in boot_first {
             if topo.cpus().iter().any(|c| c.apic_id == apic_id) {
                 continue;
@@ -345,7 +345,8 @@ impl Topology {
             }
             cpu_nodes |= 1u64.checked_shl(cpu.node).unwrap_or(0);
         }
-        let nodes = if self.node_count == 0 { 1 } else { self.node_count.max(cpu_nodes.count_ones() as usize) };
+        let nodes =
+            if self.node_count == 0 { 1 } else { self.node_count.max(cpu_nodes.count_ones() as usize) };
         Summary { cpus, sockets, nodes }
     }
 }

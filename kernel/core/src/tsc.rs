@@ -42,8 +42,7 @@ pub fn ticks_to_ns(ticks: u64, tsc_hz: u64) -> u64 {
     // Split to avoid overflow: whole seconds, then the remainder.
     let secs = ticks / tsc_hz;
     let rem = ticks % tsc_hz;
-    secs.saturating_mul(1_000_000_000)
-        .saturating_add(rem.saturating_mul(1_000_000_000) / tsc_hz)
+    secs.saturating_mul(1_000_000_000).saturating_add(rem.saturating_mul(1_000_000_000) / tsc_hz)
 }
 
 /// TSC ticks in `ns` nanoseconds at `tsc_hz`, saturating.

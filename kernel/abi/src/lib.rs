@@ -124,6 +124,8 @@ pub enum Error {
     /// A long operation (delete, revoke) did bounded work and stopped at a
     /// preemption point; calling it again continues where it left off.
     Preempted = 11,
+    /// The resource is already taken (an IRQ line that already has a handler).
+    Busy = 12,
 }
 
 impl Error {
@@ -146,6 +148,7 @@ impl Error {
             9 => Self::NotEnoughMemory,
             10 => Self::IllegalOperation,
             11 => Self::Preempted,
+            12 => Self::Busy,
             _ => return None,
         })
     }
@@ -166,10 +169,10 @@ mod tests {
     #[test]
     fn error_codes_round_trip_and_zero_is_success() {
         assert_eq!(Error::from_code(0), None);
-        for code in 1..=11 {
+        for code in 1..=12 {
             assert_eq!(Error::from_code(code).map(Error::code), Some(code));
         }
-        assert_eq!(Error::from_code(12), None);
+        assert_eq!(Error::from_code(13), None);
     }
 
     #[test]

@@ -8,7 +8,19 @@
 #![no_std]
 #![forbid(unsafe_code)]
 
+pub mod cap;
+pub mod cdt;
 pub mod cmdline;
+pub mod cnode;
+pub mod cspace;
+pub mod irq;
+pub mod lookup_cache;
 pub mod memory;
+pub mod object;
+pub mod runqueue;
 pub mod topology;
 pub mod tsc;
+pub mod untyped;
+
+#[cfg(test)]
+mod testing;

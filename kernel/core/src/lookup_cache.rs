@@ -1,0 +1,221 @@
+//! The per-core capability lookup cache: remembered CSpace walks.
+//!
+//! Each core owns one [`LookupCache`], a small direct-mapped table from
+//! `(root CNode capability, cptr, depth)` to the slot the walk reached. It caches the
+//! slot, not the capability in it, so a walk's result can change only when a CNode
+//! capability on the path changes: the walk reads nothing else. Every such change
+//! goes through one write helper in [`crate::cdt`], which advances the store's
+//! generation after the write. An entry is used only if it was filled at the current
+//! generation, so after any CNode capability anywhere is created, moved, mutated,
+//! deleted, revoked or turned into a zombie, every core's entries are dead at once,
+//! with no message to any core.
+//!
+//! A hit reads the generation (one shared cache line that is written only when a
+//! CSpace changes shape, so it stays shared in every core's cache) and writes nothing
+//! shared. A fill reads the generation before walking; a change that races with the
+//! walk advances it after its write, so the entry is stored already stale.
+//!
+//! Invariant: a hit returns exactly what [`resolve`] would return now; errors are
+//! never cached.
+
+use ramen_abi::Error;
+
+use crate::cap::Cap;
+use crate::cspace::resolve;
+use crate::object::{ObjectStore, SlotRef};
+
+/// Entries per core.
+pub const LOOKUP_CACHE_ENTRIES: usize = 64;
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Entry {
+    /// `None`: never filled.
+    slot: Option<SlotRef>,
+    generation: u64,
+    root: Cap,
+    cptr: u64,
+    depth: u8,
+}
+
+/// One core's cache of capability-pointer resolutions.
+#[derive(Clone, Debug)]
+pub struct LookupCache {
+    entries: [Entry; LOOKUP_CACHE_ENTRIES],
+    hits: u64,
+    misses: u64,
+}
+
+impl Default for LookupCache {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl LookupCache {
+    /// An empty cache.
+    pub const fn new() -> Self {
+        const EMPTY: Entry = Entry { slot: None, generation: 0, root: Cap::NULL, cptr: 0, depth: 0 };
+        Self { entries: [EMPTY; LOOKUP_CACHE_ENTRIES], hits: 0, misses: 0 }
+    }
+
+    /// Resolves `cptr` in the CSpace rooted at `root`, as [`resolve`] does (same
+    /// result, same errors), from the cache when it can.
+    pub fn lookup<S: ObjectStore>(
+        &mut self,
+        store: &S,
+        root: &Cap,
+        cptr: u64,
+        depth: u8,
+    ) -> Result<SlotRef, Error> {
+        let generation = store.generation();
+        let index = Self::index(root, cptr, depth);
+        if let Some(entry) = self.entries.get(index)
+            && let Some(slot) = entry.slot
+            && entry.generation == generation
+            && entry.cptr == cptr
+            && entry.depth == depth
+            && entry.root == *root
+        {
+            self.hits = self.hits.wrapping_add(1);
+            return Ok(slot);
+        }
+        self.misses = self.misses.wrapping_add(1);
+        let slot = resolve(store, root, cptr, depth)?;
+        if let Some(entry) = self.entries.get_mut(index) {
+            *entry = Entry { slot: Some(slot), generation, root: *root, cptr, depth };
+        }
+        Ok(slot)
+    }
+
+    /// Forgets everything (not needed for correctness).
+    pub fn flush(&mut self) {
+        *self = Self::new();
+    }
+
+    /// `(hits, misses)` since creation.
+    pub const fn stats(&self) -> (u64, u64) {
+        (self.hits, self.misses)
+    }
+
+    fn index(root: &Cap, cptr: u64, depth: u8) -> usize {
+        let key = cptr ^ root.addr().0.rotate_left(29) ^ u64::from(depth) << 56;
+        // Fibonacci hashing: the top bits of the product are well mixed.
+        let hash = key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - LOOKUP_CACHE_ENTRIES.trailing_zeros());
+        hash as usize
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+
+    use std::vec::Vec;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::cnode::{copy, move_cap};
+    use crate::object::CapType;
+    use crate::testing::{self, Fixture, check_caches, check_destroyed, check_invariants, delete};
+    use crate::untyped::{RetypeRequest, retype};
+
+    /// A fixture with a radix-2 CNode in root slot 3 and an endpoint in its slot 1.
+    fn two_levels() -> Fixture {
+        let mut fx = Fixture::new();
+        let (untyped, root) = (fx.root_slot(1), fx.root_slot(0));
+        let cnode = RetypeRequest { kind: CapType::CNode, size_bits: 2, count: 1 };
+        retype(&mut fx.store, untyped, cnode, root, 3).unwrap();
+        let leaf = fx.root_slot(3);
+        let ep = RetypeRequest { kind: CapType::Endpoint, size_bits: 0, count: 1 };
+        retype(&mut fx.store, untyped, ep, leaf, 1).unwrap();
+        fx
+    }
+
+    #[test]
+    fn a_second_lookup_hits() {
+        let fx = two_levels();
+        let mut cache = LookupCache::new();
+        let first = cache.lookup(&fx.store, &fx.root(), 3 << 2 | 1, 6);
+        assert_eq!(cache.lookup(&fx.store, &fx.root(), 3 << 2 | 1, 6), first);
+        assert_eq!(cache.stats(), (1, 1));
+        assert!(cache.lookup(&fx.store, &fx.root(), 7 << 2, 6).is_err());
+        assert!(cache.lookup(&fx.store, &fx.root(), 7 << 2, 6).is_err());
+        assert_eq!(cache.stats(), (1, 3), "errors are not cached");
+    }
+
+    #[test]
+    fn moving_a_cnode_on_one_core_invalidates_every_core() {
+        let mut fx = two_levels();
+        let mut cores = [LookupCache::new(), LookupCache::new()];
+        for cache in &mut cores {
+            assert!(cache.lookup(&fx.store, &fx.root(), 3 << 2 | 1, 6).is_ok());
+        }
+        let (from, to) = (fx.root_slot(3), fx.root_slot(4));
+        move_cap(&mut fx.store, from, to).unwrap();
+        for cache in &mut cores {
+            assert_eq!(cache.lookup(&fx.store, &fx.root(), 3 << 2 | 1, 6), Err(Error::InvalidCapability));
+        }
+    }
+
+    #[test]
+    fn copying_an_endpoint_keeps_the_cache_warm() {
+        let mut fx = two_levels();
+        let mut cache = LookupCache::new();
+        let ep = cache.lookup(&fx.store, &fx.root(), 3 << 2 | 1, 6).unwrap();
+        let generation = fx.store.generation;
+        let dest = fx.root_slot(5);
+        copy(&mut fx.store, ep, dest).unwrap();
+        delete(&mut fx.store, dest).unwrap();
+        assert_eq!(fx.store.generation, generation, "only CNode changes invalidate");
+        assert_eq!(cache.lookup(&fx.store, &fx.root(), 3 << 2 | 1, 6), Ok(ep));
+        assert_eq!(cache.stats(), (1, 1));
+    }
+
+    /// Regression guard for the classic revocation race shape: a CNode deleted and
+    /// its memory retyped into a new CNode at the same address must not resurrect
+    /// old entries.
+    #[test]
+    fn a_cnode_reborn_at_the_same_address_is_not_confused_with_the_old_one() {
+        let mut fx = two_levels();
+        let mut cache = LookupCache::new();
+        let before = cache.lookup(&fx.store, &fx.root(), 3 << 2 | 1, 6).unwrap();
+        let untyped = fx.root_slot(1);
+        testing::revoke(&mut fx.store, untyped).unwrap();
+        let (root, cnode) = (fx.root_slot(0), RetypeRequest { kind: CapType::CNode, size_bits: 2, count: 1 });
+        retype(&mut fx.store, untyped, cnode, root, 3).unwrap();
+        let after = cache.lookup(&fx.store, &fx.root(), 3 << 2 | 1, 6).unwrap();
+        assert_eq!(after, before, "same address, but found by a fresh walk");
+        assert_eq!(cache.stats(), (0, 2));
+    }
+
+    const CORES: usize = 3;
+
+    proptest! {
+        #![proptest_config(testing::config())]
+
+        /// Random operations on simulated cores: every core's cached lookups agree with
+        /// uncached walks after every step; failed operations change nothing; the
+        /// derivation-tree and memory invariants hold; destroyed objects are gone.
+        #[test]
+        fn cached_lookups_always_agree_with_the_walk(
+            ops in proptest::collection::vec(testing::op(CORES), 1..64)
+        ) {
+            let mut fx = Fixture::new();
+            let mut caches: Vec<LookupCache> = (0..CORES).map(|_| LookupCache::new()).collect();
+            let mut seen = std::collections::BTreeSet::new();
+            for op in &ops {
+                let before = fx.store.clone();
+                match testing::apply(&mut fx, &mut caches, op) {
+                    Ok(destroyed) => {
+                        for d in &destroyed {
+                            check_destroyed(&fx.store, d);
+                        }
+                    }
+                    Err(_) => prop_assert_eq!(&fx.store, &before, "{:?} failed but changed state", op),
+                }
+                check_invariants(&fx.store);
+                check_caches(&fx, &mut caches, &mut seen);
+            }
+        }
+    }
+}

@@ -15,6 +15,7 @@ pub mod boot;
 pub mod cpu;
 pub mod entry;
 pub mod exit;
+pub mod fpu;
 pub mod gdt;
 // The memory intrinsics and panic stubs exist for the freestanding kernel only; a
 // host test binary gets them from `std` and libc.
@@ -24,11 +25,13 @@ pub mod paging;
 #[cfg(not(test))]
 pub mod panic_paths;
 pub mod percpu;
+pub mod phys;
 pub mod pvh;
 pub mod serial;
 pub mod smp;
 pub mod trap;
 pub mod tsc;
+pub mod user;
 
 pub use x86_64::{PhysAddr, VirtAddr};
 

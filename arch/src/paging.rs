@@ -122,6 +122,15 @@ impl AddressSpace {
         Ok(Self { pml4: alloc_table(frames)? })
     }
 
+    /// The hierarchy whose top-level table is at `root`.
+    ///
+    /// # Safety
+    /// `root` must be a page-table frame that only this value (and the CPUs running
+    /// on it) uses as a PML4, and its tables must have come from `map`.
+    pub unsafe fn from_root(root: u64) -> Self {
+        Self { pml4: root }
+    }
+
     /// Physical address of the top-level table (the CR3 value).
     pub fn root(&self) -> u64 {
         self.pml4
@@ -168,6 +177,59 @@ impl AddressSpace {
         }
         let huge = if size == PageSize::Size4K { Flags::empty() } else { Flags::HUGE_PAGE };
         *entry = phys | (flags | huge | Flags::PRESENT).bits();
+        Ok(())
+    }
+
+    /// Installs the page table at `table` (a zeroed frame) as the level-`level` table
+    /// (1 = last-level page table, 2 = page directory, 3 = PDPT) covering `virt`.
+    /// The tables above it must exist: `OutOfFrames` otherwise (no table is created).
+    pub fn install_table(&mut self, virt: u64, level: u32, table: u64) -> Result<(), MapError> {
+        if !(1..=3).contains(&level) || !table.is_multiple_of(PAGE_SIZE) {
+            return Err(MapError::Misaligned(table));
+        }
+        let mut table_phys = self.pml4;
+        let mut current = 4;
+        while current > level + 1 {
+            // SAFETY: a table of this hierarchy, reachable through the direct map.
+            let entry = unsafe { (*self::table(table_phys))[index(virt, current)] };
+            if entry & Flags::PRESENT.bits() == 0 {
+                return Err(MapError::OutOfFrames);
+            }
+            if entry & Flags::HUGE_PAGE.bits() != 0 {
+                return Err(MapError::HugePageInTheWay(virt));
+            }
+            table_phys = entry & ADDR_MASK;
+            current -= 1;
+        }
+        // SAFETY: as above; `&mut self` excludes other editors.
+        let entry = unsafe { &mut (*self::table(table_phys))[index(virt, current)] };
+        if *entry & Flags::PRESENT.bits() != 0 {
+            return Err(MapError::AlreadyMapped(virt));
+        }
+        *entry = table | (Flags::PRESENT | Flags::WRITABLE | Flags::USER_ACCESSIBLE).bits();
+        Ok(())
+    }
+
+    /// Removes the leaf mapping of `virt` (of the given size). The caller flushes
+    /// TLBs on every CPU that may cache it.
+    pub fn unmap(&mut self, virt: u64, size: PageSize) -> Result<(), MapError> {
+        let mut table_phys = self.pml4;
+        let mut level = 4;
+        while level > size.level() {
+            // SAFETY: a table of this hierarchy.
+            let entry = unsafe { (*self::table(table_phys))[index(virt, level)] };
+            if entry & Flags::PRESENT.bits() == 0 || entry & Flags::HUGE_PAGE.bits() != 0 {
+                return Err(MapError::Misaligned(virt));
+            }
+            table_phys = entry & ADDR_MASK;
+            level -= 1;
+        }
+        // SAFETY: as above; `&mut self` excludes other editors.
+        let entry = unsafe { &mut (*self::table(table_phys))[index(virt, level)] };
+        if *entry & Flags::PRESENT.bits() == 0 {
+            return Err(MapError::Misaligned(virt));
+        }
+        *entry = 0;
         Ok(())
     }
 
@@ -387,4 +449,36 @@ pub unsafe fn switch_to(root: u64) {
     unsafe {
         core::arch::asm!("mov cr3, {}", in(reg) root, options(nostack, preserves_flags));
     }
+}
+
+/// Makes the upper half of the top-level table `root` (a fresh user address space)
+/// the same as the kernel's, so the kernel stays mapped while it runs on that CR3.
+///
+/// # Safety
+/// `root` must be a zeroed page-table frame owned by the caller; `kernel_root` the
+/// kernel's PML4. The kernel never adds PML4 entries after boot (every upper-half
+/// region it uses exists by then), so the copy stays current.
+pub unsafe fn copy_kernel_half(root: u64, kernel_root: u64) {
+    let src = phys_to_virt(kernel_root) as *const u64;
+    let dst = phys_to_virt(root) as *mut u64;
+    // SAFETY: both are 512-entry tables reachable through the direct map; the caller
+    // owns `root`.
+    unsafe { core::ptr::copy_nonoverlapping(src.add(256), dst.add(256), 256) };
+}
+
+/// Leaf flags for a user page.
+pub fn user_flags(writable: bool, executable: bool) -> Flags {
+    let mut flags = Flags::USER_ACCESSIBLE;
+    if writable {
+        flags |= Flags::WRITABLE;
+    }
+    if !executable {
+        flags |= Flags::NO_EXECUTE;
+    }
+    flags
+}
+
+/// Drops this CPU's TLB entry for `virt`.
+pub fn flush_local(virt: u64) {
+    x86_64::instructions::tlb::flush(x86_64::VirtAddr::new_truncate(virt));
 }

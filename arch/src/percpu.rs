@@ -21,6 +21,9 @@ pub struct CpuLocal {
     pub kernel_stack_top: u64,
     /// Scratch slot for the user stack pointer on syscall entry (`gs:16`).
     pub user_rsp_scratch: u64,
+    /// One past the end of the running thread's saved user context (`gs:24`): the
+    /// syscall entry pushes the user registers there, the return path pops them.
+    pub current_context_end: AtomicU64,
     /// Dense CPU index; the boot CPU is 0.
     pub index: u32,
     /// Local APIC id.
@@ -75,6 +78,7 @@ pub unsafe fn install(block: u64, id: CpuIdentity) -> &'static CpuLocal {
             self_ptr: block,
             kernel_stack_top: id.kernel_stack_top,
             user_rsp_scratch: 0,
+            current_context_end: AtomicU64::new(0),
             index: id.index,
             apic_id: id.apic_id,
             package: AtomicU32::new(id.package),
@@ -105,7 +109,11 @@ pub unsafe fn install(block: u64, id: CpuIdentity) -> &'static CpuLocal {
 /// The running CPU's block, or `None` before [`install`] ran on this CPU.
 pub fn try_current() -> Option<&'static CpuLocal> {
     let base = GsBase::read().as_u64();
-    if base == 0 {
+    // Only kernel addresses are per-CPU blocks. An NMI or machine check that lands
+    // between `swapgs` and the return to user mode sees the user's GS base here; user
+    // space cannot point it into the kernel half (no FSGSBASE, and the kernel never
+    // sets a user GS base there), so this test tells the two apart.
+    if base < crate::PHYS_MAP_BASE {
         return None;
     }
     // SAFETY: a non-zero GS base in ring 0 is only ever set by `install`, to a block
@@ -180,3 +188,9 @@ impl<T> CpuCell<T> {
         result
     }
 }
+
+// The entry assembly reaches these fields at fixed GS offsets.
+const _: () = assert!(core::mem::offset_of!(CpuLocal, self_ptr) == 0);
+const _: () = assert!(core::mem::offset_of!(CpuLocal, kernel_stack_top) == 8);
+const _: () = assert!(core::mem::offset_of!(CpuLocal, user_rsp_scratch) == 16);
+const _: () = assert!(core::mem::offset_of!(CpuLocal, current_context_end) == 24);

@@ -220,6 +220,9 @@ pub fn set_interrupt_handler(handler: InterruptHandler) {
 }
 
 extern "C" fn dispatch(frame: &mut TrapFrame) {
+    if frame.from_user() {
+        crate::user::user_trap(&crate::user::TrapFrameRef(frame));
+    }
     let vector = frame.vector as u8;
     if let Some(local) = crate::percpu::try_current() {
         local.count_interrupt();

@@ -22,7 +22,7 @@ use ramen_core::topology::{CpuTopo, MAX_CPUS, Slit, Srat, Topology};
 use ramen_core::tsc::{self, TscSource};
 use spin::{Mutex, Once};
 
-use crate::cpus::{self, MACHINE, Machine};
+use crate::cpus::{self, MACHINE, MAX_MEMORY_NODES, Machine};
 use crate::kprintln;
 
 /// Physical memory below this is left to firmware and the AP trampoline.
@@ -93,12 +93,15 @@ pub fn bsp_main(boot: Result<BootParams, StartInfoError>) -> ! {
     let local = install_cpu(CpuIdentity { index: 0, apic_id: bsp_apic_id, ..CpuIdentity::default() });
     ramen_arch::trap::load_idt();
     ramen_arch::trap::set_interrupt_handler(crate::interrupts::handle);
+    ramen_arch::user::set_handlers(crate::syscall::handle_syscall, crate::syscall::handle_user_trap);
     apic::disable_legacy_pic();
+    enable_user_mode(&features);
     let p = cpu::protections();
     kprintln!("protections: nx {} wp {} smep {} smap {}", p.nx, p.write_protect, p.smep, p.smap);
 
     let tsc_hz = measure_tsc(&features);
-    let (topology, lapic_phys) = read_topology(params, bsp_apic_id, cmdline.phantom_cpu);
+    let (topology, lapic_phys, memory_nodes, memory_node_count) =
+        read_topology(params, bsp_apic_id, cmdline.phantom_cpu);
     if let Some(me) = topology.cpus().first() {
         local.package.store(me.package, Ordering::Relaxed);
         local.node.store(me.node, Ordering::Relaxed);
@@ -114,7 +117,16 @@ pub fn bsp_main(boot: Result<BootParams, StartInfoError>) -> ! {
         }
     };
     let phantom_cpus = u32::from(cmdline.phantom_cpu.is_some());
-    MACHINE.call_once(|| Machine { features, topology, tsc_hz, xapic_virt, kernel_root, phantom_cpus });
+    MACHINE.call_once(|| Machine {
+        features,
+        topology,
+        tsc_hz,
+        xapic_virt,
+        kernel_root,
+        phantom_cpus,
+        memory_nodes,
+        memory_node_count,
+    });
     let lapic = init_lapic();
     kprintln!(
         "local APIC id {}: {} mode, timer {}",
@@ -154,12 +166,29 @@ pub fn bsp_main(boot: Result<BootParams, StartInfoError>) -> ! {
             }
         }
     }
-    if cmdline.test {
-        let ok = crate::selftest::run_all();
-        exit_qemu(if ok { ExitCode::Success } else { ExitCode::Failure });
+    if cmdline.test && !crate::selftest::run_all() {
+        exit_qemu(ExitCode::Failure);
     }
-    kprintln!("boot complete; no user space yet, shutting down");
-    exit_qemu(ExitCode::Success)
+    if params.modules().is_empty() {
+        kprintln!("boot complete; no boot archive (-initrd), so no user space: shutting down");
+        exit_qemu(ExitCode::Success);
+    }
+    match crate::roottask::create(params) {
+        Ok(_) => crate::sched::resume(),
+        Err(why) => {
+            kprintln!("FATAL: cannot start the root task: {}", why);
+            exit_qemu(ExitCode::Failure)
+        }
+    }
+}
+
+/// Per-CPU set-up for running user code: `SYSCALL` and the FPU.
+fn enable_user_mode(features: &Features) {
+    ramen_arch::user::init_cpu();
+    if let Err(ramen_arch::fpu::FpuError::AreaTooLarge(bytes)) = ramen_arch::fpu::init(features) {
+        kprintln!("FATAL: this CPU's XSAVE area needs {} bytes, more than a TCB holds", bytes);
+        exit_qemu(ExitCode::Failure);
+    }
 }
 
 /// Builds the free-frame set from the memory map, minus low memory, the kernel image,
@@ -277,11 +306,18 @@ fn measure_tsc(features: &Features) -> u64 {
 
 /// Reads the MADT, SRAT and SLIT; falls back to a single-CPU, single-node machine
 /// with a clear message when the tables are missing or malformed.
-fn read_topology(params: &BootParams, bsp_apic_id: u32, phantom: Option<u32>) -> (Topology, u64) {
+type MemoryNodes = [(u64, u64, u32); MAX_MEMORY_NODES];
+
+fn read_topology(
+    params: &BootParams,
+    bsp_apic_id: u32,
+    phantom: Option<u32>,
+) -> (Topology, u64, MemoryNodes, usize) {
     let shift = cpu::package_shift();
+    let mut memory_nodes = [(0u64, 0u64, 0u32); MAX_MEMORY_NODES];
     let single = |why: &str| {
         kprintln!("ACPI: {}; booting on the boot CPU only", why);
-        (Topology::build(&[bsp_apic_id], bsp_apic_id, shift, None), apic::xapic_phys())
+        (Topology::build(&[bsp_apic_id], bsp_apic_id, shift, None), apic::xapic_phys(), memory_nodes, 0)
     };
     let fw: Firmware = match acpi::discover(params.rsdp) {
         Ok(fw) => fw,
@@ -333,7 +369,15 @@ fn read_topology(params: &BootParams, bsp_apic_id: u32, phantom: Option<u32>) ->
     for c in topology.cpus() {
         kprintln!("cpu {}: apic id {} package {} node {}", c.index, c.apic_id, c.package, c.node);
     }
-    (topology, fw.lapic_phys)
+    let mut count = 0;
+    if let Some(srat) = srat.as_ref() {
+        for (slot, m) in memory_nodes.iter_mut().zip(srat.memory()) {
+            let node = topology.domains().iter().position(|d| *d == m.domain).unwrap_or(0) as u32;
+            *slot = (m.base, m.len, node);
+            count += 1;
+        }
+    }
+    (topology, fw.lapic_phys, memory_nodes, count)
 }
 
 fn init_lapic() -> Lapic {
@@ -417,6 +461,7 @@ fn ap_main(index: u64) -> ! {
     if reported != plan.identity.apic_id {
         kprintln!("warning: local APIC reports id {}, firmware said {}", reported, plan.identity.apic_id);
     }
+    enable_user_mode(&m.features);
     cpus::register(local, lapic);
     kprintln!(
         "online: apic id {} package {} node {}",
@@ -424,7 +469,5 @@ fn ap_main(index: u64) -> ! {
         plan.identity.package,
         plan.identity.node
     );
-    loop {
-        cpu::wait_for_interrupt();
-    }
+    crate::sched::resume()
 }

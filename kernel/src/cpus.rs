@@ -9,7 +9,10 @@ use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use ramen_arch::apic::Lapic;
 use ramen_arch::cpu::Features;
 use ramen_arch::percpu::{CpuCell, CpuLocal};
+use ramen_core::lookup_cache::LookupCache;
 use ramen_core::topology::{MAX_CPUS, Topology};
+
+use crate::sched::{Inbox, Sched};
 use spin::Once;
 
 /// One CPU as the kernel sees it.
@@ -24,6 +27,12 @@ pub struct Cpu {
     pub timer_ticks: AtomicU64,
     /// Test IPIs taken.
     pub test_ipis: AtomicU64,
+    /// The scheduler; only its own CPU touches it.
+    pub sched: CpuCell<Sched>,
+    /// Requests from other CPUs (wake, suspend, migrate).
+    pub inbox: spin::Mutex<Inbox>,
+    /// Capability-pointer resolutions cached on this CPU.
+    pub lookup: CpuCell<LookupCache>,
 }
 
 /// Filled in by each CPU as it comes up.
@@ -52,6 +61,24 @@ pub struct Machine {
     pub kernel_root: u64,
     /// Non-existent CPUs added on purpose (`phantom_cpu=`), expected to fail.
     pub phantom_cpus: u32,
+    /// SRAT memory ranges with their NUMA node: `(base, len, node)`.
+    pub memory_nodes: [(u64, u64, u32); MAX_MEMORY_NODES],
+    /// Valid entries of `memory_nodes`.
+    pub memory_node_count: usize,
+}
+
+/// Memory ranges with a known node that the kernel keeps.
+pub const MAX_MEMORY_NODES: usize = 64;
+
+impl Machine {
+    /// The NUMA node holding physical address `paddr` (0 when unknown).
+    pub fn node_of_memory(&self, paddr: u64) -> u32 {
+        self.memory_nodes
+            .iter()
+            .take(self.memory_node_count)
+            .find(|(base, len, _)| paddr >= *base && paddr - base < *len)
+            .map_or(0, |(_, _, node)| *node)
+    }
 }
 
 /// Set once by the boot CPU before any AP starts.
@@ -89,6 +116,9 @@ pub fn register(local: &'static CpuLocal, lapic: Lapic) -> &'static Cpu {
         reported_apic_id,
         timer_ticks: AtomicU64::new(0),
         test_ipis: AtomicU64::new(0),
+        sched: CpuCell::new(Sched::new()),
+        inbox: spin::Mutex::new(Inbox::new()),
+        lookup: CpuCell::new(LookupCache::new()),
     });
     if let Some(flag) = ONLINE_FLAGS.get(index) {
         flag.store(true, Ordering::Release);

@@ -12,9 +12,16 @@
 mod log;
 
 mod boot;
+mod console;
 mod cpus;
 mod interrupts;
+mod invoke;
+mod ipc;
+mod objects;
+mod roottask;
+mod sched;
 mod selftest;
+mod syscall;
 
 use ramen_arch::pvh::{BootParams, StartInfoError};
 

@@ -1,12 +1,12 @@
-//! `cargo xtask check`: formatting, clippy for host and kernel, dependency rules, and the
-//! SIMD-free image. Every step runs even if an earlier one failed, so one run shows all.
+//! `cargo xtask check`: formatting, clippy for host, kernel and user programs, dependency
+//! rules, and the SIMD-free kernel image. Every step runs even if an earlier one failed, so one run shows all.
 
 use std::path::Path;
 use std::process::Command;
 
 use anyhow::Context;
 
-use crate::{deps, image, simd};
+use crate::{deps, image, simd, test, user};
 
 /// Runs `command` with inherited output; returns whether it succeeded.
 fn succeeds(mut command: Command) -> anyhow::Result<bool> {
@@ -22,21 +22,20 @@ fn fmt() -> anyhow::Result<bool> {
 
 fn clippy_host() -> anyhow::Result<bool> {
     let mut command = image::cargo();
-    command.args([
-        "clippy",
-        "--workspace",
-        "--exclude",
-        image::KERNEL_PACKAGE,
-        "--all-targets",
-        "--",
-        "-D",
-        "warnings",
-    ]);
+    command.args(["clippy", "--workspace"]).args(test::exclude_freestanding());
+    command.args(["--all-targets", "--", "-D", "warnings"]);
     succeeds(command)
 }
 
 fn clippy_kernel() -> anyhow::Result<bool> {
     let mut command = image::bare_cargo("clippy")?;
+    command.args(["--", "-D", "warnings"]);
+    succeeds(command)
+}
+
+/// The user programs with their own flags (they are freestanding, like the kernel).
+fn clippy_user() -> anyhow::Result<bool> {
+    let mut command = user::user_cargo("clippy");
     command.args(["--", "-D", "warnings"]);
     succeeds(command)
 }
@@ -52,10 +51,11 @@ pub fn simd_only(elf: Option<&Path>) -> anyhow::Result<bool> {
 /// `cargo xtask check`; returns whether every step passed.
 pub fn run() -> anyhow::Result<bool> {
     type Step = fn() -> anyhow::Result<bool>;
-    let steps: [(&str, Step); 5] = [
+    let steps: [(&str, Step); 6] = [
         ("fmt", fmt),
         ("clippy (host)", clippy_host),
         ("clippy (kernel)", clippy_kernel),
+        ("clippy (user)", clippy_user),
         ("deps", deps::check),
         ("simd", || simd_only(None)),
     ];

@@ -1,7 +1,8 @@
 //! The dependency rules between top-level folders, checked over `cargo metadata`.
 //!
 //! The folder tree is the architecture: each workspace crate belongs to the top-level
-//! folder its manifest sits in, and `DEP_RULES` says which folders may not depend on which.
+//! folder its manifest sits in (or to one of the `SUB_UNITS`, folders inside `kernel/`
+//! that are not kernel code), and `DEP_RULES` says which folders may not depend on which.
 //! A crate may always depend on crates in its own folder.
 
 use std::path::{Path, PathBuf};
@@ -21,8 +22,13 @@ pub enum DepKind {
     Build,
 }
 
-/// Folders that user-space programs live in (each has its `user_space_rule` below).
-const USER_SPACE: &[&str] = &["drivers", "store", "benches"];
+/// Folders that user-space code lives in (each has its `user_space_rule` below): the
+/// programs and the user runtime.
+const USER_SPACE: &[&str] = &["drivers", "store", "benches", "kernel/root", "kernel/user-tests", "kernel/rt"];
+
+/// Folders under a top-level folder that count as their own unit: the user runtime,
+/// the boot archive format, and the user programs that sit next to the kernel.
+const SUB_UNITS: &[&str] = &["kernel/rt", "kernel/bootfs", "kernel/root", "kernel/user-tests"];
 
 /// One rule: crates in `from` must not depend on crates in the `to` folders.
 #[derive(Debug)]
@@ -39,7 +45,8 @@ pub struct DepRule {
     pub why: &'static str,
 }
 
-/// User space reaches the kernel only through its ABI crate.
+/// User space reaches the kernel only through its ABI crate (the runtime, `kernel/rt`,
+/// and the boot archive format, `kernel/bootfs`, are units of their own and allowed).
 const fn user_space_rule(from: &'static str) -> DepRule {
     DepRule {
         from,
@@ -62,12 +69,22 @@ pub const DEP_RULES: &[DepRule] = &[
     user_space_rule("drivers"),
     user_space_rule("store"),
     user_space_rule("benches"),
+    user_space_rule("kernel/root"),
+    user_space_rule("kernel/user-tests"),
+    user_space_rule("kernel/rt"),
     DepRule {
         from: "kernel",
         to: USER_SPACE,
         except_packages: &[],
         except_kinds: &[],
-        why: "dependencies point one way: the kernel never depends on user space",
+        why: "dependencies point one way: the kernel never depends on user space or the user runtime",
+    },
+    DepRule {
+        from: "kernel/bootfs",
+        to: &["*"],
+        except_packages: &["ramen-abi"],
+        except_kinds: &[],
+        why: "the boot archive format is shared by the kernel, user space and xtask: it depends only on the ABI",
     },
     DepRule {
         from: "*",
@@ -133,9 +150,14 @@ impl std::fmt::Display for Violation {
     }
 }
 
-/// The top-level folder of `dir` inside `root`, if it is inside.
+/// The folder `dir` counts as for the rules: the `SUB_UNITS` entry it is in, else its
+/// top-level folder inside `root`, if it is inside.
 fn top_folder(root: &Path, dir: &Path) -> Option<String> {
-    let component = dir.strip_prefix(root).ok()?.components().next()?;
+    let relative = dir.strip_prefix(root).ok()?;
+    if let Some(unit) = SUB_UNITS.iter().find(|unit| relative.starts_with(unit)) {
+        return Some((*unit).to_string());
+    }
+    let component = relative.components().next()?;
     Some(component.as_os_str().to_string_lossy().into_owned())
 }
 
@@ -287,6 +309,83 @@ mod tests {
     fn the_kernel_never_depends_on_user_space() {
         let found = check(&[("ramen-kernel", "kernel", &[("uart", "drivers", "null")])]);
         assert_eq!(found, ["ramen-kernel -> uart"]);
+    }
+
+    #[test]
+    fn user_programs_next_to_the_kernel_are_user_space() {
+        let found = check(&[
+            (
+                "ramen-root",
+                "kernel/root",
+                &[
+                    ("ramen-abi", "kernel/abi", "null"),
+                    ("ramen-rt", "kernel/rt", "null"),
+                    ("ramen-bootfs", "kernel/bootfs", "null"),
+                    ("ramen-core", "kernel/core", "null"),
+                ],
+            ),
+            ("ramen-user-tests", "kernel/user-tests", &[("ramen-kernel", "kernel", "null")]),
+            ("ramen-rt", "kernel/rt", &[("ramen-abi", "kernel/abi", "null"), ("ramen-arch", "arch", "null")]),
+            (
+                "uart",
+                "drivers",
+                &[("ramen-rt", "kernel/rt", "null"), ("ramen-bootfs", "kernel/bootfs", "null")],
+            ),
+        ]);
+        assert_eq!(
+            found,
+            ["ramen-root -> ramen-core", "ramen-user-tests -> ramen-kernel", "ramen-rt -> ramen-arch"]
+        );
+    }
+
+    #[test]
+    fn the_kernel_never_depends_on_the_user_runtime() {
+        let found = check(&[
+            (
+                "ramen-kernel",
+                "kernel",
+                &[("ramen-bootfs", "kernel/bootfs", "null"), ("ramen-rt", "kernel/rt", "null")],
+            ),
+            ("ramen-core", "kernel/core", &[("ramen-rt", "kernel/rt", r#""dev""#)]),
+            ("ramen-arch", "arch", &[("ramen-rt", "kernel/rt", "null")]),
+            ("ramen-kernel", "kernel", &[("ramen-root", "kernel/root", r#""build""#)]),
+        ]);
+        assert_eq!(
+            found,
+            [
+                "ramen-kernel -> ramen-rt",
+                "ramen-core -> ramen-rt",
+                "ramen-arch -> ramen-rt",
+                "ramen-kernel -> ramen-root"
+            ]
+        );
+    }
+
+    #[test]
+    fn bootfs_depends_only_on_the_abi() {
+        let found = check(&[(
+            "ramen-bootfs",
+            "kernel/bootfs",
+            &[
+                ("ramen-abi", "kernel/abi", "null"),
+                ("ramen-core", "kernel/core", "null"),
+                ("ramen-rt", "kernel/rt", "null"),
+                ("foundry-runtime", "foundry/runtime", "null"),
+            ],
+        )]);
+        assert_eq!(
+            found,
+            ["ramen-bootfs -> ramen-core", "ramen-bootfs -> ramen-rt", "ramen-bootfs -> foundry-runtime"]
+        );
+    }
+
+    #[test]
+    fn sub_units_are_whole_path_components() {
+        let root = Path::new("/ws");
+        assert_eq!(top_folder(root, Path::new("/ws/kernel/rt")).as_deref(), Some("kernel/rt"));
+        assert_eq!(top_folder(root, Path::new("/ws/kernel/rtc")).as_deref(), Some("kernel"));
+        assert_eq!(top_folder(root, Path::new("/ws/kernel/core")).as_deref(), Some("kernel"));
+        assert_eq!(top_folder(root, Path::new("/elsewhere/x")), None);
     }
 
     #[test]

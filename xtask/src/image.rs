@@ -142,12 +142,18 @@ pub fn bare_cargo(subcommand: &str) -> anyhow::Result<Command> {
         .arg(subcommand)
         .args(["--release", "-p", KERNEL_PACKAGE, "--target", BARE_TARGET])
         .arg("--target-dir")
-        .arg(bare_target_dir())
-        .env(BARE_RUSTFLAGS_VAR, flags);
+        .arg(bare_target_dir());
+    set_target_rustflags(&mut command, &flags);
+    Ok(command)
+}
+
+/// Sets `flags` as the bare target's rustflags on `command` (a cargo child with an
+/// explicit `--target`), removing the variables that would override them.
+pub fn set_target_rustflags(command: &mut Command, flags: &str) {
+    command.env(BARE_RUSTFLAGS_VAR, flags);
     for var in OVERRIDING_RUSTFLAGS_VARS {
         command.env_remove(var);
     }
-    Ok(command)
 }
 
 /// Builds the kernel image and returns the path of its ELF.

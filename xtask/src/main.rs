@@ -14,6 +14,7 @@ mod process;
 mod qemu;
 mod simd;
 mod test;
+mod user;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -30,7 +31,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Build the kernel image and print the path of the ELF.
+    /// Build the kernel image and the boot archive of user programs; print the kernel ELF's path.
     Build,
     /// Build the kernel, boot it under QEMU and stream its console.
     ///
@@ -38,7 +39,7 @@ enum Command {
     Run(RunArgs),
     /// Run host tests, build the kernel, scan it, and boot the QEMU test cases.
     Test(test::TestArgs),
-    /// Check formatting, clippy (host and kernel), the dependency rules and the SIMD-free image.
+    /// Check formatting, clippy (host, kernel, user programs), the dependency rules and the SIMD-free image.
     Check(CheckArgs),
 }
 
@@ -55,6 +56,9 @@ struct RunArgs {
     /// Boot this kernel ELF instead of building one.
     #[arg(long, value_name = "ELF")]
     kernel: Option<PathBuf>,
+    /// Pass this boot archive with -initrd instead of building the user programs.
+    #[arg(long, value_name = "RFS")]
+    initrd: Option<PathBuf>,
     /// Kernel command-line arguments (e.g. `test`, `fault=pf`), passed with -append.
     #[arg(last = true, value_name = "KERNEL_ARGS")]
     kernel_args: Vec<String>,
@@ -73,9 +77,10 @@ struct CheckArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Build => image::build_kernel().map(|elf| {
+        Command::Build => image::build_kernel().and_then(|elf| {
+            user::build_boot_archive()?;
             println!("{}", elf.display());
-            true
+            Ok(true)
         }),
         Command::Run(args) => run(args),
         Command::Test(args) => test::run(&args),
@@ -105,12 +110,17 @@ fn run(args: RunArgs) -> anyhow::Result<bool> {
         Some(elf) => elf,
         None => image::build_kernel()?,
     };
+    let initrd = match args.initrd {
+        Some(initrd) => initrd,
+        None => user::build_boot_archive()?,
+    };
     let accel = qemu::choose_accel_for_host(args.machine.accel, args.machine.icount)?;
     println!("{}", accel.describe());
     let config = qemu::BootConfig {
         machine,
         accel: accel.accel,
         kernel: elf.clone(),
+        initrd: Some(initrd),
         kernel_args: args.kernel_args.join(" "),
         gdb: args.gdb,
         extra_args: Vec::new(),

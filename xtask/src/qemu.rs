@@ -274,6 +274,8 @@ pub struct BootConfig {
     pub machine: Machine,
     pub accel: Accel,
     pub kernel: PathBuf,
+    /// The boot archive (`-initrd`), if any: the root task and the other programs.
+    pub initrd: Option<PathBuf>,
     /// The kernel command line, space separated; empty for none.
     pub kernel_args: String,
     /// Add `-s -S`: gdb stub on tcp::1234, CPU halted until gdb continues.
@@ -287,6 +289,9 @@ pub fn args(config: &BootConfig) -> Vec<String> {
     let mut args = config.machine.args();
     args.extend(config.accel.args());
     args.extend(["-kernel".into(), config.kernel.display().to_string()]);
+    if let Some(initrd) = &config.initrd {
+        args.extend(["-initrd".into(), initrd.display().to_string()]);
+    }
     if !config.kernel_args.is_empty() {
         args.extend(["-append".into(), config.kernel_args.clone()]);
     }
@@ -416,6 +421,7 @@ mod tests {
             machine,
             accel,
             kernel: "k.elf".into(),
+            initrd: Some("boot.rfs".into()),
             kernel_args: "test".into(),
             gdb: false,
             extra_args: Vec::new(),
@@ -428,7 +434,7 @@ mod tests {
         assert_eq!(
             args(&config).join(" "),
             "-machine q35 -m 512M -smp 1,sockets=1,cores=1,threads=1 \
-             -accel tcg,thread=multi -cpu max -kernel k.elf -append test \
+             -accel tcg,thread=multi -cpu max -kernel k.elf -initrd boot.rfs -append test \
              -device isa-debug-exit,iobase=0xf4,iosize=0x04 -serial stdio -display none \
              -monitor none -no-reboot"
         );
@@ -470,11 +476,13 @@ mod tests {
         let mut config = boot(machine, Accel::TcgIcount);
         config.gdb = true;
         config.kernel_args.clear();
+        config.initrd = None;
         let line = args(&config).join(" ");
         assert!(line.starts_with("-bios qboot.rom -machine q35,acpi=off -m 256M"), "{line}");
         assert!(line.contains("-accel tcg -icount shift=0 -cpu max"));
         assert!(line.ends_with("-no-reboot -s -S"));
         assert!(!line.contains("-append"));
+        assert!(!line.contains("-initrd"));
         let line = args(&boot(Machine::new(1, 1, 512).unwrap(), Accel::Kvm { software: false })).join(" ");
         assert!(line.contains("-accel kvm -cpu host "), "{line}");
     }

@@ -12,6 +12,7 @@ use crate::image;
 use crate::process::{self, Echo, Exit, Outcome};
 use crate::qemu::{self, AccelRequest, BootConfig, Machine, Verdict};
 use crate::simd;
+use crate::user;
 
 /// Flags for `cargo xtask test`.
 #[derive(clap::Args)]
@@ -34,6 +35,9 @@ pub struct TestArgs {
     /// Scan and boot this kernel ELF instead of building one.
     #[arg(long, value_name = "ELF")]
     kernel: Option<PathBuf>,
+    /// Boot with this archive (-initrd) instead of building the user programs.
+    #[arg(long, value_name = "RFS")]
+    initrd: Option<PathBuf>,
 }
 
 /// Guest memory for cases that do not care.
@@ -272,6 +276,10 @@ pub fn run(args: &TestArgs) -> anyhow::Result<bool> {
         None => image::build_kernel()?,
     };
     let image_ok = simd::check_elf(&elf)?;
+    let initrd = match &args.initrd {
+        Some(initrd) => initrd.clone(),
+        None => user::build_boot_archive()?,
+    };
 
     qemu::ensure_installed()?;
     let accel = qemu::choose_accel_for_host(args.accel, false)?;
@@ -289,6 +297,7 @@ pub fn run(args: &TestArgs) -> anyhow::Result<bool> {
             machine,
             accel: accel.accel,
             kernel: elf.clone(),
+            initrd: Some(initrd.clone()),
             kernel_args: case.kernel_args.into(),
             gdb: false,
             extra_args: case.acpi_table_args()?,
@@ -338,12 +347,24 @@ fn print_console(command: &str, outcome: &Outcome) {
     }
 }
 
-/// Host tests for every crate but the kernel image, in the normal target directory and
-/// with no bare-metal flags (those are only ever set on the kernel's own cargo commands).
+/// The arguments that leave the freestanding packages (kernel image, user programs)
+/// out of a `--workspace` host command.
+pub fn exclude_freestanding() -> Vec<&'static str> {
+    std::iter::once(image::KERNEL_PACKAGE)
+        .chain(user::USER_PACKAGES.iter().copied())
+        .flat_map(|p| ["--exclude", p])
+        .collect()
+}
+
+/// Host tests for every crate but the freestanding ones, in the normal target directory
+/// and with no bare-metal flags (those are only ever set on the bare builds' own cargo
+/// commands).
 fn host_tests() -> anyhow::Result<bool> {
-    println!("test: host crates (cargo test --workspace --exclude {})", image::KERNEL_PACKAGE);
+    let exclude = exclude_freestanding();
+    println!("test: host crates (cargo test --workspace {})", exclude.join(" "));
     let status = image::cargo()
-        .args(["test", "--workspace", "--exclude", image::KERNEL_PACKAGE])
+        .args(["test", "--workspace"])
+        .args(&exclude)
         .status()
         .context("could not start cargo test")?;
     Ok(status.success())
@@ -422,6 +443,14 @@ mod tests {
         assert!(reason.ends_with("console lacks `RIP=`, `CR2=`, `RAX=`, `RSP=`"), "{reason}");
         let reset = evaluate(&case("fault-gp").expect, &outcome(0, report)).unwrap_err();
         assert!(reset.contains("QEMU exited with status 0 (kernel did not report)"), "{reset}");
+    }
+
+    #[test]
+    fn host_commands_leave_out_every_freestanding_package() {
+        assert_eq!(
+            exclude_freestanding().join(" "),
+            "--exclude ramen-kernel --exclude ramen-root --exclude ramen-user-tests"
+        );
     }
 
     #[test]

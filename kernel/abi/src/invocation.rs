@@ -24,8 +24,11 @@ pub mod thread {
     pub const SET_PRIORITY: u64 = 0x13;
     /// MR0 = CPU index to run on; works while the thread runs or is blocked.
     pub const SET_AFFINITY: u64 = 0x14;
-    /// Set CSpace root (cap 0 of the message), VSpace (cap 1), fault endpoint (MR0,
-    /// a capability pointer in the new CSpace, 0 for none) and IPC buffer (MR1).
+    /// Set the CSpace root (MR0: capability pointer, in the caller's CSpace, of a
+    /// CNode capability, copied into the thread), the VSpace (MR1: capability pointer
+    /// of a VSpace), the fault endpoint (MR2: a capability pointer in the thread's new
+    /// CSpace, 0 for none) and the IPC buffer's address (MR3, 0 for none). The thread
+    /// must be suspended.
     pub const CONFIGURE: u64 = 0x15;
 }
 
@@ -63,4 +66,21 @@ pub mod vspace {
     /// Install a page table: MR0 = VSpace capability pointer, MR1 = virtual address
     /// the table will cover.
     pub const TABLE_MAP: u64 = 0x42;
+}
+
+/// Operations on an `IoPort` capability (a range of I/O ports). The port and the
+/// access width must lie inside the range.
+pub mod ioport {
+    /// Write MR1 to port MR0, 8 bits.
+    pub const OUT8: u64 = 0x50;
+    /// Write MR1 to port MR0, 16 bits.
+    pub const OUT16: u64 = 0x51;
+    /// Write MR1 to port MR0, 32 bits.
+    pub const OUT32: u64 = 0x52;
+    /// Read port MR0, 8 bits, into MR0.
+    pub const IN8: u64 = 0x53;
+    /// Read port MR0, 16 bits, into MR0.
+    pub const IN16: u64 = 0x54;
+    /// Read port MR0, 32 bits, into MR0.
+    pub const IN32: u64 = 0x55;
 }

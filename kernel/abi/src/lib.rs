@@ -6,7 +6,9 @@
 #![no_std]
 #![forbid(unsafe_code)]
 
+pub mod bootinfo;
 pub mod invocation;
+pub mod object;
 pub mod slot;
 pub mod syscall;
 
@@ -126,6 +128,15 @@ pub enum Error {
     Preempted = 11,
     /// The resource is already taken (an IRQ line that already has a handler).
     Busy = 12,
+    /// A mapping needs a page table that is not installed: install one first.
+    MissingPageTable = 13,
+    /// Something is already mapped (or a table installed) at that address.
+    AlreadyMapped = 14,
+    /// The thread is in the wrong state for the operation (for example configuring a
+    /// thread that is running: suspend it first).
+    WrongThreadState = 15,
+    /// The system-call number is not one the kernel knows.
+    UnknownSyscall = 16,
 }
 
 impl Error {
@@ -149,6 +160,10 @@ impl Error {
             10 => Self::IllegalOperation,
             11 => Self::Preempted,
             12 => Self::Busy,
+            13 => Self::MissingPageTable,
+            14 => Self::AlreadyMapped,
+            15 => Self::WrongThreadState,
+            16 => Self::UnknownSyscall,
             _ => return None,
         })
     }
@@ -169,10 +184,10 @@ mod tests {
     #[test]
     fn error_codes_round_trip_and_zero_is_success() {
         assert_eq!(Error::from_code(0), None);
-        for code in 1..=12 {
+        for code in 1..=16 {
             assert_eq!(Error::from_code(code).map(Error::code), Some(code));
         }
-        assert_eq!(Error::from_code(13), None);
+        assert_eq!(Error::from_code(17), None);
     }
 
     #[test]

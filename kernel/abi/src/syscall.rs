@@ -57,6 +57,15 @@ impl Sys {
 /// Where the root task finds its boot-information pages.
 pub const BOOT_INFO_VADDR: u64 = 0x0000_7fff_0000_0000;
 
+/// Top of the root task's stack (the kernel maps [`ROOT_STACK_PAGES`] below it).
+pub const ROOT_STACK_TOP: u64 = 0x0000_7ffe_0000_0000;
+
+/// Pages of the root task's initial stack.
+pub const ROOT_STACK_PAGES: u64 = 16;
+
+/// The root task's IPC buffer.
+pub const ROOT_IPC_BUFFER: u64 = 0x0000_7ffd_0000_0000;
+
 /// Lowest address user programs are linked at (the first 4 MiB stay unmapped so null
 /// and small-offset accesses fault).
 pub const USER_BASE: u64 = 0x40_0000;

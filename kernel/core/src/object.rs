@@ -278,6 +278,28 @@ mod tests {
     use ramen_abi::Error;
 
     #[test]
+    fn type_codes_match_the_abi() {
+        use ramen_abi::object as abi;
+        let pairs = [
+            (CapType::Untyped, abi::UNTYPED),
+            (CapType::CNode, abi::CNODE),
+            (CapType::Thread, abi::THREAD),
+            (CapType::Endpoint, abi::ENDPOINT),
+            (CapType::Notification, abi::NOTIFICATION),
+            (CapType::Reply, abi::REPLY),
+            (CapType::Frame4K, abi::FRAME_4K),
+            (CapType::Frame2M, abi::FRAME_2M),
+            (CapType::VSpace, abi::VSPACE),
+            (CapType::Pdpt, abi::PDPT),
+            (CapType::PageDirectory, abi::PAGE_DIRECTORY),
+            (CapType::PageTable, abi::PAGE_TABLE),
+        ];
+        for (kind, code) in pairs {
+            assert_eq!(kind as u64, code);
+        }
+    }
+
+    #[test]
     fn type_codes_round_trip() {
         for code in 0..=18 {
             assert_eq!(CapType::from_code(code).map(|t| t as u64), Some(code));

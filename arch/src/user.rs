@@ -1,0 +1,244 @@
+//! Entering and leaving user mode: `SYSCALL` entry, the common return path, and the
+//! hand-off of traps taken in user mode.
+//!
+//! The kernel has one stack per CPU (as seL4 does), not one per thread: every entry
+//! from user mode saves the user registers into the running thread's context (a
+//! [`UserContext`] inside its TCB, found through `gs:24`), runs the kernel on the
+//! CPU's kernel stack or an IST stack, and leaves through [`return_to_user`], which
+//! restores whichever thread is current by then with `iretq`. Switching threads is
+//! therefore just changing the context pointer. `SYSCALL` entry masks IF, DF, TF and
+//! AC (so SMAP stays armed); the return path builds RFLAGS from the context, which the
+//! kernel sanitises ([`UserContext::sanitise`]) before every return.
+
+use core::arch::global_asm;
+use core::sync::atomic::Ordering;
+
+use spin::Once;
+use x86_64::VirtAddr;
+use x86_64::registers::model_specific::{Efer, EferFlags, LStar, SFMask, Star};
+use x86_64::registers::rflags::RFlags;
+use x86_64::structures::gdt::SegmentSelector;
+
+use crate::gdt::{KERNEL_CS, KERNEL_DS, USER_CS, USER_DS};
+pub use crate::trap::TrapFrame as UserContext;
+
+/// Bytes of a saved user context.
+pub const CONTEXT_BYTES: u64 = core::mem::size_of::<UserContext>() as u64;
+
+/// The `vector` value of a context saved by `SYSCALL` (exceptions use 0..=255).
+pub const SYSCALL_VECTOR: u64 = 0x100;
+
+/// RFLAGS bits user code may control; everything else (IOPL, NT, VM, ...) is forced.
+const USER_RFLAGS_MASK: u64 = 0x0000_0000_0000_0cd5; // CF PF AF ZF SF TF DF OF
+/// RFLAGS bits always set in user mode: IF and the reserved bit 1.
+const USER_RFLAGS_FORCED: u64 = 0x202;
+
+global_asm!(
+    r#"
+    .section .text.ramen_user, "ax"
+    .global ramen_syscall_entry
+ramen_syscall_entry:
+    swapgs
+    mov %rsp, %gs:16
+    mov %gs:24, %rsp
+    pushq ${user_ds}
+    pushq %gs:16
+    push %r11
+    pushq ${user_cs}
+    push %rcx
+    pushq $0
+    pushq ${syscall_vector}
+    push %r15
+    push %r14
+    push %r13
+    push %r12
+    push %r11
+    push %r10
+    push %r9
+    push %r8
+    push %rbp
+    push %rdi
+    push %rsi
+    push %rdx
+    push %rcx
+    push %rbx
+    push %rax
+    mov %rsp, %rdi
+    mov %gs:8, %rsp
+    call {syscall}
+    jmp ramen_return_to_user
+
+    .global ramen_return_to_user
+ramen_return_to_user:
+    mov %gs:24, %rsp
+    sub ${context_bytes}, %rsp
+    pop %rax
+    pop %rbx
+    pop %rcx
+    pop %rdx
+    pop %rsi
+    pop %rdi
+    pop %rbp
+    pop %r8
+    pop %r9
+    pop %r10
+    pop %r11
+    pop %r12
+    pop %r13
+    pop %r14
+    pop %r15
+    add $16, %rsp
+    swapgs
+    iretq
+"#,
+    user_ds = const USER_DS,
+    user_cs = const USER_CS,
+    syscall_vector = const SYSCALL_VECTOR,
+    context_bytes = const CONTEXT_BYTES,
+    syscall = sym syscall_entry,
+    options(att_syntax)
+);
+
+global_asm!(
+    r#"
+    .section .text.ramen_user, "ax"
+    .global ramen_on_kernel_stack
+ramen_on_kernel_stack:
+    mov %gs:8, %rsp
+    xor %ebp, %ebp
+    call *%rdi
+    ud2
+"#,
+    options(att_syntax)
+);
+
+unsafe extern "C" {
+    fn ramen_syscall_entry();
+    fn ramen_return_to_user() -> !;
+    fn ramen_on_kernel_stack(f: extern "C" fn() -> !) -> !;
+}
+
+/// Abandons whatever stack the kernel is on (the kernel keeps no state on it between
+/// entries) and runs `f` at the top of this CPU's kernel stack. The idle loop runs
+/// this way: it enables interrupts, so it must not sit on an IST stack.
+pub fn idle_on_kernel_stack(f: extern "C" fn() -> !) -> ! {
+    // SAFETY: gs:8 holds this CPU's kernel stack top (set by `percpu::install`);
+    // nothing on the current stack is used after the switch.
+    unsafe { ramen_on_kernel_stack(f) }
+}
+
+/// What the kernel does with a system call or a trap from user mode. It runs on the
+/// CPU's kernel stack (system calls) or an IST stack (traps) with interrupts off,
+/// edits the current context or switches to another thread's with
+/// [`set_current_context`], and returns; the thread current then is resumed.
+pub type UserEntryHandler = fn(context: &mut UserContext);
+
+static SYSCALL_HANDLER: Once<UserEntryHandler> = Once::new();
+static USER_TRAP_HANDLER: Once<UserEntryHandler> = Once::new();
+
+/// Registers the system-call and user-trap handlers (once).
+pub fn set_handlers(syscall: UserEntryHandler, trap: UserEntryHandler) {
+    SYSCALL_HANDLER.call_once(|| syscall);
+    USER_TRAP_HANDLER.call_once(|| trap);
+}
+
+extern "C" fn syscall_entry(context: &mut UserContext) {
+    if let Some(handler) = SYSCALL_HANDLER.get() {
+        handler(context);
+    }
+}
+
+/// Called by the trap dispatcher for a trap taken in user mode: copies the frame
+/// into the thread's context, lets the kernel handle it, and resumes the current
+/// thread. Never returns to the trap stub.
+pub(crate) fn user_trap(frame: &TrapFrameRef) -> ! {
+    let local = crate::percpu::current();
+    let end = local.current_context_end.load(Ordering::Relaxed);
+    let context = (end - CONTEXT_BYTES) as *mut UserContext;
+    // SAFETY: `current_context_end` always points one past a live UserContext inside
+    // the running thread's TCB (set by `set_current_context`), which nothing else
+    // touches while this CPU runs the kernel.
+    let context = unsafe {
+        context.write(*frame.0);
+        &mut *context
+    };
+    if let Some(handler) = USER_TRAP_HANDLER.get() {
+        handler(context);
+    }
+    return_to_user()
+}
+
+/// A trap frame on an IST stack, borrowed for the copy.
+pub(crate) struct TrapFrameRef<'a>(pub &'a UserContext);
+
+/// Makes `context` the one the next return to user mode restores.
+///
+/// # Safety
+/// `context` must point to a `UserContext` that stays valid and is not otherwise
+/// accessed until another context replaces it on this CPU.
+pub unsafe fn set_current_context(context: *mut UserContext) {
+    let end = context as u64 + CONTEXT_BYTES;
+    crate::percpu::current().current_context_end.store(end, Ordering::Relaxed);
+}
+
+/// Resumes the current thread in user mode; never returns. Requires a current
+/// context (see [`set_current_context`]).
+pub fn return_to_user() -> ! {
+    // SAFETY: the return path restores the context `gs:24` names, which
+    // `set_current_context`'s contract keeps valid; the kernel has sanitised it.
+    unsafe { ramen_return_to_user() }
+}
+
+/// Enables `SYSCALL`/`SYSRET` on this CPU and points it at the entry stub.
+pub fn init_cpu() {
+    // SAFETY: enabling SCE only makes the SYSCALL instruction usable; LSTAR points at
+    // the entry stub, STAR holds this GDT's selectors, and SFMASK clears IF, DF, TF
+    // and AC on entry so the kernel runs with interrupts off and SMAP armed.
+    unsafe {
+        Efer::update(|f| f.insert(EferFlags::SYSTEM_CALL_EXTENSIONS));
+    }
+    LStar::write(VirtAddr::new(ramen_syscall_entry as *const () as u64));
+    let star = Star::write(
+        SegmentSelector(USER_CS),
+        SegmentSelector(USER_DS),
+        SegmentSelector(KERNEL_CS),
+        SegmentSelector(KERNEL_DS),
+    );
+    if star.is_err() {
+        crate::trap::fatal_early("GDT layout does not fit SYSCALL/SYSRET");
+    }
+    SFMask::write(
+        RFlags::INTERRUPT_FLAG | RFlags::DIRECTION_FLAG | RFlags::TRAP_FLAG | RFlags::ALIGNMENT_CHECK,
+    );
+}
+
+impl UserContext {
+    /// A context that starts user code at `rip` with stack `rsp` and `arg` in RDI.
+    pub fn new_user(rip: u64, rsp: u64, arg: u64) -> Self {
+        Self {
+            rip,
+            rsp,
+            rdi: arg,
+            cs: u64::from(USER_CS),
+            ss: u64::from(USER_DS),
+            rflags: USER_RFLAGS_FORCED,
+            ..Self::default()
+        }
+    }
+
+    /// Forces the fields user code must not control: user code and stack selectors,
+    /// RFLAGS with IF set and IOPL 0. Returns false if RIP or RSP is not a canonical
+    /// user address (the caller then treats the thread as faulted, never returning
+    /// to a non-canonical RIP: on Intel that faults in ring 0).
+    pub fn sanitise(&mut self) -> bool {
+        self.cs = u64::from(USER_CS);
+        self.ss = u64::from(USER_DS);
+        self.rflags = (self.rflags & USER_RFLAGS_MASK) | USER_RFLAGS_FORCED;
+        is_user_address(self.rip) && is_user_address(self.rsp)
+    }
+}
+
+/// True for addresses in the canonical lower half.
+pub const fn is_user_address(addr: u64) -> bool {
+    addr < 0x0000_8000_0000_0000
+}

@@ -1,0 +1,134 @@
+//! Starting programs from the boot archive: each gets its own address space, CNode
+//! and thread, built from the root task's untyped memory.
+
+use ramen_abi::{object, slot};
+use ramen_bootfs::Archive;
+use ramen_bootfs::elf::Program;
+use ramen_rt::vm::{self, Mapping, PAGE};
+use ramen_rt::{SysError, kobj};
+
+use crate::alloc::Alloc;
+
+/// Radix of a program's CNode (256 slots), and the guard that makes small numbers
+/// address it directly with full-depth (64-bit) capability pointers.
+const CHILD_RADIX: u64 = 8;
+/// Where a program's stack ends, and how many pages it has.
+const STACK_TOP: u64 = 0x0000_7000_0000_0000;
+const STACK_PAGES: u64 = 16;
+/// A program's IPC buffer.
+const IPC_BUFFER: u64 = 0x0000_6fff_0000_0000;
+/// Where the root task maps a fresh frame to fill it.
+const SCRATCH: u64 = 0x0000_5000_0000_0000;
+/// Child slot of the fault endpoint (see `ramen_user_tests::REPORT`/`WAIT` for 8, 9).
+pub const FAULT_SLOT: u64 = 7;
+
+/// Capabilities the root task keeps to a program it started.
+#[derive(Clone, Copy, Debug)]
+pub struct Child {
+    /// Its thread.
+    pub tcb: u64,
+}
+
+/// What to give a program.
+pub struct Spawn<'a> {
+    /// File name in the archive.
+    pub name: &'a str,
+    /// Argument word (RDI).
+    pub arg: u64,
+    /// CPU to run on.
+    pub cpu: u64,
+    /// Priority.
+    pub priority: u64,
+    /// Root-CSpace slots to copy into the program's CSpace, as (child slot, root slot).
+    pub grants: &'a [(u64, u64)],
+    /// Whether faults go to the capability granted at [`FAULT_SLOT`].
+    pub fault_handler: bool,
+}
+
+/// The archive, mapped read-only into the root task.
+pub struct Files {
+    mapping: Mapping,
+    len: usize,
+}
+
+/// Where the archive is mapped in the root task.
+const ARCHIVE_VADDR: u64 = 0x0000_4000_0000_0000;
+
+impl Files {
+    /// Maps the boot archive's frames.
+    pub fn map(alloc: &mut Alloc) -> Result<Self, SysError> {
+        let info = alloc.info();
+        let mapping = Mapping::new(info.archive_first, info.archive_frames, ARCHIVE_VADDR, false, alloc)?;
+        Ok(Self { mapping, len: info.archive_bytes as usize })
+    }
+
+    /// The parsed archive.
+    pub fn archive(&self) -> Option<Archive<'_>> {
+        Archive::parse(self.mapping.bytes().get(..self.len)?).ok()
+    }
+}
+
+fn fill_frame(alloc: &mut Alloc, frame: u64, bytes: &[u8], offset: usize) -> Result<(), SysError> {
+    let mut scratch = Mapping::new(frame, 1, SCRATCH, true, alloc)?;
+    if let Some(dest) = scratch.bytes_mut().get_mut(offset..offset + bytes.len()) {
+        dest.copy_from_slice(bytes);
+    }
+    scratch.unmap()
+}
+
+/// Loads and starts a program.
+pub fn spawn(alloc: &mut Alloc, files: &Files, spec: &Spawn<'_>) -> Result<Child, SysError> {
+    let bad = || SysError(ramen_abi::Error::InvalidArgument.code());
+    let archive = files.archive().ok_or_else(bad)?;
+    let file = archive.find(spec.name).ok_or_else(bad)?;
+    let program = Program::parse(file.data()).map_err(|_| bad())?;
+
+    let vspace = alloc.make(object::VSPACE, 0)?;
+    let cnode = alloc.make(object::CNODE, CHILD_RADIX)?;
+    let tcb = alloc.make(object::THREAD, 0)?;
+
+    for segment in program.segments() {
+        let data = program.file_data(segment).ok_or_else(bad)?;
+        let rights = u64::from(segment.flags.writable()) | (u64::from(segment.flags.executable()) << 1);
+        let mut page = segment.page_start();
+        while page < segment.page_end() {
+            let frame = alloc.make(object::FRAME_4K, 0)?;
+            let from = page.max(segment.vaddr);
+            let to = (page + PAGE).min(segment.vaddr + segment.file_bytes);
+            if from < to {
+                let bytes =
+                    data.get((from - segment.vaddr) as usize..(to - segment.vaddr) as usize).unwrap_or(&[]);
+                fill_frame(alloc, frame, bytes, (from - page) as usize)?;
+            }
+            vm::map_page(vspace, frame, page, rights, alloc)?;
+            page += PAGE;
+        }
+    }
+    for i in 0..STACK_PAGES {
+        let frame = alloc.make(object::FRAME_4K, 0)?;
+        vm::map_page(vspace, frame, STACK_TOP - (i + 1) * PAGE, 1, alloc)?;
+    }
+    let ipc = alloc.make(object::FRAME_4K, 0)?;
+    vm::map_page(vspace, ipc, IPC_BUFFER, 1, alloc)?;
+
+    // The program's CSpace: a guarded copy of its CNode as root, its own thread,
+    // CNode, VSpace, the console, and whatever the caller grants.
+    let root = alloc.slot()?;
+    let guard = object::guard(0, 64 - CHILD_RADIX);
+    kobj::mint(slot::CNODE, root, 64, cnode, object::rights::ALL, guard)?;
+    let depth = CHILD_RADIX;
+    kobj::copy(cnode, slot::THREAD, depth, tcb)?;
+    kobj::copy(cnode, slot::CNODE, depth, root)?;
+    kobj::copy(cnode, slot::VSPACE, depth, vspace)?;
+    kobj::copy(cnode, slot::DEBUG, depth, slot::DEBUG)?;
+    for &(child_slot, root_slot) in spec.grants {
+        kobj::copy(cnode, child_slot, depth, root_slot)?;
+    }
+    let fault = if spec.fault_handler { FAULT_SLOT } else { 0 };
+    kobj::configure(tcb, root, vspace, fault, IPC_BUFFER)?;
+    kobj::write_entry(tcb, program.entry(), STACK_TOP, spec.arg)?;
+    kobj::set_priority(tcb, spec.priority)?;
+    kobj::set_affinity(tcb, spec.cpu)?;
+    kobj::resume(tcb)?;
+    Ok(Child { tcb })
+}

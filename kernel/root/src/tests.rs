@@ -1,0 +1,497 @@
+//! The user-mode test suite, run by the root task when the kernel command line says
+//! `test`. Each case drives the kernel through system calls only, as any program
+//! would: bad input must come back as the documented error with nothing changed, and
+//! the test programs (`spin`, `fpu`, `fault`, `fuzz`, `waiter`) must behave on every
+//! CPU. Output: one `test <name> ... ok|FAILED` line per case and a final
+//! `user: N passed, M failed` line.
+
+use ramen_abi::bootinfo::BootInfo;
+use ramen_abi::invocation::{debug, thread};
+use ramen_abi::{Error, object, slot};
+use ramen_rt::{Message, SysError, call, kobj, println, recv};
+
+use crate::alloc::Alloc;
+use crate::loader::{self, Child, FAULT_SLOT, Files, Spawn};
+
+/// Child slots the test programs expect (`ramen_user_tests::REPORT` and `WAIT`).
+const REPORT: u64 = 8;
+const WAIT: u64 = 9;
+/// Label of a fault message (`kernel/src/ipc.rs`).
+const FAULT_LABEL: u64 = 0xfa17;
+/// Priority of test programs: below the root task, which must get to run to receive.
+const TEST_PRIORITY: u64 = 10;
+/// Default syscalls per CPU for the fuzzer; `fuzz=N` on the command line overrides
+/// (the full run is a million per CPU).
+const FUZZ_DEFAULT: u64 = 20_000;
+
+type Outcome = Result<(), &'static str>;
+
+struct Ctx {
+    alloc: Alloc,
+    files: Files,
+    /// The endpoint the programs report to (root slot).
+    report: u64,
+    /// Badges handed out so far (each program gets its own).
+    next_badge: u64,
+    cpus: u64,
+    fuzz_count: u64,
+}
+
+fn expect_err<T>(result: Result<T, SysError>, error: Error, what: &'static str) -> Outcome {
+    match result {
+        Err(e) if e == error => Ok(()),
+        _ => Err(what),
+    }
+}
+
+fn ok<T>(result: Result<T, SysError>, what: &'static str) -> Result<T, &'static str> {
+    result.map_err(|_| what)
+}
+
+/// Runs every case; returns whether all passed.
+pub fn run(info: &'static BootInfo) -> bool {
+    let mut alloc = Alloc::new(info);
+    let Ok(files) = loader::Files::map(&mut alloc) else {
+        println!("user: cannot map the boot archive");
+        return false;
+    };
+    let Ok(report) = alloc.make(object::ENDPOINT, 0) else {
+        println!("user: cannot make the report endpoint");
+        return false;
+    };
+    let cmdline = core::str::from_utf8(&info.cmdline).unwrap_or("");
+    let fuzz_count = cmdline
+        .split_ascii_whitespace()
+        .find_map(|w| w.strip_prefix("fuzz="))
+        .and_then(|n| n.trim_end_matches('\0').parse().ok())
+        .unwrap_or(FUZZ_DEFAULT);
+    let mut ctx = Ctx { alloc, files, report, next_badge: 1, cpus: u64::from(info.cpu_count), fuzz_count };
+
+    type Case = (&'static str, fn(&mut Ctx) -> Outcome);
+    let cases: [Case; 11] = [
+        ("invalid_capability_pointers_are_rejected", invalid_capability_pointers),
+        ("wrong_types_and_labels_are_rejected", wrong_types_and_labels),
+        ("retype_rejects_bad_input_and_changes_nothing", retype_bad_input),
+        ("copy_mint_delete_revoke", copy_mint_delete_revoke),
+        ("missing_rights_are_refused", missing_rights),
+        ("mapping_rejects_kernel_and_bad_addresses", mapping_bad_addresses),
+        ("preemption_lets_two_busy_threads_progress", preemption),
+        ("programs_start_on_every_cpu", every_cpu),
+        ("fpu_state_is_private_to_each_thread", fpu_isolation),
+        ("user_faults_reach_the_fault_handler", fault_delivery),
+        ("revoke_wakes_a_waiter_on_another_cpu", revoke_across_cores),
+    ];
+    let (mut passed, mut failed) = (0u32, 0u32);
+    for (name, case) in
+        cases.iter().chain([("fuzzer_leaves_the_kernel_healthy", fuzz as fn(&mut Ctx) -> Outcome)].iter())
+    {
+        match case(&mut ctx) {
+            Ok(()) => {
+                passed += 1;
+                println!("test {} ... ok", *name);
+            }
+            Err(why) => {
+                failed += 1;
+                println!("test {} ... FAILED: {}", *name, why);
+            }
+        }
+    }
+    println!("user: {} passed, {} failed", passed, failed);
+    failed == 0
+}
+
+fn invalid_capability_pointers(_: &mut Ctx) -> Outcome {
+    let write = Message::new(debug::WRITE, &[0]);
+    expect_err(call(0x3ff, &write), Error::InvalidCapability, "empty slot accepted")?;
+    expect_err(call(u64::MAX, &write), Error::InvalidCapability, "guard mismatch accepted")?;
+    expect_err(call(slot::NULL, &write), Error::InvalidCapability, "null slot accepted")?;
+    // The console still works afterwards: nothing changed.
+    ok(call(slot::DEBUG, &write), "console broken after bad pointers").map(drop)
+}
+
+fn wrong_types_and_labels(_: &mut Ctx) -> Outcome {
+    expect_err(
+        kobj::retype(slot::THREAD, object::ENDPOINT, 0, slot::CNODE, 3000, 1),
+        Error::IllegalOperation,
+        "retype on a thread",
+    )?;
+    expect_err(
+        call(slot::DEBUG, &Message::new(debug::WRITE, &[41])),
+        Error::RangeError,
+        "41-byte console write",
+    )?;
+    expect_err(call(slot::DEBUG, &Message::new(0x7777, &[])), Error::IllegalOperation, "unknown label")?;
+    let unknown = ramen_rt::raw(99, slot::DEBUG, 0, [0; 6]);
+    if unknown.error != Error::UnknownSyscall.code() {
+        return Err("unknown system call number accepted");
+    }
+    expect_err(
+        kobj::configure(slot::DEBUG, slot::CNODE, slot::VSPACE, 0, 0),
+        Error::IllegalOperation,
+        "configure on a console",
+    )
+}
+
+fn retype_bad_input(ctx: &mut Ctx) -> Outcome {
+    let info = ctx.alloc.info();
+    let untyped = info.untyped_first;
+    let dest = ok(ctx.alloc.slot(), "no slot")?;
+    expect_err(kobj::retype(untyped, 99, 0, slot::CNODE, dest, 1), Error::InvalidArgument, "unknown type")?;
+    expect_err(
+        kobj::retype(untyped, object::ENDPOINT, 0, slot::CNODE, dest, 0),
+        Error::RangeError,
+        "count 0",
+    )?;
+    expect_err(
+        kobj::retype(untyped, object::UNTYPED, 60, slot::CNODE, dest, 1),
+        Error::RangeError,
+        "2^60 untyped",
+    )?;
+    expect_err(
+        kobj::retype(untyped, object::ENDPOINT, 0, slot::CNODE, slot::THREAD, 1),
+        Error::SlotOccupied,
+        "occupied slot",
+    )?;
+    expect_err(
+        kobj::retype(untyped, object::ENDPOINT, 0, slot::CNODE, 1 << 20, 1),
+        Error::RangeError,
+        "slot past the CNode",
+    )?;
+    // An untyped too small for the object: find the smallest region.
+    let (smallest, bits) = (0..info.untyped_count as usize)
+        .filter_map(|i| info.untyped.get(i).map(|u| (info.untyped_first + i as u64, u.size_bits)))
+        .min_by_key(|(_, bits)| *bits)
+        .ok_or("no untyped")?;
+    if bits < 21 {
+        expect_err(
+            kobj::retype(smallest, object::FRAME_2M, 0, slot::CNODE, dest, 1),
+            Error::NotEnoughMemory,
+            "exhausted untyped",
+        )?;
+    }
+    // Nothing was created: the destination slot is still empty.
+    expect_err(
+        call(dest, &Message::new(0, &[])),
+        Error::InvalidCapability,
+        "a failed retype left a capability",
+    )?;
+    // And retype still works there.
+    ok(ctx.alloc.make_at(object::ENDPOINT, 0, dest), "retype after errors")?;
+    ok(kobj::delete(slot::CNODE, dest, 64), "delete")
+}
+
+fn copy_mint_delete_revoke(ctx: &mut Ctx) -> Outcome {
+    let endpoint = ok(ctx.alloc.make(object::ENDPOINT, 0), "no endpoint")?;
+    let copy = ok(ctx.alloc.slot(), "no slot")?;
+    let minted = ok(ctx.alloc.slot(), "no slot")?;
+    ok(kobj::copy(slot::CNODE, copy, 64, endpoint), "copy")?;
+    expect_err(kobj::copy(slot::CNODE, copy, 64, endpoint), Error::SlotOccupied, "copy over a capability")?;
+    ok(kobj::mint(slot::CNODE, minted, 64, endpoint, object::rights::WRITE, 0x42), "mint")?;
+    expect_err(
+        kobj::mint(slot::CNODE, ok(ctx.alloc.slot(), "slot")?, 64, minted, object::rights::WRITE, 7),
+        Error::InvalidArgument,
+        "re-badge",
+    )?;
+    // Untyped memory is never copied.
+    expect_err(
+        kobj::copy(slot::CNODE, ok(ctx.alloc.slot(), "slot")?, 64, ctx.alloc.info().untyped_first),
+        Error::IllegalOperation,
+        "untyped copied",
+    )?;
+    ok(kobj::delete(slot::CNODE, copy, 64), "delete")?;
+    expect_err(kobj::delete(slot::CNODE, copy, 64), Error::SlotEmpty, "double delete")?;
+    // Revoke removes the minted child; the original stays.
+    ok(kobj::revoke(slot::CNODE, endpoint, 64), "revoke")?;
+    expect_err(
+        ramen_rt::nb_send(minted, &Message::new(0, &[])),
+        Error::InvalidCapability,
+        "revoked child still works",
+    )?;
+    ok(ramen_rt::nb_send(endpoint, &Message::new(0, &[])), "original gone after revoke").map(drop)
+}
+
+fn missing_rights(ctx: &mut Ctx) -> Outcome {
+    let read_only_thread = ok(ctx.alloc.slot(), "slot")?;
+    ok(kobj::mint(slot::CNODE, read_only_thread, 64, slot::THREAD, object::rights::READ, 0), "mint thread")?;
+    expect_err(kobj::set_priority(read_only_thread, 1), Error::InsufficientRights, "priority without write")?;
+    let endpoint = ok(ctx.alloc.make(object::ENDPOINT, 0), "endpoint")?;
+    let receive_only = ok(ctx.alloc.slot(), "slot")?;
+    ok(kobj::mint(slot::CNODE, receive_only, 64, endpoint, object::rights::READ, 0), "mint endpoint")?;
+    expect_err(
+        ramen_rt::nb_send(receive_only, &Message::new(0, &[])),
+        Error::InsufficientRights,
+        "send without write",
+    )?;
+    // Rights never grow.
+    let widened = ok(ctx.alloc.slot(), "slot")?;
+    expect_err(
+        kobj::mint(slot::CNODE, widened, 64, receive_only, object::rights::ALL, 0),
+        Error::InsufficientRights,
+        "rights grew",
+    )
+}
+
+fn mapping_bad_addresses(ctx: &mut Ctx) -> Outcome {
+    let frame = ok(ctx.alloc.make(object::FRAME_4K, 0), "frame")?;
+    expect_err(
+        kobj::map_frame(frame, slot::VSPACE, 0xffff_8000_0000_0000, 0),
+        Error::RangeError,
+        "kernel address",
+    )?;
+    expect_err(
+        kobj::map_frame(frame, slot::VSPACE, 0x0000_8000_0000_0000, 0),
+        Error::RangeError,
+        "non-canonical",
+    )?;
+    expect_err(kobj::map_frame(frame, slot::VSPACE, 0x1000, 0), Error::RangeError, "below USER_BASE")?;
+    expect_err(
+        kobj::map_frame(frame, slot::VSPACE, 0x6000_0000_0123, 0),
+        Error::AlignmentError,
+        "misaligned",
+    )?;
+    expect_err(
+        kobj::map_frame(frame, slot::VSPACE, 0x6000_0000_0000, 3),
+        Error::InvalidArgument,
+        "write+execute",
+    )?;
+    expect_err(kobj::map_frame(frame, slot::THREAD, 0x6000_0000_0000, 0), Error::WrongType, "not a VSpace")?;
+    expect_err(
+        kobj::map_frame(frame, slot::VSPACE, 0x6000_0000_0000, 0),
+        Error::MissingPageTable,
+        "no page table",
+    )?;
+    ok(ramen_rt::vm::map_page(slot::VSPACE, frame, 0x6000_0000_0000, 1, &mut ctx.alloc), "map with tables")?;
+    expect_err(
+        kobj::map_frame(frame, slot::VSPACE, 0x6000_0000_0000, 1),
+        Error::AlreadyMapped,
+        "double map",
+    )?;
+    ok(kobj::unmap_frame(frame, slot::VSPACE, 0x6000_0000_0000), "unmap")
+}
+
+/// A badged copy of the report endpoint for one program: (root slot, badge).
+fn report_cap(ctx: &mut Ctx) -> Result<(u64, u64), &'static str> {
+    let badge = ctx.next_badge;
+    ctx.next_badge += 1;
+    let slot = ok(ctx.alloc.slot(), "slot")?;
+    ok(
+        kobj::mint(
+            slot::CNODE,
+            slot,
+            64,
+            ctx.report,
+            object::rights::WRITE | object::rights::GRANT_REPLY,
+            badge,
+        ),
+        "mint report",
+    )?;
+    Ok((slot, badge))
+}
+
+fn start(
+    ctx: &mut Ctx,
+    name: &str,
+    arg: u64,
+    cpu: u64,
+    extra: &[(u64, u64)],
+    fault: bool,
+) -> Result<(Child, u64), &'static str> {
+    let (report, badge) = report_cap(ctx)?;
+    let mut grants = [(REPORT, report), (0, 0), (0, 0)];
+    for (g, e) in grants.iter_mut().skip(1).zip(extra) {
+        *g = *e;
+    }
+    let count = 1 + extra.len().min(2);
+    let spec = Spawn {
+        name,
+        arg,
+        cpu,
+        priority: TEST_PRIORITY,
+        grants: grants.get(..count).unwrap_or(&[]),
+        fault_handler: fault,
+    };
+    let child = loader::spawn(&mut ctx.alloc, &ctx.files, &spec).map_err(|_| "cannot start a program")?;
+    Ok((child, badge))
+}
+
+/// Receives reports until `done(badge, message)` says stop, at most `limit` messages.
+fn collect(ctx: &Ctx, limit: u32, mut done: impl FnMut(u64, &Message) -> bool) -> bool {
+    for _ in 0..limit {
+        match recv(ctx.report) {
+            Ok((badge, message)) if done(badge, &message) => return true,
+            _ => {}
+        }
+    }
+    false
+}
+
+fn stop(child: &Child) {
+    let _ = kobj::suspend(child.tcb);
+}
+
+fn preemption(ctx: &mut Ctx) -> Outcome {
+    // Both on the last CPU, same priority, neither ever yields: only the timer can
+    // let the second one run.
+    let cpu = ctx.cpus - 1;
+    let (a, badge_a) = start(ctx, "spin", 200_000, cpu, &[], false)?;
+    let (b, badge_b) = start(ctx, "spin", 200_000, cpu, &[], false)?;
+    let (mut seen_a, mut seen_b) = (0, 0);
+    let both = collect(ctx, 4000, |badge, _| {
+        if badge == badge_a {
+            seen_a += 1;
+        } else if badge == badge_b {
+            seen_b += 1;
+        }
+        seen_a >= 3 && seen_b >= 3
+    });
+    stop(&a);
+    stop(&b);
+    if both { Ok(()) } else { Err("one busy thread starved the other") }
+}
+
+fn every_cpu(ctx: &mut Ctx) -> Outcome {
+    let mut children = [None; 64];
+    let mut badges = [0u64; 64];
+    let cpus = ctx.cpus.min(64);
+    for cpu in 0..cpus {
+        let (child, badge) = start(ctx, "spin", 100_000, cpu, &[], false)?;
+        children[cpu as usize] = Some(child);
+        badges[cpu as usize] = badge;
+    }
+    let mut seen = [false; 64];
+    let all = collect(ctx, 4000, |badge, _| {
+        if let Some(i) = badges.iter().take(cpus as usize).position(|b| *b == badge) {
+            seen[i] = true;
+        }
+        seen.iter().take(cpus as usize).all(|s| *s)
+    });
+    children.iter().flatten().for_each(stop);
+    if all { Ok(()) } else { Err("a program did not run on its CPU") }
+}
+
+fn fpu_isolation(ctx: &mut Ctx) -> Outcome {
+    let cpu = ctx.cpus - 1;
+    let (a, badge_a) = start(ctx, "fpu", 20 | (1 << 16), cpu, &[], false)?;
+    let (b, badge_b) = start(ctx, "fpu", 20 | (7 << 16), cpu, &[], false)?;
+    let (mut ok_a, mut ok_b, mut bad) = (false, false, false);
+    collect(ctx, 200, |badge, message| {
+        if badge == badge_a || badge == badge_b {
+            if message.label() != 1 {
+                bad = true;
+            } else if badge == badge_a {
+                ok_a = true;
+            } else {
+                ok_b = true;
+            }
+        }
+        bad || (ok_a && ok_b)
+    });
+    stop(&a);
+    stop(&b);
+    if bad {
+        Err("an FPU thread saw corrupted registers")
+    } else if ok_a && ok_b {
+        Ok(())
+    } else {
+        Err("FPU threads did not finish")
+    }
+}
+
+fn fault_delivery(ctx: &mut Ctx) -> Outcome {
+    let handler = ok(ctx.alloc.make(object::ENDPOINT, 0), "endpoint")?;
+    let kernel_address = 0xffff_ffff_8000_0000u64;
+    for (mode, vector, address) in [(0u64, 14u64, Some(kernel_address)), (1, 14, Some(0)), (2, 6, None)] {
+        let badged = ok(ctx.alloc.slot(), "slot")?;
+        ok(
+            kobj::mint(
+                slot::CNODE,
+                badged,
+                64,
+                handler,
+                object::rights::WRITE | object::rights::GRANT_REPLY,
+                100 + mode,
+            ),
+            "mint",
+        )?;
+        let cpu = mode % ctx.cpus;
+        let (child, _) = start(ctx, "fault", mode, cpu, &[(FAULT_SLOT, badged)], true)?;
+        let (badge, message) = ok(recv(handler), "no fault message")?;
+        stop(&child);
+        let words = message.words();
+        if badge != 100 + mode || message.label() != FAULT_LABEL {
+            return Err("fault message has the wrong badge or label");
+        }
+        if words.first() != Some(&vector) {
+            return Err("fault message has the wrong vector");
+        }
+        if let Some(address) = address
+            && words.get(3) != Some(&address)
+        {
+            return Err("fault message has the wrong address");
+        }
+    }
+    Ok(())
+}
+
+fn revoke_across_cores(ctx: &mut Ctx) -> Outcome {
+    let endpoint = ok(ctx.alloc.make(object::ENDPOINT, 0), "endpoint")?;
+    let cpu = ctx.cpus - 1;
+    let (waiter, badge) = start(ctx, "waiter", 0, cpu, &[(WAIT, endpoint)], false)?;
+    // Let it block (if it has not yet, its receive fails the same way).
+    for _ in 0..50 {
+        ramen_rt::yield_now();
+    }
+    ok(kobj::revoke(slot::CNODE, endpoint, 64), "revoke")?;
+    ok(kobj::delete(slot::CNODE, endpoint, 64), "delete")?;
+    let mut code = u64::MAX;
+    let got = collect(ctx, 100, |b, message| {
+        if b == badge && message.label() == 2 {
+            code = message.words().first().copied().unwrap_or(0);
+            return true;
+        }
+        false
+    });
+    stop(&waiter);
+    if !got {
+        Err("the waiter never woke")
+    } else if code != Error::InvalidCapability.code() {
+        Err("the waiter woke without InvalidCapability")
+    } else {
+        Ok(())
+    }
+}
+
+fn fuzz(ctx: &mut Ctx) -> Outcome {
+    let cpus = ctx.cpus.min(64);
+    let mut badges = [0u64; 64];
+    let mut children = [None; 64];
+    for cpu in 0..cpus {
+        let (child, badge) = start(ctx, "fuzz", ctx.fuzz_count, cpu, &[], false)?;
+        badges[cpu as usize] = badge;
+        children[cpu as usize] = Some(child);
+    }
+    let mut done = [false; 64];
+    let finished = collect(ctx, 100_000, |badge, message| {
+        if message.label() == 1
+            && let Some(i) = badges.iter().take(cpus as usize).position(|b| *b == badge)
+        {
+            done[i] = true;
+        }
+        done.iter().take(cpus as usize).all(|d| *d)
+    });
+    children.iter().flatten().for_each(stop);
+    if !finished {
+        return Err("a fuzzer did not finish");
+    }
+    // The kernel still works: retype, map, delete, console.
+    let frame = ok(ctx.alloc.make(object::FRAME_4K, 0), "retype after fuzzing")?;
+    ok(
+        ramen_rt::vm::map_page(slot::VSPACE, frame, 0x6100_0000_0000, 1, &mut ctx.alloc),
+        "map after fuzzing",
+    )?;
+    ok(kobj::unmap_frame(frame, slot::VSPACE, 0x6100_0000_0000), "unmap after fuzzing")?;
+    ok(kobj::delete(slot::CNODE, frame, 64), "delete after fuzzing")?;
+    ok(call(slot::DEBUG, &Message::new(debug::WRITE, &[0])), "console after fuzzing")?;
+    let _ = thread::SUSPEND;
+    Ok(())
+}

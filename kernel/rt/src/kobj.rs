@@ -1,0 +1,111 @@
+//! Typed wrappers for kernel-object invocations (`ramen_abi::invocation`): one
+//! function per operation, arguments in the documented registers.
+
+use ramen_abi::invocation::{cnode, ioport, thread, untyped, vspace};
+
+use crate::{Message, SysError, call};
+
+fn invoke(cptr: u64, label: u64, args: &[u64]) -> Result<Message, SysError> {
+    call(cptr, &Message::new(label, args))
+}
+
+/// Retypes `count` objects of type `kind` (a `CapType` code) and size `size_bits`
+/// from the untyped `untyped` into slots `offset..` of the CNode `dest_cnode`.
+pub fn retype(
+    untyped: u64,
+    kind: u64,
+    size_bits: u64,
+    dest_cnode: u64,
+    offset: u64,
+    count: u64,
+) -> Result<(), SysError> {
+    invoke(untyped, untyped::RETYPE, &[kind, size_bits, dest_cnode, offset, count]).map(drop)
+}
+
+/// Copies the capability `src` into slot `index` (`depth` bits) of CNode `cnode`.
+pub fn copy(cnode: u64, index: u64, depth: u64, src: u64) -> Result<(), SysError> {
+    invoke(cnode, cnode::COPY, &[index, depth, src]).map(drop)
+}
+
+/// Copies `src` with fewer `rights` and/or a `badge` (0: keep).
+pub fn mint(cnode: u64, index: u64, depth: u64, src: u64, rights: u64, badge: u64) -> Result<(), SysError> {
+    invoke(cnode, cnode::MINT, &[index, depth, src, rights, badge]).map(drop)
+}
+
+/// Moves `src` into the slot.
+pub fn move_cap(cnode: u64, index: u64, depth: u64, src: u64) -> Result<(), SysError> {
+    invoke(cnode, cnode::MOVE, &[index, depth, src]).map(drop)
+}
+
+/// Deletes the capability in the slot.
+pub fn delete(cnode: u64, index: u64, depth: u64) -> Result<(), SysError> {
+    invoke(cnode, cnode::DELETE, &[index, depth]).map(drop)
+}
+
+/// Deletes every capability derived from the one in the slot, repeating the call
+/// while the kernel reports a preemption point.
+pub fn revoke(cnode: u64, index: u64, depth: u64) -> Result<(), SysError> {
+    loop {
+        match invoke(cnode, cnode::REVOKE, &[index, depth]) {
+            Err(e) if e == ramen_abi::Error::Preempted => continue,
+            other => return other.map(drop),
+        }
+    }
+}
+
+/// Sets a suspended thread's CSpace root, VSpace, fault endpoint and IPC buffer.
+pub fn configure(
+    tcb: u64,
+    cspace: u64,
+    vspace_cap: u64,
+    fault_endpoint: u64,
+    ipc_buffer: u64,
+) -> Result<(), SysError> {
+    invoke(tcb, thread::CONFIGURE, &[cspace, vspace_cap, fault_endpoint, ipc_buffer]).map(drop)
+}
+
+/// Sets a suspended thread's entry point, stack and argument.
+pub fn write_entry(tcb: u64, rip: u64, rsp: u64, arg: u64) -> Result<(), SysError> {
+    invoke(tcb, thread::WRITE_ENTRY, &[rip, rsp, arg]).map(drop)
+}
+
+/// Sets a thread's priority.
+pub fn set_priority(tcb: u64, priority: u64) -> Result<(), SysError> {
+    invoke(tcb, thread::SET_PRIORITY, &[priority]).map(drop)
+}
+
+/// Moves a thread to CPU `cpu`.
+pub fn set_affinity(tcb: u64, cpu: u64) -> Result<(), SysError> {
+    invoke(tcb, thread::SET_AFFINITY, &[cpu]).map(drop)
+}
+
+/// Makes a configured, suspended thread runnable.
+pub fn resume(tcb: u64) -> Result<(), SysError> {
+    invoke(tcb, thread::RESUME, &[]).map(drop)
+}
+
+/// Stops a thread.
+pub fn suspend(tcb: u64) -> Result<(), SysError> {
+    invoke(tcb, thread::SUSPEND, &[]).map(drop)
+}
+
+/// Maps the frame `frame` at `vaddr` in `vspace_cap`; `rights` bit 0 write, bit 1
+/// execute.
+pub fn map_frame(frame: u64, vspace_cap: u64, vaddr: u64, rights: u64) -> Result<(), SysError> {
+    invoke(frame, vspace::FRAME_MAP, &[vspace_cap, vaddr, rights]).map(drop)
+}
+
+/// Unmaps the frame `frame` from `vaddr` in `vspace_cap`.
+pub fn unmap_frame(frame: u64, vspace_cap: u64, vaddr: u64) -> Result<(), SysError> {
+    invoke(frame, vspace::FRAME_UNMAP, &[vspace_cap, vaddr]).map(drop)
+}
+
+/// Installs the page table `table` covering `vaddr` in `vspace_cap`.
+pub fn map_table(table: u64, vspace_cap: u64, vaddr: u64) -> Result<(), SysError> {
+    invoke(table, vspace::TABLE_MAP, &[vspace_cap, vaddr]).map(drop)
+}
+
+/// Writes `value` to I/O port `port` (32 bits) through the port capability `ports`.
+pub fn port_out32(ports: u64, port: u64, value: u64) -> Result<(), SysError> {
+    invoke(ports, ioport::OUT32, &[port, value]).map(drop)
+}

@@ -1,0 +1,32 @@
+//! The ELF entry point.
+//!
+//! The creator of the thread sets RSP (16-byte aligned by the kernel's convention;
+//! aligned again here in case) and RDI, the argument word (the root task gets
+//! `ramen_abi::syscall::BOOT_INFO_VADDR`). `_start` clears RBP so backtraces end here
+//! and calls [`ramen_rt_start`] with RDI untouched.
+
+core::arch::global_asm!(
+    ".section .text._start, \"ax\", @progbits",
+    ".globl _start",
+    ".type _start, @function",
+    "_start:",
+    "    and rsp, -16",
+    "    xor ebp, ebp",
+    "    call ramen_rt_start",
+    "    ud2",
+    ".size _start, . - _start",
+);
+
+unsafe extern "Rust" {
+    /// Defined by the program through [`crate::entry!`].
+    fn ramen_rt_main(arg: u64);
+}
+
+/// Runs the program's `main`, then exits the thread.
+#[unsafe(no_mangle)]
+extern "C" fn ramen_rt_start(arg: u64) -> ! {
+    // SAFETY: `entry!` defines `ramen_rt_main` with exactly this signature; a program
+    // without `entry!` fails to link rather than reaching here.
+    unsafe { ramen_rt_main(arg) };
+    crate::exit()
+}

@@ -1,0 +1,56 @@
+//! The `syscall` instruction, with the register convention of
+//! `ramen_abi::syscall` (see its table).
+
+use core::arch::asm;
+
+use ramen_abi::MSG_REGS;
+
+// The asm below names exactly six message registers.
+const _: () = assert!(MSG_REGS == 6);
+
+/// What the kernel hands back from any system call, undecoded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RawReply {
+    /// 0, or an error code (`rax`).
+    pub error: u64,
+    /// The sender's badge for receive operations (`rdi`).
+    pub badge: u64,
+    /// The message-info word (`rsi`).
+    pub info: u64,
+    /// Message registers 0..5 (`rdx`, `r8`, `r9`, `r10`, `r12`, `r13`).
+    pub regs: [u64; MSG_REGS],
+}
+
+/// Issues system call `number` on `cptr` with message-info word `info` and message
+/// registers `regs`, exactly as given: nothing is validated here (the fuzzer relies on
+/// that; everyone else uses the typed wrappers in the crate root).
+///
+/// Safe because the kernel validates every argument and changes this program's memory
+/// only as its capabilities allow, like any other effect of a system call.
+#[inline(always)]
+pub fn raw(number: u64, cptr: u64, info: u64, regs: [u64; MSG_REGS]) -> RawReply {
+    let [mut r0, mut r1, mut r2, mut r3, mut r4, mut r5] = regs;
+    let (error, badge, info_out);
+    // SAFETY: `syscall` enters the kernel, which preserves every register but those
+    // listed as outputs here (rcx and r11 are clobbered by the instruction itself) and
+    // does not touch the user stack (red zone included). The kernel may write memory
+    // this program owns (the IPC buffer), so the asm is not marked `nomem`.
+    unsafe {
+        asm!(
+            "syscall",
+            inlateout("rax") number => error,
+            inlateout("rdi") cptr => badge,
+            inlateout("rsi") info => info_out,
+            inlateout("rdx") r0,
+            inlateout("r8") r1,
+            inlateout("r9") r2,
+            inlateout("r10") r3,
+            inlateout("r12") r4,
+            inlateout("r13") r5,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+    }
+    RawReply { error, badge, info: info_out, regs: [r0, r1, r2, r3, r4, r5] }
+}

@@ -1,0 +1,467 @@
+//! Invocations of kernel-object capabilities (`Sys::Call` on a non-endpoint cap).
+//!
+//! Shape of every operation: resolve and check everything (capability types, rights,
+//! ranges, thread state) without side effects, then commit. Capability-space work runs
+//! under `CAP_LOCK`; scheduling effects (suspend, resume, affinity) go through
+//! `sched`, after the lock is dropped. Labels and argument registers are defined in
+//! `ramen_abi::invocation` and documented in `docs/abi.md`.
+
+use ramen_abi::invocation::{cnode, debug, ioport, thread, untyped, vspace};
+use ramen_abi::syscall::{USER_BASE, USER_TOP};
+use ramen_abi::{Error, MSG_REGS, MessageInfo};
+use ramen_arch::paging::{MapError, PageSize, user_flags};
+use ramen_core::cap::{Cap, CapData, Rights};
+use ramen_core::cnode::{self as ops, Step};
+use ramen_core::cspace::{self, MAX_DEPTH};
+use ramen_core::object::{CapType, Destroyed, ObjectStore, SlotRef};
+use ramen_core::runqueue::ThreadRef;
+use ramen_core::untyped::{RetypeRequest, retype};
+
+use crate::cpus::{self, this_cpu};
+use crate::objects::{CAP_LOCK, Store, ThreadState, address_space, cspace_slot, tcb};
+use crate::sched;
+
+/// Most delete or revoke steps one invocation performs before it reports
+/// `Preempted` (the caller repeats the call to continue).
+const MAX_STEPS: usize = 256;
+
+/// The caller's CSpace root.
+fn root_of(caller: ThreadRef, store: &Store) -> Cap {
+    cspace_slot(caller).map(|s| store.slot(s).cap()).unwrap_or_default()
+}
+
+/// Resolves `cptr` (full depth) in the caller's CSpace through this CPU's cache.
+fn lookup(caller: ThreadRef, store: &Store, cptr: u64) -> Result<SlotRef, Error> {
+    let root = root_of(caller, store);
+    this_cpu().lookup.with(|cache| cache.lookup(store, &root, cptr, MAX_DEPTH))
+}
+
+/// The capability `cptr` names; an empty slot is an invalid capability.
+pub fn lookup_cap(caller: ThreadRef, store: &Store, cptr: u64) -> Result<(SlotRef, Cap), Error> {
+    let slot = lookup(caller, store, cptr)?;
+    let cap = store.slot(slot).cap();
+    if cap.is_null() {
+        return Err(Error::InvalidCapability);
+    }
+    Ok((slot, cap))
+}
+
+/// Runs the operation `info.label()` on the capability `cptr`. Results go to `out`;
+/// returns how many result words there are.
+pub fn invoke(
+    caller: ThreadRef,
+    cptr: u64,
+    info: MessageInfo,
+    regs: &[u64; MSG_REGS],
+    out: &mut [u64; MSG_REGS],
+) -> Result<usize, Error> {
+    let cap = {
+        let store = CAP_LOCK.lock();
+        lookup_cap(caller, &store, cptr)?.1
+    };
+    let label = info.label();
+    match cap.kind() {
+        CapType::DebugConsole => debug_write(label, regs),
+        CapType::Thread => invoke_thread(caller, &cap, label, regs),
+        CapType::CNode => invoke_cnode(caller, &cap, label, regs),
+        CapType::Untyped => invoke_untyped(caller, cptr, label, regs),
+        CapType::Frame4K | CapType::Frame2M => invoke_frame(caller, &cap, label, regs, out),
+        CapType::Pdpt | CapType::PageDirectory | CapType::PageTable => {
+            invoke_table(caller, &cap, label, regs)
+        }
+        CapType::IoPort => invoke_ioport(&cap, label, regs, out),
+        _ => Err(Error::IllegalOperation),
+    }
+}
+
+fn debug_write(label: u64, regs: &[u64; MSG_REGS]) -> Result<usize, Error> {
+    if label != debug::WRITE {
+        return Err(Error::IllegalOperation);
+    }
+    let [count, words @ ..] = *regs;
+    let count = usize::try_from(count).map_err(|_| Error::RangeError)?;
+    if count > debug::WRITE_MAX {
+        return Err(Error::RangeError);
+    }
+    let mut bytes = [0u8; debug::WRITE_MAX];
+    for (chunk, word) in bytes.chunks_mut(8).zip(words) {
+        for (byte, value) in chunk.iter_mut().zip(word.to_le_bytes()) {
+            *byte = value;
+        }
+    }
+    let text = bytes.get(..count).unwrap_or(&[]);
+    crate::console::user_write(text);
+    Ok(0)
+}
+
+fn invoke_thread(caller: ThreadRef, cap: &Cap, label: u64, regs: &[u64; MSG_REGS]) -> Result<usize, Error> {
+    let target = ThreadRef::new(cap.addr().0).ok_or(Error::InvalidCapability)?;
+    let [a0, a1, a2, a3, ..] = *regs;
+    let state = tcb(target).state;
+    let inactive = matches!(state, ThreadState::Inactive | ThreadState::Faulted);
+    match label {
+        thread::SUSPEND => {
+            cap.require(Rights::WRITE)?;
+            {
+                let _store = CAP_LOCK.lock();
+                leave_ipc(target);
+            }
+            if target == caller {
+                sched::stop_current(ThreadState::Inactive);
+            } else {
+                sched::suspend(target);
+            }
+        }
+        thread::RESUME => {
+            cap.require(Rights::WRITE)?;
+            if !inactive {
+                return Ok(0);
+            }
+            let configured = tcb(target).vspace != 0 && {
+                let store = CAP_LOCK.lock();
+                cspace_slot(target).is_some_and(|s| !store.slot(s).is_empty())
+            };
+            if !configured {
+                return Err(Error::WrongThreadState);
+            }
+            tcb(target).state = ThreadState::Inactive;
+            sched::wake(target);
+        }
+        thread::WRITE_ENTRY => {
+            cap.require(Rights::WRITE)?;
+            if !inactive {
+                return Err(Error::WrongThreadState);
+            }
+            if !(USER_BASE..USER_TOP).contains(&a0) || !(USER_BASE..=USER_TOP).contains(&a1) {
+                return Err(Error::InvalidArgument);
+            }
+            tcb(target).context = ramen_arch::user::UserContext::new_user(a0, a1, a2);
+        }
+        thread::SET_PRIORITY => {
+            cap.require(Rights::WRITE)?;
+            let priority = u8::try_from(a0).map_err(|_| Error::RangeError)?;
+            if priority > tcb(caller).priority {
+                return Err(Error::InsufficientRights);
+            }
+            if !inactive && target != caller {
+                return Err(Error::WrongThreadState);
+            }
+            tcb(target).priority = priority;
+        }
+        thread::SET_AFFINITY => {
+            cap.require(Rights::WRITE)?;
+            let cpu = u32::try_from(a0).map_err(|_| Error::RangeError)?;
+            if !cpus::is_online(cpu) {
+                return Err(Error::RangeError);
+            }
+            if target == caller {
+                sched::set_affinity(caller, cpu);
+            } else {
+                sched::set_affinity(target, cpu);
+            }
+        }
+        thread::CONFIGURE => {
+            cap.require(Rights::WRITE)?;
+            if !inactive {
+                return Err(Error::WrongThreadState);
+            }
+            configure(caller, target, a0, a1, a2, a3)?;
+        }
+        _ => return Err(Error::IllegalOperation),
+    }
+    Ok(0)
+}
+
+/// Sets a thread's CSpace root, VSpace, fault endpoint and IPC buffer.
+fn configure(
+    caller: ThreadRef,
+    target: ThreadRef,
+    cspace: u64,
+    vspace: u64,
+    fault: u64,
+    ipc_buffer: u64,
+) -> Result<(), Error> {
+    if ipc_buffer != 0 && (!ipc_buffer.is_multiple_of(4096) || !(USER_BASE..USER_TOP).contains(&ipc_buffer)) {
+        return Err(Error::InvalidArgument);
+    }
+    let mut store = CAP_LOCK.lock();
+    let (cnode_slot, cnode_cap) = lookup_cap(caller, &store, cspace)?;
+    if cnode_cap.kind() != CapType::CNode {
+        return Err(Error::WrongType);
+    }
+    let (_, vspace_cap) = lookup_cap(caller, &store, vspace)?;
+    if vspace_cap.kind() != CapType::VSpace {
+        return Err(Error::WrongType);
+    }
+    let dest = cspace_slot(target).ok_or(Error::InvalidCapability)?;
+    // Replace any previous root: delete it (a CNode copy never destroys the CNode
+    // while the copy we are about to make exists, but the source may be the last).
+    if !store.slot(dest).is_empty() {
+        run_steps(&mut store, dest, ops::delete_step)?;
+    }
+    ops::copy(&mut *store, cnode_slot, dest)?;
+    let t = tcb(target);
+    t.vspace = vspace_cap.addr().0;
+    t.fault_endpoint = fault;
+    t.ipc_buffer = ipc_buffer;
+    Ok(())
+}
+
+/// Repeats a preemptible step (delete, revoke) up to [`MAX_STEPS`] times, tearing
+/// down each destroyed object. `Preempted` if it is not done yet.
+fn run_steps(
+    store: &mut Store,
+    at: SlotRef,
+    step: fn(&mut Store, SlotRef) -> Result<Step, Error>,
+) -> Result<(), Error> {
+    for _ in 0..MAX_STEPS {
+        let Step { done, destroyed } = step(store, at)?;
+        if let Some(object) = destroyed {
+            tear_down(object);
+        }
+        if done {
+            return Ok(());
+        }
+    }
+    Err(Error::Preempted)
+}
+
+/// Kernel-side clean-up of an object whose last capability went away.
+fn tear_down(object: Destroyed) {
+    match object {
+        Destroyed::Endpoint(addr) => crate::ipc::cancel_all(addr.0),
+        Destroyed::Thread(addr) => {
+            if let Some(thread) = ThreadRef::new(addr.0) {
+                leave_ipc(thread);
+                // Take it off its CPU before the memory can be reused.
+                if tcb(thread).cpu == ramen_arch::percpu::cpu_index() {
+                    sched::forget(thread);
+                } else {
+                    sched::suspend(thread);
+                }
+            }
+        }
+        // Endpoints and notifications wake their waiters with an error once IPC
+        // exists; frames and tables are unmapped once mappings are recorded.
+        _ => {}
+    }
+}
+
+fn invoke_cnode(caller: ThreadRef, cap: &Cap, label: u64, regs: &[u64; MSG_REGS]) -> Result<usize, Error> {
+    cap.require(Rights::WRITE)?;
+    let [index, depth, src, rights, badge, _] = *regs;
+    let depth = u8::try_from(depth).map_err(|_| Error::RangeError)?;
+    let mut store = CAP_LOCK.lock();
+    let dest = cspace::resolve(&*store, cap, index, depth)?;
+    let rights = Rights::from_bits(u8::try_from(rights).map_err(|_| Error::InvalidArgument)?)
+        .ok_or(Error::InvalidArgument)?;
+    let data = cap_data(&store, caller, src, badge)?;
+    match label {
+        cnode::COPY => {
+            let src = lookup(caller, &store, src)?;
+            ops::copy(&mut *store, src, dest)?;
+        }
+        cnode::MINT => {
+            let src = lookup(caller, &store, src)?;
+            ops::mint(&mut *store, src, dest, rights, data)?;
+        }
+        cnode::MOVE => {
+            let src = lookup(caller, &store, src)?;
+            ops::move_cap(&mut *store, src, dest)?;
+        }
+        cnode::MUTATE => {
+            let src = lookup(caller, &store, src)?;
+            ops::mutate(&mut *store, src, dest, rights, data)?;
+        }
+        cnode::DELETE => run_steps(&mut store, dest, ops::delete_step)?,
+        cnode::REVOKE => run_steps(&mut store, dest, ops::revoke_step)?,
+        _ => return Err(Error::IllegalOperation),
+    }
+    Ok(0)
+}
+
+fn invoke_untyped(caller: ThreadRef, cptr: u64, label: u64, regs: &[u64; MSG_REGS]) -> Result<usize, Error> {
+    if label != untyped::RETYPE {
+        return Err(Error::IllegalOperation);
+    }
+    let [kind, size_bits, dest_cnode, offset, count, _] = *regs;
+    let kind = CapType::from_code(kind).ok_or(Error::InvalidArgument)?;
+    let size_bits = u8::try_from(size_bits).map_err(|_| Error::RangeError)?;
+    let mut store = CAP_LOCK.lock();
+    let untyped_slot = lookup(caller, &store, cptr)?;
+    let dest = lookup(caller, &store, dest_cnode)?;
+    retype(&mut *store, untyped_slot, RetypeRequest { kind, size_bits, count }, dest, offset)?;
+    Ok(0)
+}
+
+fn map_error(e: MapError) -> Error {
+    match e {
+        MapError::OutOfFrames => Error::MissingPageTable,
+        MapError::AlreadyMapped(_) | MapError::HugePageInTheWay(_) => Error::AlreadyMapped,
+        MapError::Misaligned(_) => Error::AlignmentError,
+        MapError::FrameUnreachable(_) | MapError::WindowFull => Error::RangeError,
+    }
+}
+
+/// The VSpace root a capability pointer names, for mapping.
+fn vspace_root(caller: ThreadRef, store: &Store, cptr: u64) -> Result<u64, Error> {
+    let (_, cap) = lookup_cap(caller, store, cptr)?;
+    if cap.kind() != CapType::VSpace {
+        return Err(Error::WrongType);
+    }
+    cap.require(Rights::WRITE)?;
+    Ok(cap.addr().0)
+}
+
+fn check_user_range(vaddr: u64, bytes: u64) -> Result<(), Error> {
+    let end = vaddr.checked_add(bytes).ok_or(Error::RangeError)?;
+    if vaddr < USER_BASE || end > USER_TOP {
+        return Err(Error::RangeError);
+    }
+    if !vaddr.is_multiple_of(bytes) {
+        return Err(Error::AlignmentError);
+    }
+    Ok(())
+}
+
+fn invoke_frame(
+    caller: ThreadRef,
+    cap: &Cap,
+    label: u64,
+    regs: &[u64; MSG_REGS],
+    out: &mut [u64; MSG_REGS],
+) -> Result<usize, Error> {
+    let [vspace_cptr, vaddr, rights, ..] = *regs;
+    let (size, bytes) = match cap.kind() {
+        CapType::Frame2M => (PageSize::Size2M, 1 << 21),
+        _ => (PageSize::Size4K, 4096),
+    };
+    let store = CAP_LOCK.lock();
+    let root = vspace_root(caller, &store, vspace_cptr)?;
+    check_user_range(vaddr, bytes)?;
+    match label {
+        vspace::FRAME_MAP => {
+            if rights > 0b11 {
+                return Err(Error::InvalidArgument);
+            }
+            let writable = rights & 1 != 0;
+            let executable = rights & 2 != 0;
+            if writable {
+                cap.require(Rights::WRITE)?;
+            }
+            cap.require(Rights::READ)?;
+            if writable && executable {
+                // W^X: a page is never both.
+                return Err(Error::InvalidArgument);
+            }
+            let mut space = address_space(root);
+            let mut no_tables = || None;
+            space
+                .map(vaddr, cap.addr().0, size, user_flags(writable, executable), &mut no_tables)
+                .map_err(map_error)?;
+            if let Some(word) = out.first_mut() {
+                *word = vaddr;
+            }
+            Ok(1)
+        }
+        vspace::FRAME_UNMAP => {
+            let space = address_space(root);
+            match space.translate(vaddr) {
+                Some((phys, _)) if phys == cap.addr().0 => {}
+                _ => return Err(Error::InvalidArgument),
+            }
+            let mut space = space;
+            space.unmap(vaddr, size).map_err(map_error)?;
+            // Only this CPU has run the space since the unmap, or the caller owns it.
+            crate::objects::flush_tlb(vaddr);
+            Ok(0)
+        }
+        _ => Err(Error::IllegalOperation),
+    }
+}
+
+fn invoke_table(caller: ThreadRef, cap: &Cap, label: u64, regs: &[u64; MSG_REGS]) -> Result<usize, Error> {
+    if label != vspace::TABLE_MAP {
+        return Err(Error::IllegalOperation);
+    }
+    let [vspace_cptr, vaddr, ..] = *regs;
+    let level = match cap.kind() {
+        CapType::Pdpt => 3,
+        CapType::PageDirectory => 2,
+        _ => 1,
+    };
+    let store = CAP_LOCK.lock();
+    let root = vspace_root(caller, &store, vspace_cptr)?;
+    if !(USER_BASE..USER_TOP).contains(&vaddr) {
+        return Err(Error::RangeError);
+    }
+    let mut space = address_space(root);
+    space.install_table(vaddr, level, cap.addr().0).map_err(map_error)?;
+    Ok(0)
+}
+
+fn invoke_ioport(
+    cap: &Cap,
+    label: u64,
+    regs: &[u64; MSG_REGS],
+    out: &mut [u64; MSG_REGS],
+) -> Result<usize, Error> {
+    let [port, value, ..] = *regs;
+    let (width, write) = match label {
+        ioport::OUT8 => (1, true),
+        ioport::OUT16 => (2, true),
+        ioport::OUT32 => (4, true),
+        ioport::IN8 => (1, false),
+        ioport::IN16 => (2, false),
+        ioport::IN32 => (4, false),
+        _ => return Err(Error::IllegalOperation),
+    };
+    let first = cap.arg() & 0xffff;
+    let last = (cap.arg() >> 16) & 0xffff;
+    let end = port.checked_add(width - 1).ok_or(Error::RangeError)?;
+    if port < first || end > last {
+        return Err(Error::InsufficientRights);
+    }
+    let port = u16::try_from(port).map_err(|_| Error::RangeError)?;
+    if write {
+        let value = u32::try_from(value).map_err(|_| Error::RangeError)?;
+        if width < 4 && value >> (width * 8) != 0 {
+            return Err(Error::RangeError);
+        }
+        crate::objects::port_out(port, width as u8, value);
+        Ok(0)
+    } else {
+        if let Some(word) = out.first_mut() {
+            *word = u64::from(crate::objects::port_in(port, width as u8));
+        }
+        Ok(1)
+    }
+}
+
+/// Takes a thread out of any endpoint queue it waits in (suspend, delete).
+fn leave_ipc(thread: ThreadRef) {
+    use crate::objects::IpcState;
+    let t = tcb(thread);
+    match t.ipc {
+        IpcState::Sending(ep) | IpcState::Calling(ep) | IpcState::Receiving(ep) => {
+            crate::ipc::remove(ep, thread)
+        }
+        IpcState::None | IpcState::WaitingReply => {}
+    }
+    t.ipc = IpcState::None;
+}
+
+/// The data word of mint and mutate: a badge for endpoints and notifications, a guard
+/// (`value << 8 | bits`, see `ramen_abi::object::guard`) for CNodes; 0 keeps it.
+fn cap_data(store: &Store, caller: ThreadRef, src: u64, word: u64) -> Result<CapData, Error> {
+    if word == 0 {
+        return Ok(CapData::Keep);
+    }
+    let Ok((_, cap)) = lookup_cap(caller, store, src) else {
+        return Ok(CapData::Keep);
+    };
+    Ok(match cap.kind() {
+        CapType::CNode => CapData::Guard { guard: word >> 8, guard_bits: (word & 0xff) as u8 },
+        _ => CapData::Badge(word),
+    })
+}

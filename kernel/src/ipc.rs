@@ -1,0 +1,306 @@
+//! Endpoint IPC, slow path: send, receive, call, reply, and fault messages.
+//!
+//! An endpoint is a queue of threads waiting to send or waiting to receive (never
+//! both). A message is the sender's message-info word, its six message registers and
+//! the badge of the capability it sent through; it moves straight from the sender's
+//! saved registers into the receiver's (no buffer in between). A caller waits for the
+//! reply; the receiver's TCB remembers whom to answer.
+//!
+//! All of this runs under `CAP_LOCK` for now (the IPC issue adds the register
+//! fastpath and per-endpoint locking); waking a thread owned by another CPU goes
+//! through `sched::wake`, which posts to that CPU.
+
+use ramen_abi::{Error, MSG_REGS, MessageInfo};
+use ramen_arch::user::UserContext;
+use ramen_core::cap::{Cap, Rights};
+use ramen_core::object::CapType;
+use ramen_core::runqueue::ThreadRef;
+
+use crate::objects::{IpcState, ThreadState, phys_words, set_phys_words, tcb};
+use crate::sched;
+use crate::syscall::message_registers;
+
+/// Label of a fault message (the handler sees it in the message info).
+pub const FAULT_LABEL: u64 = 0xfa17;
+
+/// An endpoint's state: queue head (with the queue kind in the low bits) and tail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Queue {
+    Empty,
+    Senders(ThreadRef, ThreadRef),
+    Receivers(ThreadRef, ThreadRef),
+}
+
+const KIND_SENDERS: u64 = 1;
+const KIND_RECEIVERS: u64 = 2;
+const KIND_MASK: u64 = 0xfff;
+
+fn read_queue(endpoint: u64) -> Queue {
+    let [head, tail] = phys_words(endpoint);
+    let thread = ThreadRef::new(head & !KIND_MASK);
+    match (head & KIND_MASK, thread, ThreadRef::new(tail)) {
+        (KIND_SENDERS, Some(h), Some(t)) => Queue::Senders(h, t),
+        (KIND_RECEIVERS, Some(h), Some(t)) => Queue::Receivers(h, t),
+        _ => Queue::Empty,
+    }
+}
+
+fn write_queue(endpoint: u64, queue: Queue) {
+    let words = match queue {
+        Queue::Empty => [0, 0],
+        Queue::Senders(h, t) => [h.addr() | KIND_SENDERS, t.addr()],
+        Queue::Receivers(h, t) => [h.addr() | KIND_RECEIVERS, t.addr()],
+    };
+    set_phys_words(endpoint, words);
+}
+
+/// Appends `thread` to the endpoint's queue of the given kind.
+fn enqueue(endpoint: u64, thread: ThreadRef, senders: bool) {
+    tcb(thread).ipc_next = None;
+    let queue = match (read_queue(endpoint), senders) {
+        (Queue::Senders(h, t), true) | (Queue::Receivers(h, t), false) => {
+            tcb(t).ipc_next = Some(thread);
+            (h, thread)
+        }
+        _ => (thread, thread),
+    };
+    write_queue(
+        endpoint,
+        if senders { Queue::Senders(queue.0, queue.1) } else { Queue::Receivers(queue.0, queue.1) },
+    );
+}
+
+/// Takes the first thread of the queue if it is of the given kind.
+fn dequeue(endpoint: u64, senders: bool) -> Option<ThreadRef> {
+    let (head, tail) = match (read_queue(endpoint), senders) {
+        (Queue::Senders(h, t), true) | (Queue::Receivers(h, t), false) => (h, t),
+        _ => return None,
+    };
+    let next = tcb(head).ipc_next.take();
+    let queue = match next {
+        None => Queue::Empty,
+        Some(n) if senders => Queue::Senders(n, tail),
+        Some(n) => Queue::Receivers(n, tail),
+    };
+    write_queue(endpoint, queue);
+    Some(head)
+}
+
+/// Removes `thread` from the endpoint's queue wherever it is (suspend, delete).
+pub fn remove(endpoint: u64, thread: ThreadRef) {
+    let (head, senders) = match read_queue(endpoint) {
+        Queue::Senders(h, _) => (h, true),
+        Queue::Receivers(h, _) => (h, false),
+        Queue::Empty => return,
+    };
+    // Rebuild the queue without it (queues are short; this is the slow path).
+    write_queue(endpoint, Queue::Empty);
+    let mut cursor = Some(head);
+    while let Some(t) = cursor {
+        cursor = tcb(t).ipc_next.take();
+        if t != thread {
+            enqueue(endpoint, t, senders);
+        }
+    }
+}
+
+/// Wakes every thread waiting on a destroyed endpoint with `InvalidCapability`.
+pub fn cancel_all(endpoint: u64) {
+    for senders in [true, false] {
+        while let Some(t) = dequeue(endpoint, senders) {
+            finish_with_error(t, Error::InvalidCapability);
+        }
+    }
+}
+
+fn finish_with_error(thread: ThreadRef, error: Error) {
+    let t = tcb(thread);
+    t.ipc = IpcState::None;
+    crate::syscall::set_reply(&mut t.context, Err(error), &[]);
+    sched::wake(thread);
+}
+
+/// A message in flight.
+#[derive(Clone, Copy, Debug)]
+struct Message {
+    info: MessageInfo,
+    regs: [u64; MSG_REGS],
+    badge: u64,
+}
+
+fn message_of(ctx: &UserContext, badge: u64) -> Message {
+    // Only register-sized messages travel on this path; longer ones (IPC buffer) and
+    // capability transfer come with the IPC issue.
+    let info = MessageInfo(ctx.rsi);
+    let len = info.len_words().min(MSG_REGS);
+    let label = info.label();
+    Message {
+        info: MessageInfo::try_new(label, len, 0, 0).unwrap_or_default(),
+        regs: message_registers(ctx),
+        badge,
+    }
+}
+
+/// Delivers `message` into `receiver`'s saved registers. Registers beyond the
+/// message's length are zeroed: nothing of a previous message leaks.
+fn deliver(receiver: ThreadRef, message: &Message) {
+    let ctx = &mut tcb(receiver).context;
+    let len = message.info.len_words();
+    let words = message.regs.get(..len).unwrap_or(&[]);
+    crate::syscall::set_reply(ctx, Ok(()), words);
+    ctx.rsi = message.info.0;
+    ctx.rdi = message.badge;
+}
+
+/// The endpoint a capability names, checked for type and right.
+fn endpoint_of(cap: &Cap, right: Rights) -> Result<u64, Error> {
+    if cap.kind() != CapType::Endpoint {
+        return Err(Error::WrongType);
+    }
+    cap.require(right)?;
+    Ok(cap.addr().0)
+}
+
+/// What a send operation wants.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SendKind {
+    /// Block until received.
+    Blocking,
+    /// Drop the message if nobody waits.
+    NonBlocking,
+    /// Block until received, then until replied to.
+    Call,
+}
+
+/// `Send`, `NbSend` or `Call` from `sender` through `cap`. The sender's context holds
+/// the message; on return it holds the result (or the sender is blocked).
+pub fn send(sender: ThreadRef, cap: &Cap, kind: SendKind) -> Result<(), Error> {
+    let endpoint = endpoint_of(cap, Rights::WRITE)?;
+    if kind == SendKind::Call {
+        cap.require(Rights::GRANT_REPLY).or_else(|_| cap.require(Rights::GRANT))?;
+    }
+    let message = message_of(&tcb(sender).context, cap.badge());
+    match dequeue(endpoint, false) {
+        Some(receiver) => {
+            tcb(receiver).ipc = IpcState::None;
+            deliver(receiver, &message);
+            if kind == SendKind::Call {
+                tcb(receiver).caller = Some(sender);
+                block(sender, IpcState::WaitingReply);
+            } else {
+                crate::syscall::set_reply(&mut tcb(sender).context, Ok(()), &[]);
+            }
+            sched::wake(receiver);
+            Ok(())
+        }
+        None if kind == SendKind::NonBlocking => {
+            crate::syscall::set_reply(&mut tcb(sender).context, Ok(()), &[]);
+            Ok(())
+        }
+        None => {
+            tcb(sender).ipc_badge = cap.badge();
+            let state = if kind == SendKind::Call {
+                IpcState::Calling(endpoint)
+            } else {
+                IpcState::Sending(endpoint)
+            };
+            enqueue(endpoint, sender, true);
+            block(sender, state);
+            Ok(())
+        }
+    }
+}
+
+/// `Recv` or `NbRecv` by `receiver` on `cap`.
+pub fn receive(receiver: ThreadRef, cap: &Cap, blocking: bool) -> Result<(), Error> {
+    let endpoint = endpoint_of(cap, Rights::READ)?;
+    match dequeue(endpoint, true) {
+        Some(sender) => {
+            let state = tcb(sender).ipc;
+            let message = match tcb(sender).pending_fault.take() {
+                Some((words, badge)) => fault_message(words, badge),
+                None => message_of(&tcb(sender).context, tcb(sender).ipc_badge),
+            };
+            deliver(receiver, &message);
+            match state {
+                IpcState::Calling(_) => {
+                    tcb(receiver).caller = Some(sender);
+                    tcb(sender).ipc = IpcState::WaitingReply;
+                }
+                _ => {
+                    tcb(sender).ipc = IpcState::None;
+                    crate::syscall::set_reply(&mut tcb(sender).context, Ok(()), &[]);
+                    sched::wake(sender);
+                }
+            }
+            Ok(())
+        }
+        None if !blocking => Err(Error::Busy),
+        None => {
+            enqueue(endpoint, receiver, false);
+            block(receiver, IpcState::Receiving(endpoint));
+            Ok(())
+        }
+    }
+}
+
+/// `Reply` from `server` to the thread that called it, if any.
+pub fn reply(server: ThreadRef) -> Result<(), Error> {
+    let Some(caller) = tcb(server).caller.take() else {
+        return Err(Error::InvalidCapability);
+    };
+    if tcb(caller).ipc != IpcState::WaitingReply {
+        return Err(Error::InvalidCapability);
+    }
+    let message = message_of(&tcb(server).context, 0);
+    tcb(caller).ipc = IpcState::None;
+    if tcb(caller).state == ThreadState::Faulted {
+        // A reply to a fault message restarts the faulting instruction.
+        tcb(caller).state = ThreadState::Blocked;
+    } else {
+        deliver(caller, &message);
+    }
+    sched::wake(caller);
+    Ok(())
+}
+
+fn block(thread: ThreadRef, state: IpcState) {
+    tcb(thread).ipc = state;
+    if sched::current() == Some(thread) {
+        sched::stop_current(ThreadState::Blocked);
+    } else {
+        tcb(thread).state = ThreadState::Blocked;
+    }
+}
+
+/// Sends a fault message for the current thread to the endpoint `cap`: label
+/// [`FAULT_LABEL`], registers: vector, error code, faulting RIP, fault address, RSP.
+/// The thread then waits for the handler's reply, which restarts it.
+pub fn send_fault(thread: ThreadRef, cap: &Cap, vector: u64, error: u64, address: u64) -> Result<(), Error> {
+    let endpoint = endpoint_of(cap, Rights::WRITE)?;
+    let ctx = tcb(thread).context;
+    let words = [vector, error, ctx.rip, address, ctx.rsp];
+    let Some(handler) = dequeue(endpoint, false) else {
+        // No handler waiting yet: queue the thread as a caller, with its fault message
+        // kept aside (its registers hold its own state, not a message).
+        tcb(thread).pending_fault = Some((words, cap.badge()));
+        tcb(thread).ipc = IpcState::Calling(endpoint);
+        enqueue(endpoint, thread, true);
+        return Ok(());
+    };
+    tcb(handler).ipc = IpcState::None;
+    deliver(handler, &fault_message(words, cap.badge()));
+    tcb(handler).caller = Some(thread);
+    tcb(thread).ipc = IpcState::WaitingReply;
+    sched::wake(handler);
+    Ok(())
+}
+
+fn fault_message(words: [u64; 5], badge: u64) -> Message {
+    let [vector, error, rip, address, rsp] = words;
+    Message {
+        info: MessageInfo::try_new(FAULT_LABEL, 5, 0, 0).unwrap_or_default(),
+        regs: [vector, error, rip, address, rsp, 0],
+        badge,
+    }
+}

@@ -1,0 +1,398 @@
+//! Per-CPU scheduling: each CPU owns a priority run queue and the threads in it.
+//!
+//! No lock is shared between CPUs on this path. A CPU only ever touches its own
+//! [`Sched`] (through `CpuCell`, which checks) and the TCBs of threads it owns. To wake,
+//! suspend or hand over a thread owned by another CPU, a CPU posts a request to that
+//! CPU's [`Inbox`] (a short lock held by one writer and the owner) and sends a wake-up
+//! IPI; the owner drains its inbox on every kernel entry. Time slices come from the
+//! local APIC timer: a thread runs for [`SLICE_NS`] when another of its priority is
+//! ready, then goes to the back of its level (round robin).
+//!
+//! The kernel has one stack per CPU: switching threads means installing another
+//! thread's saved context and address space, then returning to user mode. With
+//! nothing to run, the CPU idles on its kernel stack with interrupts on.
+
+use ramen_arch::apic::WAKE_VECTOR;
+use ramen_arch::cpu;
+use ramen_core::runqueue::{RunQueue, ThreadRef};
+use ramen_core::tsc::ns_to_ticks;
+
+use crate::cpus::{self, this_cpu};
+use crate::objects::{TcbLinks, ThreadState, tcb};
+
+/// Length of a time slice.
+pub const SLICE_NS: u64 = 5_000_000;
+/// Nanoseconds per APIC timer tick, for CPUs without TSC-deadline mode (QEMU's APIC
+/// timer counts at 1 GHz; the kernel divides by 16). Real hardware without
+/// TSC-deadline would need this calibrated; every CPU of the last decade has it.
+const APIC_TICK_NS: u64 = 16;
+
+/// Requests one CPU can post to another's inbox.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Request {
+    /// Make the thread runnable here (it is owned by the receiving CPU).
+    Wake(ThreadRef),
+    /// Stop the thread (suspend).
+    Suspend(ThreadRef),
+    /// Take ownership of the thread (migration); run it if it was runnable.
+    Adopt(ThreadRef),
+    /// The thread's affinity changed to the given CPU: give it away.
+    Release(ThreadRef, u32),
+}
+
+/// Requests waiting for a CPU, bounded: a full inbox makes the sender wait for the
+/// owner to drain it (the owner never waits on anyone's inbox while holding its own).
+pub const INBOX_CAPACITY: usize = 64;
+
+/// One CPU's incoming requests.
+pub struct Inbox {
+    items: [Option<Request>; INBOX_CAPACITY],
+    len: usize,
+}
+
+impl Inbox {
+    /// An empty inbox.
+    pub const fn new() -> Self {
+        Self { items: [None; INBOX_CAPACITY], len: 0 }
+    }
+
+    fn push(&mut self, request: Request) -> bool {
+        match self.items.get_mut(self.len) {
+            Some(slot) => {
+                *slot = Some(request);
+                self.len += 1;
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn take(&mut self) -> ([Option<Request>; INBOX_CAPACITY], usize) {
+        let taken = (self.items, self.len);
+        *self = Self::new();
+        taken
+    }
+}
+
+/// One CPU's scheduler state.
+pub struct Sched {
+    queue: RunQueue,
+    /// The thread whose context is installed (running, or about to run).
+    current: Option<ThreadRef>,
+    /// The thread whose FPU state is in this CPU's registers.
+    fpu_owner: Option<ThreadRef>,
+    /// The user address space loaded in CR3 (0: the kernel's).
+    loaded_vspace: u64,
+    /// Context switches, for statistics and tests.
+    pub switches: u64,
+    /// The current thread's time slice is armed on the timer.
+    slice_running: bool,
+}
+
+impl Sched {
+    /// An idle scheduler.
+    pub const fn new() -> Self {
+        Self {
+            queue: RunQueue::new(),
+            current: None,
+            fpu_owner: None,
+            loaded_vspace: 0,
+            switches: 0,
+            slice_running: false,
+        }
+    }
+}
+
+fn with_sched<R>(f: impl FnOnce(&mut Sched) -> R) -> R {
+    this_cpu().sched.with(f)
+}
+
+/// The thread running on this CPU, if any.
+pub fn current() -> Option<ThreadRef> {
+    with_sched(|s| s.current)
+}
+
+/// Puts `thread` in this CPU's queue. Invariant: a thread is in the queue exactly
+/// when `Tcb::queued` is set, and only its owner CPU changes either.
+fn push(s: &mut Sched, thread: ThreadRef, front: bool) {
+    let t = tcb(thread);
+    if t.queued {
+        return;
+    }
+    t.queued = true;
+    let priority = t.priority;
+    if front {
+        s.queue.enqueue_front(&mut TcbLinks, thread, priority);
+    } else {
+        s.queue.enqueue(&mut TcbLinks, thread, priority);
+    }
+}
+
+fn pop(s: &mut Sched) -> Option<ThreadRef> {
+    let (thread, _) = s.queue.pop_highest(&mut TcbLinks)?;
+    tcb(thread).queued = false;
+    Some(thread)
+}
+
+fn unqueue(s: &mut Sched, thread: ThreadRef) {
+    let t = tcb(thread);
+    if t.queued {
+        let priority = t.priority;
+        s.queue.remove(&mut TcbLinks, thread, priority);
+        t.queued = false;
+    }
+}
+
+/// Makes `thread` runnable here if this CPU owns it; otherwise forwards the wake to
+/// its owner (it may have migrated since the request was posted).
+fn wake_local(s: &mut Sched, thread: ThreadRef) {
+    let t = tcb(thread);
+    let me = ramen_arch::percpu::cpu_index();
+    if t.cpu != me {
+        post(t.cpu, Request::Wake(thread));
+        return;
+    }
+    if matches!(t.state, ThreadState::Runnable) {
+        // Running or queued already; a runnable thread in transit is queued on adopt.
+        if s.current != Some(thread) {
+            push(s, thread, false);
+        }
+        return;
+    }
+    t.state = ThreadState::Runnable;
+    if s.current != Some(thread) {
+        push(s, thread, false);
+    }
+}
+
+/// Posts `request` to CPU `target` and kicks it with an IPI.
+pub fn post(target: u32, request: Request) {
+    let Some(cpu) = cpus::cpu(target) else {
+        return;
+    };
+    loop {
+        if cpu.inbox.lock().push(request) {
+            break;
+        }
+        cpu::relax();
+    }
+    let apic_id = cpu.local.apic_id;
+    this_cpu().lapic.with(|l| l.send_ipi(WAKE_VECTOR, apic_id));
+}
+
+/// Makes `thread` runnable on its CPU, from any CPU.
+pub fn wake(thread: ThreadRef) {
+    let owner = tcb(thread).cpu;
+    if owner == ramen_arch::percpu::cpu_index() {
+        with_sched(|s| wake_local(s, thread));
+    } else {
+        post(owner, Request::Wake(thread));
+    }
+}
+
+/// Handles every request in this CPU's inbox.
+pub fn drain_inbox() {
+    let (items, len) = this_cpu().inbox.lock().take();
+    for request in items.iter().take(len).flatten() {
+        match *request {
+            Request::Wake(t) => with_sched(|s| wake_local(s, t)),
+            Request::Suspend(t) => suspend(t),
+            Request::Adopt(t) => with_sched(|s| {
+                if tcb(t).state == ThreadState::Runnable && s.current != Some(t) {
+                    push(s, t, false);
+                }
+            }),
+            Request::Release(t, target) => set_affinity(t, target),
+        }
+    }
+}
+
+/// Takes `thread` off this CPU (it must be owned here) and stops it in `state`.
+fn stop(s: &mut Sched, thread: ThreadRef, state: ThreadState) {
+    unqueue(s, thread);
+    if s.current == Some(thread) {
+        s.current = None;
+    }
+    tcb(thread).state = state;
+}
+
+/// Stops `thread` from any CPU (suspend).
+pub fn suspend(thread: ThreadRef) {
+    let owner = tcb(thread).cpu;
+    if owner == ramen_arch::percpu::cpu_index() {
+        with_sched(|s| stop(s, thread, ThreadState::Inactive));
+    } else {
+        post(owner, Request::Suspend(thread));
+    }
+}
+
+/// Blocks or stops the current thread: it stays off the run queue until woken.
+pub fn stop_current(state: ThreadState) {
+    with_sched(|s| {
+        if let Some(t) = s.current.take() {
+            tcb(t).state = state;
+        }
+    });
+}
+
+/// Moves `thread` to CPU `target`, whether it is running, runnable or blocked: its
+/// owner takes it off its queue (saving its FPU state if it is live there), records
+/// the new owner, and the target adopts it. From another CPU this is a request.
+pub fn set_affinity(thread: ThreadRef, target: u32) {
+    let owner = tcb(thread).cpu;
+    if owner == target || cpus::cpu(target).is_none() {
+        return;
+    }
+    if owner != ramen_arch::percpu::cpu_index() {
+        post(owner, Request::Release(thread, target));
+        return;
+    }
+    with_sched(|s| {
+        unqueue(s, thread);
+        if s.current == Some(thread) {
+            s.current = None;
+        }
+        if s.fpu_owner == Some(thread) {
+            // Its registers must travel with it: save them now.
+            tcb(thread).fpu.save();
+            s.fpu_owner = None;
+        }
+    });
+    tcb(thread).cpu = target;
+    post(target, Request::Adopt(thread));
+}
+
+/// Puts the current thread at the back of its priority level (yield, end of slice)
+/// with a fresh slice for next time.
+pub fn rotate_current() {
+    with_sched(|s| {
+        s.slice_running = false;
+        if let Some(t) = s.current.take() {
+            tcb(t).slice_end_tsc = 0;
+            if tcb(t).state == ThreadState::Runnable {
+                push(s, t, false);
+            }
+        }
+    });
+}
+
+/// Runs the best thread this CPU has: the current one unless a higher-priority one
+/// is ready, otherwise idles. Never returns.
+pub fn resume() -> ! {
+    drain_inbox();
+    let next = with_sched(|s| {
+        let current = s.current.filter(|t| tcb(*t).state == ThreadState::Runnable);
+        let best_waiting = s.queue.highest();
+        match (current, best_waiting) {
+            (Some(t), Some(p)) if p > tcb(t).priority => {
+                push(s, t, true);
+                pop(s)
+            }
+            (Some(t), _) => Some(t),
+            (None, Some(_)) => pop(s),
+            (None, None) => None,
+        }
+    });
+    match next {
+        Some(thread) => run(thread),
+        None => ramen_arch::user::idle_on_kernel_stack(idle),
+    }
+}
+
+/// Installs `thread` on this CPU and returns to it in user mode.
+fn run(thread: ThreadRef) -> ! {
+    if !tcb(thread).context.sanitise() {
+        // Only a kernel bug could put a non-canonical RIP or RSP here (user-set entry
+        // points are checked); never `iretq` to one, which would fault in ring 0.
+        crate::kprintln!("thread {:#x} has a non-user RIP or RSP; stopped", thread.addr());
+        with_sched(|s| stop(s, thread, ThreadState::Faulted));
+        resume();
+    }
+    let slice = with_sched(|s| {
+        if s.current != Some(thread) {
+            s.switches += 1;
+        }
+        if let Some(previous) = s.current.filter(|p| *p != thread) {
+            // A preempted thread that is still runnable goes back in the queue.
+            if tcb(previous).state == ThreadState::Runnable {
+                push(s, previous, false);
+            }
+        }
+        let switched = s.current != Some(thread);
+        if switched {
+            s.slice_running = false;
+        }
+        s.current = Some(thread);
+        let t = tcb(thread);
+        if s.fpu_owner != Some(thread) {
+            // Eager switch of FPU state, skipped when the thread's state is still in
+            // the registers (measured and discussed in docs/concurrency.md).
+            if let Some(previous) = s.fpu_owner {
+                tcb(previous).fpu.save();
+            }
+            t.fpu.restore();
+            s.fpu_owner = Some(thread);
+        }
+        if s.loaded_vspace != t.vspace {
+            crate::objects::activate_vspace(t.vspace);
+            s.loaded_vspace = t.vspace;
+        }
+        crate::objects::install_context(thread);
+        // Time-slice only when someone else is waiting at this priority or above. The
+        // slice belongs to the thread: neither its own system calls nor a preemption
+        // by a higher-priority thread restart it, or a thread that makes them often
+        // would never yield to its equals.
+        let contended = s.queue.highest().is_some_and(|p| p >= t.priority);
+        if !contended {
+            return None;
+        }
+        let now = cpu::rdtsc();
+        if t.slice_end_tsc == 0 || t.slice_end_tsc <= now {
+            t.slice_end_tsc = now + ns_to_ticks(SLICE_NS, cpus::machine().tsc_hz);
+        }
+        (switched || !s.slice_running).then(|| {
+            s.slice_running = true;
+            t.slice_end_tsc - now
+        })
+    });
+    if let Some(left) = slice {
+        let m = cpus::machine();
+        let left_ns = ramen_core::tsc::ticks_to_ns(left, m.tsc_hz);
+        let apic_ticks = u32::try_from(left_ns / APIC_TICK_NS).unwrap_or(u32::MAX).max(1);
+        this_cpu().lapic.with(|l| l.arm_timer(cpu::rdtsc() + left, apic_ticks));
+    }
+    ramen_arch::user::return_to_user()
+}
+
+/// Forgets `thread` on this CPU before its TCB memory is reused.
+pub fn forget(thread: ThreadRef) {
+    with_sched(|s| {
+        stop(s, thread, ThreadState::Inactive);
+        if s.fpu_owner == Some(thread) {
+            s.fpu_owner = None;
+        }
+    });
+}
+
+/// The idle loop, on the kernel stack with interrupts enabled only while halted.
+extern "C" fn idle() -> ! {
+    loop {
+        drain_inbox();
+        if with_sched(|s| !s.queue.is_empty()) {
+            resume();
+        }
+        cpu::wait_for_interrupt();
+    }
+}
+
+/// The slice timer fired: rotate the current thread if its slice is really over (the
+/// timer may be a stale one armed for another thread).
+pub fn slice_expired() {
+    let expired = with_sched(|s| {
+        s.slice_running = false;
+        s.current.is_some_and(|t| tcb(t).slice_end_tsc != 0 && tcb(t).slice_end_tsc <= cpu::rdtsc())
+    });
+    if expired {
+        rotate_current();
+    }
+}

@@ -1,0 +1,174 @@
+//! System calls and traps from user mode.
+//!
+//! Every system call names a capability. `Call` on a kernel-object capability is an
+//! invocation (decoded in `invoke`); the IPC calls on endpoints come with the IPC
+//! issue. Each handler validates everything before it changes anything (decode, then
+//! invoke), writes its result into the caller's saved registers, and ends in
+//! `sched::resume`, which returns to whichever thread should run.
+
+use ramen_abi::syscall::Sys;
+use ramen_abi::{Error, MSG_REGS, MessageInfo};
+use ramen_arch::apic::{SPURIOUS_VECTOR, TEST_VECTOR, TIMER_VECTOR, WAKE_VECTOR};
+use ramen_arch::user::UserContext;
+use ramen_core::runqueue::ThreadRef;
+
+use ramen_core::object::CapType;
+
+use crate::cpus::this_cpu;
+use crate::ipc::{self, SendKind};
+use crate::objects::{CAP_LOCK, ThreadState, tcb};
+use crate::{invoke, kprintln, sched};
+
+/// The message registers of a saved context, in ABI order.
+pub fn message_registers(ctx: &UserContext) -> [u64; MSG_REGS] {
+    [ctx.rdx, ctx.r8, ctx.r9, ctx.r10, ctx.r12, ctx.r13]
+}
+
+/// Writes a reply into a saved context: result code, message info and registers.
+/// Registers beyond `words` are zeroed so no stale value leaks back.
+pub fn set_reply(ctx: &mut UserContext, result: Result<(), Error>, words: &[u64]) {
+    ctx.rax = match result {
+        Ok(()) => 0,
+        Err(e) => e.code(),
+    };
+    let len = words.len().min(MSG_REGS);
+    ctx.rsi = MessageInfo::try_new(0, len, 0, 0).map_or(0, |i| i.0);
+    let mut regs = [0u64; MSG_REGS];
+    for (reg, word) in regs.iter_mut().zip(words) {
+        *reg = *word;
+    }
+    let [r0, r1, r2, r3, r4, r5] = regs;
+    ctx.rdx = r0;
+    ctx.r8 = r1;
+    ctx.r9 = r2;
+    ctx.r10 = r3;
+    ctx.r12 = r4;
+    ctx.r13 = r5;
+}
+
+/// Entry for every `SYSCALL` (registered with arch).
+pub fn handle_syscall(ctx: &mut UserContext) {
+    let Some(thread) = sched::current() else {
+        sched::resume();
+    };
+    match Sys::from_number(ctx.rax) {
+        None => set_reply(ctx, Err(Error::UnknownSyscall), &[]),
+        Some(Sys::Yield) => {
+            set_reply(ctx, Ok(()), &[]);
+            sched::rotate_current();
+        }
+        Some(sys @ (Sys::Send | Sys::NbSend | Sys::Recv | Sys::NbRecv | Sys::Reply | Sys::ReplyRecv)) => {
+            let cptr = ctx.rdi;
+            if let Err(e) = ipc_syscall(thread, sys, cptr) {
+                set_reply(&mut tcb(thread).context, Err(e), &[]);
+            }
+        }
+        Some(Sys::Call) if is_endpoint(thread, ctx.rdi) => {
+            let cptr = ctx.rdi;
+            if let Err(e) = ipc_syscall(thread, Sys::Call, cptr) {
+                set_reply(&mut tcb(thread).context, Err(e), &[]);
+            }
+        }
+        Some(Sys::Call) => {
+            let info = MessageInfo(ctx.rsi);
+            let regs = message_registers(ctx);
+            let mut out = [0u64; MSG_REGS];
+            let result = invoke::invoke(thread, ctx.rdi, info, &regs, &mut out);
+            // The thread may have suspended itself; its registers still get the result
+            // for when it is resumed.
+            match result {
+                Ok(words) => set_reply(ctx, Ok(()), out.get(..words).unwrap_or(&[])),
+                Err(e) => set_reply(ctx, Err(e), &[]),
+            }
+        }
+    }
+    sched::resume()
+}
+
+fn is_endpoint(thread: ThreadRef, cptr: u64) -> bool {
+    let store = CAP_LOCK.lock();
+    invoke::lookup_cap(thread, &store, cptr).is_ok_and(|(_, cap)| cap.kind() == CapType::Endpoint)
+}
+
+/// The IPC system calls. They touch the caller's registers through its TCB only.
+fn ipc_syscall(thread: ThreadRef, sys: Sys, cptr: u64) -> Result<(), Error> {
+    let store = CAP_LOCK.lock();
+    let cap = |store: &crate::objects::Store| invoke::lookup_cap(thread, store, cptr).map(|(_, cap)| cap);
+    match sys {
+        Sys::Reply => {
+            ipc::reply(thread)?;
+            set_reply(&mut tcb(thread).context, Ok(()), &[]);
+            Ok(())
+        }
+        Sys::ReplyRecv => {
+            // No caller to answer is not an error here: the server may be starting.
+            let _ = ipc::reply(thread);
+            ipc::receive(thread, &cap(&store)?, true)
+        }
+        Sys::Send => ipc::send(thread, &cap(&store)?, SendKind::Blocking),
+        Sys::NbSend => ipc::send(thread, &cap(&store)?, SendKind::NonBlocking),
+        Sys::Call => ipc::send(thread, &cap(&store)?, SendKind::Call),
+        Sys::Recv => ipc::receive(thread, &cap(&store)?, true),
+        Sys::NbRecv => ipc::receive(thread, &cap(&store)?, false),
+        Sys::Yield => Ok(()),
+    }
+}
+
+/// Entry for every trap taken in user mode (registered with arch).
+pub fn handle_user_trap(ctx: &mut UserContext) {
+    let vector = ctx.vector as u8;
+    if ctx.vector < 32 {
+        user_fault(ctx);
+    } else if vector != SPURIOUS_VECTOR {
+        let cpu = this_cpu();
+        cpu.lapic.with(|l| l.eoi());
+        match vector {
+            TIMER_VECTOR => {
+                cpu.timer_ticks.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+                sched::slice_expired();
+            }
+            TEST_VECTOR => {
+                cpu.test_ipis.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+            }
+            WAKE_VECTOR => {}
+            _ => {}
+        }
+    }
+    sched::resume()
+}
+
+/// A fault in user mode: the thread stops, and the kernel says why. (With a fault
+/// endpoint, the IPC issue turns this into a fault message to the handler.)
+fn user_fault(ctx: &mut UserContext) {
+    let Some(thread) = sched::current() else {
+        return;
+    };
+    let (name, what) = ramen_arch::trap::exception_name(ctx.vector as u8);
+    let address = if ctx.vector == 14 { ramen_arch::cpu::cr2() } else { 0 };
+    let t = tcb(thread);
+    t.faults += 1;
+    t.last_fault = [ctx.vector, ctx.error, address];
+    kprintln!(
+        "thread {:#x} faulted: {} ({}) error {:#x} at RIP {:#x}, address {:#x}; thread stopped",
+        thread.addr(),
+        name,
+        what,
+        ctx.error,
+        ctx.rip,
+        address
+    );
+    sched::stop_current(ThreadState::Faulted);
+    FAULTS.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+    let endpoint = t.fault_endpoint;
+    if endpoint != 0 {
+        let store = CAP_LOCK.lock();
+        let sent = invoke::lookup_cap(thread, &store, endpoint)
+            .and_then(|(_, cap)| ipc::send_fault(thread, &cap, ctx.vector, ctx.error, address));
+        if sent.is_err() {
+            kprintln!("thread {:#x}: its fault handler is not waiting; it stays stopped", thread.addr());
+        }
+    }
+}
+
+/// User faults taken since boot (all CPUs).
+pub static FAULTS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);

@@ -1,0 +1,7 @@
+//! Links the test programs with the user linker script (an absolute path: cargo runs the
+//! linker from another directory).
+fn main() {
+    let dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
+    println!("cargo:rustc-link-arg-bins=-Wl,-T{dir}/../rt/user.ld");
+    println!("cargo:rerun-if-changed=../rt/user.ld");
+}

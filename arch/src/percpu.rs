@@ -60,6 +60,9 @@ pub struct CpuIdentity {
     pub ist_tops: [u64; IST_COUNT],
 }
 
+/// `IA32_TSC_AUX`.
+const TSC_AUX_MSR: u32 = 0xc000_0103;
+
 /// Bytes a per-CPU block needs: the [`CpuLocal`], then the CPU's GDT and TSS.
 pub const CPU_LOCAL_BYTES: usize = core::mem::size_of::<CpuLocal>() + core::mem::size_of::<CpuTables>();
 
@@ -101,6 +104,11 @@ pub unsafe fn install(block: u64, id: CpuIdentity) -> &'static CpuLocal {
     // SAFETY: initialised above; the block lives forever and is only read from now on.
     let local: &'static CpuLocal = unsafe { &*ptr };
     GsBase::write(VirtAddr::new(block));
+    // `rdtscp` hands user space its CPU index in ECX (tracing and tests use it).
+    if crate::cpu::Features::detect().rdtscp {
+        // SAFETY: IA32_TSC_AUX only changes what rdtscp returns in ECX.
+        unsafe { x86_64::registers::model_specific::Msr::new(TSC_AUX_MSR).write(u64::from(id.index)) };
+    }
     // User GS starts at zero; `swapgs` on entry from user mode exchanges the two.
     KernelGsBase::write(VirtAddr::new(0));
     local

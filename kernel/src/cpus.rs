@@ -33,6 +33,8 @@ pub struct Cpu {
     pub inbox: spin::Mutex<Inbox>,
     /// Capability-pointer resolutions cached on this CPU.
     pub lookup: CpuCell<LookupCache>,
+    /// This CPU's time slice, set through its SchedControl capability.
+    pub slice_ns: AtomicU64,
 }
 
 /// Filled in by each CPU as it comes up.
@@ -119,6 +121,7 @@ pub fn register(local: &'static CpuLocal, lapic: Lapic) -> &'static Cpu {
         sched: CpuCell::new(Sched::new()),
         inbox: spin::Mutex::new(Inbox::new()),
         lookup: CpuCell::new(LookupCache::new()),
+        slice_ns: AtomicU64::new(crate::sched::DEFAULT_SLICE_NS),
     });
     if let Some(flag) = ONLINE_FLAGS.get(index) {
         flag.store(true, Ordering::Release);

@@ -70,6 +70,7 @@ pub fn invoke(
             invoke_table(caller, &cap, label, regs)
         }
         CapType::IoPort => invoke_ioport(&cap, label, regs, out),
+        CapType::SchedControl => invoke_sched_control(&cap, label, regs, out),
         _ => Err(Error::IllegalOperation),
     }
 }
@@ -464,4 +465,26 @@ fn cap_data(store: &Store, caller: ThreadRef, src: u64, word: u64) -> Result<Cap
         CapType::CNode => CapData::Guard { guard: word >> 8, guard_bits: (word & 0xff) as u8 },
         _ => CapData::Badge(word),
     })
+}
+
+fn invoke_sched_control(
+    cap: &Cap,
+    label: u64,
+    regs: &[u64; MSG_REGS],
+    out: &mut [u64; MSG_REGS],
+) -> Result<usize, Error> {
+    use ramen_abi::invocation::sched_control::{MAX_SLICE_NS, MIN_SLICE_NS, SET_SLICE};
+    if label != SET_SLICE {
+        return Err(Error::IllegalOperation);
+    }
+    let [slice_ns, ..] = *regs;
+    if !(MIN_SLICE_NS..=MAX_SLICE_NS).contains(&slice_ns) {
+        return Err(Error::RangeError);
+    }
+    let cpu = u32::try_from(cap.arg()).ok().and_then(cpus::cpu).ok_or(Error::InvalidCapability)?;
+    let previous = cpu.slice_ns.swap(slice_ns, core::sync::atomic::Ordering::Relaxed);
+    if let Some(word) = out.first_mut() {
+        *word = previous;
+    }
+    Ok(1)
 }

@@ -20,8 +20,8 @@ use ramen_core::tsc::ns_to_ticks;
 use crate::cpus::{self, this_cpu};
 use crate::objects::{TcbLinks, ThreadState, tcb};
 
-/// Length of a time slice.
-pub const SLICE_NS: u64 = 5_000_000;
+/// Length of a time slice until a SchedControl capability changes it.
+pub const DEFAULT_SLICE_NS: u64 = 5_000_000;
 /// Nanoseconds per APIC timer tick, for CPUs without TSC-deadline mode (QEMU's APIC
 /// timer counts at 1 GHz; the kernel divides by 16). Real hardware without
 /// TSC-deadline would need this calibrated; every CPU of the last decade has it.
@@ -348,7 +348,8 @@ fn run(thread: ThreadRef) -> ! {
         }
         let now = cpu::rdtsc();
         if t.slice_end_tsc == 0 || t.slice_end_tsc <= now {
-            t.slice_end_tsc = now + ns_to_ticks(SLICE_NS, cpus::machine().tsc_hz);
+            let slice_ns = this_cpu().slice_ns.load(core::sync::atomic::Ordering::Relaxed);
+            t.slice_end_tsc = now + ns_to_ticks(slice_ns, cpus::machine().tsc_hz);
         }
         (switched || !s.slice_running).then(|| {
             s.slice_running = true;

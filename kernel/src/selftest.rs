@@ -52,7 +52,7 @@ pub fn run_all() -> bool {
         }
     }
     let mut console = Console::lock();
-    let _ = ufmt::uwriteln!(console, "{} passed, {} failed", passed, failed);
+    let _ = ufmt::uwriteln!(console, "kernel: {} passed, {} failed", passed, failed);
     failed == 0
 }
 

@@ -165,7 +165,10 @@ fn user_fault(ctx: &mut UserContext) {
         let sent = invoke::lookup_cap(thread, &store, endpoint)
             .and_then(|(_, cap)| ipc::send_fault(thread, &cap, ctx.vector, ctx.error, address));
         if sent.is_err() {
-            kprintln!("thread {:#x}: its fault handler is not waiting; it stays stopped", thread.addr());
+            kprintln!(
+                "thread {:#x}: its fault endpoint is not a usable endpoint; it stays stopped",
+                thread.addr()
+            );
         }
     }
 }

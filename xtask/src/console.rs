@@ -38,13 +38,23 @@ pub fn totals(console: &[String]) -> Option<TestTotals> {
     console.iter().rev().find_map(|line| parse_totals(line))
 }
 
-/// Names of the in-kernel test cases reported as `test <name> ... FAILED`.
+/// The totals of one named suite, from its line `<suite>: N passed, M failed`
+/// (the kernel prints `kernel:`, the root task's user-mode suite `user:`).
+pub fn suite_totals(console: &[String], suite: &str) -> Option<TestTotals> {
+    let marker = format!("{suite}: ");
+    console.iter().rev().find_map(|line| {
+        let start = line.find(&marker)?;
+        parse_totals(&line[start + marker.len()..])
+    })
+}
+
+/// Names of the test cases reported as `test <name> ... FAILED[: reason]`.
 pub fn failed_tests(console: &[String]) -> Vec<&str> {
     console
         .iter()
         .filter_map(|line| {
             let rest = &line[line.find("test ")? + "test ".len()..];
-            let name = rest.strip_suffix(" ... FAILED")?;
+            let (name, _) = rest.split_once(" ... FAILED")?;
             Some(name.trim())
         })
         .collect()
@@ -56,6 +66,15 @@ mod tests {
 
     fn lines(text: &str) -> Vec<String> {
         text.lines().map(String::from).collect()
+    }
+
+    #[test]
+    fn suite_totals_are_found_by_name() {
+        let console = lines("kernel: 10 passed, 0 failed\nuser: 11 passed, 1 failed\ntest x ... FAILED: why");
+        assert_eq!(suite_totals(&console, "kernel"), Some(TestTotals { passed: 10, failed: 0 }));
+        assert_eq!(suite_totals(&console, "user"), Some(TestTotals { passed: 11, failed: 1 }));
+        assert_eq!(suite_totals(&console, "other"), None);
+        assert_eq!(failed_tests(&console), ["x"]);
     }
 
     #[test]

@@ -230,14 +230,18 @@ fn evaluate(expect: &Expect, outcome: &Outcome) -> Result<(), String> {
         problems.push(verdict.describe());
     }
     if expect.kernel_tests_pass {
-        match console::totals(&outcome.console) {
-            None => problems.push("no `N passed, M failed` line".into()),
-            Some(totals) if totals.failed > 0 => {
-                let names = console::failed_tests(&outcome.console).join(", ");
-                problems.push(format!("{} kernel tests failed: {names}", totals.failed));
+        // Both suites must have run and passed: the kernel's own cases, then the
+        // user-mode suite the root task runs from the boot archive.
+        for suite in ["kernel", "user"] {
+            match console::suite_totals(&outcome.console, suite) {
+                None => problems.push(format!("no `{suite}: N passed, M failed` line")),
+                Some(totals) if totals.failed > 0 => {
+                    let names = console::failed_tests(&outcome.console).join(", ");
+                    problems.push(format!("{} {suite} tests failed: {names}", totals.failed));
+                }
+                Some(totals) if totals.passed == 0 => problems.push(format!("no {suite} tests ran")),
+                Some(_) => {}
             }
-            Some(totals) if totals.passed == 0 => problems.push("no kernel tests ran".into()),
-            Some(_) => {}
         }
     }
     if let Some(wanted) = expect.summary {
@@ -417,21 +421,25 @@ mod tests {
 
     #[test]
     fn passing_test_boot() {
-        let console =
-            "[cpu0] cpus online: 4 sockets: 2 nodes: 2\n[cpu0] test a ... ok\n[cpu0] 1 passed, 0 failed";
+        let console = "[cpu0] cpus online: 4 sockets: 2 nodes: 2\n[cpu0] test a ... ok\n\
+                       kernel: 1 passed, 0 failed\ntest b ... ok\nuser: 1 passed, 0 failed";
         assert_eq!(evaluate(&case("smp4-sockets2").expect, &outcome(33, console)), Ok(()));
+        // The user suite is required too.
+        let kernel_only = "cpus online: 4 sockets: 2 nodes: 2\nkernel: 1 passed, 0 failed";
+        let reason = evaluate(&case("smp4-sockets2").expect, &outcome(33, kernel_only)).unwrap_err();
+        assert_eq!(reason, "no `user: N passed, M failed` line");
     }
 
     #[test]
     fn failing_test_boot_names_every_problem() {
-        let console = "cpus online: 1 sockets: 1 nodes: 1\ntest a ... FAILED\n0 passed, 1 failed";
+        let console = "cpus online: 1 sockets: 1 nodes: 1\ntest a ... FAILED\nkernel: 0 passed, 1 failed";
         let reason = evaluate(&case("smp4-sockets2").expect, &outcome(35, console)).unwrap_err();
         assert!(reason.contains("kernel reported failure"), "{reason}");
         assert!(reason.contains("1 kernel tests failed: a"), "{reason}");
         assert!(reason.contains("expected `cpus online: 4 sockets: 2 nodes: 2`"), "{reason}");
         let reason =
             evaluate(&case("smp1").expect, &outcome(33, "cpus online: 1 sockets: 1 nodes: 1")).unwrap_err();
-        assert_eq!(reason, "no `N passed, M failed` line");
+        assert_eq!(reason, "no `kernel: N passed, M failed` line; no `user: N passed, M failed` line");
     }
 
     #[test]

@@ -84,3 +84,14 @@ pub mod ioport {
     /// Read port MR0, 32 bits, into MR0.
     pub const IN32: u64 = 0x55;
 }
+
+/// Operations on a `SchedControl` capability (one CPU's time).
+pub mod sched_control {
+    /// Set the CPU's round-robin time slice: MR0 = nanoseconds, within
+    /// [`MIN_SLICE_NS`]..=[`MAX_SLICE_NS`]. Returns the previous slice in MR0.
+    pub const SET_SLICE: u64 = 0x60;
+    /// Shortest time slice.
+    pub const MIN_SLICE_NS: u64 = 100_000;
+    /// Longest time slice.
+    pub const MAX_SLICE_NS: u64 = 1_000_000_000;
+}

@@ -68,7 +68,7 @@ pub fn run(info: &'static BootInfo) -> bool {
     let mut ctx = Ctx { alloc, files, report, next_badge: 1, cpus: u64::from(info.cpu_count), fuzz_count };
 
     type Case = (&'static str, fn(&mut Ctx) -> Outcome);
-    let cases: [Case; 11] = [
+    let cases: [Case; 13] = [
         ("invalid_capability_pointers_are_rejected", invalid_capability_pointers),
         ("wrong_types_and_labels_are_rejected", wrong_types_and_labels),
         ("retype_rejects_bad_input_and_changes_nothing", retype_bad_input),
@@ -80,6 +80,8 @@ pub fn run(info: &'static BootInfo) -> bool {
         ("fpu_state_is_private_to_each_thread", fpu_isolation),
         ("user_faults_reach_the_fault_handler", fault_delivery),
         ("revoke_wakes_a_waiter_on_another_cpu", revoke_across_cores),
+        ("threads_migrate_while_running_and_blocked", migration),
+        ("sched_control_sets_each_cpus_slice", sched_control),
     ];
     let (mut passed, mut failed) = (0u32, 0u32);
     for (name, case) in
@@ -494,4 +496,65 @@ fn fuzz(ctx: &mut Ctx) -> Outcome {
     ok(call(slot::DEBUG, &Message::new(debug::WRITE, &[0])), "console after fuzzing")?;
     let _ = thread::SUSPEND;
     Ok(())
+}
+
+/// Waits for a report from `badge` whose second word (the CPU, from `rdtscp`) is `cpu`.
+fn report_from_cpu(ctx: &Ctx, badge: u64, cpu: u64) -> bool {
+    collect(ctx, 2000, |b, message| b == badge && message.words().get(1) == Some(&cpu))
+}
+
+fn migration(ctx: &mut Ctx) -> Outcome {
+    if ctx.cpus < 2 {
+        println!("(one CPU: migration has nowhere to go; checked on multi-CPU boots)");
+        return Ok(());
+    }
+    let last = ctx.cpus - 1;
+    // A running thread.
+    let (spinner, badge) = start(ctx, "spin", 100_000, 0, &[], false)?;
+    if !report_from_cpu(ctx, badge, 0) {
+        stop(&spinner);
+        return Err("the thread never ran on CPU 0");
+    }
+    ok(kobj::set_affinity(spinner.tcb, last), "affinity of a running thread")?;
+    let moved = report_from_cpu(ctx, badge, last);
+    stop(&spinner);
+    if !moved {
+        return Err("a running thread did not move");
+    }
+    // A blocked thread: it receives on its new CPU.
+    let endpoint = ok(ctx.alloc.make(object::ENDPOINT, 0), "endpoint")?;
+    let (waiter, badge) = start(ctx, "waiter", 0, 0, &[(WAIT, endpoint)], false)?;
+    for _ in 0..50 {
+        ramen_rt::yield_now();
+    }
+    ok(kobj::set_affinity(waiter.tcb, last), "affinity of a blocked thread")?;
+    ok(ramen_rt::send(endpoint, &Message::new(0, &[])), "send to the waiter")?;
+    let mut report = (u64::MAX, u64::MAX);
+    collect(ctx, 100, |b, message| {
+        if b == badge {
+            report =
+                (message.words().first().copied().unwrap_or(1), message.words().get(1).copied().unwrap_or(0));
+            return true;
+        }
+        false
+    });
+    stop(&waiter);
+    match report {
+        (0, cpu) if cpu == last => Ok(()),
+        (0, _) => Err("a blocked thread woke on its old CPU"),
+        _ => Err("the migrated waiter did not receive"),
+    }
+}
+
+fn sched_control(ctx: &mut Ctx) -> Outcome {
+    let last = slot::SCHED_CONTROL_BASE + ctx.cpus - 1;
+    expect_err(kobj::set_slice(last, 10), Error::RangeError, "a 10 ns slice")?;
+    expect_err(
+        kobj::set_slice(slot::SCHED_CONTROL_BASE + 200, 1_000_000),
+        Error::InvalidCapability,
+        "a CPU that does not exist",
+    )?;
+    let old = ok(kobj::set_slice(last, 2_000_000), "set a 2 ms slice")?;
+    let back = ok(kobj::set_slice(last, old), "restore the slice")?;
+    if back != 2_000_000 { Err("the slice did not change") } else { Ok(()) }
 }

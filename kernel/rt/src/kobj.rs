@@ -109,3 +109,9 @@ pub fn map_table(table: u64, vspace_cap: u64, vaddr: u64) -> Result<(), SysError
 pub fn port_out32(ports: u64, port: u64, value: u64) -> Result<(), SysError> {
     invoke(ports, ioport::OUT32, &[port, value]).map(drop)
 }
+
+/// Sets the time slice of the CPU a SchedControl capability governs; returns the old one.
+pub fn set_slice(sched_control: u64, slice_ns: u64) -> Result<u64, SysError> {
+    let reply = invoke(sched_control, ramen_abi::invocation::sched_control::SET_SLICE, &[slice_ns])?;
+    Ok(reply.words().first().copied().unwrap_or(0))
+}

@@ -6,6 +6,7 @@
 //! The entry, intrinsics and allocator exist only in the freestanding build: a host
 //! test binary gets them from `std` and libc.
 
+pub mod cpu;
 pub mod fault;
 pub mod syscall;
 pub mod vm;

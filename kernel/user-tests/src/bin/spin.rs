@@ -14,6 +14,9 @@ fn main(arg: u64) {
             count = core::hint::black_box(count.wrapping_add(1));
         }
         // Progress report; dropped when the root task is not listening.
-        let _ = ramen_rt::nb_send(ramen_user_tests::REPORT, &ramen_rt::Message::new(1, &[count]));
+        let _ = ramen_rt::nb_send(
+            ramen_user_tests::REPORT,
+            &ramen_rt::Message::new(1, &[count, u64::from(ramen_rt::current_cpu())]),
+        );
     }
 }

@@ -11,5 +11,5 @@ fn main(_arg: u64) {
         Ok(_) => 0,
         Err(e) => e.code(),
     };
-    ramen_user_tests::report(2, &[code]);
+    ramen_user_tests::report(2, &[code, u64::from(ramen_rt::current_cpu())]);
 }

@@ -33,11 +33,6 @@ pub fn parse_totals(line: &str) -> Option<TestTotals> {
     (words.next()? == "failed").then_some(TestTotals { passed, failed })
 }
 
-/// The totals from the last line that has them.
-pub fn totals(console: &[String]) -> Option<TestTotals> {
-    console.iter().rev().find_map(|line| parse_totals(line))
-}
-
 /// The totals of one named suite, from its line `<suite>: N passed, M failed`
 /// (the kernel prints `kernel:`, the root task's user-mode suite `user:`).
 pub fn suite_totals(console: &[String], suite: &str) -> Option<TestTotals> {
@@ -95,7 +90,10 @@ mod tests {
         assert_eq!(parse_totals("test passed, really"), None);
         assert_eq!(parse_totals("1 passed, 0 skipped"), None);
         let console = lines("1 passed, 1 failed\n[cpu1] 5 passed, 0 failed\n[cpu0] done");
-        assert_eq!(totals(&console), Some(TestTotals { passed: 5, failed: 0 }));
+        assert_eq!(
+            console.iter().rev().find_map(|l| parse_totals(l)),
+            Some(TestTotals { passed: 5, failed: 0 })
+        );
     }
 
     #[test]

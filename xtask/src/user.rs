@@ -26,6 +26,7 @@ pub const BOOT_PROGRAMS: &[(&str, &str)] = &[
     ("fault", "fault"),
     ("fuzz", "fuzz"),
     ("waiter", "waiter"),
+    ("echo", "echo"),
 ];
 
 /// Codegen and link flags for user programs: static, non-PIE, no C runtime, 4 KiB

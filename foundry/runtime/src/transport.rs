@@ -13,6 +13,9 @@ pub enum TransportError {
     NoReply,
     /// The message's info word disagrees with the leases handed over.
     BadLeases,
+    /// The message needs something this transport cannot carry yet (IPC-buffer words,
+    /// capability transfer or leases over the kernel transport).
+    Unsupported,
 }
 
 /// A lease as the client hands it over: the buffer the server may borrow.

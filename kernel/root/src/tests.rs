@@ -68,7 +68,7 @@ pub fn run(info: &'static BootInfo) -> bool {
     let mut ctx = Ctx { alloc, files, report, next_badge: 1, cpus: u64::from(info.cpu_count), fuzz_count };
 
     type Case = (&'static str, fn(&mut Ctx) -> Outcome);
-    let cases: [Case; 13] = [
+    let cases: [Case; 14] = [
         ("invalid_capability_pointers_are_rejected", invalid_capability_pointers),
         ("wrong_types_and_labels_are_rejected", wrong_types_and_labels),
         ("retype_rejects_bad_input_and_changes_nothing", retype_bad_input),
@@ -82,6 +82,7 @@ pub fn run(info: &'static BootInfo) -> bool {
         ("revoke_wakes_a_waiter_on_another_cpu", revoke_across_cores),
         ("threads_migrate_while_running_and_blocked", migration),
         ("sched_control_sets_each_cpus_slice", sched_control),
+        ("foundry_echo_contract_across_cpus", foundry_echo),
     ];
     let (mut passed, mut failed) = (0u32, 0u32);
     for (name, case) in
@@ -557,4 +558,27 @@ fn sched_control(ctx: &mut Ctx) -> Outcome {
     let old = ok(kobj::set_slice(last, 2_000_000), "set a 2 ms slice")?;
     let back = ok(kobj::set_slice(last, old), "restore the slice")?;
     if back != 2_000_000 { Err("the slice did not change") } else { Ok(()) }
+}
+
+/// The Foundry-generated echo client and server, on different CPUs when there are
+/// two, talking over a real endpoint.
+fn foundry_echo(ctx: &mut Ctx) -> Outcome {
+    let endpoint = ok(ctx.alloc.make(object::ENDPOINT, 0), "endpoint")?;
+    let (server, _) = start(ctx, "echo", 0, ctx.cpus - 1, &[(WAIT, endpoint)], false)?;
+    let (client, badge) = start(ctx, "echo", 1, 0, &[(WAIT, endpoint)], false)?;
+    let mut verdict = None;
+    collect(ctx, 100, |b, message| {
+        if b == badge {
+            verdict = Some(message.label());
+            return true;
+        }
+        false
+    });
+    stop(&client);
+    stop(&server);
+    match verdict {
+        Some(1) => Ok(()),
+        Some(_) => Err("the echo client got a wrong answer"),
+        None => Err("the echo client never finished"),
+    }
 }

@@ -15,6 +15,7 @@
 
 pub mod console;
 pub mod heap;
+pub mod ipc;
 pub mod kobj;
 #[allow(unsafe_code)]
 mod sys;

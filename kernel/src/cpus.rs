@@ -35,6 +35,10 @@ pub struct Cpu {
     pub lookup: CpuCell<LookupCache>,
     /// This CPU's time slice, set through its SchedControl capability.
     pub slice_ns: AtomicU64,
+    /// IPC operations on this CPU that took the fastpath.
+    pub ipc_fast: AtomicU64,
+    /// IPC system calls on this CPU that took the slow path.
+    pub ipc_slow: AtomicU64,
 }
 
 /// Filled in by each CPU as it comes up.
@@ -96,7 +100,7 @@ pub fn machine() -> &'static Machine {
 
 /// The running CPU's entry.
 pub fn this_cpu() -> &'static Cpu {
-    cpu(ramen_arch::percpu::cpu_index())
+    cpu(ramen_arch::percpu::index_fast())
         .unwrap_or_else(|| ramen_arch::trap::fatal_early("CPU table entry missing for the running CPU"))
 }
 
@@ -122,6 +126,8 @@ pub fn register(local: &'static CpuLocal, lapic: Lapic) -> &'static Cpu {
         inbox: spin::Mutex::new(Inbox::new()),
         lookup: CpuCell::new(LookupCache::new()),
         slice_ns: AtomicU64::new(crate::sched::DEFAULT_SLICE_NS),
+        ipc_fast: AtomicU64::new(0),
+        ipc_slow: AtomicU64::new(0),
     });
     if let Some(flag) = ONLINE_FLAGS.get(index) {
         flag.store(true, Ordering::Release);

@@ -61,6 +61,7 @@ pub fn invoke(
     };
     let label = info.label();
     match cap.kind() {
+        CapType::DebugConsole if label == debug::IPC_STATS => ipc_stats(out),
         CapType::DebugConsole => debug_write(label, regs),
         CapType::Thread => invoke_thread(caller, &cap, label, regs),
         CapType::CNode => invoke_cnode(caller, &cap, label, regs),
@@ -235,7 +236,7 @@ fn tear_down(object: Destroyed) {
             if let Some(thread) = ThreadRef::new(addr.0) {
                 leave_ipc(thread);
                 // Take it off its CPU before the memory can be reused.
-                if tcb(thread).cpu == ramen_arch::percpu::cpu_index() {
+                if tcb(thread).cpu == ramen_arch::percpu::index_fast() {
                     sched::forget(thread);
                 } else {
                     sched::suspend(thread);
@@ -487,4 +488,17 @@ fn invoke_sched_control(
         *word = previous;
     }
     Ok(1)
+}
+
+fn ipc_stats(out: &mut [u64; MSG_REGS]) -> Result<usize, Error> {
+    let (mut fast, mut slow) = (0, 0);
+    for index in 0..ramen_core::topology::MAX_CPUS as u32 {
+        if let Some(cpu) = cpus::cpu(index) {
+            fast += cpu.ipc_fast.load(core::sync::atomic::Ordering::Relaxed);
+            slow += cpu.ipc_slow.load(core::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    out[0] = fast;
+    out[1] = slow;
+    Ok(2)
 }

@@ -54,8 +54,21 @@ fn write_queue(endpoint: u64, queue: Queue) {
     set_phys_words(endpoint, words);
 }
 
+/// The first thread waiting to receive on `endpoint`, if receivers wait there.
+pub fn first_receiver(endpoint: u64) -> Option<ThreadRef> {
+    match read_queue(endpoint) {
+        Queue::Receivers(head, _) => Some(head),
+        _ => None,
+    }
+}
+
+/// True if senders wait on `endpoint`.
+pub fn has_senders(endpoint: u64) -> bool {
+    matches!(read_queue(endpoint), Queue::Senders(..))
+}
+
 /// Appends `thread` to the endpoint's queue of the given kind.
-fn enqueue(endpoint: u64, thread: ThreadRef, senders: bool) {
+pub(crate) fn enqueue(endpoint: u64, thread: ThreadRef, senders: bool) {
     tcb(thread).ipc_next = None;
     let queue = match (read_queue(endpoint), senders) {
         (Queue::Senders(h, t), true) | (Queue::Receivers(h, t), false) => {
@@ -71,7 +84,7 @@ fn enqueue(endpoint: u64, thread: ThreadRef, senders: bool) {
 }
 
 /// Takes the first thread of the queue if it is of the given kind.
-fn dequeue(endpoint: u64, senders: bool) -> Option<ThreadRef> {
+pub(crate) fn dequeue(endpoint: u64, senders: bool) -> Option<ThreadRef> {
     let (head, tail) = match (read_queue(endpoint), senders) {
         (Queue::Senders(h, t), true) | (Queue::Receivers(h, t), false) => (h, t),
         _ => return None,

@@ -14,6 +14,7 @@ mod log;
 mod boot;
 mod console;
 mod cpus;
+mod fastpath;
 mod interrupts;
 mod invoke;
 mod ipc;

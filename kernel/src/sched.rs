@@ -147,7 +147,7 @@ fn unqueue(s: &mut Sched, thread: ThreadRef) {
 /// its owner (it may have migrated since the request was posted).
 fn wake_local(s: &mut Sched, thread: ThreadRef) {
     let t = tcb(thread);
-    let me = ramen_arch::percpu::cpu_index();
+    let me = ramen_arch::percpu::index_fast();
     if t.cpu != me {
         post(t.cpu, Request::Wake(thread));
         return;
@@ -183,7 +183,7 @@ pub fn post(target: u32, request: Request) {
 /// Makes `thread` runnable on its CPU, from any CPU.
 pub fn wake(thread: ThreadRef) {
     let owner = tcb(thread).cpu;
-    if owner == ramen_arch::percpu::cpu_index() {
+    if owner == ramen_arch::percpu::index_fast() {
         with_sched(|s| wake_local(s, thread));
     } else {
         post(owner, Request::Wake(thread));
@@ -219,7 +219,7 @@ fn stop(s: &mut Sched, thread: ThreadRef, state: ThreadState) {
 /// Stops `thread` from any CPU (suspend).
 pub fn suspend(thread: ThreadRef) {
     let owner = tcb(thread).cpu;
-    if owner == ramen_arch::percpu::cpu_index() {
+    if owner == ramen_arch::percpu::index_fast() {
         with_sched(|s| stop(s, thread, ThreadState::Inactive));
     } else {
         post(owner, Request::Suspend(thread));
@@ -243,7 +243,7 @@ pub fn set_affinity(thread: ThreadRef, target: u32) {
     if owner == target || cpus::cpu(target).is_none() {
         return;
     }
-    if owner != ramen_arch::percpu::cpu_index() {
+    if owner != ramen_arch::percpu::index_fast() {
         post(owner, Request::Release(thread, target));
         return;
     }
@@ -396,4 +396,21 @@ pub fn slice_expired() {
     if expired {
         rotate_current();
     }
+}
+
+/// The highest priority waiting in this CPU's run queue.
+pub fn highest_waiting() -> Option<u8> {
+    with_sched(|s| s.queue.highest())
+}
+
+/// Switches straight to `next` (owned by this CPU, not queued), leaving the current
+/// thread as it is (the caller has blocked it): the IPC fastpath's direct switch.
+pub fn switch_to(next: ThreadRef) -> ! {
+    with_sched(|s| {
+        if s.current.is_some_and(|c| tcb(c).state != ThreadState::Runnable) {
+            s.current = None;
+        }
+    });
+    tcb(next).state = ThreadState::Runnable;
+    run(next)
 }

@@ -51,6 +51,10 @@ pub fn handle_syscall(ctx: &mut UserContext) {
     let Some(thread) = sched::current() else {
         sched::resume();
     };
+    if let Some(next) = crate::fastpath::attempt(thread) {
+        this_cpu().ipc_fast.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+        sched::switch_to(next);
+    }
     match Sys::from_number(ctx.rax) {
         None => set_reply(ctx, Err(Error::UnknownSyscall), &[]),
         Some(Sys::Yield) => {
@@ -58,12 +62,14 @@ pub fn handle_syscall(ctx: &mut UserContext) {
             sched::rotate_current();
         }
         Some(sys @ (Sys::Send | Sys::NbSend | Sys::Recv | Sys::NbRecv | Sys::Reply | Sys::ReplyRecv)) => {
+            this_cpu().ipc_slow.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
             let cptr = ctx.rdi;
             if let Err(e) = ipc_syscall(thread, sys, cptr) {
                 set_reply(&mut tcb(thread).context, Err(e), &[]);
             }
         }
         Some(Sys::Call) if is_endpoint(thread, ctx.rdi) => {
+            this_cpu().ipc_slow.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
             let cptr = ctx.rdi;
             if let Err(e) = ipc_syscall(thread, Sys::Call, cptr) {
                 set_reply(&mut tcb(thread).context, Err(e), &[]);

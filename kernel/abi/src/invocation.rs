@@ -9,6 +9,9 @@ pub mod debug {
     pub const WRITE: u64 = 1;
     /// Most bytes one `WRITE` carries (five message registers).
     pub const WRITE_MAX: usize = 40;
+    /// Kernel IPC statistics, summed over CPUs: MR0 = calls and replies that took the
+    /// fastpath, MR1 = IPC system calls that took the slow path.
+    pub const IPC_STATS: u64 = 2;
 }
 
 /// Operations on a `Thread` capability.

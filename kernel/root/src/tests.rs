@@ -560,11 +560,29 @@ fn sched_control(ctx: &mut Ctx) -> Outcome {
     if back != 2_000_000 { Err("the slice did not change") } else { Ok(()) }
 }
 
-/// The Foundry-generated echo client and server, on different CPUs when there are
-/// two, talking over a real endpoint.
+/// The Foundry-generated echo client and server over a real endpoint, once on the
+/// same CPU (where calls and replies take the fastpath) and once on different CPUs
+/// (the slow path): the same calls must give the same, correct answers either way.
 fn foundry_echo(ctx: &mut Ctx) -> Outcome {
+    let (fast_before, _) = ok(kobj::ipc_stats(slot::DEBUG), "ipc stats")?;
+    echo_round(ctx, 0)?;
+    let (fast_after, slow_mid) = ok(kobj::ipc_stats(slot::DEBUG), "ipc stats")?;
+    if fast_after < fast_before + 6 {
+        return Err("same-CPU echo calls did not take the fastpath");
+    }
+    if ctx.cpus > 1 {
+        echo_round(ctx, ctx.cpus - 1)?;
+        let (_, slow_after) = ok(kobj::ipc_stats(slot::DEBUG), "ipc stats")?;
+        if slow_after < slow_mid + 6 {
+            return Err("cross-CPU echo calls did not take the slow path");
+        }
+    }
+    Ok(())
+}
+
+fn echo_round(ctx: &mut Ctx, server_cpu: u64) -> Outcome {
     let endpoint = ok(ctx.alloc.make(object::ENDPOINT, 0), "endpoint")?;
-    let (server, _) = start(ctx, "echo", 0, ctx.cpus - 1, &[(WAIT, endpoint)], false)?;
+    let (server, _) = start(ctx, "echo", 0, server_cpu, &[(WAIT, endpoint)], false)?;
     let (client, badge) = start(ctx, "echo", 1, 0, &[(WAIT, endpoint)], false)?;
     let mut verdict = None;
     collect(ctx, 100, |b, message| {

@@ -115,3 +115,11 @@ pub fn set_slice(sched_control: u64, slice_ns: u64) -> Result<u64, SysError> {
     let reply = invoke(sched_control, ramen_abi::invocation::sched_control::SET_SLICE, &[slice_ns])?;
     Ok(reply.words().first().copied().unwrap_or(0))
 }
+
+/// Kernel IPC statistics through the debug console: (fastpath operations, slow-path
+/// IPC system calls), summed over CPUs.
+pub fn ipc_stats(console: u64) -> Result<(u64, u64), SysError> {
+    let reply = invoke(console, ramen_abi::invocation::debug::IPC_STATS, &[])?;
+    let words = reply.words();
+    Ok((words.first().copied().unwrap_or(0), words.get(1).copied().unwrap_or(0)))
+}

@@ -1,0 +1,104 @@
+//! The IPC fastpath for `Call` and `ReplyRecv`.
+//!
+//! A chain of guards, each a cheap check that the slow path would do exactly what
+//! follows; any unusual case (a message longer than the registers, capability or lease
+//! transfer, a receiver on another CPU or of lower priority than someone runnable
+//! here, senders already queued, a fault reply) returns `None` and the slow path runs
+//! instead. After the marked point of no return the message registers go straight
+//! from the sender's saved registers to the receiver's, and the CPU switches directly
+//! to the receiver: no run-queue round trip, no inbox, no wake-up.
+//!
+//! The same state results as from the slow path (`ipc::send` with `Call` followed by
+//! the receiver running; `ipc::reply` then `ipc::receive`), except that the thread
+//! switched to never passes through the run queue.
+
+use ramen_abi::syscall::Sys;
+use ramen_abi::{MSG_REGS, MessageInfo};
+use ramen_core::cap::Rights;
+use ramen_core::cspace::MAX_DEPTH;
+use ramen_core::object::{CapType, ObjectStore};
+use ramen_core::runqueue::ThreadRef;
+
+use crate::cpus::this_cpu;
+use crate::objects::{CAP_LOCK, IpcState, ThreadState, cspace_slot, tcb};
+use crate::{ipc, sched, syscall};
+
+/// Tries the fastpath for the system call in `caller`'s saved registers. Returns the
+/// thread to switch to, with every state change done, or `None` for the slow path
+/// (nothing changed).
+pub fn attempt(caller: ThreadRef) -> Option<ThreadRef> {
+    let ctx = &tcb(caller).context;
+    let (number, cptr, info) = (ctx.rax, ctx.rdi, MessageInfo(ctx.rsi));
+    let sys = Sys::from_number(number).filter(|s| matches!(s, Sys::Call | Sys::ReplyRecv))?;
+    if !info.fits_fastpath() {
+        return None;
+    }
+    let store = CAP_LOCK.lock();
+    let root = store.slot(cspace_slot(caller)?).cap();
+    let slot = this_cpu().lookup.with(|cache| cache.lookup(&*store, &root, cptr, MAX_DEPTH)).ok()?;
+    let cap = store.slot(slot).cap();
+    if cap.kind() != CapType::Endpoint {
+        return None;
+    }
+    let endpoint = cap.addr().0;
+    let here = ramen_arch::percpu::index_fast();
+    let waiting = sched::highest_waiting();
+    match sys {
+        Sys::Call => {
+            if !cap.rights().contains(Rights::WRITE)
+                || !cap.rights().intersects(Rights::GRANT_REPLY | Rights::GRANT)
+            {
+                return None;
+            }
+            let server = ipc::first_receiver(endpoint)?;
+            let s = tcb(server);
+            let c = tcb(caller);
+            if s.cpu != here || s.priority < c.priority || waiting.is_some_and(|p| p > s.priority) {
+                return None;
+            }
+            // ---- point of no return ----
+            ipc::dequeue(endpoint, false);
+            s.ipc = IpcState::None;
+            s.caller = Some(caller);
+            c.ipc = IpcState::WaitingReply;
+            c.state = ThreadState::Blocked;
+            transfer(caller, server, info, cap.badge());
+            Some(server)
+        }
+        Sys::ReplyRecv => {
+            if !cap.rights().contains(Rights::READ) || ipc::has_senders(endpoint) {
+                return None;
+            }
+            let client = tcb(caller).caller?;
+            let c = tcb(client);
+            if c.ipc != IpcState::WaitingReply
+                || c.state != ThreadState::Blocked
+                || c.cpu != here
+                || waiting.is_some_and(|p| p > c.priority)
+            {
+                return None;
+            }
+            // ---- point of no return ----
+            let s = tcb(caller);
+            s.caller = None;
+            c.ipc = IpcState::None;
+            transfer(caller, client, info, 0);
+            ipc::enqueue(endpoint, caller, false);
+            s.ipc = IpcState::Receiving(endpoint);
+            s.state = ThreadState::Blocked;
+            Some(client)
+        }
+        _ => None,
+    }
+}
+
+/// Moves the message registers from `from`'s saved registers to `to`'s, with the
+/// result, info and badge; registers beyond the message are zeroed.
+fn transfer(from: ThreadRef, to: ThreadRef, info: MessageInfo, badge: u64) {
+    let words = syscall::message_registers(&tcb(from).context);
+    let len = info.len_words().min(MSG_REGS);
+    let ctx = &mut tcb(to).context;
+    syscall::set_reply(ctx, Ok(()), words.get(..len).unwrap_or(&[]));
+    ctx.rsi = MessageInfo::try_new(info.label(), len, 0, 0).map_or(0, |i| i.0);
+    ctx.rdi = badge;
+}

@@ -72,6 +72,7 @@ pub fn invoke(
         }
         CapType::IoPort => invoke_ioport(&cap, label, regs, out),
         CapType::SchedControl => invoke_sched_control(&cap, label, regs, out),
+        CapType::IrqControl => invoke_irq_control(caller, cptr, label, regs),
         _ => Err(Error::IllegalOperation),
     }
 }
@@ -232,6 +233,9 @@ fn run_steps(
 fn tear_down(object: Destroyed) {
     match object {
         Destroyed::Endpoint(addr) => crate::ipc::cancel_all(addr.0),
+        // The line is free for a new handler. (Masking it comes with IRQ delivery to
+        // user-space drivers; no line is unmasked yet.)
+        Destroyed::IrqHandler(irq) => IRQS.lock().release(irq),
         Destroyed::Thread(addr) => {
             if let Some(thread) = ThreadRef::new(addr.0) {
                 leave_ipc(thread);
@@ -501,4 +505,24 @@ fn ipc_stats(out: &mut [u64; MSG_REGS]) -> Result<usize, Error> {
     out[0] = fast;
     out[1] = slow;
     Ok(2)
+}
+
+/// Which IRQ lines have a handler capability; changed under `CAP_LOCK` (taken first).
+static IRQS: spin::Mutex<ramen_core::irq::IrqTable> = spin::Mutex::new(ramen_core::irq::IrqTable::new());
+
+fn invoke_irq_control(
+    caller: ThreadRef,
+    cptr: u64,
+    label: u64,
+    regs: &[u64; MSG_REGS],
+) -> Result<usize, Error> {
+    if label != ramen_abi::invocation::irq_control::ISSUE {
+        return Err(Error::IllegalOperation);
+    }
+    let [irq, dest, ..] = *regs;
+    let mut store = CAP_LOCK.lock();
+    let control = lookup(caller, &store, cptr)?;
+    let dest = lookup(caller, &store, dest)?;
+    ramen_core::irq::issue_handler(&mut *store, &mut IRQS.lock(), control, irq, dest)?;
+    Ok(0)
 }

@@ -12,6 +12,15 @@ pub mod debug {
     /// Kernel IPC statistics, summed over CPUs: MR0 = calls and replies that took the
     /// fastpath, MR1 = IPC system calls that took the slow path.
     pub const IPC_STATS: u64 = 2;
+    /// Start kernel tracing on every CPU: MR0 = categories to record (the
+    /// `ramen_perf_record::Categories` bits; kernel categories only). Clears every
+    /// CPU's trace ring first. Tracing control rides on the debug console for now.
+    pub const TRACE_START: u64 = 3;
+    /// Stop kernel tracing on every CPU; the rings keep what they hold.
+    pub const TRACE_STOP: u64 = 4;
+    /// Stop tracing, then write every CPU's ring as one trace dump to the trace port
+    /// (COM2). Returns MR0 = records written.
+    pub const TRACE_DUMP: u64 = 5;
 }
 
 /// Operations on a `Thread` capability.
@@ -97,4 +106,12 @@ pub mod sched_control {
     pub const MIN_SLICE_NS: u64 = 100_000;
     /// Longest time slice.
     pub const MAX_SLICE_NS: u64 = 1_000_000_000;
+}
+
+/// Operations on the `IrqControl` capability.
+pub mod irq_control {
+    /// Issue the handler capability for IRQ line MR0 into slot MR1 (index, full depth)
+    /// of the caller's CSpace. One handler per line: a second issue returns `Busy`
+    /// until every copy of the first is deleted.
+    pub const ISSUE: u64 = 0x70;
 }

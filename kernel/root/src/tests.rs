@@ -68,7 +68,7 @@ pub fn run(info: &'static BootInfo) -> bool {
     let mut ctx = Ctx { alloc, files, report, next_badge: 1, cpus: u64::from(info.cpu_count), fuzz_count };
 
     type Case = (&'static str, fn(&mut Ctx) -> Outcome);
-    let cases: [Case; 14] = [
+    let cases: [Case; 15] = [
         ("invalid_capability_pointers_are_rejected", invalid_capability_pointers),
         ("wrong_types_and_labels_are_rejected", wrong_types_and_labels),
         ("retype_rejects_bad_input_and_changes_nothing", retype_bad_input),
@@ -83,6 +83,7 @@ pub fn run(info: &'static BootInfo) -> bool {
         ("threads_migrate_while_running_and_blocked", migration),
         ("sched_control_sets_each_cpus_slice", sched_control),
         ("foundry_echo_contract_across_cpus", foundry_echo),
+        ("irq_control_issues_one_handler_per_line", irq_handlers),
     ];
     let (mut passed, mut failed) = (0u32, 0u32);
     for (name, case) in
@@ -599,4 +600,30 @@ fn echo_round(ctx: &mut Ctx, server_cpu: u64) -> Outcome {
         Some(_) => Err("the echo client got a wrong answer"),
         None => Err("the echo client never finished"),
     }
+}
+
+fn irq_handlers(ctx: &mut Ctx) -> Outcome {
+    let first = ok(ctx.alloc.slot(), "slot")?;
+    let second = ok(ctx.alloc.slot(), "slot")?;
+    ok(kobj::issue_irq_handler(slot::IRQ_CONTROL, 5, first), "issue IRQ 5")?;
+    expect_err(
+        kobj::issue_irq_handler(slot::IRQ_CONTROL, 5, second),
+        Error::Busy,
+        "second handler for IRQ 5",
+    )?;
+    expect_err(kobj::issue_irq_handler(slot::IRQ_CONTROL, 9999, second), Error::RangeError, "IRQ 9999")?;
+    expect_err(
+        kobj::issue_irq_handler(slot::THREAD, 6, second),
+        Error::IllegalOperation,
+        "issue through a thread",
+    )?;
+    // The control capability is unique: it cannot be copied.
+    expect_err(
+        kobj::copy(slot::CNODE, second, 64, slot::IRQ_CONTROL),
+        Error::IllegalOperation,
+        "IRQ control copied",
+    )?;
+    // Deleting the handler frees the line.
+    ok(kobj::delete(slot::CNODE, first, 64), "delete handler")?;
+    ok(kobj::issue_irq_handler(slot::IRQ_CONTROL, 5, second), "re-issue IRQ 5")
 }

@@ -123,3 +123,8 @@ pub fn ipc_stats(console: u64) -> Result<(u64, u64), SysError> {
     let words = reply.words();
     Ok((words.first().copied().unwrap_or(0), words.get(1).copied().unwrap_or(0)))
 }
+
+/// Issues the handler capability for IRQ `irq` into slot `dest` of this CSpace.
+pub fn issue_irq_handler(irq_control: u64, irq: u64, dest: u64) -> Result<(), SysError> {
+    invoke(irq_control, ramen_abi::invocation::irq_control::ISSUE, &[irq, dest]).map(drop)
+}

@@ -39,6 +39,8 @@ pub struct Cpu {
     pub ipc_fast: AtomicU64,
     /// IPC system calls on this CPU that took the slow path.
     pub ipc_slow: AtomicU64,
+    /// This CPU's trace ring (`trace` explains the lock).
+    pub trace: crate::trace::TraceCell,
 }
 
 /// Filled in by each CPU as it comes up.
@@ -128,6 +130,7 @@ pub fn register(local: &'static CpuLocal, lapic: Lapic) -> &'static Cpu {
         slice_ns: AtomicU64::new(crate::sched::DEFAULT_SLICE_NS),
         ipc_fast: AtomicU64::new(0),
         ipc_slow: AtomicU64::new(0),
+        trace: spin::Mutex::new(crate::trace::CpuTrace::new()),
     });
     if let Some(flag) = ONLINE_FLAGS.get(index) {
         flag.store(true, Ordering::Release);

@@ -18,6 +18,7 @@ use ramen_core::cap::Rights;
 use ramen_core::cspace::MAX_DEPTH;
 use ramen_core::object::{CapType, ObjectStore};
 use ramen_core::runqueue::ThreadRef;
+use ramen_perf_record::IpcPath;
 
 use crate::cpus::this_cpu;
 use crate::objects::{CAP_LOCK, IpcState, ThreadState, cspace_slot, tcb};
@@ -62,11 +63,16 @@ pub fn attempt(caller: ThreadRef) -> Option<ThreadRef> {
             s.caller = Some(caller);
             c.ipc = IpcState::WaitingReply;
             c.state = ThreadState::Blocked;
+            crate::trace::ipc_send(caller, Some(server), info.len_words(), IpcPath::Fast);
             transfer(caller, server, info, cap.badge());
             Some(server)
         }
         Sys::ReplyRecv => {
-            if !cap.rights().contains(Rights::READ) || ipc::has_senders(endpoint) {
+            // A bound notification may have a signal waiting: the slow path returns it.
+            if !cap.rights().contains(Rights::READ)
+                || ipc::has_senders(endpoint)
+                || tcb(caller).bound_notification != 0
+            {
                 return None;
             }
             let client = tcb(caller).caller?;
@@ -82,6 +88,7 @@ pub fn attempt(caller: ThreadRef) -> Option<ThreadRef> {
             let s = tcb(caller);
             s.caller = None;
             c.ipc = IpcState::None;
+            crate::trace::ipc_reply(caller, client, info.len_words(), IpcPath::Fast);
             transfer(caller, client, info, 0);
             ipc::enqueue(endpoint, caller, false);
             s.ipc = IpcState::Receiving(endpoint);

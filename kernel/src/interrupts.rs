@@ -4,6 +4,7 @@ use core::sync::atomic::Ordering;
 
 use ramen_arch::apic::{SPURIOUS_VECTOR, TEST_VECTOR, TIMER_VECTOR, WAKE_VECTOR};
 use ramen_arch::trap::TrapFrame;
+use ramen_perf_record::EventKind;
 
 use crate::cpus::this_cpu;
 
@@ -13,6 +14,7 @@ pub fn handle(vector: u8, _frame: &mut TrapFrame) {
     if vector == SPURIOUS_VECTOR {
         return;
     }
+    crate::trace::record(EventKind::IrqEnter, [u64::from(vector), 0]);
     let cpu = this_cpu();
     match vector {
         TIMER_VECTOR => {
@@ -27,4 +29,5 @@ pub fn handle(vector: u8, _frame: &mut TrapFrame) {
         }
     }
     cpu.lapic.with(|lapic| lapic.eoi());
+    crate::trace::record(EventKind::IrqExit, [u64::from(vector), 0]);
 }

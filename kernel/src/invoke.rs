@@ -62,6 +62,11 @@ pub fn invoke(
     let label = info.label();
     match cap.kind() {
         CapType::DebugConsole if label == debug::IPC_STATS => ipc_stats(out),
+        CapType::DebugConsole
+            if matches!(label, debug::TRACE_START | debug::TRACE_STOP | debug::TRACE_DUMP) =>
+        {
+            trace_control(caller, label, regs, out)
+        }
         CapType::DebugConsole => debug_write(label, regs),
         CapType::Thread => invoke_thread(caller, &cap, label, regs),
         CapType::CNode => invoke_cnode(caller, &cap, label, regs),
@@ -74,6 +79,26 @@ pub fn invoke(
         CapType::SchedControl => invoke_sched_control(&cap, label, regs, out),
         CapType::IrqControl => invoke_irq_control(caller, cptr, label, regs),
         _ => Err(Error::IllegalOperation),
+    }
+}
+
+/// Tracing control, on the debug console for now (docs/abi.md).
+fn trace_control(
+    caller: ThreadRef,
+    label: u64,
+    regs: &[u64; MSG_REGS],
+    out: &mut [u64; MSG_REGS],
+) -> Result<usize, Error> {
+    match label {
+        debug::TRACE_START => crate::trace::start(regs[0], caller).map(|()| 0),
+        debug::TRACE_STOP => {
+            crate::trace::stop();
+            Ok(0)
+        }
+        _ => {
+            out[0] = crate::trace::dump();
+            Ok(1)
+        }
     }
 }
 
@@ -163,6 +188,21 @@ fn invoke_thread(caller: ThreadRef, cap: &Cap, label: u64, regs: &[u64; MSG_REGS
                 sched::set_affinity(target, cpu);
             }
         }
+        thread::BIND_NOTIFICATION => {
+            cap.require(Rights::WRITE)?;
+            let store = CAP_LOCK.lock();
+            let addr = if a0 == 0 {
+                0
+            } else {
+                let (_, notification) = lookup_cap(caller, &store, a0)?;
+                if notification.kind() != CapType::Notification {
+                    return Err(Error::WrongType);
+                }
+                notification.require(Rights::READ)?;
+                notification.addr().0
+            };
+            crate::ipc::bind(target, addr)?;
+        }
         thread::CONFIGURE => {
             cap.require(Rights::WRITE)?;
             if !inactive {
@@ -233,12 +273,14 @@ fn run_steps(
 fn tear_down(object: Destroyed) {
     match object {
         Destroyed::Endpoint(addr) => crate::ipc::cancel_all(addr.0),
+        Destroyed::Notification(addr) => crate::ipc::cancel_notification(addr.0),
         // The line is free for a new handler. (Masking it comes with IRQ delivery to
         // user-space drivers; no line is unmasked yet.)
         Destroyed::IrqHandler(irq) => IRQS.lock().release(irq),
         Destroyed::Thread(addr) => {
             if let Some(thread) = ThreadRef::new(addr.0) {
                 leave_ipc(thread);
+                let _ = crate::ipc::bind(thread, 0);
                 // Take it off its CPU before the memory can be reused.
                 if tcb(thread).cpu == ramen_arch::percpu::index_fast() {
                     sched::forget(thread);
@@ -452,6 +494,7 @@ fn leave_ipc(thread: ThreadRef) {
         IpcState::Sending(ep) | IpcState::Calling(ep) | IpcState::Receiving(ep) => {
             crate::ipc::remove(ep, thread)
         }
+        IpcState::Waiting(notification) => crate::ipc::remove_waiter(notification, thread),
         IpcState::None | IpcState::WaitingReply => {}
     }
     t.ipc = IpcState::None;

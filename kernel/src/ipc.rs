@@ -15,6 +15,7 @@ use ramen_arch::user::UserContext;
 use ramen_core::cap::{Cap, Rights};
 use ramen_core::object::CapType;
 use ramen_core::runqueue::ThreadRef;
+use ramen_perf_record::IpcPath;
 
 use crate::objects::{IpcState, ThreadState, phys_words, set_phys_words, tcb};
 use crate::sched;
@@ -188,6 +189,11 @@ pub enum SendKind {
 /// `Send`, `NbSend` or `Call` from `sender` through `cap`. The sender's context holds
 /// the message; on return it holds the result (or the sender is blocked).
 pub fn send(sender: ThreadRef, cap: &Cap, kind: SendKind) -> Result<(), Error> {
+    if cap.kind() == CapType::Notification && kind != SendKind::Call {
+        signal(cap)?;
+        crate::syscall::set_reply(&mut tcb(sender).context, Ok(()), &[]);
+        return Ok(());
+    }
     let endpoint = endpoint_of(cap, Rights::WRITE)?;
     if kind == SendKind::Call {
         cap.require(Rights::GRANT_REPLY).or_else(|_| cap.require(Rights::GRANT))?;
@@ -195,6 +201,7 @@ pub fn send(sender: ThreadRef, cap: &Cap, kind: SendKind) -> Result<(), Error> {
     let message = message_of(&tcb(sender).context, cap.badge());
     match dequeue(endpoint, false) {
         Some(receiver) => {
+            crate::trace::ipc_send(sender, Some(receiver), message.info.len_words(), IpcPath::Slow);
             tcb(receiver).ipc = IpcState::None;
             deliver(receiver, &message);
             if kind == SendKind::Call {
@@ -211,6 +218,7 @@ pub fn send(sender: ThreadRef, cap: &Cap, kind: SendKind) -> Result<(), Error> {
             Ok(())
         }
         None => {
+            crate::trace::ipc_send(sender, None, message.info.len_words(), IpcPath::Slow);
             tcb(sender).ipc_badge = cap.badge();
             let state = if kind == SendKind::Call {
                 IpcState::Calling(endpoint)
@@ -226,7 +234,13 @@ pub fn send(sender: ThreadRef, cap: &Cap, kind: SendKind) -> Result<(), Error> {
 
 /// `Recv` or `NbRecv` by `receiver` on `cap`.
 pub fn receive(receiver: ThreadRef, cap: &Cap, blocking: bool) -> Result<(), Error> {
+    if cap.kind() == CapType::Notification {
+        return wait(receiver, cap, blocking);
+    }
     let endpoint = endpoint_of(cap, Rights::READ)?;
+    if take_bound_signal(receiver) {
+        return Ok(());
+    }
     match dequeue(endpoint, true) {
         Some(sender) => {
             let state = tcb(sender).ipc;
@@ -234,6 +248,7 @@ pub fn receive(receiver: ThreadRef, cap: &Cap, blocking: bool) -> Result<(), Err
                 Some((words, badge)) => fault_message(words, badge),
                 None => message_of(&tcb(sender).context, tcb(sender).ipc_badge),
             };
+            crate::trace::ipc_dequeued(sender, message.info.len_words());
             deliver(receiver, &message);
             match state {
                 IpcState::Calling(_) => {
@@ -266,6 +281,7 @@ pub fn reply(server: ThreadRef) -> Result<(), Error> {
         return Err(Error::InvalidCapability);
     }
     let message = message_of(&tcb(server).context, 0);
+    crate::trace::ipc_reply(server, caller, message.info.len_words(), IpcPath::Slow);
     tcb(caller).ipc = IpcState::None;
     if tcb(caller).state == ThreadState::Faulted {
         // A reply to a fault message restarts the faulting instruction.
@@ -316,4 +332,149 @@ fn fault_message(words: [u64; 5], badge: u64) -> Message {
         regs: [vector, error, rip, address, rsp, 0],
         badge,
     }
+}
+
+// ---- Notifications ----
+//
+// A notification is a word of signal bits, a FIFO of waiting threads, and optionally
+// a bound thread. `Send`/`NbSend` on it signals (ORs in the capability's badge, or 1
+// for an unbadged one); `Recv` waits for bits and takes them all; `NbRecv` polls. A
+// thread bound to it that waits on an endpoint is woken by a signal too. What
+// arrives is reported with label `NOTIFICATION_LABEL` and the bits in the badge
+// register.
+
+use crate::objects::{notification_words, set_notification_words};
+use ramen_abi::syscall::NOTIFICATION_LABEL;
+
+fn deliver_signal(thread: ThreadRef, bits: u64) {
+    let ctx = &mut tcb(thread).context;
+    crate::syscall::set_reply(ctx, Ok(()), &[]);
+    ctx.rsi = MessageInfo::try_new(NOTIFICATION_LABEL, 0, 0, 0).map_or(0, |i| i.0);
+    ctx.rdi = bits;
+}
+
+/// `Send`/`NbSend` on a notification capability.
+pub fn signal(cap: &Cap) -> Result<(), Error> {
+    cap.require(Rights::WRITE)?;
+    let addr = cap.addr().0;
+    let bits = if cap.badge() == 0 { 1 } else { cap.badge() };
+    let [pending, head, tail, bound] = notification_words(addr);
+    if let Some(waiter) = ThreadRef::new(head) {
+        let next = tcb(waiter).ipc_next.take();
+        let (new_head, new_tail) = match next {
+            Some(n) => (n.addr(), tail),
+            None => (0, 0),
+        };
+        set_notification_words(addr, [0, new_head, new_tail, bound]);
+        tcb(waiter).ipc = IpcState::None;
+        deliver_signal(waiter, pending | bits);
+        sched::wake(waiter);
+        return Ok(());
+    }
+    // A bound thread waiting on an endpoint takes the signal instead.
+    if let Some(thread) = ThreadRef::new(bound)
+        && let IpcState::Receiving(endpoint) = tcb(thread).ipc
+    {
+        remove(endpoint, thread);
+        tcb(thread).ipc = IpcState::None;
+        set_notification_words(addr, [0, head, tail, bound]);
+        deliver_signal(thread, pending | bits);
+        sched::wake(thread);
+        return Ok(());
+    }
+    set_notification_words(addr, [pending | bits, head, tail, bound]);
+    Ok(())
+}
+
+/// `Recv` (blocking) or `NbRecv` (poll) on a notification capability.
+pub fn wait(thread: ThreadRef, cap: &Cap, blocking: bool) -> Result<(), Error> {
+    cap.require(Rights::READ)?;
+    let addr = cap.addr().0;
+    let [pending, head, tail, bound] = notification_words(addr);
+    if pending != 0 || !blocking {
+        set_notification_words(addr, [0, head, tail, bound]);
+        deliver_signal(thread, pending);
+        return Ok(());
+    }
+    tcb(thread).ipc_next = None;
+    let (new_head, new_tail) = match ThreadRef::new(tail) {
+        Some(last) => {
+            tcb(last).ipc_next = Some(thread);
+            (head, thread.addr())
+        }
+        None => (thread.addr(), thread.addr()),
+    };
+    set_notification_words(addr, [0, new_head, new_tail, bound]);
+    block(thread, IpcState::Waiting(addr));
+    Ok(())
+}
+
+/// Takes pending bits of `thread`'s bound notification, if any: a receive on an
+/// endpoint returns them instead of waiting.
+pub fn take_bound_signal(thread: ThreadRef) -> bool {
+    let addr = tcb(thread).bound_notification;
+    if addr == 0 {
+        return false;
+    }
+    let [pending, head, tail, bound] = notification_words(addr);
+    if pending == 0 {
+        return false;
+    }
+    set_notification_words(addr, [0, head, tail, bound]);
+    deliver_signal(thread, pending);
+    true
+}
+
+/// Removes `thread` from a notification's wait queue (suspend, delete).
+pub fn remove_waiter(addr: u64, thread: ThreadRef) {
+    let [pending, head, _, bound] = notification_words(addr);
+    set_notification_words(addr, [pending, 0, 0, bound]);
+    let mut cursor = ThreadRef::new(head);
+    while let Some(t) = cursor {
+        cursor = tcb(t).ipc_next.take();
+        if t != thread {
+            let [p, h, tl, b] = notification_words(addr);
+            let (nh, nt) = match ThreadRef::new(tl) {
+                Some(last) => {
+                    tcb(last).ipc_next = Some(t);
+                    (h, t.addr())
+                }
+                None => (t.addr(), t.addr()),
+            };
+            set_notification_words(addr, [p, nh, nt, b]);
+        }
+    }
+}
+
+/// Wakes every waiter of a destroyed notification with `InvalidCapability` and
+/// unbinds its bound thread.
+pub fn cancel_notification(addr: u64) {
+    let [_, head, _, bound] = notification_words(addr);
+    let mut cursor = ThreadRef::new(head);
+    while let Some(t) = cursor {
+        cursor = tcb(t).ipc_next.take();
+        finish_with_error(t, Error::InvalidCapability);
+    }
+    if let Some(thread) = ThreadRef::new(bound) {
+        tcb(thread).bound_notification = 0;
+    }
+    set_notification_words(addr, [0; 4]);
+}
+
+/// Binds (or with `addr == 0` unbinds) a notification to `thread`.
+pub fn bind(thread: ThreadRef, addr: u64) -> Result<(), Error> {
+    let old = tcb(thread).bound_notification;
+    if old != 0 {
+        let [p, h, t, _] = notification_words(old);
+        set_notification_words(old, [p, h, t, 0]);
+    }
+    if addr != 0 {
+        let [p, h, t, bound] = notification_words(addr);
+        if bound != 0 && bound != thread.addr() {
+            return Err(Error::Busy);
+        }
+        set_notification_words(addr, [p, h, t, thread.addr()]);
+    }
+    tcb(thread).bound_notification = addr;
+    Ok(())
 }

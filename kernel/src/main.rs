@@ -23,6 +23,7 @@ mod roottask;
 mod sched;
 mod selftest;
 mod syscall;
+mod trace;
 
 use ramen_arch::pvh::{BootParams, StartInfoError};
 

@@ -96,6 +96,8 @@ pub enum IpcState {
     Calling(u64),
     /// Queued to receive on this endpoint.
     Receiving(u64),
+    /// Queued waiting on this notification.
+    Waiting(u64),
     /// Its call was received; waiting for the reply.
     WaitingReply,
 }
@@ -139,10 +141,14 @@ pub struct Tcb {
     pub pending_fault: Option<([u64; 5], u64)>,
     /// TSC value at which the current time slice ends; 0 when none is running.
     pub slice_end_tsc: u64,
+    /// The notification bound to this thread (physical address), 0 for none.
+    pub bound_notification: u64,
     /// Faults this thread took (for tests and diagnostics).
     pub faults: u64,
     /// The last fault: vector, error code and address.
     pub last_fault: [u64; 3],
+    /// What tracing records when the thread next runs.
+    pub trace: crate::trace::ThreadTrace,
 }
 
 const _: () = assert!(core::mem::size_of::<Tcb>() <= 1 << TCB_BITS);
@@ -170,8 +176,10 @@ impl Tcb {
             caller: None,
             pending_fault: None,
             slice_end_tsc: 0,
+            bound_notification: 0,
             faults: 0,
             last_fault: [0; 3],
+            trace: crate::trace::ThreadTrace::new(),
         }
     }
 }
@@ -312,4 +320,18 @@ pub fn phys_words(addr: u64) -> [u64; 2] {
 pub fn set_phys_words(addr: u64, words: [u64; 2]) {
     // SAFETY: as for `phys_words`.
     unsafe { phys::write::<[u64; 2]>(addr, words) }
+}
+
+/// The four words of a notification: signalled bits, waiter queue head and tail, and
+/// the bound thread.
+pub fn notification_words(addr: u64) -> [u64; 4] {
+    // SAFETY: `addr` comes from a notification capability: a 32-byte object retype
+    // zeroed, read and written only under CAP_LOCK.
+    unsafe { phys::read::<[u64; 4]>(addr) }
+}
+
+/// Writes the four words of a notification.
+pub fn set_notification_words(addr: u64, words: [u64; 4]) {
+    // SAFETY: as for `notification_words`.
+    unsafe { phys::write::<[u64; 4]>(addr, words) }
 }

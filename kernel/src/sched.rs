@@ -48,12 +48,14 @@ pub const INBOX_CAPACITY: usize = 64;
 pub struct Inbox {
     items: [Option<Request>; INBOX_CAPACITY],
     len: usize,
+    /// Flow id of the last traced wake-up IPI that came with these requests (0: none).
+    ipi_flow: u64,
 }
 
 impl Inbox {
     /// An empty inbox.
     pub const fn new() -> Self {
-        Self { items: [None; INBOX_CAPACITY], len: 0 }
+        Self { items: [None; INBOX_CAPACITY], len: 0, ipi_flow: 0 }
     }
 
     fn push(&mut self, request: Request) -> bool {
@@ -67,8 +69,8 @@ impl Inbox {
         }
     }
 
-    fn take(&mut self) -> ([Option<Request>; INBOX_CAPACITY], usize) {
-        let taken = (self.items, self.len);
+    fn take(&mut self) -> ([Option<Request>; INBOX_CAPACITY], usize, u64) {
+        let taken = (self.items, self.len, self.ipi_flow);
         *self = Self::new();
         taken
     }
@@ -170,10 +172,16 @@ pub fn post(target: u32, request: Request) {
     let Some(cpu) = cpus::cpu(target) else {
         return;
     };
+    let flow = crate::trace::ipi_send(target);
     loop {
-        if cpu.inbox.lock().push(request) {
+        let mut inbox = cpu.inbox.lock();
+        if inbox.push(request) {
+            if flow != 0 {
+                inbox.ipi_flow = flow;
+            }
             break;
         }
+        drop(inbox);
         cpu::relax();
     }
     let apic_id = cpu.local.apic_id;
@@ -192,7 +200,8 @@ pub fn wake(thread: ThreadRef) {
 
 /// Handles every request in this CPU's inbox.
 pub fn drain_inbox() {
-    let (items, len) = this_cpu().inbox.lock().take();
+    let (items, len, ipi_flow) = this_cpu().inbox.lock().take();
+    crate::trace::ipi_received(ipi_flow);
     for request in items.iter().take(len).flatten() {
         match *request {
             Request::Wake(t) => with_sched(|s| wake_local(s, t)),
@@ -247,6 +256,10 @@ pub fn set_affinity(thread: ThreadRef, target: u32) {
         post(owner, Request::Release(thread, target));
         return;
     }
+    crate::trace::record(
+        ramen_perf_record::EventKind::ThreadMigrate,
+        [u64::from(crate::trace::thread_id(thread)), u64::from(target)],
+    );
     with_sched(|s| {
         unqueue(s, thread);
         if s.current == Some(thread) {
@@ -295,7 +308,10 @@ pub fn resume() -> ! {
     });
     match next {
         Some(thread) => run(thread),
-        None => ramen_arch::user::idle_on_kernel_stack(idle),
+        None => {
+            crate::trace::before_idle();
+            ramen_arch::user::idle_on_kernel_stack(idle)
+        }
     }
 }
 
@@ -308,6 +324,7 @@ fn run(thread: ThreadRef) -> ! {
         with_sched(|s| stop(s, thread, ThreadState::Faulted));
         resume();
     }
+    crate::trace::before_run(thread);
     let slice = with_sched(|s| {
         if s.current != Some(thread) {
             s.switches += 1;

@@ -11,6 +11,7 @@ use ramen_abi::{Error, MSG_REGS, MessageInfo};
 use ramen_arch::apic::{SPURIOUS_VECTOR, TEST_VECTOR, TIMER_VECTOR, WAKE_VECTOR};
 use ramen_arch::user::UserContext;
 use ramen_core::runqueue::ThreadRef;
+use ramen_perf_record::EventKind;
 
 use ramen_core::object::CapType;
 
@@ -51,6 +52,7 @@ pub fn handle_syscall(ctx: &mut UserContext) {
     let Some(thread) = sched::current() else {
         sched::resume();
     };
+    crate::trace::syscall_enter(thread, ctx.rax, ctx.rdi);
     if let Some(next) = crate::fastpath::attempt(thread) {
         this_cpu().ipc_fast.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
         sched::switch_to(next);
@@ -126,6 +128,7 @@ pub fn handle_user_trap(ctx: &mut UserContext) {
     if ctx.vector < 32 {
         user_fault(ctx);
     } else if vector != SPURIOUS_VECTOR {
+        crate::trace::record(EventKind::IrqEnter, [u64::from(vector), 0]);
         let cpu = this_cpu();
         cpu.lapic.with(|l| l.eoi());
         match vector {
@@ -139,6 +142,7 @@ pub fn handle_user_trap(ctx: &mut UserContext) {
             WAKE_VECTOR => {}
             _ => {}
         }
+        crate::trace::record(EventKind::IrqExit, [u64::from(vector), 0]);
     }
     sched::resume()
 }
@@ -151,6 +155,9 @@ fn user_fault(ctx: &mut UserContext) {
     };
     let (name, what) = ramen_arch::trap::exception_name(ctx.vector as u8);
     let address = if ctx.vector == 14 { ramen_arch::cpu::cr2() } else { 0 };
+    if ctx.vector == 14 {
+        crate::trace::record(EventKind::PageFaultEnter, [address, ctx.error]);
+    }
     let t = tcb(thread);
     t.faults += 1;
     t.last_fault = [ctx.vector, ctx.error, address];
@@ -163,6 +170,10 @@ fn user_fault(ctx: &mut UserContext) {
         ctx.rip,
         address
     );
+    if ctx.vector == 14 {
+        // 0: not resolved here (the thread stops, or its fault handler decides).
+        crate::trace::record(EventKind::PageFaultExit, [address, 0]);
+    }
     sched::stop_current(ThreadState::Faulted);
     FAULTS.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
     let endpoint = t.fault_endpoint;

@@ -34,6 +34,10 @@ pub mod thread {
     pub const WRITE_ENTRY: u64 = 0x12;
     /// MR0 = priority (0..=255; at most the caller's own).
     pub const SET_PRIORITY: u64 = 0x13;
+    /// Bind the notification MR0 (capability pointer, read right) to the thread: a
+    /// receive on an endpoint then also returns when the notification is signalled.
+    /// MR0 = 0 unbinds.
+    pub const BIND_NOTIFICATION: u64 = 0x16;
     /// MR0 = CPU index to run on; works while the thread runs or is blocked.
     pub const SET_AFFINITY: u64 = 0x14;
     /// Set the CSpace root (MR0: capability pointer, in the caller's CSpace, of a

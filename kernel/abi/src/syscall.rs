@@ -5,7 +5,7 @@
 //! | register | in | out |
 //! |---|---|---|
 //! | `rax` | [`Sys`] number | result: 0, or an [`crate::Error`] code |
-//! | `rdi` | capability pointer invoked | badge of the sender (receive operations) |
+//! | `rdi` | capability pointer invoked | badge of the sender (receive operations), or the signalled bits of a notification |
 //! | `rsi` | [`crate::MessageInfo`] | message info of the message received or replied |
 //! | `rdx`, `r8`, `r9`, `r10`, `r12`, `r13` | message registers 0..5 | message registers 0..5 |
 //!
@@ -53,6 +53,11 @@ impl Sys {
         })
     }
 }
+
+/// The label a receive reports when what arrived is a notification's signal (on a
+/// notification, or on an endpoint through a bound notification): the badge register
+/// then holds the signalled bits.
+pub const NOTIFICATION_LABEL: u64 = 0x5167;
 
 /// Where the root task finds its boot-information pages.
 pub const BOOT_INFO_VADDR: u64 = 0x0000_7fff_0000_0000;

@@ -27,6 +27,12 @@ pub const FAULT_SLOT: u64 = 7;
 pub struct Child {
     /// Its thread.
     pub tcb: u64,
+    /// Its address space.
+    pub vspace: u64,
+    /// Its CSpace root (the guarded CNode capability).
+    pub cspace: u64,
+    /// Its ELF entry point.
+    pub entry: u64,
 }
 
 /// What to give a program.
@@ -130,5 +136,37 @@ pub fn spawn(alloc: &mut Alloc, files: &Files, spec: &Spawn<'_>) -> Result<Child
     kobj::set_priority(tcb, spec.priority)?;
     kobj::set_affinity(tcb, spec.cpu)?;
     kobj::resume(tcb)?;
-    Ok(Child { tcb })
+    Ok(Child { tcb, vspace, cspace: root, entry: program.entry() })
+}
+
+/// A further thread's stack and IPC buffer sit this far below the previous thread's.
+const THREAD_SPACING: u64 = 0x1_0000_0000;
+
+/// Starts another thread of the program `child` at its entry point with argument
+/// `arg`: same address space and CSpace, its own stack and IPC buffer. `index`
+/// (1, 2, ...) numbers the program's extra threads and picks where those go.
+pub fn spawn_thread(
+    alloc: &mut Alloc,
+    child: &Child,
+    index: u64,
+    arg: u64,
+    cpu: u64,
+    priority: u64,
+) -> Result<Child, SysError> {
+    let offset = index.checked_mul(THREAD_SPACING).ok_or(SysError(ramen_abi::Error::RangeError.code()))?;
+    let stack_top = STACK_TOP - offset;
+    let ipc_buffer = IPC_BUFFER - offset;
+    let tcb = alloc.make(object::THREAD, 0)?;
+    for i in 0..STACK_PAGES {
+        let frame = alloc.make(object::FRAME_4K, 0)?;
+        vm::map_page(child.vspace, frame, stack_top - (i + 1) * PAGE, 1, alloc)?;
+    }
+    let ipc = alloc.make(object::FRAME_4K, 0)?;
+    vm::map_page(child.vspace, ipc, ipc_buffer, 1, alloc)?;
+    kobj::configure(tcb, child.cspace, child.vspace, 0, ipc_buffer)?;
+    kobj::write_entry(tcb, child.entry, stack_top, arg)?;
+    kobj::set_priority(tcb, priority)?;
+    kobj::set_affinity(tcb, cpu)?;
+    kobj::resume(tcb)?;
+    Ok(Child { tcb, ..*child })
 }

@@ -3,7 +3,8 @@
 //!
 //! It maps the boot archive, and starts the programs in it: in a normal boot it
 //! reports the machine and shuts down; with `test` on the kernel command line it runs
-//! the user-mode test suite (`tests`), which starts the test programs on every CPU.
+//! the user-mode test suite (`tests`), which starts the test programs on every CPU;
+//! with `bench`, the IPC benchmark (`bench`) instead.
 //! Either way it ends the QEMU run itself, through the I/O-port capability (the
 //! `isa-debug-exit` device): the kernel has no ambient power to do it for it.
 #![no_std]
@@ -11,8 +12,10 @@
 #![forbid(unsafe_code)]
 
 mod alloc;
+mod bench;
 mod loader;
 mod tests;
+mod trace;
 
 use ramen_abi::slot;
 use ramen_rt::{kobj, println};
@@ -34,7 +37,16 @@ fn main(arg: u64) {
         info.cpu_count, info.socket_count, info.node_count, info.untyped_count, info.file_count
     );
     let cmdline = core::str::from_utf8(&info.cmdline).unwrap_or("").trim_end_matches('\0');
-    let ok = if cmdline.split_ascii_whitespace().any(|w| w == "test") { tests::run(info) } else { true };
+    let has = |word: &str| cmdline.split_ascii_whitespace().any(|w| w == word);
+    let ok = if has("trace") {
+        trace::run(info, cmdline)
+    } else if has("bench") {
+        bench::run(info)
+    } else if has("test") {
+        tests::run(info)
+    } else {
+        true
+    };
     power_off(ok);
 }
 

@@ -68,7 +68,7 @@ pub fn run(info: &'static BootInfo) -> bool {
     let mut ctx = Ctx { alloc, files, report, next_badge: 1, cpus: u64::from(info.cpu_count), fuzz_count };
 
     type Case = (&'static str, fn(&mut Ctx) -> Outcome);
-    let cases: [Case; 15] = [
+    let cases: [Case; 17] = [
         ("invalid_capability_pointers_are_rejected", invalid_capability_pointers),
         ("wrong_types_and_labels_are_rejected", wrong_types_and_labels),
         ("retype_rejects_bad_input_and_changes_nothing", retype_bad_input),
@@ -84,6 +84,8 @@ pub fn run(info: &'static BootInfo) -> bool {
         ("sched_control_sets_each_cpus_slice", sched_control),
         ("foundry_echo_contract_across_cpus", foundry_echo),
         ("irq_control_issues_one_handler_per_line", irq_handlers),
+        ("notifications_signal_poll_and_wake_across_cpus", notifications),
+        ("bound_notification_wakes_an_endpoint_receiver", bound_notification),
     ];
     let (mut passed, mut failed) = (0u32, 0u32);
     for (name, case) in
@@ -626,4 +628,77 @@ fn irq_handlers(ctx: &mut Ctx) -> Outcome {
     // Deleting the handler frees the line.
     ok(kobj::delete(slot::CNODE, first, 64), "delete handler")?;
     ok(kobj::issue_irq_handler(slot::IRQ_CONTROL, 5, second), "re-issue IRQ 5")
+}
+
+const NOTIFICATION_LABEL: u64 = ramen_abi::syscall::NOTIFICATION_LABEL;
+
+/// The waiter's report: (error code, CPU, badge, label).
+fn waiter_report(ctx: &Ctx, badge: u64) -> Option<(u64, u64, u64, u64)> {
+    let mut report = None;
+    collect(ctx, 100, |b, message| {
+        if b == badge && message.label() == 2 {
+            let w = message.words();
+            let word = |i: usize| w.get(i).copied().unwrap_or(u64::MAX);
+            report = Some((word(0), word(1), word(2), word(3)));
+            return true;
+        }
+        false
+    });
+    report
+}
+
+fn notifications(ctx: &mut Ctx) -> Outcome {
+    let note = ok(ctx.alloc.make(object::NOTIFICATION, 0), "notification")?;
+    let signaller = ok(ctx.alloc.slot(), "slot")?;
+    ok(kobj::mint(slot::CNODE, signaller, 64, note, object::rights::WRITE, 0x4), "mint")?;
+    // Signal, then poll: the bits come back once.
+    ok(ramen_rt::nb_send(signaller, &Message::new(0, &[])), "signal")?;
+    let (bits, message) = ok(ramen_rt::nb_recv(note), "poll")?;
+    if bits != 0x4 || message.label() != NOTIFICATION_LABEL {
+        return Err("poll did not return the signalled bits");
+    }
+    let (bits, _) = ok(ramen_rt::nb_recv(note), "poll again")?;
+    if bits != 0 {
+        return Err("bits survived a poll");
+    }
+    // Waiting on one CPU, signalled from another.
+    let (waiter, badge) = start(ctx, "waiter", 0, ctx.cpus - 1, &[(WAIT, note)], false)?;
+    for _ in 0..50 {
+        ramen_rt::yield_now();
+    }
+    let second = ok(ctx.alloc.slot(), "slot")?;
+    ok(kobj::mint(slot::CNODE, second, 64, note, object::rights::WRITE, 0x10), "mint")?;
+    ok(ramen_rt::nb_send(second, &Message::new(0, &[])), "signal the waiter")?;
+    let report = waiter_report(ctx, badge);
+    stop(&waiter);
+    match report {
+        Some((0, _, 0x10, NOTIFICATION_LABEL)) => {}
+        _ => return Err("the waiter did not get the signal"),
+    }
+    // A receive-only capability cannot signal.
+    let receive_only = ok(ctx.alloc.slot(), "slot")?;
+    ok(kobj::mint(slot::CNODE, receive_only, 64, note, object::rights::READ, 0), "mint")?;
+    expect_err(
+        ramen_rt::nb_send(receive_only, &Message::new(0, &[])),
+        Error::InsufficientRights,
+        "signal without write",
+    )
+}
+
+fn bound_notification(ctx: &mut Ctx) -> Outcome {
+    let endpoint = ok(ctx.alloc.make(object::ENDPOINT, 0), "endpoint")?;
+    let note = ok(ctx.alloc.make(object::NOTIFICATION, 0), "notification")?;
+    let (waiter, badge) = start(ctx, "waiter", 0, ctx.cpus - 1, &[(WAIT, endpoint)], false)?;
+    ok(kobj::bind_notification(waiter.tcb, note), "bind")?;
+    expect_err(kobj::bind_notification(waiter.tcb, endpoint), Error::WrongType, "bind an endpoint")?;
+    for _ in 0..50 {
+        ramen_rt::yield_now();
+    }
+    ok(ramen_rt::nb_send(note, &Message::new(0, &[])), "signal")?;
+    let report = waiter_report(ctx, badge);
+    stop(&waiter);
+    match report {
+        Some((0, _, 1, NOTIFICATION_LABEL)) => Ok(()),
+        _ => Err("the endpoint receiver was not woken by its bound notification"),
+    }
 }

@@ -128,3 +128,8 @@ pub fn ipc_stats(console: u64) -> Result<(u64, u64), SysError> {
 pub fn issue_irq_handler(irq_control: u64, irq: u64, dest: u64) -> Result<(), SysError> {
     invoke(irq_control, ramen_abi::invocation::irq_control::ISSUE, &[irq, dest]).map(drop)
 }
+
+/// Binds the notification `notification` to the thread `tcb` (0 unbinds).
+pub fn bind_notification(tcb: u64, notification: u64) -> Result<(), SysError> {
+    invoke(tcb, thread::BIND_NOTIFICATION, &[notification]).map(drop)
+}

@@ -28,6 +28,11 @@ pub use sys::fault;
 pub use sys::syscall::{RawReply, raw};
 pub use sys::vm::boot_info;
 
+/// The time-stamp counter (`rdtsc` before, `rdtscp` after what is timed), for benchmarks.
+pub mod tsc {
+    pub use crate::sys::tsc::{rdtsc, rdtscp};
+}
+
 #[doc(hidden)]
 pub use ufmt;
 

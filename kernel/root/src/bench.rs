@@ -1,0 +1,301 @@
+//! The IPC benchmark, run by the root task when the kernel command line says `bench`.
+//!
+//! Each case starts a client and a server (`bench-ipc`, protocol in
+//! `ramen_bench_ipc`) on the CPUs it names, waits for the client's report and stops
+//! both. The client prints its samples (`BENCHS` lines); this prints one
+//! `BENCH {json}` line per case, which `cargo xtask bench` parses into the report:
+//! `kind` is `machine` (first), `latency`, `throughput`, `unsupported`, `failed`, and
+//! `end` (last). Progress goes out as `bench: ...` lines.
+//!
+//! Command-line knobs: `bench_samples=N` (latency samples per case, default
+//! [`DEFAULT_SAMPLES`]), `bench_warmup=N` (calls discarded first), `bench_rounds=N`
+//! (round trips per pair in the scaling runs).
+
+use ramen_abi::bootinfo::BootInfo;
+use ramen_abi::object;
+use ramen_bench_ipc::{ENDPOINT, Job, MAX_ROUNDS, MAX_SAMPLES, REPORT, Role, START, label};
+use ramen_rt::{Message, kobj, println, recv, send};
+
+use crate::alloc::Alloc;
+use crate::loader::{self, Child, Files, Spawn};
+
+/// The benchmark program's name in the boot archive.
+const PROGRAM: &str = "bench-ipc";
+/// Priority of the benchmark threads: below the root task, which must get to run to
+/// collect reports, and equal for client and server.
+const BENCH_PRIORITY: u64 = 10;
+/// Latency samples per case unless `bench_samples=N` says otherwise.
+const DEFAULT_SAMPLES: u64 = 1000;
+/// Calls discarded before the samples unless `bench_warmup=N` says otherwise.
+const DEFAULT_WARMUP: u64 = 100;
+/// Round trips per pair in each scaling run unless `bench_rounds=N` says otherwise.
+const DEFAULT_ROUNDS: u64 = 5000;
+/// Most client/server pairs in a scaling run (one per CPU).
+const MAX_PAIRS: u64 = 64;
+/// Messages the root task reads while waiting for one report before giving up.
+const REPORT_PATIENCE: u32 = 64;
+
+/// Cases the kernel cannot run yet: (case, why). Listed so that the report shows
+/// them as missing rather than leaving them out.
+const UNSUPPORTED: &[(&str, &str)] = &[
+    ("slowpath_cap_transfer", "the kernel does not transfer capabilities in IPC yet"),
+    ("notification", "the kernel has no notification objects yet"),
+    ("bulk_lease", "the kernel has no leases (bulk transfer) yet"),
+];
+
+struct Ctx {
+    alloc: Alloc,
+    files: Files,
+    /// The endpoint the clients report to (root slot).
+    report: u64,
+    samples: u64,
+    warmup: u64,
+    rounds: u64,
+    /// Latency cases started so far: the next case's id.
+    next_id: u64,
+}
+
+/// One latency case: where the client and server run, and how long a message is.
+struct Pair {
+    case: &'static str,
+    words: u64,
+    client_cpu: u64,
+    server_cpu: u64,
+    /// The server is a second thread in the client's address space.
+    same_address_space: bool,
+}
+
+fn knob(cmdline: &str, name: &str, default: u64) -> u64 {
+    cmdline
+        .split_ascii_whitespace()
+        .find_map(|word| word.strip_prefix(name)?.strip_prefix('='))
+        .and_then(|value| value.trim_end_matches('\0').parse().ok())
+        .unwrap_or(default)
+}
+
+/// Runs every case; returns whether all that the kernel supports ran.
+pub fn run(info: &'static BootInfo) -> bool {
+    let mut alloc = Alloc::new(info);
+    let Ok(files) = loader::Files::map(&mut alloc) else {
+        println!("bench: cannot map the boot archive");
+        return false;
+    };
+    let Ok(report) = alloc.make(object::ENDPOINT, 0) else {
+        println!("bench: cannot make the report endpoint");
+        return false;
+    };
+    let cmdline = core::str::from_utf8(&info.cmdline).unwrap_or("");
+    // Warm-up and samples share one buffer of MAX_SAMPLES.
+    let warmup = knob(cmdline, "bench_warmup", DEFAULT_WARMUP).min(MAX_SAMPLES - 1);
+    let samples = knob(cmdline, "bench_samples", DEFAULT_SAMPLES).clamp(1, MAX_SAMPLES - warmup);
+    let rounds = knob(cmdline, "bench_rounds", DEFAULT_ROUNDS).clamp(1, MAX_ROUNDS);
+    let cpus = u64::from(info.cpu_count);
+    println!(
+        "BENCH {{\"kind\":\"machine\",\"cpus\":{},\"sockets\":{},\"tsc_hz\":{},\"samples\":{},\"warmup\":{},\"rounds\":{}}}",
+        cpus, info.socket_count, info.tsc_hz, samples, warmup, rounds
+    );
+    let mut ctx = Ctx { alloc, files, report, samples, warmup, rounds, next_id: 1 };
+
+    let mut pairs: [Option<Pair>; 6] = [None, None, None, None, None, None];
+    for (slot, words) in pairs.iter_mut().zip([0, 4, 6]) {
+        *slot = Some(Pair {
+            case: "same_core_cross_as",
+            words,
+            client_cpu: 0,
+            server_cpu: 0,
+            same_address_space: false,
+        });
+    }
+    pairs[3] = Some(Pair {
+        case: "same_core_same_as",
+        words: 0,
+        client_cpu: 0,
+        server_cpu: 0,
+        same_address_space: true,
+    });
+    // Another CPU of CPU 0's package, and one of another package.
+    let package = |cpu: u64| info.cpus.get(cpu as usize).map(|c| c.package);
+    let same_socket = (1..cpus).find(|&cpu| package(cpu) == package(0));
+    let other_socket = (1..cpus).find(|&cpu| package(cpu) != package(0));
+    let cross = [("cross_core_same_socket", same_socket), ("cross_core_cross_socket", other_socket)];
+    for (slot, (case, server)) in pairs.iter_mut().skip(4).zip(cross) {
+        *slot = server.map(|server_cpu| Pair {
+            case,
+            words: 0,
+            client_cpu: 0,
+            server_cpu,
+            same_address_space: false,
+        });
+    }
+    let latency_cases = pairs.iter().flatten().count() as u64;
+
+    let mut all_ok = true;
+    for (n, pair) in pairs.iter().flatten().enumerate() {
+        println!(
+            "bench: [{}/{}] {} words={} client cpu {} server cpu {}",
+            n as u64 + 1,
+            latency_cases,
+            pair.case,
+            pair.words,
+            pair.client_cpu,
+            pair.server_cpu
+        );
+        if let Err(why) = latency(&mut ctx, pair) {
+            println!(
+                "BENCH {{\"kind\":\"failed\",\"case\":\"{}\",\"words\":{},\"why\":\"{}\"}}",
+                pair.case, pair.words, why
+            );
+            all_ok = false;
+        }
+    }
+    for pairs in 1..=cpus.min(MAX_PAIRS) {
+        println!(
+            "bench: scaling, {} pair(s) on CPUs 0..{}, {} round trips each",
+            pairs,
+            pairs - 1,
+            ctx.rounds
+        );
+        if let Err(why) = scaling(&mut ctx, pairs) {
+            println!(
+                "BENCH {{\"kind\":\"failed\",\"case\":\"scaling\",\"pairs\":{},\"why\":\"{}\"}}",
+                pairs, why
+            );
+            all_ok = false;
+        }
+    }
+    for (case, why) in UNSUPPORTED {
+        println!("BENCH {{\"kind\":\"unsupported\",\"case\":\"{}\",\"why\":\"{}\"}}", *case, *why);
+    }
+    println!("BENCH {{\"kind\":\"end\"}}");
+    all_ok
+}
+
+fn ok<T>(result: Result<T, ramen_rt::SysError>, what: &'static str) -> Result<T, &'static str> {
+    result.map_err(|_| what)
+}
+
+/// Starts one `bench-ipc` thread in a program of its own, with `grants`.
+fn start(ctx: &mut Ctx, job: &Job, cpu: u64, grants: &[(u64, u64)]) -> Result<Child, &'static str> {
+    let spec = Spawn {
+        name: PROGRAM,
+        arg: job.encode(),
+        cpu,
+        priority: BENCH_PRIORITY,
+        grants,
+        fault_handler: false,
+    };
+    loader::spawn(&mut ctx.alloc, &ctx.files, &spec).map_err(|_| "cannot start bench-ipc")
+}
+
+/// Receives reports until one with `wanted` label arrives; a `FAILED` report ends the
+/// wait with an error.
+fn wait_report(ctx: &Ctx, wanted: u64) -> Result<Message, &'static str> {
+    for _ in 0..REPORT_PATIENCE {
+        let (_, message) = ok(recv(ctx.report), "cannot receive reports")?;
+        if message.label() == wanted {
+            return Ok(message);
+        }
+        if message.label() == label::FAILED {
+            return Err("a benchmark thread's system call failed");
+        }
+    }
+    Err("no report from the benchmark client")
+}
+
+fn latency(ctx: &mut Ctx, pair: &Pair) -> Result<(), &'static str> {
+    let id = ctx.next_id;
+    ctx.next_id += 1;
+    let endpoint = ok(ctx.alloc.make(object::ENDPOINT, 0), "cannot make an endpoint")?;
+    let job = |role| Job { role, words: pair.words, case_id: id, count: ctx.samples, warmup: ctx.warmup };
+    let client_job = job(Role::LatencyClient);
+    let server_job = Job { count: ctx.samples + ctx.warmup, ..job(Role::Server) };
+    let grants = [(ENDPOINT, endpoint), (REPORT, ctx.report)];
+    let (client, server) = if pair.same_address_space {
+        let client = start(ctx, &client_job, pair.client_cpu, &grants)?;
+        let server = loader::spawn_thread(
+            &mut ctx.alloc,
+            &client,
+            1,
+            server_job.encode(),
+            pair.server_cpu,
+            BENCH_PRIORITY,
+        )
+        .map_err(|_| "cannot start the server thread");
+        (Ok(client), server)
+    } else {
+        let server = start(ctx, &server_job, pair.server_cpu, &grants[..1]);
+        let client = if server.is_ok() { start(ctx, &client_job, pair.client_cpu, &grants) } else { server };
+        (client, server)
+    };
+    let result = client.and(server).and_then(|_| wait_report(ctx, label::LATENCY_DONE));
+    for child in [client, server].iter().flatten() {
+        let _ = kobj::suspend(child.tcb);
+    }
+    let report = result?;
+    let words = report.words();
+    let (overhead, samples) = (words.first().copied().unwrap_or(0), words.get(1).copied().unwrap_or(0));
+    println!(
+        "BENCH {{\"kind\":\"latency\",\"id\":{},\"case\":\"{}\",\"words\":{},\"client_cpu\":{},\"server_cpu\":{},\"overhead\":{},\"samples\":{}}}",
+        id, pair.case, pair.words, pair.client_cpu, pair.server_cpu, overhead, samples
+    );
+    Ok(())
+}
+
+/// `pairs` same-core client/server pairs, pair i on CPU i, all released at once; the
+/// span is from the first client's start to the last one's end.
+fn scaling(ctx: &mut Ctx, pairs: u64) -> Result<(), &'static str> {
+    let start_endpoint = ok(ctx.alloc.make(object::ENDPOINT, 0), "cannot make an endpoint")?;
+    let mut threads = [None; 2 * MAX_PAIRS as usize];
+    let mut result = Ok(());
+    for cpu in 0..pairs {
+        let endpoint = ok(ctx.alloc.make(object::ENDPOINT, 0), "cannot make an endpoint")?;
+        let server_job = Job { role: Role::Server, words: 0, case_id: 0, count: 0, warmup: 0 };
+        let client_job = Job { role: Role::ThroughputClient, count: ctx.rounds, ..server_job };
+        let grants = [(ENDPOINT, endpoint), (REPORT, ctx.report), (START, start_endpoint)];
+        let server = start(ctx, &server_job, cpu, &grants[..1]);
+        let client = start(ctx, &client_job, cpu, &grants);
+        let index = 2 * cpu as usize;
+        if let Some(slots) = threads.get_mut(index..index + 2) {
+            slots.copy_from_slice(&[server.ok(), client.ok()]);
+        }
+        if let Err(why) = server.and(client) {
+            result = Err(why);
+            break;
+        }
+    }
+    let mut first_start = u64::MAX;
+    let mut last_end = 0;
+    let mut round_trips = 0;
+    if result.is_ok() {
+        for _ in 0..pairs {
+            result =
+                result.and(ok(send(start_endpoint, &Message::new(0, &[])), "cannot send the start signal"));
+        }
+    }
+    for _ in 0..pairs {
+        if result.is_err() {
+            break;
+        }
+        match wait_report(ctx, label::THROUGHPUT_DONE) {
+            Ok(report) => {
+                let words = report.words();
+                let get = |i: usize| words.get(i).copied().unwrap_or(0);
+                first_start = first_start.min(get(0));
+                last_end = last_end.max(get(1));
+                round_trips += get(2);
+            }
+            Err(why) => result = Err(why),
+        }
+    }
+    for child in threads.iter().flatten() {
+        let _ = kobj::suspend(child.tcb);
+    }
+    result?;
+    println!(
+        "BENCH {{\"kind\":\"throughput\",\"case\":\"scaling\",\"pairs\":{},\"round_trips\":{},\"ticks\":{}}}",
+        pairs,
+        round_trips,
+        last_end.saturating_sub(first_start)
+    );
+    Ok(())
+}

@@ -62,6 +62,7 @@ pub fn invoke(
     let label = info.label();
     match cap.kind() {
         CapType::DebugConsole if label == debug::IPC_STATS => ipc_stats(out),
+        CapType::DebugConsole if label == debug::CHECK_INVARIANTS => check_invariants(caller, out),
         CapType::DebugConsole
             if matches!(label, debug::TRACE_START | debug::TRACE_STOP | debug::TRACE_DUMP) =>
         {
@@ -568,4 +569,35 @@ fn invoke_irq_control(
     let dest = lookup(caller, &store, dest)?;
     ramen_core::irq::issue_handler(&mut *store, &mut IRQS.lock(), control, irq, dest)?;
     Ok(0)
+}
+
+fn check_invariants(caller: ThreadRef, out: &mut [u64; MSG_REGS]) -> Result<usize, Error> {
+    let store = CAP_LOCK.lock();
+    let root = root_of(caller, &store);
+    if root.kind() != CapType::CNode {
+        return Err(Error::InvalidCapability);
+    }
+    let (mut bad, mut slots) = (0u64, 0u64);
+    for index in 0..1u64 << root.size_bits() {
+        let Some(at) = SlotRef::in_cnode(root.addr(), index) else { break };
+        let slot = store.slot(at);
+        if slot.is_empty() {
+            if slot.next().is_some() || slot.prev().is_some() {
+                bad += 1;
+            }
+            continue;
+        }
+        slots += 1;
+        let next_ok = slot.next().is_none_or(|n| store.slot(n).prev() == Some(at));
+        let prev_ok = slot.prev().is_none_or(|p| store.slot(p).next() == Some(at));
+        if !next_ok || !prev_ok {
+            bad += 1;
+        }
+    }
+    drop(store);
+    let (queue_bad, queued) = sched::check_queue();
+    out[0] = bad + queue_bad;
+    out[1] = slots;
+    out[2] = queued;
+    Ok(3)
 }

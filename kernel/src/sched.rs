@@ -89,6 +89,8 @@ pub struct Sched {
     pub switches: u64,
     /// The current thread's time slice is armed on the timer.
     slice_running: bool,
+    /// A thread that moves to another CPU once this one leaves the kernel.
+    handoff: Option<(ThreadRef, u32)>,
 }
 
 impl Sched {
@@ -101,6 +103,7 @@ impl Sched {
             loaded_vspace: 0,
             switches: 0,
             slice_running: false,
+            handoff: None,
         }
     }
 }
@@ -260,19 +263,28 @@ pub fn set_affinity(thread: ThreadRef, target: u32) {
         ramen_perf_record::EventKind::ThreadMigrate,
         [u64::from(crate::trace::thread_id(thread)), u64::from(target)],
     );
-    with_sched(|s| {
+    let running_here = with_sched(|s| {
         unqueue(s, thread);
-        if s.current == Some(thread) {
-            s.current = None;
-        }
         if s.fpu_owner == Some(thread) {
             // Its registers must travel with it: save them now.
             tcb(thread).fpu.save();
             s.fpu_owner = None;
         }
+        if s.current == Some(thread) {
+            s.current = None;
+            // The thread is inside a system call on this CPU: its result is not in its
+            // registers yet. Hand it over only when this CPU leaves the kernel, or the
+            // new CPU could run it first with a stale result (regression: the root
+            // task moving itself saw its own system-call number as an error code).
+            s.handoff = Some((thread, target));
+            return true;
+        }
+        false
     });
     tcb(thread).cpu = target;
-    post(target, Request::Adopt(thread));
+    if !running_here {
+        post(target, Request::Adopt(thread));
+    }
 }
 
 /// Puts the current thread at the back of its priority level (yield, end of slice)
@@ -292,6 +304,9 @@ pub fn rotate_current() {
 /// Runs the best thread this CPU has: the current one unless a higher-priority one
 /// is ready, otherwise idles. Never returns.
 pub fn resume() -> ! {
+    if let Some((thread, target)) = with_sched(|s| s.handoff.take()) {
+        post(target, Request::Adopt(thread));
+    }
     drain_inbox();
     let next = with_sched(|s| {
         let current = s.current.filter(|t| tcb(*t).state == ThreadState::Runnable);
@@ -430,4 +445,37 @@ pub fn switch_to(next: ThreadRef) -> ! {
     });
     tcb(next).state = ThreadState::Runnable;
     run(next)
+}
+
+/// Checks this CPU's run queue: every queued thread is marked queued, owned here,
+/// runnable, at its level's priority, and linked both ways. Returns (violations,
+/// threads checked).
+pub fn check_queue() -> (u64, u64) {
+    let me = ramen_arch::percpu::index_fast();
+    with_sched(|s| {
+        let (mut bad, mut seen) = (0, 0);
+        for priority in 0..=u8::MAX {
+            let mut previous = None;
+            let mut cursor = s.queue.head(priority);
+            while let Some(t) = cursor {
+                seen += 1;
+                let tc = tcb(t);
+                let fine = tc.queued
+                    && tc.cpu == me
+                    && tc.state == ThreadState::Runnable
+                    && tc.priority == priority
+                    && tc.links.prev == previous
+                    && s.current != Some(t);
+                if !fine {
+                    bad += 1;
+                }
+                previous = Some(t);
+                cursor = tc.links.next;
+                if seen > 1 << 20 {
+                    return (bad + 1, seen); // a cycle
+                }
+            }
+        }
+        (bad, seen)
+    })
 }

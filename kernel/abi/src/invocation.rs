@@ -12,6 +12,11 @@ pub mod debug {
     /// Kernel IPC statistics, summed over CPUs: MR0 = calls and replies that took the
     /// fastpath, MR1 = IPC system calls that took the slow path.
     pub const IPC_STATS: u64 = 2;
+    /// Check kernel invariants the caller can name: the derivation-tree links of every
+    /// slot in its root CNode, and the run queue of the CPU it runs on (queued flags,
+    /// owners, states, priorities, links). MR0 = violations found, MR1 = slots checked,
+    /// MR2 = queued threads checked.
+    pub const CHECK_INVARIANTS: u64 = 3;
     /// Start kernel tracing on every CPU: MR0 = categories to record (the
     /// `ramen_perf_record::Categories` bits; kernel categories only). Clears every
     /// CPU's trace ring first. Tracing control rides on the debug console for now.

@@ -498,6 +498,15 @@ fn fuzz(ctx: &mut Ctx) -> Outcome {
     ok(kobj::unmap_frame(frame, slot::VSPACE, 0x6100_0000_0000), "unmap after fuzzing")?;
     ok(kobj::delete(slot::CNODE, frame, 64), "delete after fuzzing")?;
     ok(call(slot::DEBUG, &Message::new(debug::WRITE, &[0])), "console after fuzzing")?;
+    // The kernel's own invariants, checked from every CPU (the root task moves itself).
+    for cpu in (0..ctx.cpus).rev() {
+        ok(kobj::set_affinity(slot::THREAD, cpu), "move the root task")?;
+        let (violations, slots, _) = ok(kobj::check_invariants(slot::DEBUG), "check invariants")?;
+        if violations != 0 {
+            println!("invariant check on CPU {}: {} violations in {} slots", cpu, violations, slots);
+            return Err("kernel invariants broken after fuzzing");
+        }
+    }
     let _ = thread::SUSPEND;
     Ok(())
 }

@@ -133,3 +133,12 @@ pub fn issue_irq_handler(irq_control: u64, irq: u64, dest: u64) -> Result<(), Sy
 pub fn bind_notification(tcb: u64, notification: u64) -> Result<(), SysError> {
     invoke(tcb, thread::BIND_NOTIFICATION, &[notification]).map(drop)
 }
+
+/// Asks the kernel to check its invariants (see `invocation::debug::CHECK_INVARIANTS`):
+/// (violations, slots checked, queued threads checked).
+pub fn check_invariants(console: u64) -> Result<(u64, u64, u64), SysError> {
+    let reply = invoke(console, ramen_abi::invocation::debug::CHECK_INVARIANTS, &[])?;
+    let w = reply.words();
+    let word = |i: usize| w.get(i).copied().unwrap_or(0);
+    Ok((word(0), word(1), word(2)))
+}

@@ -1,4 +1,5 @@
-//! The kernel console on COM1, through the `uart_16550` driver.
+//! The kernel console on COM1, and the trace port on COM2, through the `uart_16550`
+//! driver.
 //!
 //! One lock serialises whole lines from all CPUs. The fault and panic paths use
 //! [`force_unlock`] semantics through [`Console::emergency`] so a CPU that died while
@@ -9,6 +10,8 @@ use uart_16550::{Config, Uart16550, backend::PioBackend};
 
 /// I/O base of COM1.
 const COM1: u16 = 0x3f8;
+/// I/O base of COM2, which carries binary trace dumps (never console text).
+const COM2: u16 = 0x2f8;
 
 static CONSOLE: Mutex<Option<Uart16550<PioBackend>>> = Mutex::new(None);
 
@@ -80,5 +83,29 @@ impl ufmt::uWrite for Console {
     fn write_str(&mut self, s: &str) -> Result<(), Self::Error> {
         self.write_bytes(s.as_bytes());
         Ok(())
+    }
+}
+
+/// COM2, opened on first use: a second UART so a binary trace dump never mixes with
+/// console lines (QEMU's second `-serial` option captures it to a file).
+static TRACE_PORT: Mutex<Option<Uart16550<PioBackend>>> = Mutex::new(None);
+
+/// Writes raw bytes to the trace port (COM2), unchanged (no `\n` translation). Bytes
+/// are dropped when the machine has no second UART.
+pub fn trace_port_write(bytes: &[u8]) {
+    let mut port = TRACE_PORT.lock();
+    if port.is_none() {
+        // SAFETY: COM2 at 0x2f8 is the standard second PC serial port; nothing else in
+        // the kernel uses it, and this runs under the trace-port lock.
+        if let Ok(mut uart) = unsafe { Uart16550::new_port(COM2) }
+            && uart.init(Config::default()).is_ok()
+        {
+            *port = Some(uart);
+        }
+    }
+    if let Some(uart) = port.as_mut() {
+        for &byte in bytes {
+            while uart.try_send_byte(byte).is_err() {}
+        }
     }
 }

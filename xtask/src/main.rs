@@ -6,6 +6,7 @@
 //! are plain functions with host unit tests; the modules that spawn processes stay thin.
 #![forbid(unsafe_code)]
 
+mod bench;
 mod check;
 mod console;
 mod deps;
@@ -14,6 +15,7 @@ mod process;
 mod qemu;
 mod simd;
 mod test;
+mod trace;
 mod user;
 
 use std::path::PathBuf;
@@ -39,6 +41,14 @@ enum Command {
     Run(RunArgs),
     /// Run host tests, build the kernel, scan it, and boot the QEMU test cases.
     Test(test::TestArgs),
+    /// Run the IPC benchmark in QEMU and report it beside seL4's figures.
+    ///
+    /// By default a deterministic icount run (instructions) and a parallel run (time);
+    /// see docs/benchmarking.md.
+    Bench(bench::BenchArgs),
+    /// Boot the `trace` IPC workload with kernel tracing on, capture the dump from COM2 and
+    /// export it into --out: trace.json (Perfetto), trace.fxt, summary.txt, timeline.svg.
+    Trace(trace::TraceArgs),
     /// Check formatting, clippy (host, kernel, user programs), the dependency rules and the SIMD-free image.
     Check(CheckArgs),
 }
@@ -84,6 +94,8 @@ fn main() -> ExitCode {
         }),
         Command::Run(args) => run(args),
         Command::Test(args) => test::run(&args),
+        Command::Trace(args) => trace::run(&args),
+        Command::Bench(args) => bench::run(&args),
         Command::Check(args) => {
             if args.simd_only {
                 check::simd_only(args.elf.as_deref())

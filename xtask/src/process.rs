@@ -19,6 +19,19 @@ pub enum Echo {
     Stream,
     /// Only keep it; the caller decides whether to print it.
     Capture,
+    /// Print each line as it arrives unless it contains this marker (bulk data such as
+    /// benchmark samples); keep every line.
+    StreamExcept(&'static str),
+}
+
+impl Echo {
+    fn shows(self, line: &str) -> bool {
+        match self {
+            Echo::Stream => true,
+            Echo::Capture => false,
+            Echo::StreamExcept(marker) => !line.contains(marker),
+        }
+    }
 }
 
 /// How the child ended.
@@ -92,7 +105,7 @@ fn collect_lines(source: impl Read, echo: Echo, mut sink: impl Write) -> Vec<Str
             Ok(_) => {
                 let line = String::from_utf8_lossy(&buffer);
                 let line = line.trim_end_matches(['\n', '\r']).to_string();
-                if echo == Echo::Stream {
+                if echo.shows(&line) {
                     let _ = writeln!(sink, "{line}");
                     let _ = sink.flush();
                 }
@@ -135,6 +148,13 @@ mod tests {
     fn collects_lines_without_line_endings() {
         let lines = collect_lines(&b"one\r\ntwo\nthree"[..], Echo::Capture, std::io::sink());
         assert_eq!(lines, ["one", "two", "three"]);
+    }
+
+    #[test]
+    fn streams_all_but_marked_lines() {
+        assert!(Echo::StreamExcept("DATA").shows("bench: case 1"));
+        assert!(!Echo::StreamExcept("DATA").shows("DATA 1,2,3"));
+        assert!(Echo::Stream.shows("DATA") && !Echo::Capture.shows("x"));
     }
 
     #[test]

@@ -81,6 +81,8 @@ pub struct QemuCase {
     kernel_args: &'static str,
     /// Extra ACPI tables QEMU adds to the firmware's.
     acpi_tables: &'static [ExtraAcpiTable],
+    /// Capture COM2 and require a trace dump there with IPC flows on every CPU.
+    trace_dump: bool,
     expect: Expect,
 }
 
@@ -113,6 +115,7 @@ impl QemuCase {
             acpi: true,
             kernel_args: "test",
             acpi_tables: &[],
+            trace_dump: false,
             expect: Expect {
                 exit: KernelExit::Success,
                 kernel_tests_pass: true,
@@ -138,6 +141,7 @@ impl QemuCase {
             acpi: true,
             kernel_args,
             acpi_tables: &[],
+            trace_dump: false,
             expect: Expect {
                 exit: KernelExit::Failure,
                 kernel_tests_pass: false,
@@ -146,6 +150,33 @@ impl QemuCase {
                 console_contains,
             },
         }
+    }
+
+    /// Boots the `trace` workload (`cargo xtask trace`'s): the ping-pong is correct
+    /// and COM2 carries a dump that decodes, with IPC flows on every CPU.
+    const fn trace(name: &'static str, cpus: u32) -> Self {
+        Self {
+            name,
+            cpus,
+            sockets: 1,
+            mem_mib: DEFAULT_MEM_MIB,
+            acpi: true,
+            kernel_args: "trace",
+            acpi_tables: &[],
+            trace_dump: true,
+            expect: Expect {
+                exit: KernelExit::Success,
+                kernel_tests_pass: false,
+                summary: None,
+                fault_report: None,
+                console_contains: &["trace: ping-pong correct", "trace: dumped"],
+            },
+        }
+    }
+
+    /// Where a `trace_dump` case's COM2 capture goes.
+    fn com2_capture(&self) -> PathBuf {
+        image::repo_root().join("target").join("xtask").join(format!("{}-com2.raw", self.name))
     }
 
     const fn without_acpi(mut self) -> Self {
@@ -211,6 +242,8 @@ pub const QEMU_CASES: &[QemuCase] = &[
     QemuCase::kernel_tests("no-acpi", 2, 1, "cpus online: 1 sockets: 1 nodes: 1")
         .without_acpi()
         .with_console(&["ACPI"]),
+    // Kernel tracing end to end: record on two CPUs, dump to COM2, decode.
+    QemuCase::trace("trace-smp2", 2),
 ];
 
 /// The cases selected by `--filter`.
@@ -267,6 +300,33 @@ fn evaluate(expect: &Expect, outcome: &Outcome) -> Result<(), String> {
     if problems.is_empty() { Ok(()) } else { Err(problems.join("; ")) }
 }
 
+/// What a trace dump from `cpus` CPUs running the ping-pong lacks.
+fn trace_problems(trace: &ramen_perf_export::Trace, cpus: u32) -> Vec<String> {
+    let mut problems = Vec::new();
+    if u32::from(trace.cpu_count()) != cpus {
+        problems.push(format!("the dump lists {} CPUs, expected {cpus}", trace.cpu_count()));
+    }
+    let with_flows = crate::trace::ipc_flow_cpus(trace);
+    let missing: Vec<String> = (0..cpus)
+        .filter(|cpu| !with_flows.iter().any(|c| u32::from(*c) == *cpu))
+        .map(|c| c.to_string())
+        .collect();
+    if !missing.is_empty() {
+        problems.push(format!("no IPC flow events on cpu {}", missing.join(", ")));
+    }
+    if crate::trace::cross_cpu_flows(trace) == 0 {
+        problems.push("no IPC delivery crossed CPUs".into());
+    }
+    problems
+}
+
+/// Checks a `trace_dump` case's COM2 capture.
+fn evaluate_trace_capture(raw: &std::path::Path, cpus: u32) -> Result<(), String> {
+    let (_, trace) = crate::trace::read_capture(raw).map_err(|e| format!("{e:#}"))?;
+    let problems = trace_problems(&trace, cpus);
+    if problems.is_empty() { Ok(()) } else { Err(problems.join("; ")) }
+}
+
 /// `cargo xtask test`; returns whether everything passed.
 pub fn run(args: &TestArgs) -> anyhow::Result<bool> {
     if !args.skip_host && !host_tests()? {
@@ -306,10 +366,20 @@ pub fn run(args: &TestArgs) -> anyhow::Result<bool> {
             gdb: false,
             extra_args: case.acpi_table_args()?,
         };
+        let mut config = config;
+        if case.trace_dump {
+            let raw = case.com2_capture();
+            std::fs::create_dir_all(raw.parent().unwrap_or(&raw))?;
+            let _ = std::fs::remove_file(&raw);
+            config.extra_args.extend(crate::trace::com2_args(&raw));
+        }
         let command = qemu::command(&config);
         let shown = process::display_command(&command);
         let outcome = process::run_with_timeout(command, Duration::from_secs(args.timeout), Echo::Capture)?;
-        let result = evaluate(&case.expect, &outcome);
+        let mut result = evaluate(&case.expect, &outcome);
+        if case.trace_dump && result.is_ok() {
+            result = evaluate_trace_capture(&case.com2_capture(), case.cpus);
+        }
         match &result {
             Ok(()) => {
                 passed += 1;
@@ -409,6 +479,20 @@ mod tests {
     }
 
     #[test]
+    fn trace_case_checks_flows_on_every_cpu() {
+        let trace_case = case("trace-smp2");
+        assert!(trace_case.trace_dump);
+        assert_eq!(trace_case.kernel_args, "trace");
+        let trace = ramen_perf_export::synthetic::ipc_pingpong(2, 3);
+        assert!(trace_problems(&trace, 2).is_empty());
+        let problems = trace_problems(&trace, 3);
+        assert!(problems.iter().any(|p| p.contains("expected 3")), "{problems:?}");
+        assert!(problems.iter().any(|p| p.contains("cpu 2")), "{problems:?}");
+        let one_cpu = ramen_perf_export::synthetic::ipc_pingpong(1, 3);
+        assert!(trace_problems(&one_cpu, 1).iter().any(|p| p.contains("crossed")));
+    }
+
+    #[test]
     fn filter_selects_by_substring() {
         let names = |filter| selected(QEMU_CASES, filter).iter().map(|c| c.name).collect::<Vec<_>>();
         assert_eq!(
@@ -457,7 +541,7 @@ mod tests {
     fn host_commands_leave_out_every_freestanding_package() {
         assert_eq!(
             exclude_freestanding().join(" "),
-            "--exclude ramen-kernel --exclude ramen-root --exclude ramen-user-tests"
+            "--exclude ramen-kernel --exclude ramen-root --exclude ramen-user-tests --exclude ramen-bench-ipc"
         );
     }
 

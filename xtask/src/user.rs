@@ -1,11 +1,11 @@
 //! Building the user programs and packing them into the boot archive.
 //!
-//! The user programs (`kernel/root`, `kernel/user-tests`) are freestanding static
-//! ELFs for the host triple, like the kernel, but with user-space flags: ordinary code
-//! model, red zone and SSE allowed, linked at `USER_BASE` by `kernel/rt/user.ld`
-//! (passed by each crate's build.rs). Every program is checked with the same ELF
-//! parser the loader uses before it goes into the archive, so a program the kernel
-//! or root task would refuse is a build error here.
+//! The user programs (`kernel/root`, `kernel/user-tests`, `benches/ipc`) are
+//! freestanding static ELFs for the host triple, like the kernel, but with user-space
+//! flags: ordinary code model, red zone and SSE allowed, linked at `USER_BASE` by
+//! `kernel/rt/user.ld` (passed by each crate's build.rs). Every program is checked
+//! with the same ELF parser the loader uses before it goes into the archive, so a
+//! program the kernel or root task would refuse is a build error here.
 
 use std::path::{Path, PathBuf};
 
@@ -15,7 +15,7 @@ use ramen_bootfs::elf::Program;
 use crate::image::{self, BARE_TARGET};
 
 /// The user packages `cargo xtask build` builds (never host-tested or host-clippied).
-pub const USER_PACKAGES: &[&str] = &["ramen-root", "ramen-user-tests"];
+pub const USER_PACKAGES: &[&str] = &["ramen-root", "ramen-user-tests", "ramen-bench-ipc"];
 
 /// The archive's files in order, as (name in the archive, binary name): the root task
 /// first, as the format requires.
@@ -27,6 +27,8 @@ pub const BOOT_PROGRAMS: &[(&str, &str)] = &[
     ("fuzz", "fuzz"),
     ("waiter", "waiter"),
     ("echo", "echo"),
+    ("pingpong", "pingpong"),
+    ("bench-ipc", "bench-ipc"),
 ];
 
 /// Codegen and link flags for user programs: static, non-PIE, no C runtime, 4 KiB

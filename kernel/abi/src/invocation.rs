@@ -17,15 +17,32 @@ pub mod debug {
     /// owners, states, priorities, links). MR0 = violations found, MR1 = slots checked,
     /// MR2 = queued threads checked.
     pub const CHECK_INVARIANTS: u64 = 3;
-    /// Start kernel tracing on every CPU: MR0 = categories to record (the
+    /// Start kernel tracing on every CPU (the tracing labels start at 0x10, leaving
+    /// room below for other console operations): MR0 = categories to record (the
     /// `ramen_perf_record::Categories` bits; kernel categories only). Clears every
     /// CPU's trace ring first. Tracing control rides on the debug console for now.
-    pub const TRACE_START: u64 = 3;
+    pub const TRACE_START: u64 = 0x10;
     /// Stop kernel tracing on every CPU; the rings keep what they hold.
-    pub const TRACE_STOP: u64 = 4;
+    pub const TRACE_STOP: u64 = 0x11;
     /// Stop tracing, then write every CPU's ring as one trace dump to the trace port
     /// (COM2). Returns MR0 = records written.
-    pub const TRACE_DUMP: u64 = 5;
+    pub const TRACE_DUMP: u64 = 0x12;
+
+    // Regression: `TRACE_START` was once given label 3, which `CHECK_INVARIANTS` took at
+    // the same time, so starting a trace ran the invariant check instead. Every
+    // console label must be distinct.
+    const _: () = {
+        let labels = [WRITE, IPC_STATS, CHECK_INVARIANTS, TRACE_START, TRACE_STOP, TRACE_DUMP];
+        let mut i = 0;
+        while i < labels.len() {
+            let mut j = i + 1;
+            while j < labels.len() {
+                assert!(labels[i] != labels[j], "two debug-console operations share a label");
+                j += 1;
+            }
+            i += 1;
+        }
+    };
 }
 
 /// Operations on a `Thread` capability.

@@ -1,19 +1,24 @@
 //! The IPC benchmark, run by the root task when the kernel command line says `bench`.
 //!
-//! Each case starts a client and a server (`bench-ipc`, protocol in
+//! Each latency case starts a client and a server (`bench-ipc`, protocol in
 //! `ramen_bench_ipc`) on the CPUs it names, waits for the client's report and stops
 //! both. The client prints its samples (`BENCHS` lines); this prints one
 //! `BENCH {json}` line per case, which `cargo xtask bench` parses into the report:
 //! `kind` is `machine` (first), `latency`, `throughput`, `unsupported`, `failed`, and
 //! `end` (last). Progress goes out as `bench: ...` lines.
 //!
+//! Each latency line also carries the kernel's fastpath and slow-path IPC counts over
+//! the case (`DebugConsole::IPC_STATS`, summed over CPUs; they include the setup, the
+//! timestamp dump and the reports, so they show which path the timed calls took
+//! rather than counting them exactly).
+//!
 //! Command-line knobs: `bench_samples=N` (latency samples per case, default
 //! [`DEFAULT_SAMPLES`]), `bench_warmup=N` (calls discarded first), `bench_rounds=N`
 //! (round trips per pair in the scaling runs).
 
 use ramen_abi::bootinfo::BootInfo;
-use ramen_abi::object;
-use ramen_bench_ipc::{ENDPOINT, Job, MAX_ROUNDS, MAX_SAMPLES, REPORT, Role, START, label};
+use ramen_abi::{object, slot};
+use ramen_bench_ipc::{ENDPOINT, Job, MAX_ROUNDS, MAX_SAMPLES, PING, PONG, REPORT, Role, START, label};
 use ramen_rt::{Message, kobj, println, recv, send};
 
 use crate::alloc::Alloc;
@@ -29,7 +34,7 @@ const DEFAULT_SAMPLES: u64 = 1000;
 /// Calls discarded before the samples unless `bench_warmup=N` says otherwise.
 const DEFAULT_WARMUP: u64 = 100;
 /// Round trips per pair in each scaling run unless `bench_rounds=N` says otherwise.
-const DEFAULT_ROUNDS: u64 = 5000;
+const DEFAULT_ROUNDS: u64 = 20_000;
 /// Most client/server pairs in a scaling run (one per CPU).
 const MAX_PAIRS: u64 = 64;
 /// Messages the root task reads while waiting for one report before giving up.
@@ -39,7 +44,6 @@ const REPORT_PATIENCE: u32 = 64;
 /// them as missing rather than leaving them out.
 const UNSUPPORTED: &[(&str, &str)] = &[
     ("slowpath_cap_transfer", "the kernel does not transfer capabilities in IPC yet"),
-    ("notification", "the kernel has no notification objects yet"),
     ("bulk_lease", "the kernel has no leases (bulk transfer) yet"),
 ];
 
@@ -55,14 +59,31 @@ struct Ctx {
     next_id: u64,
 }
 
-/// One latency case: where the client and server run, and how long a message is.
+/// What a latency case's two threads are.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Endpoint client and server, each in its own program.
+    CrossAs,
+    /// The server is a second thread in the client's address space.
+    SameAs,
+    /// Signal-and-wait over two notifications, each thread in its own program.
+    Notification,
+}
+
+/// One latency case: what runs where, and how long a message is.
 struct Pair {
     case: &'static str,
     words: u64,
     client_cpu: u64,
     server_cpu: u64,
-    /// The server is a second thread in the client's address space.
-    same_address_space: bool,
+    kind: Kind,
+}
+
+impl Pair {
+    /// The case with the client on CPU 0 and the server on `server_cpu`, if there is one.
+    fn on(case: &'static str, words: u64, server_cpu: Option<u64>, kind: Kind) -> Option<Self> {
+        server_cpu.map(|server_cpu| Self { case, words, client_cpu: 0, server_cpu, kind })
+    }
 }
 
 fn knob(cmdline: &str, name: &str, default: u64) -> u64 {
@@ -96,37 +117,20 @@ pub fn run(info: &'static BootInfo) -> bool {
     );
     let mut ctx = Ctx { alloc, files, report, samples, warmup, rounds, next_id: 1 };
 
-    let mut pairs: [Option<Pair>; 6] = [None, None, None, None, None, None];
-    for (slot, words) in pairs.iter_mut().zip([0, 4, 6]) {
-        *slot = Some(Pair {
-            case: "same_core_cross_as",
-            words,
-            client_cpu: 0,
-            server_cpu: 0,
-            same_address_space: false,
-        });
-    }
-    pairs[3] = Some(Pair {
-        case: "same_core_same_as",
-        words: 0,
-        client_cpu: 0,
-        server_cpu: 0,
-        same_address_space: true,
-    });
     // Another CPU of CPU 0's package, and one of another package.
     let package = |cpu: u64| info.cpus.get(cpu as usize).map(|c| c.package);
     let same_socket = (1..cpus).find(|&cpu| package(cpu) == package(0));
     let other_socket = (1..cpus).find(|&cpu| package(cpu) != package(0));
-    let cross = [("cross_core_same_socket", same_socket), ("cross_core_cross_socket", other_socket)];
-    for (slot, (case, server)) in pairs.iter_mut().skip(4).zip(cross) {
-        *slot = server.map(|server_cpu| Pair {
-            case,
-            words: 0,
-            client_cpu: 0,
-            server_cpu,
-            same_address_space: false,
-        });
-    }
+    let pairs = [
+        Pair::on("same_core_cross_as", 0, Some(0), Kind::CrossAs),
+        Pair::on("same_core_cross_as", 4, Some(0), Kind::CrossAs),
+        Pair::on("same_core_cross_as", 6, Some(0), Kind::CrossAs),
+        Pair::on("same_core_same_as", 0, Some(0), Kind::SameAs),
+        Pair::on("cross_core_same_socket", 0, same_socket, Kind::CrossAs),
+        Pair::on("cross_core_cross_socket", 0, other_socket, Kind::CrossAs),
+        Pair::on("notification_same_core", 0, Some(0), Kind::Notification),
+        Pair::on("notification_cross_core", 0, same_socket, Kind::Notification),
+    ];
     let latency_cases = pairs.iter().flatten().count() as u64;
 
     let mut all_ok = true;
@@ -148,6 +152,7 @@ pub fn run(info: &'static BootInfo) -> bool {
             all_ok = false;
         }
     }
+    let mut kept = [None; MAX_PAIRS as usize];
     for pairs in 1..=cpus.min(MAX_PAIRS) {
         println!(
             "bench: scaling, {} pair(s) on CPUs 0..{}, {} round trips each",
@@ -155,13 +160,18 @@ pub fn run(info: &'static BootInfo) -> bool {
             pairs - 1,
             ctx.rounds
         );
-        if let Err(why) = scaling(&mut ctx, pairs) {
+        if let Err(why) = scaling(&mut ctx, &mut kept, pairs) {
             println!(
                 "BENCH {{\"kind\":\"failed\",\"case\":\"scaling\",\"pairs\":{},\"why\":\"{}\"}}",
                 pairs, why
             );
             all_ok = false;
+            break;
         }
+    }
+    for pair in kept.iter().flatten() {
+        let _ = kobj::suspend(pair.client.tcb);
+        let _ = kobj::suspend(pair.server.tcb);
     }
     for (case, why) in UNSUPPORTED {
         println!("BENCH {{\"kind\":\"unsupported\",\"case\":\"{}\",\"why\":\"{}\"}}", *case, *why);
@@ -207,11 +217,26 @@ fn latency(ctx: &mut Ctx, pair: &Pair) -> Result<(), &'static str> {
     ctx.next_id += 1;
     let endpoint = ok(ctx.alloc.make(object::ENDPOINT, 0), "cannot make an endpoint")?;
     let job = |role| Job { role, words: pair.words, case_id: id, count: ctx.samples, warmup: ctx.warmup };
-    let client_job = job(Role::LatencyClient);
-    let server_job = Job { count: ctx.samples + ctx.warmup, ..job(Role::Server) };
-    let grants = [(ENDPOINT, endpoint), (REPORT, ctx.report)];
-    let (client, server) = if pair.same_address_space {
-        let client = start(ctx, &client_job, pair.client_cpu, &grants)?;
+    let (client_role, server_role) = match pair.kind {
+        Kind::CrossAs | Kind::SameAs => (Role::LatencyClient, Role::Server),
+        Kind::Notification => (Role::NotificationClient, Role::NotificationServer),
+    };
+    let client_job = job(client_role);
+    let server_job = Job { count: ctx.samples + ctx.warmup, ..job(server_role) };
+    let (mut ping, mut pong) = (0, 0);
+    if pair.kind == Kind::Notification {
+        ping = ok(ctx.alloc.make(object::NOTIFICATION, 0), "cannot make a notification")?;
+        pong = ok(ctx.alloc.make(object::NOTIFICATION, 0), "cannot make a notification")?;
+    }
+    let grants = [(ENDPOINT, endpoint), (PING, ping), (PONG, pong), (REPORT, ctx.report)];
+    // The notifications only where they exist; the server has no report capability.
+    let (client_grants, server_grants) = match pair.kind {
+        Kind::Notification => (&grants[..], &grants[..3]),
+        Kind::CrossAs | Kind::SameAs => (&[grants[0], grants[3]][..], &grants[..1]),
+    };
+    let (fast_before, slow_before) = kobj::ipc_stats(slot::DEBUG).unwrap_or((0, 0));
+    let (client, server) = if pair.kind == Kind::SameAs {
+        let client = start(ctx, &client_job, pair.client_cpu, client_grants)?;
         let server = loader::spawn_thread(
             &mut ctx.alloc,
             &client,
@@ -223,74 +248,83 @@ fn latency(ctx: &mut Ctx, pair: &Pair) -> Result<(), &'static str> {
         .map_err(|_| "cannot start the server thread");
         (Ok(client), server)
     } else {
-        let server = start(ctx, &server_job, pair.server_cpu, &grants[..1]);
-        let client = if server.is_ok() { start(ctx, &client_job, pair.client_cpu, &grants) } else { server };
+        let server = start(ctx, &server_job, pair.server_cpu, server_grants);
+        let client =
+            if server.is_ok() { start(ctx, &client_job, pair.client_cpu, client_grants) } else { server };
         (client, server)
     };
     let result = client.and(server).and_then(|_| wait_report(ctx, label::LATENCY_DONE));
     for child in [client, server].iter().flatten() {
         let _ = kobj::suspend(child.tcb);
     }
+    let (fast_after, slow_after) = kobj::ipc_stats(slot::DEBUG).unwrap_or((0, 0));
     let report = result?;
     let words = report.words();
     let (overhead, samples) = (words.first().copied().unwrap_or(0), words.get(1).copied().unwrap_or(0));
     println!(
-        "BENCH {{\"kind\":\"latency\",\"id\":{},\"case\":\"{}\",\"words\":{},\"client_cpu\":{},\"server_cpu\":{},\"overhead\":{},\"samples\":{}}}",
-        id, pair.case, pair.words, pair.client_cpu, pair.server_cpu, overhead, samples
+        "BENCH {{\"kind\":\"latency\",\"id\":{},\"case\":\"{}\",\"words\":{},\"client_cpu\":{},\"server_cpu\":{},\"overhead\":{},\"samples\":{},\"fastpath_ops\":{},\"slowpath_ops\":{}}}",
+        id,
+        pair.case,
+        pair.words,
+        pair.client_cpu,
+        pair.server_cpu,
+        overhead,
+        samples,
+        fast_after.wrapping_sub(fast_before),
+        slow_after.wrapping_sub(slow_before)
     );
     Ok(())
 }
 
-/// `pairs` same-core client/server pairs, pair i on CPU i, all released at once; the
-/// span is from the first client's start to the last one's end.
-fn scaling(ctx: &mut Ctx, pairs: u64) -> Result<(), &'static str> {
-    let start_endpoint = ok(ctx.alloc.make(object::ENDPOINT, 0), "cannot make an endpoint")?;
-    let mut threads = [None; 2 * MAX_PAIRS as usize];
-    let mut result = Ok(());
-    for cpu in 0..pairs {
+/// A scaling pair kept from one run to the next: its threads, and the endpoint its
+/// client waits on for the start signal.
+#[derive(Clone, Copy)]
+struct ScalingPair {
+    server: Child,
+    client: Child,
+    start: u64,
+}
+
+/// `pairs` same-core client/server pairs, pair i on CPU i, released together; the
+/// span is from the first client's start to the last one's end. The pairs of the
+/// previous run are reused (their clients wait for the next start signal) and one is
+/// added, so N runs cost N pairs, not N(N+1)/2: the root task cannot reclaim slots yet.
+fn scaling(ctx: &mut Ctx, kept: &mut [Option<ScalingPair>], pairs: u64) -> Result<(), &'static str> {
+    let new = pairs as usize - 1;
+    if kept.get(new).is_some_and(Option::is_none) {
         let endpoint = ok(ctx.alloc.make(object::ENDPOINT, 0), "cannot make an endpoint")?;
+        let start_endpoint = ok(ctx.alloc.make(object::ENDPOINT, 0), "cannot make an endpoint")?;
         let server_job = Job { role: Role::Server, words: 0, case_id: 0, count: 0, warmup: 0 };
         let client_job = Job { role: Role::ThroughputClient, count: ctx.rounds, ..server_job };
         let grants = [(ENDPOINT, endpoint), (REPORT, ctx.report), (START, start_endpoint)];
-        let server = start(ctx, &server_job, cpu, &grants[..1]);
-        let client = start(ctx, &client_job, cpu, &grants);
-        let index = 2 * cpu as usize;
-        if let Some(slots) = threads.get_mut(index..index + 2) {
-            slots.copy_from_slice(&[server.ok(), client.ok()]);
+        let cpu = pairs - 1;
+        let server = start(ctx, &server_job, cpu, &grants[..1])?;
+        let client = match start(ctx, &client_job, cpu, &grants) {
+            Ok(client) => client,
+            Err(why) => {
+                let _ = kobj::suspend(server.tcb);
+                return Err(why);
+            }
+        };
+        if let Some(slot) = kept.get_mut(new) {
+            *slot = Some(ScalingPair { server, client, start: start_endpoint });
         }
-        if let Err(why) = server.and(client) {
-            result = Err(why);
-            break;
-        }
+    }
+    // Each client has its own start endpoint, so every one gets exactly one signal.
+    for pair in kept.iter().take(pairs as usize).flatten() {
+        ok(send(pair.start, &Message::new(0, &[])), "cannot send the start signal")?;
     }
     let mut first_start = u64::MAX;
     let mut last_end = 0;
     let mut round_trips = 0;
-    if result.is_ok() {
-        for _ in 0..pairs {
-            result =
-                result.and(ok(send(start_endpoint, &Message::new(0, &[])), "cannot send the start signal"));
-        }
-    }
     for _ in 0..pairs {
-        if result.is_err() {
-            break;
-        }
-        match wait_report(ctx, label::THROUGHPUT_DONE) {
-            Ok(report) => {
-                let words = report.words();
-                let get = |i: usize| words.get(i).copied().unwrap_or(0);
-                first_start = first_start.min(get(0));
-                last_end = last_end.max(get(1));
-                round_trips += get(2);
-            }
-            Err(why) => result = Err(why),
-        }
+        let report = wait_report(ctx, label::THROUGHPUT_DONE)?;
+        let words = report.words();
+        let get = |i: usize| words.get(i).copied().unwrap_or(0);
+        first_start = first_start.min(get(0));
+        last_end = last_end.max(get(1));
+        round_trips += get(2);
     }
-    for child in threads.iter().flatten() {
-        let _ = kobj::suspend(child.tcb);
-    }
-    result?;
     println!(
         "BENCH {{\"kind\":\"throughput\",\"case\":\"scaling\",\"pairs\":{},\"round_trips\":{},\"ticks\":{}}}",
         pairs,

@@ -4,8 +4,11 @@
 //! writes its dump to the trace port (COM2) for xtask to decode.
 //!
 //! Tracing is started after the server is up and before the client starts, so the
-//! rings hold the ping-pong rather than the program loading. `trace_rounds=N` on the
-//! command line sets the round trips (default [`DEFAULT_ROUNDS`]).
+//! rings hold the ping-pong rather than the program loading. Command-line knobs:
+//! `trace_rounds=N` sets the round trips (default [`DEFAULT_ROUNDS`]);
+//! `trace_overhead` first runs a same-CPU ping-pong (the fastpath) with tracing off,
+//! then on, and prints the client's TSC ticks for each: under `--icount` a tick is an
+//! instruction, so the difference is the recording cost.
 
 use ramen_abi::bootinfo::BootInfo;
 use ramen_abi::invocation::debug;
@@ -14,11 +17,13 @@ use ramen_perf_record::Categories;
 use ramen_rt::{Message, call, kobj, println, recv};
 
 use crate::alloc::Alloc;
-use crate::loader::{self, Child, Spawn};
+use crate::loader::{self, Child, Files, Spawn};
 
 /// Round trips unless `trace_rounds=N` says otherwise: few enough that the kernel's
 /// per-CPU rings hold all of them.
 const DEFAULT_ROUNDS: u64 = 20;
+/// Round trips of each `trace_overhead` run.
+const OVERHEAD_ROUNDS: u64 = 1000;
 /// The child slots `pingpong` expects (`ramen_user_tests::REPORT` and `WAIT`).
 const REPORT: u64 = 8;
 const WAIT: u64 = 9;
@@ -32,8 +37,8 @@ fn kernel_categories() -> u64 {
     u64::from((Categories::all() - Categories::USER).bits())
 }
 
-fn console_call(label: u64, words: &[u64]) -> Option<Message> {
-    call(slot::DEBUG, &Message::new(label, words)).ok()
+fn console_call(label: u64, words: &[u64]) -> bool {
+    call(slot::DEBUG, &Message::new(label, words)).is_ok()
 }
 
 /// Runs the workload and dumps the trace; returns whether the ping-pong was correct
@@ -44,30 +49,69 @@ pub fn run(info: &'static BootInfo, cmdline: &str) -> bool {
         .find_map(|w| w.strip_prefix("trace_rounds="))
         .and_then(|n| n.parse().ok())
         .unwrap_or(DEFAULT_ROUNDS);
-    let ok = ping_pong(info, rounds);
-    let records = console_call(debug::TRACE_DUMP, &[]).and_then(|m| m.words().first().copied());
-    match records {
-        Some(n) if n > 0 => println!("trace: dumped {} records to COM2", n),
-        _ => {
-            println!("trace: the kernel wrote no trace dump");
+    let mut alloc = Alloc::new(info);
+    let Ok(files) = loader::Files::map(&mut alloc) else {
+        println!("trace: cannot map the boot archive");
+        return false;
+    };
+    let mut ok = true;
+    if cmdline.split_ascii_whitespace().any(|w| w == "trace_overhead") {
+        ok &= overhead(&mut alloc, &files);
+    }
+    let server_cpu = u64::from(info.cpu_count.saturating_sub(1));
+    println!("trace: {} round trips, client on cpu 0, server on cpu {}", rounds, server_cpu);
+    let traced = ping_pong(&mut alloc, &files, rounds, server_cpu, true);
+    println!("trace: ping-pong {}", if traced.is_some() { "correct" } else { "FAILED" });
+    ok &= traced.is_some();
+    match call(slot::DEBUG, &Message::new(debug::TRACE_DUMP, &[])) {
+        Ok(reply) => match reply.words().first() {
+            Some(&n) if n > 0 => println!("trace: dumped {} records to COM2", n),
+            _ => {
+                println!("trace: the kernel wrote no trace dump (empty rings or no trace port)");
+                return false;
+            }
+        },
+        Err(e) => {
+            println!("trace: TRACE_DUMP failed with error {}", e.code());
             return false;
         }
     }
     ok
 }
 
-fn ping_pong(info: &'static BootInfo, rounds: u64) -> bool {
-    let mut alloc = Alloc::new(info);
-    let Ok(files) = loader::Files::map(&mut alloc) else {
-        println!("trace: cannot map the boot archive");
-        return false;
-    };
+/// The same-CPU ping-pong with tracing off, then on; prints ticks per round trip.
+fn overhead(alloc: &mut Alloc, files: &Files) -> bool {
+    let off = ping_pong(alloc, files, OVERHEAD_ROUNDS, 0, false);
+    let on = ping_pong(alloc, files, OVERHEAD_ROUNDS, 0, true);
+    let _ = console_call(debug::TRACE_STOP, &[]);
+    match (off, on) {
+        (Some(off), Some(on)) => {
+            println!(
+                "trace: overhead: {} same-cpu round trips, tracing off {} ticks, on {} ticks ({} and {} per round trip)",
+                OVERHEAD_ROUNDS,
+                off,
+                on,
+                off / OVERHEAD_ROUNDS,
+                on / OVERHEAD_ROUNDS
+            );
+            true
+        }
+        _ => {
+            println!("trace: overhead runs FAILED");
+            false
+        }
+    }
+}
+
+/// One ping-pong of `rounds` calls, client on CPU 0 and server on `server_cpu`, with
+/// tracing started (all kernel categories) just before the client if `traced`.
+/// Returns the client's TSC ticks for its calls, if every answer was right.
+fn ping_pong(alloc: &mut Alloc, files: &Files, rounds: u64, server_cpu: u64, traced: bool) -> Option<u64> {
     let (Ok(report), Ok(endpoint)) = (alloc.make(object::ENDPOINT, 0), alloc.make(object::ENDPOINT, 0))
     else {
         println!("trace: cannot make endpoints");
-        return false;
+        return None;
     };
-    let server_cpu = u64::from(info.cpu_count.saturating_sub(1));
     let grants = [(REPORT, report), (WAIT, endpoint)];
     let spec = |arg, cpu| Spawn {
         name: "pingpong",
@@ -77,30 +121,27 @@ fn ping_pong(info: &'static BootInfo, rounds: u64) -> bool {
         grants: &grants,
         fault_handler: false,
     };
-    let Ok(server) = loader::spawn(&mut alloc, &files, &spec(0, server_cpu)) else {
+    let Ok(server) = loader::spawn(alloc, files, &spec(0, server_cpu)) else {
         println!("trace: cannot start the pingpong server");
-        return false;
+        return None;
     };
-    if console_call(debug::TRACE_START, &[kernel_categories()]).is_none() {
+    if traced && !console_call(debug::TRACE_START, &[kernel_categories()]) {
         println!("trace: the kernel refused to start tracing");
         stop(&server);
-        return false;
+        return None;
     }
-    println!("trace: {} round trips, client on cpu 0, server on cpu {}", rounds, server_cpu);
-    let client = loader::spawn(&mut alloc, &files, &spec(rounds << 1 | 1, 0));
-    let mut ok = false;
-    if let Ok(client) = &client {
+    let mut ticks = None;
+    if let Ok(client) = loader::spawn(alloc, files, &spec(rounds << 1 | 1, 0)) {
         for _ in 0..REPORT_PATIENCE {
             if let Ok((_, message)) = recv(report) {
-                ok = message.label() == 1;
+                ticks = (message.label() == 1).then(|| message.words().get(1).copied().unwrap_or(0));
                 break;
             }
         }
-        stop(client);
+        stop(&client);
     }
     stop(&server);
-    println!("trace: ping-pong {}", if ok { "correct" } else { "FAILED" });
-    ok
+    ticks
 }
 
 fn stop(child: &Child) {

@@ -2,7 +2,7 @@
 //! `cargo xtask trace`. The argument word is `rounds << 1 | role`: role 0 serves
 //! (answers each call with its first word plus one, forever), role 1 is the client
 //! (makes `rounds` calls, checks every answer, and reports 1 if all were right, else
-//! 0, with its CPU, to the root task).
+//! 0, with its CPU and the TSC ticks the calls took, to the root task).
 #![no_std]
 #![no_main]
 #![forbid(unsafe_code)]
@@ -38,7 +38,9 @@ fn main(arg: u64) {
     if arg & 1 == 0 {
         serve();
     } else {
+        let start = ramen_rt::tsc::rdtsc();
         let ok = client(arg >> 1);
-        report(u64::from(ok), &[u64::from(ramen_rt::current_cpu())]);
+        let ticks = ramen_rt::tsc::rdtscp().wrapping_sub(start);
+        report(u64::from(ok), &[u64::from(ramen_rt::current_cpu()), ticks]);
     }
 }

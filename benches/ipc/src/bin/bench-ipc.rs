@@ -1,0 +1,239 @@
+//! `bench-ipc`: one end of an IPC benchmark pair, as its argument word says
+//! (`ramen_bench_ipc::Job`): an endpoint server, a latency client, a throughput
+//! client, or either end of the notification ping-pong.
+#![no_std]
+#![no_main]
+#![forbid(unsafe_code)]
+
+extern crate alloc;
+
+use alloc::vec;
+use alloc::vec::Vec;
+
+use ramen_bench_ipc::{
+    ENDPOINT, Job, MAX_SAMPLES, PING, PONG, REPORT, Role, SAMPLES_MARKER, SAMPLES_PER_LINE, START, label,
+};
+use ramen_rt::tsc::{rdtsc, rdtscp};
+use ramen_rt::{Console, MSG_REGS, Message, SysError, call, nb_send, println, recv, reply_recv};
+use ufmt::uwrite;
+
+ramen_rt::entry!(main);
+
+/// Payload words of the timed messages (their values do not matter).
+const PAYLOAD: [u64; MSG_REGS] = [1, 2, 3, 4, 5, 6];
+/// Reads of the empty window (`rdtsc` then `rdtscp`); the least is subtracted.
+const EMPTY_WINDOW_READS: usize = 1000;
+
+fn main(arg: u64) {
+    let Some(job) = Job::decode(arg) else {
+        println!("bench-ipc: bad argument {:#x}", arg);
+        return;
+    };
+    let result = match job.role {
+        Role::Server => server(&job),
+        Role::LatencyClient => latency_client(&job),
+        Role::ThroughputClient => throughput_client(&job),
+        Role::NotificationServer => notification_server(&job),
+        Role::NotificationClient => notification_client(&job),
+    };
+    if let Err(error) = result {
+        println!("bench-ipc: system call failed with error {}", error.code());
+        let _ = ramen_rt::send(REPORT, &Message::new(label::FAILED, &[error.code()]));
+    }
+}
+
+fn payload(job: &Job) -> Message {
+    let words = PAYLOAD.get(..job.words as usize).unwrap_or(&PAYLOAD);
+    Message::new(0, words)
+}
+
+/// Serves forever: timestamps the first `count` requests, then answers dumps.
+fn server(job: &Job) -> Result<(), SysError> {
+    let capacity = job.count.min(MAX_SAMPLES) as usize;
+    let mut stamps = Stamps::new(capacity);
+    let reply = payload(job);
+    let (_, mut request) = recv(ENDPOINT)?;
+    let mut index = 0usize;
+    loop {
+        let arrived = rdtscp();
+        if request.label() == label::DUMP {
+            break;
+        }
+        // Read last so that storing it is not timed; stored after the next arrival.
+        let leaving = rdtsc();
+        request = reply_recv(ENDPOINT, &reply)?.1;
+        stamps.record(index, arrived, leaving);
+        index += 1;
+    }
+    serve_dumps(&stamps, request)
+}
+
+/// The notification server: waits for a signal on [`PING`], signals [`PONG`], `count`
+/// times, then answers dumps on [`ENDPOINT`].
+fn notification_server(job: &Job) -> Result<(), SysError> {
+    let total = job.count.min(MAX_SAMPLES) as usize;
+    let mut stamps = Stamps::new(total);
+    let signal = Message::new(0, &[]);
+    recv(PING)?;
+    for index in 0..total {
+        let arrived = rdtscp();
+        let leaving = rdtsc();
+        nb_send(PONG, &signal)?;
+        // The client signals once more after its last sample, so this always returns.
+        recv(PING)?;
+        stamps.record(index, arrived, leaving);
+    }
+    let (_, request) = recv(ENDPOINT)?;
+    serve_dumps(&stamps, request)
+}
+
+/// A server's timestamps (low 32 bits): arrival of each request, departure of its reply.
+struct Stamps {
+    arrivals: Vec<u32>,
+    departures: Vec<u32>,
+}
+
+impl Stamps {
+    fn new(capacity: usize) -> Self {
+        Self { arrivals: vec![0; capacity], departures: vec![0; capacity] }
+    }
+
+    fn record(&mut self, index: usize, arrived: u64, left: u64) {
+        if let (Some(a), Some(d)) = (self.arrivals.get_mut(index), self.departures.get_mut(index)) {
+            (*a, *d) = (arrived as u32, left as u32);
+        }
+    }
+}
+
+/// Answers [`label::DUMP`] calls (the first one is `request`) forever.
+fn serve_dumps(stamps: &Stamps, mut request: Message) -> Result<(), SysError> {
+    loop {
+        let first = request.words().first().copied().unwrap_or(0) as usize;
+        let mut words = [0u64; MSG_REGS];
+        for (i, word) in words.iter_mut().enumerate() {
+            let arrived = stamps.arrivals.get(first + i).copied().unwrap_or(0);
+            let left = stamps.departures.get(first + i).copied().unwrap_or(0);
+            *word = u64::from(arrived) | u64::from(left) << 32;
+        }
+        request = reply_recv(ENDPOINT, &Message::new(label::DUMP, &words))?.1;
+    }
+}
+
+/// The least ticks between two back-to-back reads (`rdtsc`, `rdtscp`), subtracted from
+/// every window as sel4bench does.
+fn empty_window() -> u64 {
+    (0..EMPTY_WINDOW_READS)
+        .map(|_| {
+            let start = rdtsc();
+            let end = rdtscp();
+            end.wrapping_sub(start)
+        })
+        .min()
+        .unwrap_or(0)
+}
+
+/// Times `total` round trips of `round_trip` (inlined: nothing but it between the
+/// reads); returns the start and end timestamps (low 32 bits).
+#[inline(always)]
+fn time_round_trips(
+    total: usize,
+    mut round_trip: impl FnMut() -> Result<(), SysError>,
+) -> Result<(Vec<u32>, Vec<u32>), SysError> {
+    let mut starts = vec![0u32; total];
+    let mut ends = vec![0u32; total];
+    for i in 0..total {
+        let start = rdtsc();
+        let result = round_trip();
+        let end = rdtscp();
+        result?;
+        if let (Some(s), Some(e)) = (starts.get_mut(i), ends.get_mut(i)) {
+            (*s, *e) = (start as u32, end as u32);
+        }
+    }
+    Ok((starts, ends))
+}
+
+/// Times the calls, then reports.
+fn latency_client(job: &Job) -> Result<(), SysError> {
+    let total = (job.warmup + job.count).min(MAX_SAMPLES) as usize;
+    let overhead = empty_window();
+    let request = payload(job);
+    let (starts, ends) = time_round_trips(total, || call(ENDPOINT, &request).map(drop))?;
+    report_latency(job, overhead, &starts, &ends)
+}
+
+/// Times signal-and-wait round trips (signal [`PING`], wait on [`PONG`]), releases
+/// the server's last wait, then reports.
+fn notification_client(job: &Job) -> Result<(), SysError> {
+    let total = (job.warmup + job.count).min(MAX_SAMPLES) as usize;
+    let overhead = empty_window();
+    let signal = Message::new(0, &[]);
+    let (starts, ends) = time_round_trips(total, || {
+        nb_send(PING, &signal)?;
+        recv(PONG).map(drop)
+    })?;
+    nb_send(PING, &signal)?;
+    report_latency(job, overhead, &starts, &ends)
+}
+
+/// Fetches the server's timestamps, prints the samples after the warm-up, reports to
+/// the root task. Call (or first leg) = arrival - start, ReplyRecv (or second leg) =
+/// end - departure, round trip = end - start, all modulo 2^32.
+fn report_latency(job: &Job, overhead: u64, starts: &[u32], ends: &[u32]) -> Result<(), SysError> {
+    let total = starts.len();
+    let warmup = (job.warmup as usize).min(total);
+    let mut calls = Vec::with_capacity(total);
+    let mut reply_recvs = Vec::with_capacity(total);
+    let mut first = 0;
+    while first < total {
+        let dump = call(ENDPOINT, &Message::new(label::DUMP, &[first as u64]))?;
+        for (i, word) in (first..total).zip(dump.regs) {
+            let (arrived, left) = (word as u32, (word >> 32) as u32);
+            calls.push(arrived.wrapping_sub(starts.get(i).copied().unwrap_or(0)));
+            reply_recvs.push(ends.get(i).copied().unwrap_or(0).wrapping_sub(left));
+        }
+        first += MSG_REGS;
+    }
+    let round_trips: Vec<u32> =
+        ends.iter().zip(starts).map(|(end, start)| end.wrapping_sub(*start)).collect();
+    for (metric, values) in [("call", &calls), ("rr", &reply_recvs), ("rt", &round_trips)] {
+        print_samples(job.case_id, metric, values.get(warmup..).unwrap_or(&[]));
+    }
+    let samples = (total - warmup) as u64;
+    ramen_rt::send(REPORT, &Message::new(label::LATENCY_DONE, &[overhead, samples]))
+}
+
+/// Prints `values` as `BENCHS` lines of at most `SAMPLES_PER_LINE` entries, a run of
+/// equal values as one `value*count` entry; each line goes out through one console
+/// writer, in as few calls as possible.
+fn print_samples(case_id: u64, metric: &str, values: &[u32]) {
+    let mut first = 0;
+    while first < values.len() {
+        let mut console = Console::new();
+        let _ = uwrite!(console, "{} id={} m={} i={} v=", SAMPLES_MARKER, case_id, metric, first);
+        for entry in 0..SAMPLES_PER_LINE {
+            let Some(&value) = values.get(first) else { break };
+            let run = values.get(first..).unwrap_or(&[]).iter().take_while(|v| **v == value).count();
+            let _ = uwrite!(console, "{}{}", if entry == 0 { "" } else { "," }, value);
+            if run > 1 {
+                let _ = uwrite!(console, "*{}", run);
+            }
+            first += run;
+        }
+        let _ = uwrite!(console, "\n");
+    }
+}
+
+/// For every start signal: makes `count` 0-word round trips and reports the span.
+fn throughput_client(job: &Job) -> Result<(), SysError> {
+    let request = Message::new(0, &[]);
+    loop {
+        recv(START)?;
+        let start = rdtsc();
+        for _ in 0..job.count {
+            call(ENDPOINT, &request)?;
+        }
+        let end = rdtscp();
+        ramen_rt::send(REPORT, &Message::new(label::THROUGHPUT_DONE, &[start, end, job.count]))?;
+    }
+}

@@ -1,0 +1,474 @@
+//! Turning a parsed benchmark console into results, and results into the terminal
+//! report beside seL4's figures (`shared/notes/reference-figures.md`).
+
+use std::fmt::Write as _;
+
+use anyhow::{Context, bail};
+use serde::Serialize;
+
+use super::parse::{BenchLine, Console};
+use super::stats::Summary;
+use crate::qemu::Accel;
+
+/// What one tick of the run's TSC is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Unit {
+    /// `-icount shift=0`: the TSC advances one tick per guest instruction.
+    Instructions,
+    /// Plain TCG: the TSC follows the host clock, so ticks measure the emulator.
+    EmulatorTicks,
+    /// KVM on hardware virtualisation: real TSC cycles.
+    TscCycles,
+    /// KVM as a software hypervisor: ticks, but not representative of hardware.
+    SoftwareKvmTicks,
+}
+
+impl Unit {
+    pub fn of(accel: Accel) -> Self {
+        match accel {
+            Accel::TcgIcount => Unit::Instructions,
+            Accel::Tcg => Unit::EmulatorTicks,
+            Accel::Kvm { software: false } => Unit::TscCycles,
+            Accel::Kvm { software: true } => Unit::SoftwareKvmTicks,
+        }
+    }
+
+    /// The unit in a sentence.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Unit::Instructions => "instructions (icount: one TSC tick per guest instruction)",
+            Unit::EmulatorTicks => "emulator time (TSC ticks, not CPU cycles)",
+            Unit::TscCycles => "TSC cycles",
+            Unit::SoftwareKvmTicks => "TSC ticks under a software hypervisor (not representative)",
+        }
+    }
+
+    /// The unit after a number.
+    pub fn short(self) -> &'static str {
+        match self {
+            Unit::Instructions => "instructions",
+            Unit::TscCycles => "cycles",
+            Unit::EmulatorTicks | Unit::SoftwareKvmTicks => "ticks",
+        }
+    }
+}
+
+/// One latency case, the empty window already subtracted from every sample.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct LatencyResult {
+    pub case: String,
+    pub words: u64,
+    pub client_cpu: u32,
+    pub server_cpu: u32,
+    /// The empty window (least `rdtscp - rdtsc`) subtracted.
+    pub empty_window: u64,
+    /// Client `rdtsc` to server `rdtscp`.
+    pub call: Summary,
+    /// Server `rdtsc` to client `rdtscp`.
+    pub reply_recv: Summary,
+    /// Call + ReplyRecv of the same round trip (sel4bench's round trip).
+    pub call_plus_reply_recv: Summary,
+    /// Client `rdtsc` before Call to `rdtscp` after it (includes the server's own code).
+    pub client_round_trip: Summary,
+    /// Kernel IPC operations during the case (setup, dump and reports included) that
+    /// took the fastpath and the slow path.
+    pub fastpath_ops: u64,
+    pub slowpath_ops: u64,
+    /// Call + ReplyRecv per sample, for the histogram.
+    #[serde(skip)]
+    pub sums: Vec<u64>,
+}
+
+impl LatencyResult {
+    /// `case/<words>w`, the key in the baseline.
+    pub fn key(&self) -> String {
+        format!("{}/{}w", self.case, self.words)
+    }
+}
+
+/// One scaling run: `pairs` same-core pairs, one per CPU, all at once.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ScalingResult {
+    pub pairs: u32,
+    pub round_trips: u64,
+    /// From the first client's start to the last one's end.
+    pub ticks: u64,
+    pub round_trips_per_million_ticks: f64,
+    /// Throughput over `pairs` times the one-pair throughput.
+    pub efficiency: f64,
+}
+
+/// A case the run did not measure.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Skipped {
+    pub case: String,
+    pub status: &'static str,
+    pub why: String,
+}
+
+/// Everything one QEMU boot measured, and on what.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RunReport {
+    /// `icount` (deterministic) or `parallel`.
+    pub mode: &'static str,
+    pub accel: String,
+    pub unit: Unit,
+    pub cpu_model: String,
+    pub cpus: u32,
+    pub sockets: u32,
+    pub tsc_hz: u64,
+    pub samples: u64,
+    pub warmup: u64,
+    pub rounds_per_pair: u64,
+    pub latency: Vec<LatencyResult>,
+    pub scaling: Vec<ScalingResult>,
+    pub skipped: Vec<Skipped>,
+}
+
+/// How a run was made, for the report.
+pub struct RunInfo {
+    pub mode: &'static str,
+    pub accel: Accel,
+    pub accel_line: String,
+    pub cpu_model: String,
+}
+
+/// Builds the results of one run from its console.
+pub fn build(console: &Console, info: RunInfo) -> anyhow::Result<RunReport> {
+    let Some(BenchLine::Machine { cpus, sockets, tsc_hz, samples, warmup, rounds }) =
+        console.lines.iter().find(|line| matches!(line, BenchLine::Machine { .. })).cloned()
+    else {
+        bail!("the benchmark never printed its machine line");
+    };
+    let mut report = RunReport {
+        mode: info.mode,
+        accel: info.accel_line,
+        unit: Unit::of(info.accel),
+        cpu_model: info.cpu_model,
+        cpus,
+        sockets,
+        tsc_hz,
+        samples,
+        warmup,
+        rounds_per_pair: rounds,
+        latency: Vec::new(),
+        scaling: Vec::new(),
+        skipped: Vec::new(),
+    };
+    let mut one_pair_rate = None;
+    for line in &console.lines {
+        match line {
+            BenchLine::Latency {
+                id,
+                case,
+                words,
+                client_cpu,
+                server_cpu,
+                overhead,
+                fastpath_ops,
+                slowpath_ops,
+                ..
+            } => {
+                let series = |metric: &str| -> anyhow::Result<Vec<u64>> {
+                    let values = console.samples.get(&(*id, metric.to_string())).with_context(|| {
+                        format!("case {case} ({words} words) printed no `{metric}` samples")
+                    })?;
+                    Ok(values.iter().map(|v| v.saturating_sub(*overhead)).collect())
+                };
+                let (calls, reply_recvs, round_trips) = (series("call")?, series("rr")?, series("rt")?);
+                let sums: Vec<u64> = calls.iter().zip(&reply_recvs).map(|(c, r)| c + r).collect();
+                let summary =
+                    |values: &[u64]| Summary::of(values).with_context(|| format!("case {case}: no samples"));
+                report.latency.push(LatencyResult {
+                    case: case.clone(),
+                    words: *words,
+                    client_cpu: *client_cpu,
+                    server_cpu: *server_cpu,
+                    empty_window: *overhead,
+                    call: summary(&calls)?,
+                    reply_recv: summary(&reply_recvs)?,
+                    call_plus_reply_recv: summary(&sums)?,
+                    client_round_trip: summary(&round_trips)?,
+                    fastpath_ops: *fastpath_ops,
+                    slowpath_ops: *slowpath_ops,
+                    sums,
+                });
+            }
+            BenchLine::Throughput { pairs, round_trips, ticks, .. } => {
+                let rate = *round_trips as f64 * 1e6 / (*ticks).max(1) as f64;
+                let one = *one_pair_rate.get_or_insert(rate);
+                report.scaling.push(ScalingResult {
+                    pairs: *pairs,
+                    round_trips: *round_trips,
+                    ticks: *ticks,
+                    round_trips_per_million_ticks: rate,
+                    efficiency: rate / (f64::from(*pairs) * one),
+                });
+            }
+            BenchLine::Unsupported { case, why } => {
+                report.skipped.push(Skipped { case: case.clone(), status: "unsupported", why: why.clone() })
+            }
+            BenchLine::Failed { case, why } => {
+                report.skipped.push(Skipped { case: case.clone(), status: "failed", why: why.clone() })
+            }
+            BenchLine::Machine { .. } | BenchLine::End => {}
+        }
+    }
+    Ok(report)
+}
+
+/// seL4's figures measured with sel4bench on the same QEMU under icount (instructions):
+/// (our case, our words, what seL4 measured, Call, ReplyRecv).
+pub const SEL4_SAME_QEMU: &[(&str, u64, &str, u64, u64)] = &[
+    ("same_core_cross_as", 0, "fastpath, 0 words", 198, 225),
+    ("same_core_same_as", 0, "fastpath, 0 words", 196, 223),
+    ("same_core_cross_as", 6, "10 words, slow path", 811, 778),
+];
+
+/// Published sel4bench results on other hardware (TSC cycles, cross-AS, 0 words):
+/// (machine and configuration, Call, ReplyRecv).
+pub const SEL4_PUBLISHED: &[(&str, u64, u64)] = &[
+    ("Skylake i7-6700, no Meltdown mitigation", 722, 578),
+    ("Skylake i7-6700, Meltdown mitigation (KSW) on", 946, 798),
+    ("Haswell i7-4770, no mitigation", 554, 411),
+];
+
+/// The IPC issue's target: fastpath round trip (Call + ReplyRecv, same core, cross
+/// address space, 0 words) at most this many instructions (0.6x seL4's 423).
+pub const TARGET_ROUND_TRIP_INSTRUCTIONS: u64 = 250;
+
+/// The case the target and the regression check are about.
+pub const HEADLINE_CASE: (&str, u64) = ("same_core_cross_as", 0);
+
+impl RunReport {
+    /// The latency result of `case` with `words`, if measured.
+    pub fn latency_of(&self, case: &str, words: u64) -> Option<&LatencyResult> {
+        self.latency.iter().find(|result| result.case == case && result.words == words)
+    }
+
+    /// The human report.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let unit = self.unit.short();
+        let _ = writeln!(out, "== {} run: {}", self.mode, self.accel);
+        let _ = writeln!(
+            out,
+            "   CPU: {}; {} CPU(s), {} socket(s); TSC {} Hz",
+            self.cpu_model, self.cpus, self.sockets, self.tsc_hz
+        );
+        let _ = writeln!(out, "   unit: {}", self.unit.describe());
+        let _ = writeln!(
+            out,
+            "   {} samples per case after {} warm-up calls; medians unless marked; empty window subtracted",
+            self.samples, self.warmup
+        );
+        let _ = writeln!(
+            out,
+            "   fast/slow: the kernel's fastpath and slow-path IPC operations during the case (setup included)"
+        );
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "{:<24} {:>5} {:>5} {:>8} {:>9} {:>9} {:>10} {:>13} {:>8} {:>8} {:>12}",
+            "case",
+            "words",
+            "cpus",
+            "Call",
+            "ReplyRecv",
+            "Call+RR",
+            "client RT",
+            "C+RR p10-p90",
+            "p99",
+            "min",
+            "fast/slow"
+        );
+        for r in &self.latency {
+            let s = &r.call_plus_reply_recv;
+            let _ = writeln!(
+                out,
+                "{:<24} {:>5} {:>5} {:>8} {:>9} {:>9} {:>10} {:>13} {:>8} {:>8} {:>12}",
+                r.case,
+                r.words,
+                format!("{}->{}", r.client_cpu, r.server_cpu),
+                r.call.median,
+                r.reply_recv.median,
+                s.median,
+                r.client_round_trip.median,
+                format!("{}-{}", s.p10, s.p90),
+                s.p99,
+                s.min,
+                format!("{}/{}", r.fastpath_ops, r.slowpath_ops)
+            );
+        }
+        if self.latency.iter().any(|r| r.case.starts_with("notification")) {
+            let _ = writeln!(
+                out,
+                "   notification_*: Call = client signals, server wakes; ReplyRecv = server signals, client wakes \
+                 (each leg includes the signaller's own wait)"
+            );
+        }
+        let _ = writeln!(out);
+        self.render_references(&mut out);
+        if !self.scaling.is_empty() {
+            let _ = writeln!(out);
+            let _ = writeln!(
+                out,
+                "scaling: one same-core pair per CPU, {} round trips each, all released together",
+                self.rounds_per_pair
+            );
+            if self.unit == Unit::Instructions {
+                let _ = writeln!(
+                    out,
+                    "   (icount: vCPUs take turns on one host thread, so this counts instructions, not parallel speed)"
+                );
+            }
+            let _ = writeln!(
+                out,
+                "{:>5} {:>12} {:>20} {:>26} {:>16}",
+                "pairs",
+                "round trips",
+                format!("span ({unit})"),
+                format!("RT per M {unit}"),
+                "vs N x one pair"
+            );
+            for s in &self.scaling {
+                let _ = writeln!(
+                    out,
+                    "{:>5} {:>12} {:>20} {:>26.1} {:>15.1}%",
+                    s.pairs,
+                    s.round_trips,
+                    s.ticks,
+                    s.round_trips_per_million_ticks,
+                    s.efficiency * 100.0
+                );
+            }
+        }
+        if !self.skipped.is_empty() {
+            let _ = writeln!(out);
+        }
+        for skipped in &self.skipped {
+            let status = if skipped.status == "unsupported" { "not yet implemented" } else { "FAILED" };
+            let _ = writeln!(out, "{status}: {} ({})", skipped.case, skipped.why);
+        }
+        out
+    }
+
+    fn render_references(&self, out: &mut String) {
+        let unit = self.unit.short();
+        if self.unit == Unit::Instructions {
+            let _ = writeln!(
+                out,
+                "beside seL4 on the same QEMU, icount (sel4bench, measured 2026-11-24), instructions:"
+            );
+            for (case, words, what, call, reply_recv) in SEL4_SAME_QEMU {
+                let Some(ours) = self.latency_of(case, *words) else { continue };
+                let sel4 = call + reply_recv;
+                let _ = writeln!(
+                    out,
+                    "   {case} {words}w: ours {} + {} = {}; seL4 ({what}) {call} + {reply_recv} = {sel4} ({:.2}x seL4)",
+                    ours.call.median,
+                    ours.reply_recv.median,
+                    ours.call_plus_reply_recv.median,
+                    ours.call_plus_reply_recv.median as f64 / sel4 as f64
+                );
+            }
+            if let Some(ours) = self.latency_of(HEADLINE_CASE.0, HEADLINE_CASE.1) {
+                let round_trip = ours.call_plus_reply_recv.median;
+                let reached = round_trip <= TARGET_ROUND_TRIP_INSTRUCTIONS;
+                let _ = writeln!(
+                    out,
+                    "target (IPC issue): fastpath round trip <= {TARGET_ROUND_TRIP_INSTRUCTIONS} instructions (0.6x seL4's 423): {} (ours {round_trip})",
+                    if reached { "reached" } else { "NOT reached" }
+                );
+            }
+        } else {
+            let _ = writeln!(
+                out,
+                "seL4 on the same QEMU was measured under icount (instructions): not comparable with {unit}; see the icount run"
+            );
+        }
+        let comparable =
+            if self.unit == Unit::TscCycles { "" } else { "; not comparable with this run's unit" };
+        let _ = writeln!(
+            out,
+            "published, other hardware (sel4bench CI, TSC cycles, cross-AS, 0 words: Call + ReplyRecv{comparable}):"
+        );
+        for (machine, call, reply_recv) in SEL4_PUBLISHED {
+            let _ = writeln!(out, "   {machine}: {call} + {reply_recv} = {}", call + reply_recv);
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::bench::parse::parse_console;
+
+    pub(crate) fn sample_console() -> Console {
+        let text = "\
+BENCH {\"kind\":\"machine\",\"cpus\":2,\"sockets\":1,\"tsc_hz\":1000000000,\"samples\":4,\"warmup\":1,\"rounds\":100}
+BENCHS id=1 m=call i=0 v=649*3,700
+BENCHS id=1 m=rr i=0 v=636*4
+BENCHS id=1 m=rt i=0 v=1290*4
+BENCH {\"kind\":\"latency\",\"id\":1,\"case\":\"same_core_cross_as\",\"words\":0,\"client_cpu\":0,\"server_cpu\":0,\"overhead\":4,\"samples\":4,\"fastpath_ops\":2210,\"slowpath_ops\":12}
+BENCHS id=2 m=call i=0 v=5000,6000
+BENCHS id=2 m=rr i=0 v=5000,5000
+BENCHS id=2 m=rt i=0 v=10100,11100
+BENCH {\"kind\":\"latency\",\"id\":2,\"case\":\"cross_core_same_socket\",\"words\":0,\"client_cpu\":0,\"server_cpu\":1,\"overhead\":4,\"samples\":2}
+BENCH {\"kind\":\"throughput\",\"case\":\"scaling\",\"pairs\":1,\"round_trips\":100,\"ticks\":100000}
+BENCH {\"kind\":\"throughput\",\"case\":\"scaling\",\"pairs\":2,\"round_trips\":200,\"ticks\":125000}
+BENCH {\"kind\":\"unsupported\",\"case\":\"notification\",\"why\":\"no notifications yet\"}
+BENCH {\"kind\":\"end\"}";
+        parse_console(&text.lines().map(String::from).collect::<Vec<_>>()).unwrap()
+    }
+
+    pub(crate) fn sample_report(accel: Accel) -> RunReport {
+        let info = RunInfo {
+            mode: "icount",
+            accel,
+            accel_line: "accel: tcg (single-threaded, icount); test".into(),
+            cpu_model: "QEMU TCG `max`".into(),
+        };
+        build(&sample_console(), info).unwrap()
+    }
+
+    #[test]
+    fn results_subtract_the_empty_window_and_pair_samples() {
+        let report = sample_report(Accel::TcgIcount);
+        let headline = report.latency_of("same_core_cross_as", 0).unwrap();
+        assert_eq!((headline.call.median, headline.call.max), (645, 696));
+        assert_eq!(headline.sums, [1277, 1277, 1277, 1328]);
+        assert_eq!(headline.client_round_trip.median, 1286);
+        assert_eq!(report.scaling[1].round_trips_per_million_ticks, 1600.0);
+        assert_eq!(report.scaling[1].efficiency, 0.8);
+        assert_eq!(report.skipped[0].status, "unsupported");
+    }
+
+    #[test]
+    fn a_case_without_samples_is_an_error() {
+        let mut console = sample_console();
+        console.samples.remove(&(2, "rr".to_string()));
+        let info = RunInfo {
+            mode: "icount",
+            accel: Accel::TcgIcount,
+            accel_line: String::new(),
+            cpu_model: String::new(),
+        };
+        let error = build(&console, info).unwrap_err().to_string();
+        assert!(error.contains("printed no `rr` samples"), "{error}");
+    }
+
+    #[test]
+    fn icount_table() {
+        insta::assert_snapshot!(sample_report(Accel::TcgIcount).render());
+    }
+
+    #[test]
+    fn emulator_time_is_never_called_cycles() {
+        let text = sample_report(Accel::Tcg).render();
+        assert!(text.contains("emulator time (TSC ticks, not CPU cycles)"), "{text}");
+        assert!(text.contains("not comparable"), "{text}");
+        assert!(!text.contains("target (IPC issue)"), "{text}");
+    }
+}

@@ -36,6 +36,7 @@ const SIZE_1G: u64 = 1 << 30;
 static PHYS_OFFSET: AtomicU64 = AtomicU64::new(KERNEL_VMA);
 
 /// The kernel-virtual address of physical address `phys`.
+#[inline]
 pub fn phys_to_virt(phys: u64) -> u64 {
     phys + PHYS_OFFSET.load(Ordering::Relaxed)
 }

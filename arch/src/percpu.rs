@@ -203,6 +203,7 @@ impl<T> CpuCell<T> {
     }
 
     /// Runs `f` on the value; a fatal error if called from another CPU or re-entered.
+    #[inline]
     pub fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
         if index_fast() != self.owner {
             crate::trap::fatal_early("CpuCell touched by a CPU that does not own it");

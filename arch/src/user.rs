@@ -176,9 +176,14 @@ pub(crate) struct TrapFrameRef<'a>(pub &'a UserContext);
 /// # Safety
 /// `context` must point to a `UserContext` that stays valid and is not otherwise
 /// accessed until another context replaces it on this CPU.
+#[inline]
 pub unsafe fn set_current_context(context: *mut UserContext) {
     let end = context as u64 + CONTEXT_BYTES;
-    crate::percpu::current().current_context_end.store(end, Ordering::Relaxed);
+    // SAFETY: gs:24 is this CPU's `current_context_end` (offset asserted in percpu);
+    // only this CPU writes it, and the return path reads it.
+    unsafe {
+        core::arch::asm!("mov gs:[24], {}", in(reg) end, options(nostack, preserves_flags));
+    }
 }
 
 /// Resumes the current thread in user mode; never returns. Requires a current

@@ -101,12 +101,14 @@ pub fn machine() -> &'static Machine {
 }
 
 /// The running CPU's entry.
+#[inline]
 pub fn this_cpu() -> &'static Cpu {
     cpu(ramen_arch::percpu::index_fast())
         .unwrap_or_else(|| ramen_arch::trap::fatal_early("CPU table entry missing for the running CPU"))
 }
 
 /// CPU `index`'s entry, if it came up.
+#[inline]
 pub fn cpu(index: u32) -> Option<&'static Cpu> {
     CPUS.get(index as usize).and_then(Once::get)
 }

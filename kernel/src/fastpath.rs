@@ -12,8 +12,8 @@
 //! the receiver running; `ipc::reply` then `ipc::receive`), except that the thread
 //! switched to never passes through the run queue.
 
+use ramen_abi::MessageInfo;
 use ramen_abi::syscall::Sys;
-use ramen_abi::{MSG_REGS, MessageInfo};
 use ramen_core::cap::Rights;
 use ramen_core::cspace::MAX_DEPTH;
 use ramen_core::object::{CapType, ObjectStore};
@@ -22,7 +22,7 @@ use ramen_perf_record::IpcPath;
 
 use crate::cpus::this_cpu;
 use crate::objects::{CAP_LOCK, IpcState, ThreadState, cspace_slot, tcb};
-use crate::{ipc, sched, syscall};
+use crate::{ipc, sched};
 
 /// Tries the fastpath for the system call in `caller`'s saved registers. Returns the
 /// thread to switch to, with every state change done, or `None` for the slow path
@@ -101,11 +101,29 @@ pub fn attempt(caller: ThreadRef) -> Option<ThreadRef> {
 
 /// Moves the message registers from `from`'s saved registers to `to`'s, with the
 /// result, info and badge; registers beyond the message are zeroed.
+#[inline(always)]
 fn transfer(from: ThreadRef, to: ThreadRef, info: MessageInfo, badge: u64) {
-    let words = syscall::message_registers(&tcb(from).context);
-    let len = info.len_words().min(MSG_REGS);
+    let src = &tcb(from).context;
+    // The guards checked `info.fits_fastpath()`: at most MSG_REGS words, no
+    // capabilities, no leases, so the info word is passed on as it is.
+    let len = info.len_words();
+    let keep = |i: usize, value: u64| if i < len { value } else { 0 };
+    let (r0, r1, r2, r3, r4, r5) = (
+        keep(0, src.rdx),
+        keep(1, src.r8),
+        keep(2, src.r9),
+        keep(3, src.r10),
+        keep(4, src.r12),
+        keep(5, src.r13),
+    );
     let ctx = &mut tcb(to).context;
-    syscall::set_reply(ctx, Ok(()), words.get(..len).unwrap_or(&[]));
-    ctx.rsi = MessageInfo::try_new(info.label(), len, 0, 0).map_or(0, |i| i.0);
+    ctx.rax = 0;
     ctx.rdi = badge;
+    ctx.rsi = info.0;
+    ctx.rdx = r0;
+    ctx.r8 = r1;
+    ctx.r9 = r2;
+    ctx.r10 = r3;
+    ctx.r12 = r4;
+    ctx.r13 = r5;
 }

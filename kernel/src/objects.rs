@@ -190,6 +190,7 @@ impl Tcb {
 /// with interrupts off, or a capability operation under `CAP_LOCK` on an inactive
 /// thread, touches a TCB; no caller keeps the reference across a point where another
 /// could be made.
+#[inline]
 pub fn tcb(thread: ThreadRef) -> &'static mut Tcb {
     // SAFETY: ThreadRefs are built only from Thread capabilities (retype wrote a
     // `Tcb` there) or from run queues and endpoint queues that hold such threads; see

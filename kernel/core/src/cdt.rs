@@ -85,8 +85,10 @@ impl Slot {
                 _ => false,
             };
         }
+        let badged =
+            matches!(self.cap.kind(), CapType::Endpoint | CapType::Notification) && self.cap.badge() != 0;
         self.cap.same_object(&child.cap)
-            && (self.cap.badge() == 0 || (self.cap.badge() == child.cap.badge() && !child.first_badged))
+            && (!badged || (self.cap.badge() == child.cap.badge() && !child.first_badged))
     }
 }
 

@@ -27,7 +27,7 @@ use ramen_abi::Error;
 
 use crate::cap::{Cap, CapData, Rights};
 use crate::cdt;
-use crate::object::{CapType, Destroyed, ObjectStore, SlotRef};
+use crate::object::{CapType, Destroyed, ObjectStore, PhysAddr, SlotRef};
 
 /// What one step of a long operation did.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -84,13 +84,38 @@ fn movable<S: ObjectStore>(store: &S, src: SlotRef, dest: SlotRef) -> Result<Cap
     let cap = store.slot(src).cap();
     match cap.kind() {
         CapType::Null => return Err(Error::SlotEmpty),
+        // A mapped frame's capability stays where it is until unmapped: emptying a
+        // slot that held one is how the kernel knows to tear the mapping down.
         CapType::Zombie => return Err(Error::IllegalOperation),
+        _ if cap.mapping().is_some() => return Err(Error::IllegalOperation),
         _ => {}
     }
     if !store.slot(dest).is_empty() {
         return Err(Error::SlotOccupied);
     }
     Ok(cap)
+}
+
+/// Records where the frame capability in `at` is mapped (`None`: unmapped).
+///
+/// Errors: `SlotEmpty`; `WrongType` (not a frame); `IllegalOperation` (recording a
+/// mapping on a capability that already has one).
+pub fn record_mapping<S: ObjectStore>(
+    store: &mut S,
+    at: SlotRef,
+    mapping: Option<(PhysAddr, u64)>,
+) -> Result<(), Error> {
+    let cap = store.slot(at).cap();
+    match cap.kind() {
+        CapType::Null => return Err(Error::SlotEmpty),
+        CapType::Frame4K | CapType::Frame2M => {}
+        _ => return Err(Error::WrongType),
+    }
+    if mapping.is_some() && cap.mapping().is_some() {
+        return Err(Error::IllegalOperation);
+    }
+    cdt::set_cap(store, at, cap.with_mapping(mapping));
+    Ok(())
 }
 
 /// Copies the capability in `src` into the empty slot `dest`, as its child.
@@ -331,6 +356,27 @@ mod tests {
     /// Slot `index` of the radix-2 leaf CNode whose capability is in root slot `leaf`.
     fn leaf_slot(fx: &Fixture, leaf: u64, index: u64) -> SlotRef {
         fx.resolve(leaf << 2 | index, 6).unwrap()
+    }
+
+    #[test]
+    fn a_mapped_frame_capability_stays_put_and_copies_start_unmapped() {
+        let mut fx = Fixture::new();
+        let frame = make(&mut fx, CapType::Frame4K, 0, 2);
+        let mapping = Some((PhysAddr(0x20_0000), 0x40_0000));
+        record_mapping(&mut fx.store, frame, mapping).unwrap();
+        assert_eq!(fx.cap(frame).mapping(), mapping);
+        rejects(&mut fx, Error::IllegalOperation, |s| record_mapping(s, frame, mapping));
+        rejects(&mut fx, Error::IllegalOperation, |s| move_cap(s, frame, slot_ref(0x10_0000 + 5 * 64)));
+        let copy_slot = fx.root_slot(3);
+        copy(&mut fx.store, frame, copy_slot).unwrap();
+        assert_eq!(fx.cap(copy_slot).mapping(), None, "a copy must not inherit the mapping");
+        assert!(cdt::has_children(&fx.store, frame), "recording a mapping must not break derivation");
+        let untyped = fx.root_slot(1);
+        rejects(&mut fx, Error::WrongType, |s| record_mapping(s, untyped, None));
+        record_mapping(&mut fx.store, frame, None).unwrap();
+        let dest = fx.root_slot(4);
+        move_cap(&mut fx.store, frame, dest).unwrap();
+        check_invariants(&fx.store);
     }
 
     #[test]

@@ -268,11 +268,28 @@ fn mapping_bad_addresses(ctx: &mut Ctx) -> Outcome {
     )?;
     ok(ramen_rt::vm::map_page(slot::VSPACE, frame, 0x6000_0000_0000, 1, &mut ctx.alloc), "map with tables")?;
     expect_err(
-        kobj::map_frame(frame, slot::VSPACE, 0x6000_0000_0000, 1),
+        kobj::map_frame(frame, slot::VSPACE, 0x6000_0000_1000, 1),
         Error::AlreadyMapped,
-        "double map",
+        "one capability, two mappings",
     )?;
-    ok(kobj::unmap_frame(frame, slot::VSPACE, 0x6000_0000_0000), "unmap")
+    expect_err(
+        kobj::unmap_frame(frame, slot::VSPACE, 0x6000_0000_1000),
+        Error::InvalidArgument,
+        "unmap elsewhere",
+    )?;
+    let moved = ok(ctx.alloc.slot(), "slot")?;
+    expect_err(
+        kobj::move_cap(slot::CNODE, moved, 64, frame),
+        Error::IllegalOperation,
+        "moving a mapped frame",
+    )?;
+    // A copy starts unmapped and maps the same frame a second time.
+    let copy = ok(ctx.alloc.slot(), "slot")?;
+    ok(kobj::copy(slot::CNODE, copy, 64, frame), "copy a mapped frame")?;
+    ok(kobj::map_frame(copy, slot::VSPACE, 0x6000_0000_1000, 1), "map the copy")?;
+    ok(kobj::unmap_frame(copy, slot::VSPACE, 0x6000_0000_1000), "unmap the copy")?;
+    ok(kobj::unmap_frame(frame, slot::VSPACE, 0x6000_0000_0000), "unmap")?;
+    ok(kobj::move_cap(slot::CNODE, moved, 64, frame), "moving an unmapped frame").map(drop)
 }
 
 /// A badged copy of the report endpoint for one program: (root slot, badge).

@@ -68,6 +68,8 @@ enum Kind {
     SameAs,
     /// Signal-and-wait over two notifications, each thread in its own program.
     Notification,
+    /// Cross address space, through Foundry-generated client and dispatch.
+    Foundry,
 }
 
 /// One latency case: what runs where, and how long a message is.
@@ -130,6 +132,8 @@ pub fn run(info: &'static BootInfo) -> bool {
         Pair::on("cross_core_cross_socket", 0, other_socket, Kind::CrossAs),
         Pair::on("notification_same_core", 0, Some(0), Kind::Notification),
         Pair::on("notification_cross_core", 0, same_socket, Kind::Notification),
+        Pair::on("foundry_echo_same_core", 0, Some(0), Kind::Foundry),
+        Pair::on("foundry_echo_same_core", 6, Some(0), Kind::Foundry),
     ];
     let latency_cases = pairs.iter().flatten().count() as u64;
 
@@ -220,6 +224,7 @@ fn latency(ctx: &mut Ctx, pair: &Pair) -> Result<(), &'static str> {
     let (client_role, server_role) = match pair.kind {
         Kind::CrossAs | Kind::SameAs => (Role::LatencyClient, Role::Server),
         Kind::Notification => (Role::NotificationClient, Role::NotificationServer),
+        Kind::Foundry => (Role::FoundryClient, Role::FoundryServer),
     };
     let client_job = job(client_role);
     let server_job = Job { count: ctx.samples + ctx.warmup, ..job(server_role) };
@@ -232,7 +237,7 @@ fn latency(ctx: &mut Ctx, pair: &Pair) -> Result<(), &'static str> {
     // The notifications only where they exist; the server has no report capability.
     let (client_grants, server_grants) = match pair.kind {
         Kind::Notification => (&grants[..], &grants[..3]),
-        Kind::CrossAs | Kind::SameAs => (&[grants[0], grants[3]][..], &grants[..1]),
+        Kind::CrossAs | Kind::SameAs | Kind::Foundry => (&[grants[0], grants[3]][..], &grants[..1]),
     };
     let (fast_before, slow_before) = kobj::ipc_stats(slot::DEBUG).unwrap_or((0, 0));
     let (client, server) = if pair.kind == Kind::SameAs {

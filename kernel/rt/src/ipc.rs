@@ -21,8 +21,13 @@ fn to_rt(msg: &Message) -> Result<crate::Message, TransportError> {
     Ok(crate::Message { info, regs: msg.regs })
 }
 
+/// Overwrites only what a register message carries (its info word says there are no
+/// capabilities or leases, so the rest is never read); rebuilding the whole message
+/// cost the generated call about 20 stores.
+#[inline(always)]
 fn from_rt(reply: crate::Message, msg: &mut Message) {
-    *msg = Message { info: reply.info, regs: reply.regs, ..Message::default() };
+    msg.info = reply.info;
+    msg.regs = reply.regs;
 }
 
 fn transport_error(error: SysError) -> TransportError {

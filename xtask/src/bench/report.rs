@@ -238,6 +238,11 @@ pub const SEL4_PUBLISHED: &[(&str, u64, u64)] = &[
 /// address space, 0 words) at most this many instructions (0.6x seL4's 423).
 pub const TARGET_ROUND_TRIP_INSTRUCTIONS: u64 = 250;
 
+/// The Foundry case, measured against [`HEADLINE_CASE`] with the same payload.
+pub const FOUNDRY_CASE: &str = "foundry_echo_same_core";
+/// The Foundry issue's target: a generated call costs at most this much more.
+pub const FOUNDRY_TARGET_PERCENT: f64 = 5.0;
+
 /// The case the target and the regression check are about.
 pub const HEADLINE_CASE: (&str, u64) = ("same_core_cross_as", 0);
 
@@ -354,6 +359,35 @@ impl RunReport {
         out
     }
 
+    /// Foundry-generated calls against raw IPC with the same payload (the Foundry
+    /// issue's target: at most 5% more).
+    fn render_foundry(&self, out: &mut String) {
+        let unit = self.unit.short();
+        let pairs: Vec<_> = [0, 6]
+            .iter()
+            .filter_map(|&words| {
+                Some((words, self.latency_of(FOUNDRY_CASE, words)?, self.latency_of(HEADLINE_CASE.0, words)?))
+            })
+            .collect();
+        if pairs.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            out,
+            "Foundry-generated echo calls against raw IPC, same core, cross-AS ({unit}, medians):"
+        );
+        for (words, foundry, raw) in pairs {
+            let (f, r) = (foundry.client_round_trip.median, raw.client_round_trip.median);
+            let extra = (f as f64 / r.max(1) as f64 - 1.0) * 100.0;
+            let reached = extra <= FOUNDRY_TARGET_PERCENT;
+            let _ = writeln!(
+                out,
+                "   {words}w client round trip: foundry {f}, raw {r} ({extra:+.1}%; target <= +{FOUNDRY_TARGET_PERCENT}%: {})",
+                if reached { "reached" } else { "NOT reached" }
+            );
+        }
+    }
+
     fn render_references(&self, out: &mut String) {
         let unit = self.unit.short();
         if self.unit == Unit::Instructions {
@@ -388,6 +422,7 @@ impl RunReport {
                 "seL4 on the same QEMU was measured under icount (instructions): not comparable with {unit}; see the icount run"
             );
         }
+        self.render_foundry(out);
         let comparable =
             if self.unit == Unit::TscCycles { "" } else { "; not comparable with this run's unit" };
         let _ = writeln!(

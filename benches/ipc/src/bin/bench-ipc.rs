@@ -35,6 +35,8 @@ fn main(arg: u64) {
         Role::ThroughputClient => throughput_client(&job),
         Role::NotificationServer => notification_server(&job),
         Role::NotificationClient => notification_client(&job),
+        Role::FoundryServer => foundry_server(&job),
+        Role::FoundryClient => foundry_client(&job),
     };
     if let Err(error) = result {
         println!("bench-ipc: system call failed with error {}", error.code());
@@ -108,14 +110,7 @@ impl Stamps {
 /// Answers [`label::DUMP`] calls (the first one is `request`) forever.
 fn serve_dumps(stamps: &Stamps, mut request: Message) -> Result<(), SysError> {
     loop {
-        let first = request.words().first().copied().unwrap_or(0) as usize;
-        let mut words = [0u64; MSG_REGS];
-        for (i, word) in words.iter_mut().enumerate() {
-            let arrived = stamps.arrivals.get(first + i).copied().unwrap_or(0);
-            let left = stamps.departures.get(first + i).copied().unwrap_or(0);
-            *word = u64::from(arrived) | u64::from(left) << 32;
-        }
-        request = reply_recv(ENDPOINT, &Message::new(label::DUMP, &words))?.1;
+        request = reply_recv(ENDPOINT, &dump_reply(stamps, &request))?.1;
     }
 }
 
@@ -236,4 +231,124 @@ fn throughput_client(job: &Job) -> Result<(), SysError> {
         let end = rdtscp();
         ramen_rt::send(REPORT, &Message::new(label::THROUGHPUT_DONE, &[start, end, job.count]))?;
     }
+}
+
+// ---- The Foundry case: the same round trips through generated stubs ----
+
+use foundry_runtime::{
+    BoundedBytes, IpcBuffer, LeaseAccess, ReadLease, RwLease, ServerTransport, TransportError, serve,
+};
+use ramen_bench_ipc::echo::{self as contract, echo};
+use ramen_rt::ipc::{Endpoint, Server as KernelServer};
+
+/// The echo service, doing nothing but echo.
+struct Echo;
+
+impl echo::Server for Echo {
+    fn null(&mut self) {}
+    fn echo4(&mut self, a: u64, b: u64, c: u64, d: u64) -> (u64, u64, u64, u64) {
+        (a, b, c, d)
+    }
+    fn echo6(&mut self, a: u64, b: u64, c: u64, d: u64, e: u64, f: u64) -> (u64, u64, u64, u64, u64, u64) {
+        (a, b, c, d, e, f)
+    }
+    fn echo_packed(&mut self, tag: u8, flags: u16, value: u32) -> contract::Sample {
+        contract::Sample { tag, flags, value }
+    }
+    fn echo_bytes(&mut self, data: BoundedBytes<256>) -> Result<BoundedBytes<256>, contract::EchoError> {
+        Ok(data)
+    }
+    fn sum(&mut self, _: ReadLease, _: &mut dyn LeaseAccess) -> u64 {
+        0
+    }
+    fn fill(&mut self, _: RwLease, _: u8, _: &mut dyn LeaseAccess) -> u64 {
+        0
+    }
+    fn reflect(&mut self, peer: contract::EchoCap) -> contract::EchoCap {
+        peer
+    }
+    fn ping(&mut self, _: u32) {}
+    fn pings(&mut self) -> u64 {
+        0
+    }
+}
+
+/// The kernel transport with the server's timestamps taken where `server` takes them
+/// (arrival right after the receive returns, departure right before the reply), and
+/// the benchmark's dump requests answered on the side.
+struct Timed {
+    inner: KernelServer,
+    stamps: Stamps,
+    index: usize,
+    arrived: u64,
+}
+
+impl Timed {
+    /// Answers dump requests until a contract request arrives.
+    fn settle(&mut self, msg: &mut foundry_runtime::Message) -> Result<(), TransportError> {
+        while msg.info.label() == label::DUMP {
+            let request = Message { info: msg.info, regs: msg.regs };
+            let reply = dump_reply(&self.stamps, &request);
+            let (_, next) = reply_recv(ENDPOINT, &reply).map_err(|_| TransportError::PeerGone)?;
+            *msg = foundry_runtime::Message { info: next.info, regs: next.regs, ..Default::default() };
+        }
+        self.arrived = rdtscp();
+        Ok(())
+    }
+}
+
+impl ServerTransport for Timed {
+    fn recv(&mut self, msg: &mut foundry_runtime::Message) -> Result<(), TransportError> {
+        self.inner.recv(msg)?;
+        self.arrived = rdtscp();
+        self.settle(msg)
+    }
+
+    fn reply_recv(&mut self, msg: &mut foundry_runtime::Message) -> Result<(), TransportError> {
+        let leaving = rdtsc();
+        let arrived = self.arrived;
+        self.inner.reply_recv(msg)?;
+        self.arrived = rdtscp();
+        self.stamps.record(self.index, arrived, leaving);
+        self.index += 1;
+        self.settle(msg)
+    }
+
+    fn parts(&mut self) -> (&mut IpcBuffer, &mut dyn LeaseAccess) {
+        self.inner.parts()
+    }
+}
+
+/// The reply to one dump request: six (arrival, departure) pairs from its index.
+fn dump_reply(stamps: &Stamps, request: &Message) -> Message {
+    let first = request.words().first().copied().unwrap_or(0) as usize;
+    let mut words = [0u64; MSG_REGS];
+    for (i, word) in words.iter_mut().enumerate() {
+        let arrived = stamps.arrivals.get(first + i).copied().unwrap_or(0);
+        let left = stamps.departures.get(first + i).copied().unwrap_or(0);
+        *word = u64::from(arrived) | u64::from(left) << 32;
+    }
+    Message::new(label::DUMP, &words)
+}
+
+fn foundry_server(job: &Job) -> Result<(), SysError> {
+    let capacity = job.count.min(MAX_SAMPLES) as usize;
+    let mut transport =
+        Timed { inner: KernelServer::new(ENDPOINT), stamps: Stamps::new(capacity), index: 0, arrived: 0 };
+    let error = serve(&mut transport, &mut echo::Dispatcher::new(Echo));
+    println!("bench-ipc: foundry server stopped ({})", error as u8);
+    Ok(())
+}
+
+fn foundry_client(job: &Job) -> Result<(), SysError> {
+    let total = (job.warmup + job.count).min(MAX_SAMPLES) as usize;
+    let overhead = empty_window();
+    let mut client = echo::Client::new(Endpoint::new(ENDPOINT));
+    let failed = SysError(ramen_abi::Error::InvalidArgument.code());
+    let (starts, ends) = match job.words {
+        0 => time_round_trips(total, || client.null().map_err(|_| failed)),
+        4 => time_round_trips(total, || client.echo4(1, 2, 3, 4).map(drop).map_err(|_| failed)),
+        _ => time_round_trips(total, || client.echo6(1, 2, 3, 4, 5, 6).map(drop).map_err(|_| failed)),
+    }?;
+    report_latency(job, overhead, &starts, &ends)
 }

@@ -54,13 +54,20 @@ pub fn attempt(caller: ThreadRef) -> Option<ThreadRef> {
             let server = ipc::first_receiver(endpoint)?;
             let s = tcb(server);
             let c = tcb(caller);
-            if s.cpu != here || s.priority < c.priority || waiting.is_some_and(|p| p > s.priority) {
+            // A receiver still owing another caller its reply takes the slow path,
+            // which unlinks that abandoned reply.
+            if s.cpu != here
+                || s.priority < c.priority
+                || waiting.is_some_and(|p| p > s.priority)
+                || s.caller.is_some()
+            {
                 return None;
             }
             // ---- point of no return ----
             ipc::dequeue(endpoint, false);
             s.ipc = IpcState::None;
             s.caller = Some(caller);
+            c.replier = Some(server);
             c.ipc = IpcState::WaitingReply;
             c.state = ThreadState::Blocked;
             crate::trace::ipc_send(caller, Some(server), info.len_words(), IpcPath::Fast);
@@ -87,6 +94,7 @@ pub fn attempt(caller: ThreadRef) -> Option<ThreadRef> {
             // ---- point of no return ----
             let s = tcb(caller);
             s.caller = None;
+            c.replier = None;
             c.ipc = IpcState::None;
             crate::trace::ipc_reply(caller, client, info.len_words(), IpcPath::Fast);
             transfer(caller, client, info, 0);

@@ -281,6 +281,7 @@ fn tear_down(object: Destroyed) {
         Destroyed::Thread(addr) => {
             if let Some(thread) = ThreadRef::new(addr.0) {
                 leave_ipc(thread);
+                crate::ipc::sever_reply_links(thread);
                 let _ = crate::ipc::bind(thread, 0);
                 // Take it off its CPU before the memory can be reused.
                 if tcb(thread).cpu == ramen_arch::percpu::index_fast() {

@@ -205,7 +205,7 @@ pub fn send(sender: ThreadRef, cap: &Cap, kind: SendKind) -> Result<(), Error> {
             tcb(receiver).ipc = IpcState::None;
             deliver(receiver, &message);
             if kind == SendKind::Call {
-                tcb(receiver).caller = Some(sender);
+                set_caller(receiver, sender);
                 block(sender, IpcState::WaitingReply);
             } else {
                 crate::syscall::set_reply(&mut tcb(sender).context, Ok(()), &[]);
@@ -252,7 +252,7 @@ pub fn receive(receiver: ThreadRef, cap: &Cap, blocking: bool) -> Result<(), Err
             deliver(receiver, &message);
             match state {
                 IpcState::Calling(_) => {
-                    tcb(receiver).caller = Some(sender);
+                    set_caller(receiver, sender);
                     tcb(sender).ipc = IpcState::WaitingReply;
                 }
                 _ => {
@@ -277,6 +277,7 @@ pub fn reply(server: ThreadRef) -> Result<(), Error> {
     let Some(caller) = tcb(server).caller.take() else {
         return Err(Error::InvalidCapability);
     };
+    tcb(caller).replier = None;
     if tcb(caller).ipc != IpcState::WaitingReply {
         return Err(Error::InvalidCapability);
     }
@@ -291,6 +292,31 @@ pub fn reply(server: ThreadRef) -> Result<(), Error> {
     }
     sched::wake(caller);
     Ok(())
+}
+
+/// Records that `server` owes `caller` a reply. A reply it still owed someone else is
+/// abandoned, as in seL4: that caller stays blocked (a faulted thread stays stopped)
+/// until it is suspended or deleted; only the link is cleared.
+pub fn set_caller(server: ThreadRef, caller: ThreadRef) {
+    if let Some(old) = tcb(server).caller.replace(caller) {
+        tcb(old).replier = None;
+    }
+    tcb(caller).replier = Some(server);
+}
+
+/// Breaks the reply links of a thread that is going away: a caller waiting for its
+/// reply wakes with `InvalidCapability`, and a server that owed it a reply forgets it
+/// (so the reply can never reach freed memory).
+pub fn sever_reply_links(thread: ThreadRef) {
+    if let Some(caller) = tcb(thread).caller.take() {
+        tcb(caller).replier = None;
+        finish_with_error(caller, Error::InvalidCapability);
+    }
+    if let Some(server) = tcb(thread).replier.take()
+        && tcb(server).caller == Some(thread)
+    {
+        tcb(server).caller = None;
+    }
 }
 
 fn block(thread: ThreadRef, state: IpcState) {
@@ -319,7 +345,7 @@ pub fn send_fault(thread: ThreadRef, cap: &Cap, vector: u64, error: u64, address
     };
     tcb(handler).ipc = IpcState::None;
     deliver(handler, &fault_message(words, cap.badge()));
-    tcb(handler).caller = Some(thread);
+    set_caller(handler, thread);
     tcb(thread).ipc = IpcState::WaitingReply;
     sched::wake(handler);
     Ok(())

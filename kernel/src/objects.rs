@@ -136,6 +136,9 @@ pub struct Tcb {
     pub ipc_badge: u64,
     /// The thread this one owes a reply to.
     pub caller: Option<ThreadRef>,
+    /// The thread that owes this one a reply (the other end of `caller`), so either
+    /// side's death can clear the other's reference.
+    pub replier: Option<ThreadRef>,
     /// A fault message waiting for the handler to receive it (vector, error, RIP,
     /// address, RSP), with the badge of the handler's endpoint capability.
     pub pending_fault: Option<([u64; 5], u64)>,
@@ -174,6 +177,7 @@ impl Tcb {
             ipc_next: None,
             ipc_badge: 0,
             caller: None,
+            replier: None,
             pending_fault: None,
             slice_end_tsc: 0,
             bound_notification: 0,

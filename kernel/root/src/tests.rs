@@ -68,7 +68,7 @@ pub fn run(info: &'static BootInfo) -> bool {
     let mut ctx = Ctx { alloc, files, report, next_badge: 1, cpus: u64::from(info.cpu_count), fuzz_count };
 
     type Case = (&'static str, fn(&mut Ctx) -> Outcome);
-    let cases: [Case; 17] = [
+    let cases: [Case; 18] = [
         ("invalid_capability_pointers_are_rejected", invalid_capability_pointers),
         ("wrong_types_and_labels_are_rejected", wrong_types_and_labels),
         ("retype_rejects_bad_input_and_changes_nothing", retype_bad_input),
@@ -86,6 +86,7 @@ pub fn run(info: &'static BootInfo) -> bool {
         ("irq_control_issues_one_handler_per_line", irq_handlers),
         ("notifications_signal_poll_and_wake_across_cpus", notifications),
         ("bound_notification_wakes_an_endpoint_receiver", bound_notification),
+        ("a_server_dying_mid_call_wakes_its_caller", dead_server),
     ];
     let (mut passed, mut failed) = (0u32, 0u32);
     for (name, case) in
@@ -726,5 +727,33 @@ fn bound_notification(ctx: &mut Ctx) -> Outcome {
     match report {
         Some((0, _, 1, NOTIFICATION_LABEL)) => Ok(()),
         _ => Err("the endpoint receiver was not woken by its bound notification"),
+    }
+}
+
+fn dead_server(ctx: &mut Ctx) -> Outcome {
+    let endpoint = ok(ctx.alloc.make(object::ENDPOINT, 0), "endpoint")?;
+    // The server takes the call, reports, and ends without replying.
+    let (server, server_badge) = start(ctx, "waiter", 0, 0, &[(WAIT, endpoint)], false)?;
+    let (client, client_badge) = start(ctx, "waiter", 1, ctx.cpus - 1, &[(WAIT, endpoint)], false)?;
+    if waiter_report(ctx, server_badge).is_none() {
+        stop(&client);
+        return Err("the server never received the call");
+    }
+    // Destroy the server's thread: revoke its own copy, delete the original.
+    ok(kobj::revoke(slot::CNODE, server.tcb, 64), "revoke the server's thread")?;
+    ok(kobj::delete(slot::CNODE, server.tcb, 64), "delete the server's thread")?;
+    let mut code = None;
+    collect(ctx, 100, |b, message| {
+        if b == client_badge && message.label() == 3 {
+            code = message.words().first().copied();
+            return true;
+        }
+        false
+    });
+    stop(&client);
+    match code {
+        Some(c) if c == Error::InvalidCapability.code() => Ok(()),
+        Some(_) => Err("the caller woke with the wrong result"),
+        None => Err("the caller of a dead server never woke"),
     }
 }

@@ -5,7 +5,7 @@
 //! and IDT (from here on a fault is reported, not a triple fault), TSC, firmware
 //! tables and topology, local APIC, then each AP in turn.
 
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use ramen_arch::acpi::{self, Firmware};
 use ramen_arch::apic::{self, Lapic};
@@ -443,6 +443,82 @@ fn start_aps() {
             }
             cpu::relax();
         }
+        if cpus::is_online(c.index) {
+            measure_tsc_offset(c.index, timing.timeout);
+        }
+    }
+}
+
+/// Rounds of the TSC offset handshake; the one with the shortest round trip counts.
+const TSC_SYNC_ROUNDS: u64 = 16;
+/// The boot CPU's request number (0: none yet, `u64::MAX`: done).
+static TSC_REQUEST: AtomicU64 = AtomicU64::new(0);
+/// The AP's TSC read in answer to the latest request (0: not yet).
+static TSC_RESPONSE: AtomicU64 = AtomicU64::new(0);
+
+/// Boot CPU side: asks the AP for its TSC a few times and keeps the estimate from the
+/// fastest exchange: offset = AP's reading - the midpoint of the boot CPU's two reads.
+fn measure_tsc_offset(index: u32, timeout: u64) {
+    let mut best: Option<(u64, i64)> = None;
+    for round in 1..=TSC_SYNC_ROUNDS {
+        TSC_RESPONSE.store(0, Ordering::Release);
+        let before = cpu::rdtsc();
+        TSC_REQUEST.store(round, Ordering::Release);
+        let answer = loop {
+            let answer = TSC_RESPONSE.load(Ordering::Acquire);
+            if answer != 0 || cpu::rdtsc().wrapping_sub(before) > timeout {
+                break answer;
+            }
+            cpu::relax();
+        };
+        let after = cpu::rdtsc();
+        if answer == 0 {
+            break;
+        }
+        let round_trip = after.wrapping_sub(before);
+        let midpoint = before.wrapping_add(round_trip / 2);
+        let offset = answer.wrapping_sub(midpoint) as i64;
+        if best.is_none_or(|(fastest, _)| round_trip < fastest) {
+            best = Some((round_trip, offset));
+        }
+    }
+    TSC_REQUEST.store(u64::MAX, Ordering::Release);
+    if let (Some((round_trip, offset)), Some(entry)) = (best, cpus::cpu(index)) {
+        // An offset inside the measurement's own uncertainty is noise, not skew:
+        // applying it would only move events around.
+        let significant = offset.unsigned_abs() > round_trip / 2;
+        entry.tsc_offset.store(if significant { offset } else { 0 }, Ordering::Relaxed);
+        let magnitude = offset.unsigned_abs();
+        let sign = if offset < 0 { "-" } else { "" };
+        kprintln!(
+            "cpu {}: TSC offset {}{} ticks (+/- {}){}",
+            index,
+            sign,
+            magnitude,
+            round_trip / 2,
+            if significant { "" } else { ", within the noise: using 0" }
+        );
+    }
+}
+
+/// AP side of the handshake: answers every new request with a TSC read until the boot
+/// CPU says it is done (or stops asking).
+fn answer_tsc_requests(timeout: u64) {
+    let mut last = 0;
+    let mut idle_since = cpu::rdtsc();
+    loop {
+        let request = TSC_REQUEST.load(Ordering::Acquire);
+        if request == u64::MAX {
+            break;
+        }
+        if request != last {
+            TSC_RESPONSE.store(cpu::rdtsc().max(1), Ordering::Release);
+            last = request;
+            idle_since = cpu::rdtsc();
+        } else if cpu::rdtsc().wrapping_sub(idle_since) > timeout {
+            break;
+        }
+        cpu::relax();
     }
 }
 
@@ -462,7 +538,10 @@ fn ap_main(index: u64) -> ! {
         kprintln!("warning: local APIC reports id {}, firmware said {}", reported, plan.identity.apic_id);
     }
     enable_user_mode(&m.features);
+    // The handshake state is reset before the boot CPU starts the next AP.
+    TSC_REQUEST.store(0, Ordering::Release);
     cpus::register(local, lapic);
+    answer_tsc_requests(tsc::ns_to_ticks(1_000_000_000, m.tsc_hz));
     kprintln!(
         "online: apic id {} package {} node {}",
         plan.identity.apic_id,

@@ -35,6 +35,9 @@ pub struct Cpu {
     pub lookup: CpuCell<LookupCache>,
     /// This CPU's time slice, set through its SchedControl capability.
     pub slice_ns: AtomicU64,
+    /// This CPU's TSC minus the boot CPU's at the same moment, measured at bring-up
+    /// (traces subtract it to put all CPUs on one time line).
+    pub tsc_offset: core::sync::atomic::AtomicI64,
     /// IPC operations on this CPU that took the fastpath.
     pub ipc_fast: AtomicU64,
     /// IPC system calls on this CPU that took the slow path.
@@ -130,6 +133,7 @@ pub fn register(local: &'static CpuLocal, lapic: Lapic) -> &'static Cpu {
         inbox: spin::Mutex::new(Inbox::new()),
         lookup: CpuCell::new(LookupCache::new()),
         slice_ns: AtomicU64::new(crate::sched::DEFAULT_SLICE_NS),
+        tsc_offset: core::sync::atomic::AtomicI64::new(0),
         ipc_fast: AtomicU64::new(0),
         ipc_slow: AtomicU64::new(0),
         trace: spin::Mutex::new(crate::trace::CpuTrace::new()),

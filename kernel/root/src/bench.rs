@@ -17,9 +17,11 @@
 //! (round trips per pair in the scaling runs).
 
 use ramen_abi::bootinfo::BootInfo;
+use ramen_abi::invocation::debug;
 use ramen_abi::{object, slot};
 use ramen_bench_ipc::{ENDPOINT, Job, MAX_ROUNDS, MAX_SAMPLES, PING, PONG, REPORT, Role, START, label};
-use ramen_rt::{Message, kobj, println, recv, send};
+use ramen_perf_record::Categories;
+use ramen_rt::{Message, call, kobj, println, recv, send};
 
 use crate::alloc::Alloc;
 use crate::loader::{self, Child, Files, Spawn};
@@ -70,6 +72,8 @@ enum Kind {
     Notification,
     /// Cross address space, through Foundry-generated client and dispatch.
     Foundry,
+    /// Like `CrossAs`, with kernel tracing on (every kernel category).
+    Traced,
 }
 
 /// One latency case: what runs where, and how long a message is.
@@ -132,6 +136,7 @@ pub fn run(info: &'static BootInfo) -> bool {
         Pair::on("cross_core_cross_socket", 0, other_socket, Kind::CrossAs),
         Pair::on("notification_same_core", 0, Some(0), Kind::Notification),
         Pair::on("notification_cross_core", 0, same_socket, Kind::Notification),
+        Pair::on("same_core_cross_as_traced", 0, Some(0), Kind::Traced),
         Pair::on("foundry_echo_same_core", 0, Some(0), Kind::Foundry),
         Pair::on("foundry_echo_same_core", 6, Some(0), Kind::Foundry),
     ];
@@ -222,7 +227,7 @@ fn latency(ctx: &mut Ctx, pair: &Pair) -> Result<(), &'static str> {
     let endpoint = ok(ctx.alloc.make(object::ENDPOINT, 0), "cannot make an endpoint")?;
     let job = |role| Job { role, words: pair.words, case_id: id, count: ctx.samples, warmup: ctx.warmup };
     let (client_role, server_role) = match pair.kind {
-        Kind::CrossAs | Kind::SameAs => (Role::LatencyClient, Role::Server),
+        Kind::CrossAs | Kind::SameAs | Kind::Traced => (Role::LatencyClient, Role::Server),
         Kind::Notification => (Role::NotificationClient, Role::NotificationServer),
         Kind::Foundry => (Role::FoundryClient, Role::FoundryServer),
     };
@@ -237,9 +242,15 @@ fn latency(ctx: &mut Ctx, pair: &Pair) -> Result<(), &'static str> {
     // The notifications only where they exist; the server has no report capability.
     let (client_grants, server_grants) = match pair.kind {
         Kind::Notification => (&grants[..], &grants[..3]),
-        Kind::CrossAs | Kind::SameAs | Kind::Foundry => (&[grants[0], grants[3]][..], &grants[..1]),
+        Kind::CrossAs | Kind::SameAs | Kind::Foundry | Kind::Traced => {
+            (&[grants[0], grants[3]][..], &grants[..1])
+        }
     };
     let (fast_before, slow_before) = kobj::ipc_stats(slot::DEBUG).unwrap_or((0, 0));
+    if pair.kind == Kind::Traced {
+        let all_kernel = u64::from((Categories::all() - Categories::USER).bits());
+        ok(call(slot::DEBUG, &Message::new(debug::TRACE_START, &[all_kernel])), "cannot start tracing")?;
+    }
     let (client, server) = if pair.kind == Kind::SameAs {
         let client = start(ctx, &client_job, pair.client_cpu, client_grants)?;
         let server = loader::spawn_thread(
@@ -261,6 +272,9 @@ fn latency(ctx: &mut Ctx, pair: &Pair) -> Result<(), &'static str> {
     let result = client.and(server).and_then(|_| wait_report(ctx, label::LATENCY_DONE));
     for child in [client, server].iter().flatten() {
         let _ = kobj::suspend(child.tcb);
+    }
+    if pair.kind == Kind::Traced {
+        let _ = call(slot::DEBUG, &Message::new(debug::TRACE_STOP, &[]));
     }
     let (fast_after, slow_after) = kobj::ipc_stats(slot::DEBUG).unwrap_or((0, 0));
     let report = result?;

@@ -238,6 +238,9 @@ pub const SEL4_PUBLISHED: &[(&str, u64, u64)] = &[
 /// address space, 0 words) at most this many instructions (0.6x seL4's 423).
 pub const TARGET_ROUND_TRIP_INSTRUCTIONS: u64 = 250;
 
+/// [`HEADLINE_CASE`] again with kernel tracing on.
+pub const TRACED_CASE: &str = "same_core_cross_as_traced";
+
 /// The Foundry case, measured against [`HEADLINE_CASE`] with the same payload.
 pub const FOUNDRY_CASE: &str = "foundry_echo_same_core";
 /// The Foundry issue's target: a generated call costs at most this much more.
@@ -423,6 +426,17 @@ impl RunReport {
             );
         }
         self.render_foundry(out);
+        if let (Some(traced), Some(plain)) =
+            (self.latency_of(TRACED_CASE, 0), self.latency_of(HEADLINE_CASE.0, HEADLINE_CASE.1))
+        {
+            let (t, p) = (traced.call_plus_reply_recv.median, plain.call_plus_reply_recv.median);
+            let _ = writeln!(
+                out,
+                "tracing on (every kernel category) costs {} {unit} per round trip: {t} against {p} \
+                 (a round trip records 10 events; compiled in but off: see docs/tracing.md)",
+                t.saturating_sub(p)
+            );
+        }
         let comparable =
             if self.unit == Unit::TscCycles { "" } else { "; not comparable with this run's unit" };
         let _ = writeln!(

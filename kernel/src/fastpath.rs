@@ -100,6 +100,7 @@ pub fn attempt(caller: ThreadRef) -> Option<ThreadRef> {
             transfer(caller, client, info, 0);
             ipc::enqueue(endpoint, caller, false);
             s.ipc = IpcState::Receiving(endpoint);
+            s.recv_grant = cap.rights().contains(Rights::GRANT);
             s.state = ThreadState::Blocked;
             Some(client)
         }

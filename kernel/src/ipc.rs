@@ -1,23 +1,33 @@
 //! Endpoint IPC, slow path: send, receive, call, reply, and fault messages.
 //!
 //! An endpoint is a queue of threads waiting to send or waiting to receive (never
-//! both). A message is the sender's message-info word, its six message registers and
-//! the badge of the capability it sent through; it moves straight from the sender's
-//! saved registers into the receiver's (no buffer in between). A caller waits for the
-//! reply; the receiver's TCB remembers whom to answer.
+//! both). A message is the sender's message-info word, its six message registers,
+//! the badge of the capability it sent through, and for longer messages the words
+//! beyond the registers and the capabilities to transfer, read from the sender's IPC
+//! buffer at delivery. Register words move straight from the sender's saved
+//! registers into the receiver's; buffer words are copied from buffer to buffer;
+//! capabilities are copied (derived) into the slots the receiver named. A caller
+//! waits for the reply; the receiver's TCB remembers whom to answer.
 //!
-//! All of this runs under `CAP_LOCK` for now (the IPC issue adds the register
-//! fastpath and per-endpoint locking); waking a thread owned by another CPU goes
+//! Every message is checked before anything changes (`check_message`): a malformed
+//! message fails the send with an error and leaves both sides as they were. What
+//! depends on the receiver (no IPC buffer, no room for capabilities) cuts the
+//! message short instead, and the receiver's message-info word says what arrived.
+//!
+//! All of this runs under `CAP_LOCK`; waking a thread owned by another CPU goes
 //! through `sched::wake`, which posts to that CPU.
 
-use ramen_abi::{Error, MSG_REGS, MessageInfo};
-use ramen_arch::user::UserContext;
+use ramen_abi::ipc_buffer::{RECV_CNODE, RECV_DEPTH, RECV_INDEX, SEND_CAPS};
+use ramen_abi::{Error, MSG_MAX_WORDS, MSG_REGS, MessageInfo};
 use ramen_core::cap::{Cap, Rights};
-use ramen_core::object::CapType;
+use ramen_core::cnode as ops;
+use ramen_core::cspace;
+use ramen_core::object::{CapType, ObjectStore};
 use ramen_core::runqueue::ThreadRef;
 use ramen_perf_record::IpcPath;
 
-use crate::objects::{IpcState, ThreadState, phys_words, set_phys_words, tcb};
+use crate::invoke::lookup_cap;
+use crate::objects::{IpcBufferPage, IpcState, Store, ThreadState, phys_words, set_phys_words, tcb};
 use crate::sched;
 use crate::syscall::message_registers;
 
@@ -137,33 +147,124 @@ fn finish_with_error(thread: ThreadRef, error: Error) {
 /// A message in flight.
 #[derive(Clone, Copy, Debug)]
 struct Message {
+    /// Label, length and capability count as the sender gave them (checked).
     info: MessageInfo,
     regs: [u64; MSG_REGS],
     badge: u64,
+    /// The thread whose IPC buffer holds the words past the registers and the
+    /// capabilities to transfer (none for a fault message).
+    from: Option<ThreadRef>,
 }
 
-fn message_of(ctx: &UserContext, badge: u64) -> Message {
-    // Only register-sized messages travel on this path; longer ones (IPC buffer) and
-    // capability transfer come with the IPC issue.
+/// The message `thread` is sending: its registers, as `check_message` accepted them.
+fn message_of(thread: ThreadRef, badge: u64) -> Message {
+    let ctx = &tcb(thread).context;
     let info = MessageInfo(ctx.rsi);
-    let len = info.len_words().min(MSG_REGS);
-    let label = info.label();
+    let len = info.len_words().min(MSG_MAX_WORDS);
     Message {
-        info: MessageInfo::try_new(label, len, 0, 0).unwrap_or_default(),
+        info: MessageInfo::try_new(info.label(), len, info.caps(), 0).unwrap_or_default(),
         regs: message_registers(ctx),
         badge,
+        from: Some(thread),
     }
 }
 
-/// Delivers `message` into `receiver`'s saved registers. Registers beyond the
-/// message's length are zeroed: nothing of a previous message leaks.
-fn deliver(receiver: ThreadRef, message: &Message) {
+/// Checks the message in `thread`'s registers before anything changes: a length
+/// that fits, an IPC buffer where the message needs one, and capabilities only with
+/// the grant right (`can_grant`) and only ones that exist. Leases are the bulk path's
+/// (not in this kernel yet) and are refused.
+pub fn check_message(store: &Store, thread: ThreadRef, can_grant: bool) -> Result<(), Error> {
+    let info = MessageInfo(tcb(thread).context.rsi);
+    if info.leases() > 0 {
+        return Err(Error::InvalidArgument);
+    }
+    if info.len_words() > MSG_MAX_WORDS {
+        return Err(Error::RangeError);
+    }
+    if info.len_words() <= MSG_REGS && info.caps() == 0 {
+        return Ok(());
+    }
+    if info.caps() > 0 && !can_grant {
+        return Err(Error::InsufficientRights);
+    }
+    // A message longer than the registers, or one with capabilities, needs the
+    // sender's IPC buffer.
+    let buffer = IpcBufferPage::of(thread).ok_or(Error::InvalidArgument)?;
+    for i in 0..info.caps() {
+        lookup_cap(thread, store, buffer.read(SEND_CAPS + i))?;
+    }
+    Ok(())
+}
+
+/// Delivers `message` into `receiver`: result, info, badge and register words into
+/// its saved registers (registers beyond the message zeroed, so nothing of a
+/// previous message leaks), further words into its IPC buffer, capabilities into
+/// the slots it named. A receiver without an IPC buffer gets the register words
+/// only; capabilities that find no usable slot are not transferred. The info word
+/// it receives gives the length and capability count that arrived.
+fn deliver(store: &mut Store, receiver: ThreadRef, message: &Message) {
+    let mut len = message.info.len_words();
+    let mut caps = 0;
+    if len > MSG_REGS || message.info.caps() > 0 {
+        let src = message.from.and_then(IpcBufferPage::of);
+        match (src, IpcBufferPage::of(receiver)) {
+            (Some(src), Some(dst)) => {
+                for i in MSG_REGS..len {
+                    dst.write(i, src.read(i));
+                }
+                if let Some(sender) = message.from {
+                    caps = transfer_caps(store, sender, src, receiver, dst, message.info.caps());
+                }
+            }
+            _ => len = len.min(MSG_REGS),
+        }
+    }
     let ctx = &mut tcb(receiver).context;
-    let len = message.info.len_words();
-    let words = message.regs.get(..len).unwrap_or(&[]);
+    let words = message.regs.get(..len.min(MSG_REGS)).unwrap_or(&[]);
     crate::syscall::set_reply(ctx, Ok(()), words);
-    ctx.rsi = message.info.0;
+    ctx.rsi = MessageInfo::try_new(message.info.label(), len, caps, 0).map_or(0, |i| i.0);
     ctx.rdi = message.badge;
+}
+
+/// Copies the sender's capabilities `SEND_CAPS[..count]` into consecutive slots of
+/// the CNode the receiver named; stops at the first that cannot go (no CNode with
+/// the write right there, an occupied slot, a capability that may not be copied, one
+/// deleted since the send was checked). Returns how many went.
+fn transfer_caps(
+    store: &mut Store,
+    sender: ThreadRef,
+    src: IpcBufferPage,
+    receiver: ThreadRef,
+    dst: IpcBufferPage,
+    count: usize,
+) -> usize {
+    let Ok((_, cnode)) = lookup_cap(receiver, store, dst.read(RECV_CNODE)) else {
+        return 0;
+    };
+    let Ok(depth) = u8::try_from(dst.read(RECV_DEPTH)) else {
+        return 0;
+    };
+    if cnode.kind() != CapType::CNode || !cnode.rights().contains(Rights::WRITE) {
+        return 0;
+    }
+    let first = dst.read(RECV_INDEX);
+    let mut moved = 0;
+    for i in 0..count {
+        let Ok((from, _)) = lookup_cap(sender, store, src.read(SEND_CAPS + i)) else {
+            break;
+        };
+        let Some(index) = first.checked_add(i as u64) else {
+            break;
+        };
+        let Ok(to) = cspace::resolve(&*store, &cnode, index, depth) else {
+            break;
+        };
+        if !store.slot(to).is_empty() || ops::copy(store, from, to).is_err() {
+            break;
+        }
+        moved += 1;
+    }
+    moved
 }
 
 /// The endpoint a capability names, checked for type and right.
@@ -188,7 +289,7 @@ pub enum SendKind {
 
 /// `Send`, `NbSend` or `Call` from `sender` through `cap`. The sender's context holds
 /// the message; on return it holds the result (or the sender is blocked).
-pub fn send(sender: ThreadRef, cap: &Cap, kind: SendKind) -> Result<(), Error> {
+pub fn send(store: &mut Store, sender: ThreadRef, cap: &Cap, kind: SendKind) -> Result<(), Error> {
     if cap.kind() == CapType::Notification && kind != SendKind::Call {
         signal(cap)?;
         crate::syscall::set_reply(&mut tcb(sender).context, Ok(()), &[]);
@@ -198,12 +299,13 @@ pub fn send(sender: ThreadRef, cap: &Cap, kind: SendKind) -> Result<(), Error> {
     if kind == SendKind::Call {
         cap.require(Rights::GRANT_REPLY).or_else(|_| cap.require(Rights::GRANT))?;
     }
-    let message = message_of(&tcb(sender).context, cap.badge());
+    check_message(store, sender, cap.rights().contains(Rights::GRANT))?;
+    let message = message_of(sender, cap.badge());
     match dequeue(endpoint, false) {
         Some(receiver) => {
             crate::trace::ipc_send(sender, Some(receiver), message.info.len_words(), IpcPath::Slow);
             tcb(receiver).ipc = IpcState::None;
-            deliver(receiver, &message);
+            deliver(store, receiver, &message);
             if kind == SendKind::Call {
                 set_caller(receiver, sender);
                 block(sender, IpcState::WaitingReply);
@@ -233,11 +335,12 @@ pub fn send(sender: ThreadRef, cap: &Cap, kind: SendKind) -> Result<(), Error> {
 }
 
 /// `Recv` or `NbRecv` by `receiver` on `cap`.
-pub fn receive(receiver: ThreadRef, cap: &Cap, blocking: bool) -> Result<(), Error> {
+pub fn receive(store: &mut Store, receiver: ThreadRef, cap: &Cap, blocking: bool) -> Result<(), Error> {
     if cap.kind() == CapType::Notification {
         return wait(receiver, cap, blocking);
     }
     let endpoint = endpoint_of(cap, Rights::READ)?;
+    tcb(receiver).recv_grant = cap.rights().contains(Rights::GRANT);
     if take_bound_signal(receiver) {
         return Ok(());
     }
@@ -246,10 +349,10 @@ pub fn receive(receiver: ThreadRef, cap: &Cap, blocking: bool) -> Result<(), Err
             let state = tcb(sender).ipc;
             let message = match tcb(sender).pending_fault.take() {
                 Some((words, badge)) => fault_message(words, badge),
-                None => message_of(&tcb(sender).context, tcb(sender).ipc_badge),
+                None => message_of(sender, tcb(sender).ipc_badge),
             };
             crate::trace::ipc_dequeued(sender, message.info.len_words());
-            deliver(receiver, &message);
+            deliver(store, receiver, &message);
             match state {
                 IpcState::Calling(_) => {
                     set_caller(receiver, sender);
@@ -272,26 +375,30 @@ pub fn receive(receiver: ThreadRef, cap: &Cap, blocking: bool) -> Result<(), Err
     }
 }
 
-/// `Reply` from `server` to the thread that called it, if any.
-pub fn reply(server: ThreadRef) -> Result<(), Error> {
-    let Some(caller) = tcb(server).caller.take() else {
-        return Err(Error::InvalidCapability);
+/// `Reply` from `server` to the thread that called it. `Ok(false)` if it owes no
+/// one a reply (which `ReplyRecv` ignores: a server starts that way). A malformed
+/// reply fails before anything changes; the caller keeps waiting for a good one.
+pub fn reply(store: &mut Store, server: ThreadRef) -> Result<bool, Error> {
+    let Some(caller) = tcb(server).caller else {
+        return Ok(false);
     };
+    check_message(store, server, tcb(server).recv_grant)?;
+    tcb(server).caller = None;
     tcb(caller).replier = None;
     if tcb(caller).ipc != IpcState::WaitingReply {
-        return Err(Error::InvalidCapability);
+        return Ok(false);
     }
-    let message = message_of(&tcb(server).context, 0);
+    let message = message_of(server, 0);
     crate::trace::ipc_reply(server, caller, message.info.len_words(), IpcPath::Slow);
     tcb(caller).ipc = IpcState::None;
     if tcb(caller).state == ThreadState::Faulted {
         // A reply to a fault message restarts the faulting instruction.
         tcb(caller).state = ThreadState::Blocked;
     } else {
-        deliver(caller, &message);
+        deliver(store, caller, &message);
     }
     sched::wake(caller);
-    Ok(())
+    Ok(true)
 }
 
 /// Records that `server` owes `caller` a reply. A reply it still owed someone else is
@@ -331,7 +438,14 @@ fn block(thread: ThreadRef, state: IpcState) {
 /// Sends a fault message for the current thread to the endpoint `cap`: label
 /// [`FAULT_LABEL`], registers: vector, error code, faulting RIP, fault address, RSP.
 /// The thread then waits for the handler's reply, which restarts it.
-pub fn send_fault(thread: ThreadRef, cap: &Cap, vector: u64, error: u64, address: u64) -> Result<(), Error> {
+pub fn send_fault(
+    store: &mut Store,
+    thread: ThreadRef,
+    cap: &Cap,
+    vector: u64,
+    error: u64,
+    address: u64,
+) -> Result<(), Error> {
     let endpoint = endpoint_of(cap, Rights::WRITE)?;
     let ctx = tcb(thread).context;
     let words = [vector, error, ctx.rip, address, ctx.rsp];
@@ -344,7 +458,7 @@ pub fn send_fault(thread: ThreadRef, cap: &Cap, vector: u64, error: u64, address
         return Ok(());
     };
     tcb(handler).ipc = IpcState::None;
-    deliver(handler, &fault_message(words, cap.badge()));
+    deliver(store, handler, &fault_message(words, cap.badge()));
     set_caller(handler, thread);
     tcb(thread).ipc = IpcState::WaitingReply;
     sched::wake(handler);
@@ -357,6 +471,7 @@ fn fault_message(words: [u64; 5], badge: u64) -> Message {
         info: MessageInfo::try_new(FAULT_LABEL, 5, 0, 0).unwrap_or_default(),
         regs: [vector, error, rip, address, rsp, 0],
         badge,
+        from: None,
     }
 }
 

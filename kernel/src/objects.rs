@@ -126,6 +126,10 @@ pub struct Tcb {
     pub vspace: u64,
     /// The IPC buffer's user address, 0 for none.
     pub ipc_buffer: u64,
+    /// Whether the endpoint capability this thread last received on has the grant
+    /// right: its replies may then transfer capabilities (as seL4's reply
+    /// capabilities inherit the receiver's grant right).
+    pub recv_grant: bool,
     /// Capability pointer of the fault-handler endpoint, 0 for none.
     pub fault_endpoint: u64,
     /// IPC state.
@@ -172,6 +176,7 @@ impl Tcb {
             queued: false,
             vspace: 0,
             ipc_buffer: 0,
+            recv_grant: false,
             fault_endpoint: 0,
             ipc: IpcState::None,
             ipc_next: None,
@@ -277,6 +282,58 @@ pub fn address_space(root: u64) -> ramen_arch::paging::AddressSpace {
 /// Drops this CPU's TLB entry for a user address (after an unmap).
 pub fn flush_tlb(vaddr: u64) {
     ramen_arch::paging::flush_local(vaddr);
+}
+
+/// A thread's IPC buffer page, reached through the direct map.
+///
+/// Built only from a translation of the thread's own page tables that found a
+/// present, user-accessible, writable 4 KiB-or-larger page, under `CAP_LOCK` (which
+/// every unmap and frame deletion also takes, so the frame cannot go away while the
+/// IPC operation holding the lock uses it). Words are read and written one at a
+/// time and volatile: user threads of that address space may touch the page at the
+/// same time, and what they see is then theirs to sort out.
+#[derive(Clone, Copy, Debug)]
+pub struct IpcBufferPage {
+    phys: u64,
+}
+
+impl IpcBufferPage {
+    /// The IPC buffer of `thread`, if it has one mapped user-writable.
+    pub fn of(thread: ThreadRef) -> Option<Self> {
+        use x86_64::structures::paging::PageTableFlags as Flags;
+        let t = tcb(thread);
+        if t.ipc_buffer == 0 || t.vspace == 0 {
+            return None;
+        }
+        let (phys, flags) = address_space(t.vspace).translate(t.ipc_buffer)?;
+        let wanted = Flags::PRESENT | Flags::USER_ACCESSIBLE | Flags::WRITABLE;
+        // The buffer address is 4 KiB aligned (configure checks), so the page holds
+        // all `WORDS` words whatever the page size.
+        flags.contains(wanted).then_some(Self { phys })
+    }
+
+    /// Word `index`, or 0 past the end of the buffer.
+    pub fn read(self, index: usize) -> u64 {
+        if index >= ramen_abi::ipc_buffer::WORDS {
+            return 0;
+        }
+        let virt = ramen_arch::paging::phys_to_virt(self.phys + 8 * index as u64);
+        // SAFETY: the word lies inside a user frame that stays allocated while
+        // CAP_LOCK is held (type doc); a volatile u64 read of user memory cannot
+        // produce an invalid value.
+        unsafe { core::ptr::read_volatile(virt as *const u64) }
+    }
+
+    /// Writes word `index` (ignored past the end of the buffer).
+    pub fn write(self, index: usize, value: u64) {
+        if index >= ramen_abi::ipc_buffer::WORDS {
+            return;
+        }
+        let virt = ramen_arch::paging::phys_to_virt(self.phys + 8 * index as u64);
+        // SAFETY: as for `read`; the page is mapped writable for its owner, who
+        // asked for the message to be written there.
+        unsafe { core::ptr::write_volatile(virt as *mut u64, value) }
+    }
 }
 
 /// The boot-information block the kernel fills for the root task.

@@ -100,24 +100,30 @@ fn is_endpoint(thread: ThreadRef, cptr: u64) -> bool {
 
 /// The IPC system calls. They touch the caller's registers through its TCB only.
 fn ipc_syscall(thread: ThreadRef, sys: Sys, cptr: u64) -> Result<(), Error> {
-    let store = CAP_LOCK.lock();
+    let mut guard = CAP_LOCK.lock();
+    let store = &mut *guard;
     let cap = |store: &crate::objects::Store| invoke::lookup_cap(thread, store, cptr).map(|(_, cap)| cap);
     match sys {
         Sys::Reply => {
-            ipc::reply(thread)?;
+            if !ipc::reply(store, thread)? {
+                return Err(Error::InvalidCapability);
+            }
             set_reply(&mut tcb(thread).context, Ok(()), &[]);
             Ok(())
         }
         Sys::ReplyRecv => {
-            // No caller to answer is not an error here: the server may be starting.
-            let _ = ipc::reply(thread);
-            ipc::receive(thread, &cap(&store)?, true)
+            // Check the receive capability first, so a bad one fails before the
+            // reply goes. No caller to answer is not an error here: the server may
+            // be starting; a malformed reply is, and nothing happens.
+            let endpoint = cap(store)?;
+            ipc::reply(store, thread)?;
+            ipc::receive(store, thread, &endpoint, true)
         }
-        Sys::Send => ipc::send(thread, &cap(&store)?, SendKind::Blocking),
-        Sys::NbSend => ipc::send(thread, &cap(&store)?, SendKind::NonBlocking),
-        Sys::Call => ipc::send(thread, &cap(&store)?, SendKind::Call),
-        Sys::Recv => ipc::receive(thread, &cap(&store)?, true),
-        Sys::NbRecv => ipc::receive(thread, &cap(&store)?, false),
+        Sys::Send => ipc::send(store, thread, &cap(store)?, SendKind::Blocking),
+        Sys::NbSend => ipc::send(store, thread, &cap(store)?, SendKind::NonBlocking),
+        Sys::Call => ipc::send(store, thread, &cap(store)?, SendKind::Call),
+        Sys::Recv => ipc::receive(store, thread, &cap(store)?, true),
+        Sys::NbRecv => ipc::receive(store, thread, &cap(store)?, false),
         Sys::Yield => Ok(()),
     }
 }
@@ -178,9 +184,9 @@ fn user_fault(ctx: &mut UserContext) {
     FAULTS.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
     let endpoint = t.fault_endpoint;
     if endpoint != 0 {
-        let store = CAP_LOCK.lock();
+        let mut store = CAP_LOCK.lock();
         let sent = invoke::lookup_cap(thread, &store, endpoint)
-            .and_then(|(_, cap)| ipc::send_fault(thread, &cap, ctx.vector, ctx.error, address));
+            .and_then(|(_, cap)| ipc::send_fault(&mut store, thread, &cap, ctx.vector, ctx.error, address));
         if sent.is_err() {
             kprintln!(
                 "thread {:#x}: its fault endpoint is not a usable endpoint; it stays stopped",

@@ -28,6 +28,7 @@ pub const BOOT_PROGRAMS: &[(&str, &str)] = &[
     ("waiter", "waiter"),
     ("echo", "echo"),
     ("pingpong", "pingpong"),
+    ("longmsg", "longmsg"),
     ("bench-ipc", "bench-ipc"),
 ];
 

@@ -28,6 +28,37 @@ pub const MSG_MAX_CAPS: usize = 3;
 /// Leases (pinned bulk buffers) one call may carry.
 pub const MSG_MAX_LEASES: usize = 4;
 
+/// Where things live in a thread's IPC buffer, in 64-bit words from its start.
+///
+/// Message word `i` of a message longer than the registers is at word `i`: words
+/// `0..MSG_REGS` travel in registers, and their buffer words are left alone by the
+/// kernel (the runtime may keep its own data there). The sender names the
+/// capabilities it transfers in [`ipc_buffer::SEND_CAPS`]; the receiver names where
+/// received capabilities go in [`ipc_buffer::RECV_CNODE`], [`ipc_buffer::RECV_INDEX`]
+/// and [`ipc_buffer::RECV_DEPTH`] (consecutive slots from that index). Leases are
+/// two words each from [`ipc_buffer::LEASES`].
+pub mod ipc_buffer {
+    use super::{MSG_MAX_CAPS, MSG_MAX_LEASES, MSG_MAX_WORDS};
+
+    /// Capability pointers (in the sender's CSpace) of the capabilities to transfer.
+    pub const SEND_CAPS: usize = MSG_MAX_WORDS;
+    /// A CNode capability pointer (in the receiver's CSpace) that received
+    /// capabilities go into; the capability needs the write right.
+    pub const RECV_CNODE: usize = SEND_CAPS + MSG_MAX_CAPS;
+    /// The first slot index (in that CNode) for received capabilities.
+    pub const RECV_INDEX: usize = RECV_CNODE + 1;
+    /// The depth the index is resolved at, as for CNode operations.
+    pub const RECV_DEPTH: usize = RECV_INDEX + 1;
+    /// Leases: each is a start address and a word of length and access.
+    pub const LEASES: usize = RECV_DEPTH + 1;
+    /// Words the kernel reads or writes: everything above is the program's.
+    pub const KERNEL_WORDS: usize = LEASES + 2 * MSG_MAX_LEASES;
+    /// Words in the buffer.
+    pub const WORDS: usize = super::IPC_BUFFER_BYTES / 8;
+
+    const _: () = assert!(KERNEL_WORDS <= WORDS);
+}
+
 /// The message-info word that accompanies every message.
 ///
 /// Layout (bit ranges, low to high): `0..7` length in words, `7..9` capabilities

@@ -12,11 +12,11 @@ use crate::alloc::Alloc;
 /// Radix of a program's CNode (256 slots), and the guard that makes small numbers
 /// address it directly with full-depth (64-bit) capability pointers.
 const CHILD_RADIX: u64 = 8;
-/// Where a program's stack ends, and how many pages it has.
-const STACK_TOP: u64 = 0x0000_7000_0000_0000;
+/// Where a program's stack ends, and how many pages it has; its IPC buffer (the
+/// runtime's convention, so its threads find their buffers).
+const STACK_TOP: u64 = ramen_rt::msgbuf::PROGRAM_STACK_TOP;
 const STACK_PAGES: u64 = 16;
-/// A program's IPC buffer.
-const IPC_BUFFER: u64 = 0x0000_6fff_0000_0000;
+const IPC_BUFFER: u64 = ramen_rt::msgbuf::PROGRAM_IPC_BUFFER;
 /// Where the root task maps a fresh frame to fill it.
 const SCRATCH: u64 = 0x0000_5000_0000_0000;
 /// Child slot of the fault endpoint (see `ramen_user_tests::REPORT`/`WAIT` for 8, 9).
@@ -140,7 +140,7 @@ pub fn spawn(alloc: &mut Alloc, files: &Files, spec: &Spawn<'_>) -> Result<Child
 }
 
 /// A further thread's stack and IPC buffer sit this far below the previous thread's.
-const THREAD_SPACING: u64 = 0x1_0000_0000;
+const THREAD_SPACING: u64 = ramen_rt::msgbuf::THREAD_SPACING;
 
 /// Starts another thread of the program `child` at its entry point with argument
 /// `arg`: same address space and CSpace, its own stack and IPC buffer. `index`

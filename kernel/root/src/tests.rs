@@ -68,7 +68,7 @@ pub fn run(info: &'static BootInfo) -> bool {
     let mut ctx = Ctx { alloc, files, report, next_badge: 1, cpus: u64::from(info.cpu_count), fuzz_count };
 
     type Case = (&'static str, fn(&mut Ctx) -> Outcome);
-    let cases: [Case; 18] = [
+    let cases: [Case; 19] = [
         ("invalid_capability_pointers_are_rejected", invalid_capability_pointers),
         ("wrong_types_and_labels_are_rejected", wrong_types_and_labels),
         ("retype_rejects_bad_input_and_changes_nothing", retype_bad_input),
@@ -87,6 +87,7 @@ pub fn run(info: &'static BootInfo) -> bool {
         ("notifications_signal_poll_and_wake_across_cpus", notifications),
         ("bound_notification_wakes_an_endpoint_receiver", bound_notification),
         ("a_server_dying_mid_call_wakes_its_caller", dead_server),
+        ("long_messages_and_capability_transfer", long_messages),
     ];
     let (mut passed, mut failed) = (0u32, 0u32);
     for (name, case) in
@@ -756,4 +757,81 @@ fn dead_server(ctx: &mut Ctx) -> Outcome {
         Some(_) => Err("the caller woke with the wrong result"),
         None => Err("the caller of a dead server never woke"),
     }
+}
+
+/// Label the `longmsg` server answers by signalling the notification it received.
+const LONGMSG_SIGNAL: u64 = 0x5161;
+
+fn long_messages(ctx: &mut Ctx) -> Outcome {
+    long_message_round(ctx, 0)?;
+    if ctx.cpus > 1 {
+        long_message_round(ctx, ctx.cpus - 1)?;
+    }
+    Ok(())
+}
+
+/// Calls `request` and checks the `longmsg` server's answer: same label and length,
+/// word 0 the number of capabilities that arrived, every other word plus one.
+fn long_call(endpoint: u64, label: u64, words: &[u64], caps: &[u64], arrived: u64) -> Outcome {
+    use ramen_abi::MSG_MAX_WORDS;
+    let mut buf = ramen_rt::msgbuf::MessageBuffer::root();
+    let request = buf.message(label, words, caps).map_err(|_| "cannot build the message")?;
+    let reply = ok(call(endpoint, &request), "long call failed")?;
+    let mut got = [0u64; MSG_MAX_WORDS];
+    let len = buf.read_words(&reply, &mut got);
+    if reply.label() != label || len != words.len() {
+        return Err("the reply has the wrong label or length");
+    }
+    if !words.is_empty() && got[0] != arrived {
+        return Err("the server received a wrong number of capabilities");
+    }
+    if words.iter().zip(&got).skip(1).any(|(sent, back)| back.wrapping_sub(*sent) != 1) {
+        return Err("a word of a long message was lost or changed");
+    }
+    Ok(())
+}
+
+fn long_message_round(ctx: &mut Ctx, server_cpu: u64) -> Outcome {
+    use ramen_abi::{MSG_MAX_WORDS, MessageInfo};
+    let endpoint = ok(ctx.alloc.make(object::ENDPOINT, 0), "endpoint")?;
+    let (server, _) = start(ctx, "longmsg", 0, server_cpu, &[(WAIT, endpoint)], false)?;
+    let words: [u64; MSG_MAX_WORDS] = core::array::from_fn(|i| 0x1000 + 7 * i as u64);
+    // Register-only, just past the registers, and the longest message.
+    for len in [3, 7, 40, MSG_MAX_WORDS] {
+        long_call(endpoint, 0x77, &words[..len], &[], 0)?;
+    }
+    // Bad input fails before anything changes: the server keeps waiting, and the
+    // next good call works.
+    let raw = |info: u64| Message { info: MessageInfo(info), regs: [0; 6] };
+    expect_err(call(endpoint, &raw((0x77 << 16) | 121)), Error::RangeError, "121 words accepted")?;
+    let lease = MessageInfo::try_new(0x77, 1, 0, 1).map_or(0, |i| i.0);
+    expect_err(call(endpoint, &raw(lease)), Error::InvalidArgument, "a lease accepted")?;
+    let bad_cap = MessageInfo::try_new(0x77, 8, 1, 0).map_or(0, |i| i.0);
+    let mut buf = ramen_rt::msgbuf::MessageBuffer::root();
+    buf.set_word(ramen_abi::ipc_buffer::SEND_CAPS, u64::MAX);
+    expect_err(call(endpoint, &raw(bad_cap)), Error::InvalidCapability, "a bad pointer transferred")?;
+    let no_grant = ok(ctx.alloc.slot(), "slot")?;
+    let rights = object::rights::READ | object::rights::WRITE | object::rights::GRANT_REPLY;
+    ok(kobj::mint(slot::CNODE, no_grant, 64, endpoint, rights, 0), "mint without grant")?;
+    let note = ok(ctx.alloc.make(object::NOTIFICATION, 0), "notification")?;
+    let mut buf = ramen_rt::msgbuf::MessageBuffer::root();
+    let with_cap = buf.message(0x77, &words[..2], &[note]).map_err(|_| "build")?;
+    expect_err(call(no_grant, &with_cap), Error::InsufficientRights, "a capability sent without grant")?;
+    long_call(no_grant, 0x77, &words[..9], &[], 0)?;
+
+    // A capability arrives and works: the server signals the notification with it.
+    long_call(endpoint, LONGMSG_SIGNAL, &words[..8], &[note], 1)?;
+    match ramen_rt::nb_recv(note) {
+        Ok((1, _)) => {}
+        _ => return Err("the transferred notification capability did not signal"),
+    }
+    // Into an occupied slot it does not go, and the message still arrives.
+    long_call(endpoint, 0x77, &words[..8], &[note], 1)?;
+    long_call(endpoint, 0x77, &words[..8], &[note], 0)?;
+    // The copy is a child of ours: revoking ours removes it, and the slot takes
+    // a capability again.
+    ok(kobj::revoke(slot::CNODE, note, 64), "revoke")?;
+    long_call(endpoint, 0x77, &words[..8], &[note], 1)?;
+    stop(&server);
+    Ok(())
 }

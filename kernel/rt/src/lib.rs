@@ -17,6 +17,7 @@ pub mod console;
 pub mod heap;
 pub mod ipc;
 pub mod kobj;
+pub mod msgbuf;
 #[allow(unsafe_code)]
 mod sys;
 pub mod vm;

@@ -8,6 +8,7 @@
 
 pub mod cpu;
 pub mod fault;
+pub mod ipcbuf;
 pub mod syscall;
 pub mod tsc;
 pub mod vm;

@@ -81,11 +81,13 @@ pub enum Role {
 }
 
 /// A thread's job, packed into its argument word: bits 0..4 role, 4..8 message
-/// words, 8..16 case id, 16..36 count, 36..52 warm-up calls.
+/// words, 8..16 case id, 16..36 count, 36..52 warm-up calls, 52 whether each call
+/// transfers a capability.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Job {
     pub role: Role,
-    /// Message length in words, both ways (at most `ramen_abi::MSG_REGS`).
+    /// Message length in words, both ways (up to 15: past `ramen_abi::MSG_REGS` the
+    /// rest goes through the IPC buffer, on the slow path).
     pub words: u64,
     /// The case's number, which the sample lines carry.
     pub case_id: u64,
@@ -93,7 +95,13 @@ pub struct Job {
     pub count: u64,
     /// Calls made and discarded before the samples (latency).
     pub warmup: u64,
+    /// Every timed call transfers one capability (the client's endpoint capability),
+    /// which the server receives into [`RECEIVED`] and deletes before replying.
+    pub transfer_cap: bool,
 }
+
+/// Child slot a capability-transfer server receives capabilities into.
+pub const RECEIVED: u64 = 30;
 
 const COUNT_BITS: u32 = 20;
 
@@ -113,6 +121,7 @@ impl Job {
             | (self.case_id & 0xff) << 8
             | (self.count & MAX_ROUNDS) << 16
             | (self.warmup & 0xffff) << 36
+            | (self.transfer_cap as u64) << 52
     }
 
     /// The job in an argument word, if its role is known.
@@ -133,6 +142,7 @@ impl Job {
             case_id: (arg >> 8) & 0xff,
             count: (arg >> 16) & MAX_ROUNDS,
             warmup: (arg >> 36) & 0xffff,
+            transfer_cap: (arg >> 52) & 1 == 1,
         })
     }
 }
@@ -140,12 +150,19 @@ impl Job {
 // Every field survives the argument word (this crate's tests cannot run on the host:
 // it is a freestanding program, so the check runs at compile time).
 const _: () = {
-    let job =
-        Job { role: Role::NotificationClient, words: 6, case_id: 200, count: MAX_ROUNDS, warmup: 0xffff };
+    let job = Job {
+        role: Role::NotificationClient,
+        words: 15,
+        case_id: 200,
+        count: MAX_ROUNDS,
+        warmup: 0xffff,
+        transfer_cap: true,
+    };
     match Job::decode(job.encode()) {
         Some(back) => assert!(
             back.encode() == job.encode()
-                && back.words == 6
+                && back.words == 15
+                && back.transfer_cap
                 && back.case_id == 200
                 && back.count == MAX_ROUNDS
                 && back.warmup == 0xffff

@@ -44,10 +44,7 @@ const REPORT_PATIENCE: u32 = 64;
 
 /// Cases the kernel cannot run yet: (case, why). Listed so that the report shows
 /// them as missing rather than leaving them out.
-const UNSUPPORTED: &[(&str, &str)] = &[
-    ("slowpath_cap_transfer", "the kernel does not transfer capabilities in IPC yet"),
-    ("bulk_lease", "the kernel has no leases (bulk transfer) yet"),
-];
+const UNSUPPORTED: &[(&str, &str)] = &[("bulk_lease", "the kernel has no leases (bulk transfer) yet")];
 
 struct Ctx {
     alloc: Alloc,
@@ -74,6 +71,8 @@ enum Kind {
     Foundry,
     /// Like `CrossAs`, with kernel tracing on (every kernel category).
     Traced,
+    /// Like `CrossAs`, and every call transfers a capability.
+    CapTransfer,
 }
 
 /// One latency case: what runs where, and how long a message is.
@@ -131,6 +130,8 @@ pub fn run(info: &'static BootInfo) -> bool {
         Pair::on("same_core_cross_as", 0, Some(0), Kind::CrossAs),
         Pair::on("same_core_cross_as", 4, Some(0), Kind::CrossAs),
         Pair::on("same_core_cross_as", 6, Some(0), Kind::CrossAs),
+        Pair::on("same_core_cross_as", 10, Some(0), Kind::CrossAs),
+        Pair::on("slowpath_cap_transfer", 10, Some(0), Kind::CapTransfer),
         Pair::on("same_core_same_as", 0, Some(0), Kind::SameAs),
         Pair::on("cross_core_same_socket", 0, same_socket, Kind::CrossAs),
         Pair::on("cross_core_cross_socket", 0, other_socket, Kind::CrossAs),
@@ -225,9 +226,18 @@ fn latency(ctx: &mut Ctx, pair: &Pair) -> Result<(), &'static str> {
     let id = ctx.next_id;
     ctx.next_id += 1;
     let endpoint = ok(ctx.alloc.make(object::ENDPOINT, 0), "cannot make an endpoint")?;
-    let job = |role| Job { role, words: pair.words, case_id: id, count: ctx.samples, warmup: ctx.warmup };
+    let job = |role| Job {
+        role,
+        words: pair.words,
+        case_id: id,
+        count: ctx.samples,
+        warmup: ctx.warmup,
+        transfer_cap: pair.kind == Kind::CapTransfer,
+    };
     let (client_role, server_role) = match pair.kind {
-        Kind::CrossAs | Kind::SameAs | Kind::Traced => (Role::LatencyClient, Role::Server),
+        Kind::CrossAs | Kind::SameAs | Kind::Traced | Kind::CapTransfer => {
+            (Role::LatencyClient, Role::Server)
+        }
         Kind::Notification => (Role::NotificationClient, Role::NotificationServer),
         Kind::Foundry => (Role::FoundryClient, Role::FoundryServer),
     };
@@ -242,7 +252,7 @@ fn latency(ctx: &mut Ctx, pair: &Pair) -> Result<(), &'static str> {
     // The notifications only where they exist; the server has no report capability.
     let (client_grants, server_grants) = match pair.kind {
         Kind::Notification => (&grants[..], &grants[..3]),
-        Kind::CrossAs | Kind::SameAs | Kind::Foundry | Kind::Traced => {
+        Kind::CrossAs | Kind::SameAs | Kind::Foundry | Kind::Traced | Kind::CapTransfer => {
             (&[grants[0], grants[3]][..], &grants[..1])
         }
     };
@@ -313,7 +323,8 @@ fn scaling(ctx: &mut Ctx, kept: &mut [Option<ScalingPair>], pairs: u64) -> Resul
     if kept.get(new).is_some_and(Option::is_none) {
         let endpoint = ok(ctx.alloc.make(object::ENDPOINT, 0), "cannot make an endpoint")?;
         let start_endpoint = ok(ctx.alloc.make(object::ENDPOINT, 0), "cannot make an endpoint")?;
-        let server_job = Job { role: Role::Server, words: 0, case_id: 0, count: 0, warmup: 0 };
+        let server_job =
+            Job { role: Role::Server, words: 0, case_id: 0, count: 0, warmup: 0, transfer_cap: false };
         let client_job = Job { role: Role::ThroughputClient, count: ctx.rounds, ..server_job };
         let grants = [(ENDPOINT, endpoint), (REPORT, ctx.report), (START, start_endpoint)];
         let cpu = pairs - 1;

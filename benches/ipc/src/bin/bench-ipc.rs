@@ -11,16 +11,21 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 use ramen_bench_ipc::{
-    ENDPOINT, Job, MAX_SAMPLES, PING, PONG, REPORT, Role, SAMPLES_MARKER, SAMPLES_PER_LINE, START, label,
+    ENDPOINT, Job, MAX_SAMPLES, PING, PONG, RECEIVED, REPORT, Role, SAMPLES_MARKER, SAMPLES_PER_LINE, START,
+    label,
 };
+use ramen_rt::msgbuf::MessageBuffer;
 use ramen_rt::tsc::{rdtsc, rdtscp};
 use ramen_rt::{Console, MSG_REGS, Message, SysError, call, nb_send, println, recv, reply_recv};
+use ramen_rt::{kobj, slot};
 use ufmt::uwrite;
 
 ramen_rt::entry!(main);
 
 /// Payload words of the timed messages (their values do not matter).
-const PAYLOAD: [u64; MSG_REGS] = [1, 2, 3, 4, 5, 6];
+const PAYLOAD: [u64; 15] = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15];
+/// Reply label of a capability-transfer server whose capability did not arrive.
+const MISSING_CAP: u64 = 0xcab;
 /// Reads of the empty window (`rdtsc` then `rdtscp`); the least is subtracted.
 const EMPTY_WINDOW_READS: usize = 1000;
 
@@ -44,16 +49,27 @@ fn main(arg: u64) {
     }
 }
 
-fn payload(job: &Job) -> Message {
+/// The timed message: `job.words` words (those past the registers written into the
+/// IPC buffer once, here, outside the timed loop), with the endpoint capability when
+/// the client transfers one. The benchmark programs run as main threads (buffer 0).
+fn payload(job: &Job, client: bool) -> Message {
     let words = PAYLOAD.get(..job.words as usize).unwrap_or(&PAYLOAD);
-    Message::new(0, words)
+    let caps: &[u64] = if client && job.transfer_cap { &[ENDPOINT] } else { &[] };
+    if words.len() <= MSG_REGS && caps.is_empty() {
+        return Message::new(0, words);
+    }
+    MessageBuffer::program_thread(0).message(0, words, caps).unwrap_or_default()
 }
 
 /// Serves forever: timestamps the first `count` requests, then answers dumps.
 fn server(job: &Job) -> Result<(), SysError> {
     let capacity = job.count.min(MAX_SAMPLES) as usize;
     let mut stamps = Stamps::new(capacity);
-    let reply = payload(job);
+    let reply = payload(job, false);
+    let missing = Message::new(MISSING_CAP, &[]);
+    if job.transfer_cap {
+        MessageBuffer::program_thread(0).receive_caps_into(slot::CNODE, RECEIVED, 64);
+    }
     let (_, mut request) = recv(ENDPOINT)?;
     let mut index = 0usize;
     loop {
@@ -61,9 +77,19 @@ fn server(job: &Job) -> Result<(), SysError> {
         if request.label() == label::DUMP {
             break;
         }
+        // Free the slot for the next capability (between the timed windows). A
+        // capability that did not arrive is answered with label `MISSING_CAP`.
+        let reply = if !job.transfer_cap {
+            &reply
+        } else if request.info.caps() == 1 {
+            kobj::delete(slot::CNODE, RECEIVED, 64)?;
+            &reply
+        } else {
+            &missing
+        };
         // Read last so that storing it is not timed; stored after the next arrival.
         let leaving = rdtsc();
-        request = reply_recv(ENDPOINT, &reply)?.1;
+        request = reply_recv(ENDPOINT, reply)?.1;
         stamps.record(index, arrived, leaving);
         index += 1;
     }
@@ -152,8 +178,17 @@ fn time_round_trips(
 fn latency_client(job: &Job) -> Result<(), SysError> {
     let total = (job.warmup + job.count).min(MAX_SAMPLES) as usize;
     let overhead = empty_window();
-    let request = payload(job);
-    let (starts, ends) = time_round_trips(total, || call(ENDPOINT, &request).map(drop))?;
+    let request = payload(job, true);
+    let (starts, ends) = if job.transfer_cap {
+        time_round_trips(total, || match call(ENDPOINT, &request) {
+            Ok(reply) if reply.label() == MISSING_CAP => {
+                Err(SysError(ramen_rt::Error::InvalidArgument.code()))
+            }
+            other => other.map(drop),
+        })?
+    } else {
+        time_round_trips(total, || call(ENDPOINT, &request).map(drop))?
+    };
     report_latency(job, overhead, &starts, &ends)
 }
 

@@ -87,6 +87,26 @@ pub enum MapError {
     AlreadyMapped(u64),
     /// A window (MMIO, stacks) is full or the index is out of range.
     WindowFull,
+    /// The page is pinned by a lease of an IPC call in flight.
+    Pinned(u64),
+}
+
+/// Software bits 52..59 of a leaf entry (ignored by the MMU): how many leases of
+/// calls in flight pin the page. A pinned page cannot be unmapped.
+const PIN_SHIFT: u32 = 52;
+const PIN_MASK: u64 = 0x7f << PIN_SHIFT;
+/// Most leases that may pin one page at once.
+pub const MAX_PINS: u64 = 0x7f;
+
+/// Why a page cannot be pinned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PinError {
+    /// Not mapped, or not a user page.
+    NotMapped,
+    /// Mapped read-only where write access was asked for.
+    ReadOnly,
+    /// Pinned by [`MAX_PINS`] leases already.
+    TooManyPins,
 }
 
 /// A source of zeroed-on-use 4 KiB frames for page tables.
@@ -230,8 +250,77 @@ impl AddressSpace {
         if *entry & Flags::PRESENT.bits() == 0 {
             return Err(MapError::Misaligned(virt));
         }
+        if *entry & PIN_MASK != 0 {
+            return Err(MapError::Pinned(virt));
+        }
         *entry = 0;
         Ok(())
+    }
+
+    /// The leaf entry that maps `virt` (any page size), if present.
+    fn leaf(&self, virt: u64) -> Option<*mut u64> {
+        let mut table_phys = self.pml4;
+        for level in (1..=4).rev() {
+            // SAFETY: a table of this hierarchy, reachable through the direct map.
+            let entry = unsafe { &mut (*table(table_phys))[index(virt, level)] };
+            if *entry & Flags::PRESENT.bits() == 0 {
+                return None;
+            }
+            if level == 1 || *entry & Flags::HUGE_PAGE.bits() != 0 {
+                return Some(entry as *mut u64);
+            }
+            table_phys = *entry & ADDR_MASK;
+        }
+        None
+    }
+
+    /// Checks that the user page at `virt` can be pinned (`write`: for writing):
+    /// mapped, user-accessible, writable if asked, not pinned too often. Changes
+    /// nothing; returns the physical address `virt` translates to.
+    pub fn can_pin(&self, virt: u64, write: bool) -> Result<u64, PinError> {
+        let entry = self.leaf(virt).ok_or(PinError::NotMapped)?;
+        // SAFETY: `leaf` returned an entry of this hierarchy.
+        let value = unsafe { *entry };
+        if value & Flags::USER_ACCESSIBLE.bits() == 0 {
+            return Err(PinError::NotMapped);
+        }
+        if write && value & Flags::WRITABLE.bits() == 0 {
+            return Err(PinError::ReadOnly);
+        }
+        if (value & PIN_MASK) >> PIN_SHIFT >= MAX_PINS {
+            return Err(PinError::TooManyPins);
+        }
+        let (phys, _) = self.translate(virt).ok_or(PinError::NotMapped)?;
+        Ok(phys & !(PAGE_SIZE - 1))
+    }
+
+    /// Pins the page at `virt` once more ([`Self::can_pin`] first); returns the
+    /// physical address of its 4 KiB page.
+    pub fn pin(&mut self, virt: u64, write: bool) -> Result<u64, PinError> {
+        let phys = self.can_pin(virt, write)?;
+        if let Some(entry) = self.leaf(virt) {
+            // SAFETY: an entry of this hierarchy; `&mut self` excludes other editors.
+            unsafe { *entry += 1 << PIN_SHIFT };
+        }
+        Ok(phys)
+    }
+
+    /// Drops one pin of the page at `virt` (nothing if it has none).
+    pub fn unpin(&mut self, virt: u64) {
+        if let Some(entry) = self.leaf(virt) {
+            // SAFETY: as in `pin`.
+            unsafe {
+                if *entry & PIN_MASK != 0 {
+                    *entry -= 1 << PIN_SHIFT;
+                }
+            }
+        }
+    }
+
+    /// True if the page at `virt` is pinned.
+    pub fn is_pinned(&self, virt: u64) -> bool {
+        // SAFETY: `leaf` returned an entry of this hierarchy.
+        self.leaf(virt).is_some_and(|entry| unsafe { *entry } & PIN_MASK != 0)
     }
 
     /// Maps `[virt, virt+len)` to `[phys, phys+len)` with 4 KiB pages.
@@ -482,4 +571,27 @@ pub fn user_flags(writable: bool, executable: bool) -> Flags {
 /// Drops this CPU's TLB entry for `virt`.
 pub fn flush_local(virt: u64) {
     x86_64::instructions::tlb::flush(x86_64::VirtAddr::new_truncate(virt));
+}
+
+/// Drops every non-global TLB entry of this CPU (reloads CR3).
+pub fn flush_all_local() {
+    x86_64::instructions::tlb::flush_all();
+}
+
+/// True if the page table at `table_phys` (of `level`: 4 = PML4, whose kernel half
+/// is skipped, down to 1) or any table below it maps a pinned page.
+pub fn table_has_pins(table_phys: u64, level: u32) -> bool {
+    let entries = if level == 4 { ENTRIES / 2 } else { ENTRIES };
+    (0..entries).any(|i| {
+        // SAFETY: `table_phys` is a page-table object (capability-checked by the
+        // caller) or a table installed below one, reachable through the direct map.
+        let entry = unsafe { (*table(table_phys))[i] };
+        if entry & Flags::PRESENT.bits() == 0 {
+            false
+        } else if level == 1 || entry & Flags::HUGE_PAGE.bits() != 0 {
+            entry & PIN_MASK != 0
+        } else {
+            table_has_pins(entry & ADDR_MASK, level - 1)
+        }
+    })
 }

@@ -84,7 +84,9 @@ pub fn attempt(caller: ThreadRef) -> Option<ThreadRef> {
             }
             let client = tcb(caller).caller?;
             let c = tcb(client);
+            // Leases lent to this call are released on the slow path.
             if c.ipc != IpcState::WaitingReply
+                || c.leases.any()
                 || c.state != ThreadState::Blocked
                 || c.cpu != here
                 || waiting.is_some_and(|p| p > c.priority)

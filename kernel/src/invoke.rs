@@ -204,6 +204,14 @@ fn invoke_thread(caller: ThreadRef, cap: &Cap, label: u64, regs: &[u64; MSG_REGS
             };
             crate::ipc::bind(target, addr)?;
         }
+        thread::SET_LEASE_WINDOW => {
+            cap.require(Rights::WRITE)?;
+            let _store = CAP_LOCK.lock();
+            if tcb(target).caller.is_some_and(|c| tcb(c).leases.any()) {
+                return Err(Error::Busy);
+            }
+            crate::lease::set_window(target, a0, a1)?;
+        }
         thread::CONFIGURE => {
             cap.require(Rights::WRITE)?;
             if !inactive {
@@ -350,6 +358,7 @@ fn map_error(e: MapError) -> Error {
         MapError::AlreadyMapped(_) | MapError::HugePageInTheWay(_) => Error::AlreadyMapped,
         MapError::Misaligned(_) => Error::AlignmentError,
         MapError::FrameUnreachable(_) | MapError::WindowFull => Error::RangeError,
+        MapError::Pinned(_) => Error::Busy,
     }
 }
 
@@ -507,7 +516,9 @@ fn leave_ipc(thread: ThreadRef) {
             crate::ipc::remove(ep, thread)
         }
         IpcState::Waiting(notification) => crate::ipc::remove_waiter(notification, thread),
-        IpcState::None | IpcState::WaitingReply => {}
+        // Out of its call: what it lent comes back.
+        IpcState::WaitingReply => crate::lease::release(thread),
+        IpcState::None => {}
     }
     t.ipc = IpcState::None;
 }

@@ -162,7 +162,7 @@ fn message_of(thread: ThreadRef, badge: u64) -> Message {
     let info = MessageInfo(ctx.rsi);
     let len = info.len_words().min(MSG_MAX_WORDS);
     Message {
-        info: MessageInfo::try_new(info.label(), len, info.caps(), 0).unwrap_or_default(),
+        info: MessageInfo::try_new(info.label(), len, info.caps(), info.leases()).unwrap_or_default(),
         regs: message_registers(ctx),
         badge,
         from: Some(thread),
@@ -170,19 +170,22 @@ fn message_of(thread: ThreadRef, badge: u64) -> Message {
 }
 
 /// Checks the message in `thread`'s registers before anything changes: a length
-/// that fits, an IPC buffer where the message needs one, and capabilities only with
-/// the grant right (`can_grant`) and only ones that exist. Leases are the bulk path's
-/// (not in this kernel yet) and are refused.
-pub fn check_message(store: &Store, thread: ThreadRef, can_grant: bool) -> Result<(), Error> {
+/// that fits, an IPC buffer where the message needs one, capabilities only with the
+/// grant right (`can_grant`) and only ones that exist, leases only on a call
+/// (`call`) and only over memory the caller may lend (`lease::check`).
+pub fn check_message(store: &Store, thread: ThreadRef, can_grant: bool, call: bool) -> Result<(), Error> {
     let info = MessageInfo(tcb(thread).context.rsi);
-    if info.leases() > 0 {
-        return Err(Error::InvalidArgument);
-    }
     if info.len_words() > MSG_MAX_WORDS {
         return Err(Error::RangeError);
     }
-    if info.len_words() <= MSG_REGS && info.caps() == 0 {
+    if info.len_words() <= MSG_REGS && info.caps() == 0 && info.leases() == 0 {
         return Ok(());
+    }
+    if info.leases() > 0 {
+        if !call {
+            return Err(Error::InvalidArgument);
+        }
+        crate::lease::check(thread, info)?;
     }
     if info.caps() > 0 && !can_grant {
         return Err(Error::InsufficientRights);
@@ -204,8 +207,8 @@ pub fn check_message(store: &Store, thread: ThreadRef, can_grant: bool) -> Resul
 /// it receives gives the length and capability count that arrived.
 fn deliver(store: &mut Store, receiver: ThreadRef, message: &Message) {
     let mut len = message.info.len_words();
-    let mut caps = 0;
-    if len > MSG_REGS || message.info.caps() > 0 {
+    let (mut caps, mut leases) = (0, 0);
+    if len > MSG_REGS || message.info.caps() > 0 || message.info.leases() > 0 {
         let src = message.from.and_then(IpcBufferPage::of);
         match (src, IpcBufferPage::of(receiver)) {
             (Some(src), Some(dst)) => {
@@ -214,6 +217,7 @@ fn deliver(store: &mut Store, receiver: ThreadRef, message: &Message) {
                 }
                 if let Some(sender) = message.from {
                     caps = transfer_caps(store, sender, src, receiver, dst, message.info.caps());
+                    leases = crate::lease::grant(sender, src, receiver, dst, message.info.leases());
                 }
             }
             _ => len = len.min(MSG_REGS),
@@ -222,7 +226,7 @@ fn deliver(store: &mut Store, receiver: ThreadRef, message: &Message) {
     let ctx = &mut tcb(receiver).context;
     let words = message.regs.get(..len.min(MSG_REGS)).unwrap_or(&[]);
     crate::syscall::set_reply(ctx, Ok(()), words);
-    ctx.rsi = MessageInfo::try_new(message.info.label(), len, caps, 0).map_or(0, |i| i.0);
+    ctx.rsi = MessageInfo::try_new(message.info.label(), len, caps, leases).map_or(0, |i| i.0);
     ctx.rdi = message.badge;
 }
 
@@ -299,7 +303,7 @@ pub fn send(store: &mut Store, sender: ThreadRef, cap: &Cap, kind: SendKind) -> 
     if kind == SendKind::Call {
         cap.require(Rights::GRANT_REPLY).or_else(|_| cap.require(Rights::GRANT))?;
     }
-    check_message(store, sender, cap.rights().contains(Rights::GRANT))?;
+    check_message(store, sender, cap.rights().contains(Rights::GRANT), kind == SendKind::Call)?;
     let message = message_of(sender, cap.badge());
     match dequeue(endpoint, false) {
         Some(receiver) => {
@@ -382,7 +386,7 @@ pub fn reply(store: &mut Store, server: ThreadRef) -> Result<bool, Error> {
     let Some(caller) = tcb(server).caller else {
         return Ok(false);
     };
-    check_message(store, server, tcb(server).recv_grant)?;
+    check_message(store, server, tcb(server).recv_grant, false)?;
     tcb(server).caller = None;
     tcb(caller).replier = None;
     if tcb(caller).ipc != IpcState::WaitingReply {
@@ -390,6 +394,7 @@ pub fn reply(store: &mut Store, server: ThreadRef) -> Result<bool, Error> {
     }
     let message = message_of(server, 0);
     crate::trace::ipc_reply(server, caller, message.info.len_words(), IpcPath::Slow);
+    crate::lease::release(caller);
     tcb(caller).ipc = IpcState::None;
     if tcb(caller).state == ThreadState::Faulted {
         // A reply to a fault message restarts the faulting instruction.
@@ -407,6 +412,7 @@ pub fn reply(store: &mut Store, server: ThreadRef) -> Result<bool, Error> {
 pub fn set_caller(server: ThreadRef, caller: ThreadRef) {
     if let Some(old) = tcb(server).caller.replace(caller) {
         tcb(old).replier = None;
+        crate::lease::release(old);
     }
     tcb(caller).replier = Some(server);
 }
@@ -417,8 +423,10 @@ pub fn set_caller(server: ThreadRef, caller: ThreadRef) {
 pub fn sever_reply_links(thread: ThreadRef) {
     if let Some(caller) = tcb(thread).caller.take() {
         tcb(caller).replier = None;
+        crate::lease::release(caller);
         finish_with_error(caller, Error::InvalidCapability);
     }
+    crate::lease::release(thread);
     if let Some(server) = tcb(thread).replier.take()
         && tcb(server).caller == Some(thread)
     {

@@ -18,11 +18,13 @@ mod fastpath;
 mod interrupts;
 mod invoke;
 mod ipc;
+mod lease;
 mod objects;
 mod roottask;
 mod sched;
 mod selftest;
 mod syscall;
+mod tlb;
 mod trace;
 
 use ramen_arch::pvh::{BootParams, StartInfoError};

@@ -15,6 +15,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use ramen_arch::fpu::FpuArea;
 use ramen_arch::phys;
 use ramen_arch::user::UserContext;
+use ramen_core::cap::Cap;
 use ramen_core::cdt::Slot;
 use ramen_core::object::{CapType, ObjRef, ObjectStore, PhysAddr, SlotRef, TCB_BITS};
 use ramen_core::runqueue::{RunLinks, ThreadLinks, ThreadRef};
@@ -30,7 +31,25 @@ pub struct Store;
 
 /// Serialises capability-space changes (copy, move, delete, revoke, retype, map).
 /// Not taken on the scheduling path; see `docs/concurrency.md`.
-pub static CAP_LOCK: Mutex<Store> = Mutex::new(Store);
+pub static CAP_LOCK: CapLock = CapLock(Mutex::new(Store));
+
+/// The lock around the capability store. Spinning for it services TLB flush
+/// requests (`tlb`): the holder may be waiting for this CPU's flush.
+pub struct CapLock(Mutex<Store>);
+
+impl CapLock {
+    /// Takes the lock.
+    #[inline]
+    pub fn lock(&self) -> spin::MutexGuard<'_, Store> {
+        loop {
+            if let Some(guard) = self.0.try_lock() {
+                return guard;
+            }
+            crate::tlb::service();
+            core::hint::spin_loop();
+        }
+    }
+}
 
 impl ObjectStore for Store {
     fn slot(&self, at: SlotRef) -> Slot {
@@ -58,6 +77,20 @@ impl ObjectStore for Store {
             CapType::VSpace => install_kernel_half(obj.addr.0),
             _ => {}
         }
+    }
+
+    fn may_delete(&self, cap: &Cap, is_final: bool) -> Result<(), ramen_abi::Error> {
+        let pinned = match cap.kind() {
+            CapType::Frame4K | CapType::Frame2M => {
+                cap.mapping().is_some_and(|(root, vaddr)| address_space(root.0).is_pinned(vaddr))
+            }
+            CapType::VSpace if is_final => ramen_arch::paging::table_has_pins(cap.addr().0, 4),
+            CapType::Pdpt if is_final => ramen_arch::paging::table_has_pins(cap.addr().0, 3),
+            CapType::PageDirectory if is_final => ramen_arch::paging::table_has_pins(cap.addr().0, 2),
+            CapType::PageTable if is_final => ramen_arch::paging::table_has_pins(cap.addr().0, 1),
+            _ => false,
+        };
+        if pinned { Err(ramen_abi::Error::Busy) } else { Ok(()) }
     }
 
     fn generation(&self) -> u64 {
@@ -130,6 +163,12 @@ pub struct Tcb {
     /// right: its replies may then transfer capabilities (as seL4's reply
     /// capabilities inherit the receiver's grant right).
     pub recv_grant: bool,
+    /// Where the leases of calls this thread receives are mapped (0: nowhere), and
+    /// how many pages the window has.
+    pub lease_window: u64,
+    pub lease_window_pages: u64,
+    /// The leases of this thread's call in flight.
+    pub leases: crate::lease::Held,
     /// Capability pointer of the fault-handler endpoint, 0 for none.
     pub fault_endpoint: u64,
     /// IPC state.
@@ -177,6 +216,9 @@ impl Tcb {
             vspace: 0,
             ipc_buffer: 0,
             recv_grant: false,
+            lease_window: 0,
+            lease_window_pages: 0,
+            leases: crate::lease::Held::none(),
             fault_endpoint: 0,
             ipc: IpcState::None,
             ipc_next: None,

@@ -185,6 +185,8 @@ pub fn post(target: u32, request: Request) {
             break;
         }
         drop(inbox);
+        // The owner may be waiting for this CPU to flush its TLB.
+        crate::tlb::service();
         cpu::relax();
     }
     let apic_id = cpu.local.apic_id;
@@ -203,6 +205,7 @@ pub fn wake(thread: ThreadRef) {
 
 /// Handles every request in this CPU's inbox.
 pub fn drain_inbox() {
+    crate::tlb::service();
     let (items, len, ipi_flow) = this_cpu().inbox.lock().take();
     crate::trace::ipi_received(ipi_flow);
     for request in items.iter().take(len).flatten() {
@@ -366,6 +369,7 @@ fn run(thread: ThreadRef) -> ! {
             s.fpu_owner = Some(thread);
         }
         if s.loaded_vspace != t.vspace {
+            crate::tlb::loading(t.vspace);
             crate::objects::activate_vspace(t.vspace);
             s.loaded_vspace = t.vspace;
         }

@@ -29,6 +29,7 @@ pub const BOOT_PROGRAMS: &[(&str, &str)] = &[
     ("echo", "echo"),
     ("pingpong", "pingpong"),
     ("longmsg", "longmsg"),
+    ("leaser", "leaser"),
     ("bench-ipc", "bench-ipc"),
 ];
 

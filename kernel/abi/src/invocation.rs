@@ -68,6 +68,12 @@ pub mod thread {
     /// CSpace, 0 for none) and the IPC buffer's address (MR3, 0 for none). The thread
     /// must be suspended.
     pub const CONFIGURE: u64 = 0x15;
+    /// Set where the kernel maps the leases of calls this thread receives: MR0 =
+    /// start (4 KiB aligned, user space), MR1 = size in bytes (a multiple of 4 KiB,
+    /// at most `crate::lease::MAX_WINDOW_BYTES`); 0, 0 for none. The window must be
+    /// free of mappings, with its page tables installed (the kernel allocates none).
+    /// Needs the write right; `Busy` while a lease is mapped there.
+    pub const SET_LEASE_WINDOW: u64 = 0x17;
 }
 
 /// Operations on a `CNode` capability. MR0 = destination index, MR1 = destination

@@ -59,6 +59,24 @@ pub mod ipc_buffer {
     const _: () = assert!(KERNEL_WORDS <= WORDS);
 }
 
+/// Leases: bulk buffers a call lends the server, pinned in place for the call.
+///
+/// A lease is two words in the caller's IPC buffer (`ipc_buffer::LEASES`): the start
+/// address, then the length in bytes with [`lease::WRITABLE`] for read-write access.
+/// The kernel pins the pages for the call, maps them into the receiver's lease window
+/// (`invocation::thread::SET_LEASE_WINDOW`) and writes the same two words there,
+/// with the address where the receiver sees the lease. The reply unmaps and unpins.
+pub mod lease {
+    /// In a lease's second word: the server may write.
+    pub const WRITABLE: u64 = 1 << 63;
+    /// In a lease's second word: the length in bytes.
+    pub const LEN_MASK: u64 = (1 << 40) - 1;
+    /// Longest lease.
+    pub const MAX_BYTES: u64 = 64 << 20;
+    /// Largest lease window.
+    pub const MAX_WINDOW_BYTES: u64 = 1 << 30;
+}
+
 /// The message-info word that accompanies every message.
 ///
 /// Layout (bit ranges, low to high): `0..7` length in words, `7..9` capabilities

@@ -204,6 +204,9 @@ fn delete_step_keeping<S: ObjectStore>(
     revoking: Option<SlotRef>,
 ) -> Result<Step, Error> {
     let cap = store.slot(at).cap();
+    if !cap.is_null() {
+        store.may_delete(&cap, cdt::is_final(store, at))?;
+    }
     Ok(match cap.kind() {
         CapType::Null => return Err(Error::SlotEmpty),
         CapType::CNode if cdt::is_final(store, at) => {
@@ -376,6 +379,24 @@ mod tests {
         record_mapping(&mut fx.store, frame, None).unwrap();
         let dest = fx.root_slot(4);
         move_cap(&mut fx.store, frame, dest).unwrap();
+        check_invariants(&fx.store);
+    }
+
+    #[test]
+    fn pinned_memory_refuses_delete_and_revoke_until_released() {
+        let mut fx = Fixture::new();
+        let frame = make(&mut fx, CapType::Frame4K, 0, 2);
+        let addr = fx.cap(frame).addr();
+        fx.store.pinned.push(addr);
+        rejects(&mut fx, Error::Busy, |s| delete_step(s, frame).map(drop));
+        // Revoking the untyped reaches the frame and stops there, the frame intact.
+        let untyped = fx.root_slot(1);
+        assert_eq!(revoke(&mut fx.store, untyped), Err(Error::Busy));
+        assert!(!fx.cap(frame).is_null());
+        check_invariants(&fx.store);
+        fx.store.pinned.clear();
+        assert!(revoke(&mut fx.store, untyped).is_ok());
+        assert!(fx.cap(frame).is_null());
         check_invariants(&fx.store);
     }
 

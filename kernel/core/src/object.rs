@@ -270,6 +270,15 @@ pub trait ObjectStore {
 
     /// Advances the generation. Called after the slot write it announces.
     fn bump_generation(&mut self);
+
+    /// Whether the capability may be deleted now (`is_final`: it is the object's
+    /// last capability). The kernel refuses (`Busy`) while a lease of an IPC call
+    /// pins memory the deletion would pull away: a mapped frame a lease pins, a
+    /// page table holding pinned entries.
+    fn may_delete(&self, cap: &crate::cap::Cap, is_final: bool) -> Result<(), ramen_abi::Error> {
+        let _ = (cap, is_final);
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -36,9 +36,16 @@ pub struct SimStore {
     pub slots: BTreeMap<SlotRef, Slot>,
     pub generation: u64,
     pub initialised: Vec<ObjRef>,
+    /// Objects whose capabilities `may_delete` refuses (as the kernel does for
+    /// memory a lease pins).
+    pub pinned: Vec<PhysAddr>,
 }
 
 impl ObjectStore for SimStore {
+    fn may_delete(&self, cap: &Cap, _is_final: bool) -> Result<(), ramen_abi::Error> {
+        if self.pinned.contains(&cap.addr()) { Err(ramen_abi::Error::Busy) } else { Ok(()) }
+    }
+
     fn slot(&self, at: SlotRef) -> Slot {
         self.slots.get(&at).copied().unwrap_or_default()
     }

@@ -74,7 +74,8 @@ impl Files {
     }
 }
 
-fn fill_frame(alloc: &mut Alloc, frame: u64, bytes: &[u8], offset: usize) -> Result<(), SysError> {
+/// Copies `bytes` into `frame` at `offset` (mapped at a scratch address meanwhile).
+pub fn fill_frame(alloc: &mut Alloc, frame: u64, bytes: &[u8], offset: usize) -> Result<(), SysError> {
     let mut scratch = Mapping::new(frame, 1, SCRATCH, true, alloc)?;
     if let Some(dest) = scratch.bytes_mut().get_mut(offset..offset + bytes.len()) {
         dest.copy_from_slice(bytes);

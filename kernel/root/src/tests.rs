@@ -68,7 +68,7 @@ pub fn run(info: &'static BootInfo) -> bool {
     let mut ctx = Ctx { alloc, files, report, next_badge: 1, cpus: u64::from(info.cpu_count), fuzz_count };
 
     type Case = (&'static str, fn(&mut Ctx) -> Outcome);
-    let cases: [Case; 19] = [
+    let cases: [Case; 20] = [
         ("invalid_capability_pointers_are_rejected", invalid_capability_pointers),
         ("wrong_types_and_labels_are_rejected", wrong_types_and_labels),
         ("retype_rejects_bad_input_and_changes_nothing", retype_bad_input),
@@ -88,6 +88,7 @@ pub fn run(info: &'static BootInfo) -> bool {
         ("bound_notification_wakes_an_endpoint_receiver", bound_notification),
         ("a_server_dying_mid_call_wakes_its_caller", dead_server),
         ("long_messages_and_capability_transfer", long_messages),
+        ("leases_lend_pinned_memory_for_one_call", leases),
     ];
     let (mut passed, mut failed) = (0u32, 0u32);
     for (name, case) in
@@ -805,7 +806,7 @@ fn long_message_round(ctx: &mut Ctx, server_cpu: u64) -> Outcome {
     let raw = |info: u64| Message { info: MessageInfo(info), regs: [0; 6] };
     expect_err(call(endpoint, &raw((0x77 << 16) | 121)), Error::RangeError, "121 words accepted")?;
     let lease = MessageInfo::try_new(0x77, 1, 0, 1).map_or(0, |i| i.0);
-    expect_err(call(endpoint, &raw(lease)), Error::InvalidArgument, "a lease accepted")?;
+    expect_err(call(endpoint, &raw(lease)), Error::InvalidArgument, "an empty lease accepted")?;
     let bad_cap = MessageInfo::try_new(0x77, 8, 1, 0).map_or(0, |i| i.0);
     let mut buf = ramen_rt::msgbuf::MessageBuffer::root();
     buf.set_word(ramen_abi::ipc_buffer::SEND_CAPS, u64::MAX);
@@ -833,5 +834,146 @@ fn long_message_round(ctx: &mut Ctx, server_cpu: u64) -> Outcome {
     ok(kobj::revoke(slot::CNODE, note, 64), "revoke")?;
     long_call(endpoint, 0x77, &words[..8], &[note], 1)?;
     stop(&server);
+    Ok(())
+}
+
+/// Where the `leaser` program's lent pages go in its address space.
+const LEASE_AREA: u64 = 0x2000_0000_0000;
+/// The root task's lease window, and its size.
+const LEASE_WINDOW: u64 = 0x3000_0000_0000;
+const LEASE_WINDOW_BYTES: u64 = 16 * 4096;
+/// Where the root task maps a lent frame to look at it after the call.
+const LEASE_CHECK: u64 = 0x3100_0000_0000;
+
+/// Byte `i` of the lent area's pattern.
+fn lease_pattern(i: u64) -> u8 {
+    (i.wrapping_mul(31) ^ (i >> 8)) as u8
+}
+
+fn leases(ctx: &mut Ctx) -> Outcome {
+    ok(
+        ramen_rt::vm::install_tables(slot::VSPACE, LEASE_WINDOW, LEASE_WINDOW_BYTES, &mut ctx.alloc),
+        "window tables",
+    )?;
+    expect_err(
+        kobj::set_lease_window(slot::THREAD, LEASE_WINDOW + 1, 4096),
+        Error::AlignmentError,
+        "odd window",
+    )?;
+    expect_err(
+        kobj::set_lease_window(slot::THREAD, 0xffff_8000_0000_0000, 4096),
+        Error::InvalidArgument,
+        "kernel window",
+    )?;
+    ok(kobj::set_lease_window(slot::THREAD, LEASE_WINDOW, LEASE_WINDOW_BYTES), "set the lease window")?;
+    lease_round(ctx, 0, false)?;
+    if ctx.cpus > 1 {
+        lease_round(ctx, ctx.cpus - 1, false)?;
+    }
+    lease_round(ctx, ctx.cpus - 1, true)
+}
+
+/// The root task serves one call of the `leaser` program (on `cpu`) that lends
+/// three read-write pages (from byte 100) and a read-only page. With `caller_dies`
+/// it suspends the caller mid-call instead of answering: that ends the call and
+/// must release the leases.
+fn lease_round(ctx: &mut Ctx, cpu: u64, caller_dies: bool) -> Outcome {
+    use ramen_rt::msgbuf::MessageBuffer;
+    const PAGE: u64 = 4096;
+    let endpoint = ok(ctx.alloc.make(object::ENDPOINT, 0), "endpoint")?;
+    let (child, _) = start(ctx, "leaser", 0, cpu, &[(WAIT, endpoint)], false)?;
+    let mut frames = [0u64; 4];
+    for (i, frame) in frames.iter_mut().enumerate() {
+        *frame = ok(ctx.alloc.make(object::FRAME_4K, 0), "frame")?;
+        let bytes: [u8; PAGE as usize] = core::array::from_fn(|j| lease_pattern(i as u64 * PAGE + j as u64));
+        ok(loader::fill_frame(&mut ctx.alloc, *frame, &bytes, 0), "fill a frame")?;
+        let rights = u64::from(i < 3);
+        let at = LEASE_AREA + i as u64 * PAGE;
+        ok(ramen_rt::vm::map_page(child.vspace, *frame, at, rights, &mut ctx.alloc), "map into the leaser")?;
+    }
+    ok(ramen_rt::send(endpoint, &Message::new(1, &[LEASE_AREA, LEASE_AREA + 3 * PAGE])), "go")?;
+    let (_, request) = ok(recv(endpoint), "receive the call")?;
+    let buf = MessageBuffer::root();
+    let (Some(rw), Some(ro)) = (buf.lease(&request, 0), buf.lease(&request, 1)) else {
+        stop(&child);
+        return Err("the call arrived without its two leases");
+    };
+    if caller_dies {
+        stop(&child);
+        ok(kobj::unmap_frame(frames[0], child.vspace, LEASE_AREA), "unmap after the caller died")?;
+        return expect_err(
+            ramen_rt::reply(&Message::new(1, &[])),
+            Error::InvalidCapability,
+            "reply to the dead",
+        );
+    }
+    let served = serve_lease_call(ctx, &child, &frames, rw, ro);
+    ok(ramen_rt::reply(&Message::new(1, &[])), "reply")?;
+    served?;
+    // The reply unpinned the pages; the server's write is in the caller's frame.
+    ok(kobj::unmap_frame(frames[0], child.vspace, LEASE_AREA), "unmap after the reply")?;
+    let view =
+        ok(ramen_rt::vm::Mapping::new(frames[0], 1, LEASE_CHECK, false, &mut ctx.alloc), "map to check")?;
+    let written = view.bytes().get(100).copied();
+    ok(view.unmap(), "unmap the check mapping")?;
+    if written != Some(0xab) {
+        stop(&child);
+        return Err("the server's write through the lease is not in the caller's memory");
+    }
+    let mut verdict = None;
+    for _ in 0..16 {
+        match recv(endpoint) {
+            Ok((_, m)) if m.label() == 2 => {
+                verdict = Some((m.regs[0], m.regs[1]));
+                break;
+            }
+            _ => {}
+        }
+    }
+    stop(&child);
+    match verdict {
+        Some((1, _)) => Ok(()),
+        Some((_, 0)) => Err("the leaser's call failed"),
+        Some(_) => Err("a bad lease was not refused with its documented error"),
+        None => Err("the leaser never reported"),
+    }
+}
+
+/// What the server checks while it holds the call.
+fn serve_lease_call(
+    ctx: &mut Ctx,
+    child: &Child,
+    frames: &[u64; 4],
+    rw: ramen_rt::msgbuf::Lease,
+    ro: ramen_rt::msgbuf::Lease,
+) -> Outcome {
+    const PAGE: u64 = 4096;
+    if !rw.writable || rw.len != 3 * PAGE - 200 || rw.addr % PAGE != 100 || ro.writable || ro.len != PAGE {
+        return Err("the leases arrived with the wrong shape");
+    }
+    if !(LEASE_WINDOW..LEASE_WINDOW + LEASE_WINDOW_BYTES).contains(&rw.addr) {
+        return Err("a lease is outside the window");
+    }
+    // The server reads the caller's bytes in place.
+    for offset in [0, 1, 4000, 8000, rw.len - 1] {
+        if rw.read(offset) != Some(lease_pattern(100 + offset)) {
+            return Err("a byte read through the lease differs from the caller's");
+        }
+    }
+    if ro.read(17) != Some(lease_pattern(3 * PAGE + 17)) || ro.write(0, 1) {
+        return Err("the read-only lease is wrong");
+    }
+    if !rw.write(0, 0xab) {
+        return Err("cannot write through the read-write lease");
+    }
+    // Pinned for the call: neither unmapped nor deleted, and the window stays.
+    expect_err(
+        kobj::unmap_frame(frames[0], child.vspace, LEASE_AREA),
+        Error::Busy,
+        "a leased page unmapped",
+    )?;
+    expect_err(kobj::delete(slot::CNODE, frames[1], 64), Error::Busy, "a leased frame deleted")?;
+    expect_err(kobj::set_lease_window(slot::THREAD, 0, 0), Error::Busy, "the window moved mid-call")?;
+    let _ = ctx;
     Ok(())
 }

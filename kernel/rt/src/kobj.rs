@@ -84,6 +84,12 @@ pub fn resume(tcb: u64) -> Result<(), SysError> {
     invoke(tcb, thread::RESUME, &[]).map(drop)
 }
 
+/// Sets where the kernel maps the leases of calls `tcb` receives: `bytes` from
+/// `start` (page tables installed, nothing mapped there; see [`crate::vm::install_tables`]).
+pub fn set_lease_window(tcb: u64, start: u64, bytes: u64) -> Result<(), SysError> {
+    invoke(tcb, thread::SET_LEASE_WINDOW, &[start, bytes]).map(drop)
+}
+
 /// Stops a thread.
 pub fn suspend(tcb: u64) -> Result<(), SysError> {
     invoke(tcb, thread::SUSPEND, &[]).map(drop)

@@ -15,8 +15,9 @@
 //! let n = buf.read_words(&reply, &mut out);
 //! ```
 
-use ramen_abi::ipc_buffer::{RECV_CNODE, RECV_DEPTH, RECV_INDEX, SEND_CAPS, WORDS};
-use ramen_abi::{MSG_MAX_CAPS, MSG_MAX_WORDS, MSG_REGS, MessageInfo};
+use ramen_abi::ipc_buffer::{LEASES, RECV_CNODE, RECV_DEPTH, RECV_INDEX, SEND_CAPS, WORDS};
+use ramen_abi::lease::{LEN_MASK, WRITABLE};
+use ramen_abi::{MSG_MAX_CAPS, MSG_MAX_LEASES, MSG_MAX_WORDS, MSG_REGS, MessageInfo};
 
 use crate::Message;
 use crate::sys::ipcbuf;
@@ -37,6 +38,46 @@ pub enum MessageError {
     TooManyCaps,
     /// The label does not fit the message-info word.
     BadLabel,
+    /// More than `MSG_MAX_LEASES` leases.
+    TooManyLeases,
+}
+
+/// A lease: `len` bytes from `addr`, lent read-only or read-write. A caller builds
+/// them to lend its memory; a server gets them from [`MessageBuffer::lease`] and
+/// reaches the memory (mapped in its lease window until it replies) through
+/// [`Lease::read`] and [`Lease::write`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lease {
+    pub addr: u64,
+    pub len: u64,
+    pub writable: bool,
+}
+
+impl Lease {
+    /// A read-only lease of `len` bytes from `addr`.
+    pub const fn read_only(addr: u64, len: u64) -> Self {
+        Self { addr, len, writable: false }
+    }
+
+    /// A read-write lease.
+    pub const fn read_write(addr: u64, len: u64) -> Self {
+        Self { addr, len, writable: true }
+    }
+
+    /// Byte `offset` of a received lease (`None` past its end).
+    pub fn read(&self, offset: u64) -> Option<u8> {
+        (offset < self.len).then(|| crate::sys::ipcbuf::lease_read(self.addr + offset))
+    }
+
+    /// Writes byte `offset` of a received read-write lease; false if it is
+    /// read-only or `offset` is past its end.
+    pub fn write(&self, offset: u64, value: u8) -> bool {
+        let ok = self.writable && offset < self.len;
+        if ok {
+            crate::sys::ipcbuf::lease_write(self.addr + offset, value);
+        }
+        ok
+    }
 }
 
 /// This thread's IPC buffer.
@@ -92,6 +133,44 @@ impl MessageBuffer {
             self.set_word(SEND_CAPS + i, *cap);
         }
         Ok(Message { info, regs })
+    }
+
+    /// [`Self::message`] that also lends `leases` (a `Call` only; the kernel pins them
+    /// until the reply).
+    pub fn message_with_leases(
+        &mut self,
+        label: u64,
+        words: &[u64],
+        caps: &[u64],
+        leases: &[Lease],
+    ) -> Result<Message, MessageError> {
+        if leases.len() > MSG_MAX_LEASES {
+            return Err(MessageError::TooManyLeases);
+        }
+        let mut message = self.message(label, words, caps)?;
+        for (i, lease) in leases.iter().enumerate() {
+            self.set_word(LEASES + 2 * i, lease.addr);
+            self.set_word(
+                LEASES + 2 * i + 1,
+                (lease.len & LEN_MASK) | if lease.writable { WRITABLE } else { 0 },
+            );
+        }
+        message.info = MessageInfo::try_new(label, words.len(), caps.len(), leases.len())
+            .ok_or(MessageError::BadLabel)?;
+        Ok(message)
+    }
+
+    /// Lease `index` of a received `message`, where this thread sees it.
+    pub fn lease(&self, message: &Message, index: usize) -> Option<Lease> {
+        if index >= message.info.leases() {
+            return None;
+        }
+        let word = self.word(LEASES + 2 * index + 1);
+        Some(Lease {
+            addr: self.word(LEASES + 2 * index),
+            len: word & LEN_MASK,
+            writable: word & WRITABLE != 0,
+        })
     }
 
     /// Copies the words of a received `message` (registers, then buffer) into `out`;

@@ -41,6 +41,42 @@ pub fn map_page(
     Err(Error::MissingPageTable.into())
 }
 
+/// Installs every page table `[vaddr, vaddr + len)` needs, mapping nothing: for a
+/// lease window, which the kernel fills without allocating.
+pub fn install_tables(
+    vspace_cap: u64,
+    vaddr: u64,
+    len: u64,
+    tables: &mut dyn Tables,
+) -> Result<(), SysError> {
+    const TABLE_SPAN: u64 = 1 << 21;
+    let mut at = vaddr & !(TABLE_SPAN - 1);
+    while at < vaddr.saturating_add(len) {
+        // Each round installs the lowest missing table; the last-level table's
+        // `AlreadyMapped` says the span is covered.
+        for _ in 0..4 {
+            let table = tables.take(1)?;
+            match kobj::map_table(table, vspace_cap, at) {
+                Ok(()) => break,
+                Err(e) if e == Error::AlreadyMapped => {
+                    tables.give_back(1, table);
+                    break;
+                }
+                Err(e) if e == Error::MissingPageTable => {
+                    tables.give_back(1, table);
+                    install_one(vspace_cap, at, tables)?;
+                }
+                Err(e) => {
+                    tables.give_back(1, table);
+                    return Err(e);
+                }
+            }
+        }
+        at += TABLE_SPAN;
+    }
+    Ok(())
+}
+
 /// Installs the lowest missing table whose parent exists.
 fn install_one(vspace_cap: u64, vaddr: u64, tables: &mut dyn Tables) -> Result<(), SysError> {
     for level in 1..=3u32 {

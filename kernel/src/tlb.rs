@@ -1,0 +1,76 @@
+//! TLB shootdown for user mappings the kernel removes on its own (a lease's window
+//! pages at the end of a call).
+//!
+//! Without PCIDs, every CR3 write drops a CPU's non-global TLB entries, and user
+//! pages are never global: a CPU can hold a stale entry of an address space only
+//! while that space is the one it has loaded. Each CPU publishes the space it has
+//! loaded (`Cpu::loaded_vspace`, written before its CR3 write, which serialises);
+//! the unmapping CPU clears the entries, fences, and then asks exactly the CPUs that
+//! show that space to flush, and waits for each to confirm. A CPU confirms on its
+//! next kernel entry (the request comes with the wake-up IPI) or while it spins for
+//! `CAP_LOCK`, so two CPUs never wait on each other with interrupts off.
+//!
+//! With PCIDs a space stays cached after a switch; this then needs a per-space set
+//! of CPUs that ran it (docs/ipc.md).
+
+use core::sync::atomic::{Ordering, fence};
+
+use ramen_arch::apic::WAKE_VECTOR;
+
+use crate::cpus::{self, this_cpu};
+
+/// Most pages flushed one by one before a whole-TLB flush is cheaper.
+const INVLPG_LIMIT: usize = 32;
+
+/// Does a flush another CPU asked of this one, if any.
+pub fn service() {
+    let cpu = this_cpu();
+    if cpu.tlb_flush_requested.swap(false, Ordering::AcqRel) {
+        ramen_arch::paging::flush_all_local();
+        cpu.tlb_flushes.fetch_add(1, Ordering::Release);
+    }
+}
+
+/// Records that this CPU is about to load `vspace` (before the CR3 write).
+#[inline]
+pub fn loading(vspace: u64) {
+    this_cpu().loaded_vspace.store(vspace, Ordering::Relaxed);
+}
+
+/// Makes every CPU forget the translations of `pages` (page addresses) in the
+/// address space `vspace`, whose entries the caller has just cleared. Returns once
+/// no CPU can use them any more.
+pub fn shoot_down(vspace: u64, pages: impl Iterator<Item = u64> + Clone) {
+    // The cleared entries must be visible before we read who has the space loaded.
+    fence(Ordering::SeqCst);
+    let here = ramen_arch::percpu::index_fast();
+    if this_cpu().loaded_vspace.load(Ordering::Relaxed) == vspace {
+        if pages.clone().count() > INVLPG_LIMIT {
+            ramen_arch::paging::flush_all_local();
+        } else {
+            pages.for_each(ramen_arch::paging::flush_local);
+        }
+    }
+    let mut waiting = [None; ramen_core::topology::MAX_CPUS];
+    for (index, slot) in waiting.iter_mut().enumerate() {
+        let index = index as u32;
+        let Some(cpu) = cpus::cpu(index).filter(|_| index != here) else {
+            continue;
+        };
+        if cpu.loaded_vspace.load(Ordering::SeqCst) != vspace {
+            continue;
+        }
+        // Any flush that completes from now on is after the entries were cleared.
+        let done = cpu.tlb_flushes.load(Ordering::Acquire);
+        cpu.tlb_flush_requested.store(true, Ordering::Release);
+        let apic_id = cpu.local.apic_id;
+        this_cpu().lapic.with(|l| l.send_ipi(WAKE_VECTOR, apic_id));
+        *slot = Some((cpu, done));
+    }
+    for (cpu, done) in waiting.iter().flatten() {
+        while cpu.tlb_flushes.load(Ordering::Acquire) == *done {
+            service();
+            core::hint::spin_loop();
+        }
+    }
+}

@@ -317,6 +317,25 @@ impl AddressSpace {
         }
     }
 
+    /// The size of the page (leaf) that maps `virt`, if mapped: 4 KiB, 2 MiB or 1 GiB.
+    /// A pin counts per leaf: a lease pins a large page once however many of its
+    /// 4 KiB pieces it covers.
+    pub fn leaf_bytes(&self, virt: u64) -> Option<u64> {
+        let mut table_phys = self.pml4;
+        for level in (1..=4).rev() {
+            // SAFETY: a table of this hierarchy, reachable through the direct map.
+            let entry = unsafe { (*table(table_phys))[index(virt, level)] };
+            if entry & Flags::PRESENT.bits() == 0 {
+                return None;
+            }
+            if level == 1 || entry & Flags::HUGE_PAGE.bits() != 0 {
+                return Some(1 << (12 + 9 * (level - 1)));
+            }
+            table_phys = entry & ADDR_MASK;
+        }
+        None
+    }
+
     /// True if the page at `virt` is pinned.
     pub fn is_pinned(&self, virt: u64) -> bool {
         // SAFETY: `leaf` returned an entry of this hierarchy.

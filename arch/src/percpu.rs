@@ -41,6 +41,10 @@ pub struct CpuLocal {
     pub interrupts: AtomicU64,
     /// Breakpoints (#BP) taken and resumed.
     pub breakpoints: AtomicU64,
+    /// The user address space (PML4) this CPU has loaded, 0 for the kernel's:
+    /// written by this CPU before each CR3 switch ([`set_loaded_vspace`]), read by
+    /// others deciding whom a TLB shootdown concerns.
+    pub loaded_vspace: AtomicU64,
 }
 
 /// Identity and stacks of a CPU before its block exists.
@@ -90,6 +94,7 @@ pub unsafe fn install(block: u64, id: CpuIdentity) -> &'static CpuLocal {
             in_fatal: AtomicBool::new(false),
             interrupts: AtomicU64::new(0),
             breakpoints: AtomicU64::new(0),
+            loaded_vspace: AtomicU64::new(0),
         });
     }
     let tables_ptr = (block + core::mem::size_of::<CpuLocal>() as u64) as *mut CpuTables;
@@ -158,6 +163,20 @@ pub fn index_fast() -> u32 {
 }
 
 const INDEX_OFFSET: usize = core::mem::offset_of!(CpuLocal, index);
+const LOADED_VSPACE_OFFSET: usize = core::mem::offset_of!(CpuLocal, loaded_vspace);
+
+/// Records in this CPU's block that it is about to load the address space `root`
+/// (one store through GS; the CR3 write that follows serialises it).
+#[inline(always)]
+pub fn set_loaded_vspace(root: u64) {
+    // SAFETY: writes the 8-byte, 8-aligned `loaded_vspace` field of this CPU's block
+    // (offset from `offset_of!`); an aligned 8-byte store is atomic on x86_64, so
+    // other CPUs' atomic loads of the field see the old or the new value.
+    unsafe {
+        core::arch::asm!("mov gs:[{}], {}", const LOADED_VSPACE_OFFSET, in(reg) root,
+            options(nostack, preserves_flags));
+    }
+}
 
 impl CpuLocal {
     /// Counts an interrupt.

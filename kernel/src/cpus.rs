@@ -44,9 +44,6 @@ pub struct Cpu {
     pub ipc_slow: AtomicU64,
     /// This CPU's trace ring (`trace` explains the lock).
     pub trace: crate::trace::TraceCell,
-    /// The user address space this CPU has loaded (0: the kernel's), for TLB
-    /// shootdown (`tlb`).
-    pub loaded_vspace: AtomicU64,
     /// Another CPU asks this one to flush its TLB.
     pub tlb_flush_requested: core::sync::atomic::AtomicBool,
     /// Flushes done on request.
@@ -144,7 +141,6 @@ pub fn register(local: &'static CpuLocal, lapic: Lapic) -> &'static Cpu {
         ipc_fast: AtomicU64::new(0),
         ipc_slow: AtomicU64::new(0),
         trace: spin::Mutex::new(crate::trace::CpuTrace::new()),
-        loaded_vspace: AtomicU64::new(0),
         tlb_flush_requested: core::sync::atomic::AtomicBool::new(false),
         tlb_flushes: AtomicU64::new(0),
     });

@@ -167,6 +167,12 @@ pub fn grant(
     held.count
 }
 
+/// Whether the lease's page at `va` is the first it covers of the page (leaf) that
+/// maps it: pins count per leaf, so a lease pins a 2 MiB page once.
+fn first_in_leaf(space: &ramen_arch::paging::AddressSpace, lease_start: u64, va: u64) -> bool {
+    va == lease_start || space.leaf_bytes(va).is_none_or(|bytes| va.is_multiple_of(bytes))
+}
+
 /// Pins and maps one lease, page by page; on any failure undoes its own pages.
 fn map_lease(caller: ThreadRef, server_vspace: u64, lease: &Request, base: u64) -> bool {
     let mut caller_space = address_space(tcb(caller).vspace);
@@ -174,7 +180,12 @@ fn map_lease(caller: ThreadRef, server_vspace: u64, lease: &Request, base: u64) 
     let flags = user_flags(lease.writable, false);
     for page in 0..lease.pages {
         let (from, to) = (lease.start + page * PAGE, base + page * PAGE);
-        let Ok(phys) = caller_space.pin(from, lease.writable) else {
+        let pinned = if first_in_leaf(&caller_space, lease.start, from) {
+            caller_space.pin(from, lease.writable)
+        } else {
+            caller_space.can_pin(from, lease.writable)
+        };
+        let Ok(phys) = pinned else {
             unmap_pages(caller, server_vspace, &Lease { start: lease.start, pages: page, window: base });
             return false;
         };
@@ -183,7 +194,9 @@ fn map_lease(caller: ThreadRef, server_vspace: u64, lease: &Request, base: u64) 
             && server_space.pin(to, false).is_ok();
         if !mapped {
             let _ = server_space.unmap(to, PageSize::Size4K);
-            caller_space.unpin(from);
+            if first_in_leaf(&caller_space, lease.start, from) {
+                caller_space.unpin(from);
+            }
             unmap_pages(caller, server_vspace, &Lease { start: lease.start, pages: page, window: base });
             return false;
         }
@@ -203,7 +216,10 @@ fn unmap_pages(caller: ThreadRef, server_vspace: u64, lease: &Lease) {
     crate::tlb::shoot_down(server_vspace, pages);
     let mut caller_space = address_space(tcb(caller).vspace);
     for page in 0..lease.pages {
-        caller_space.unpin(lease.start + page * PAGE);
+        let va = lease.start + page * PAGE;
+        if first_in_leaf(&caller_space, lease.start, va) {
+            caller_space.unpin(va);
+        }
     }
 }
 

@@ -4,7 +4,8 @@
 //! Without PCIDs, every CR3 write drops a CPU's non-global TLB entries, and user
 //! pages are never global: a CPU can hold a stale entry of an address space only
 //! while that space is the one it has loaded. Each CPU publishes the space it has
-//! loaded (`Cpu::loaded_vspace`, written before its CR3 write, which serialises);
+//! loaded (`CpuLocal::loaded_vspace`, written before its CR3 write, which
+//! serialises);
 //! the unmapping CPU clears the entries, fences, and then asks exactly the CPUs that
 //! show that space to flush, and waits for each to confirm. A CPU confirms on its
 //! next kernel entry (the request comes with the wake-up IPI) or while it spins for
@@ -32,9 +33,9 @@ pub fn service() {
 }
 
 /// Records that this CPU is about to load `vspace` (before the CR3 write).
-#[inline]
+#[inline(always)]
 pub fn loading(vspace: u64) {
-    this_cpu().loaded_vspace.store(vspace, Ordering::Relaxed);
+    ramen_arch::percpu::set_loaded_vspace(vspace);
 }
 
 /// Makes every CPU forget the translations of `pages` (page addresses) in the
@@ -44,7 +45,7 @@ pub fn shoot_down(vspace: u64, pages: impl Iterator<Item = u64> + Clone) {
     // The cleared entries must be visible before we read who has the space loaded.
     fence(Ordering::SeqCst);
     let here = ramen_arch::percpu::index_fast();
-    if this_cpu().loaded_vspace.load(Ordering::Relaxed) == vspace {
+    if this_cpu().local.loaded_vspace.load(Ordering::Relaxed) == vspace {
         if pages.clone().count() > INVLPG_LIMIT {
             ramen_arch::paging::flush_all_local();
         } else {
@@ -57,7 +58,7 @@ pub fn shoot_down(vspace: u64, pages: impl Iterator<Item = u64> + Clone) {
         let Some(cpu) = cpus::cpu(index).filter(|_| index != here) else {
             continue;
         };
-        if cpu.loaded_vspace.load(Ordering::SeqCst) != vspace {
+        if cpu.local.loaded_vspace.load(Ordering::SeqCst) != vspace {
             continue;
         }
         // Any flush that completes from now on is after the entries were cleared.

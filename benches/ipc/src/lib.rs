@@ -52,6 +52,13 @@ pub mod label {
     pub const THROUGHPUT_DONE: u64 = 0x7b;
     /// Client to root task: a system call failed; MR0 = error code.
     pub const FAILED: u64 = 0xbad;
+    /// Bulk client to server: a chunk of data in a full-length message.
+    pub const BULK_COPY: u64 = 0xb0c;
+    /// Bulk client to server: one lease of the data.
+    pub const BULK_LEASE: u64 = 0xb1e;
+    /// Bulk client to root task, once per size and method: MR0 = bytes, MR1 = 0
+    /// (copy) or 1 (lease), MR2 = median ticks, MR3 = least ticks, MR4 = repetitions.
+    pub const BULK_DONE: u64 = 0xb1d;
 }
 
 /// What a thread of `bench-ipc` does.
@@ -78,7 +85,19 @@ pub enum Role {
     /// Calls the generated `bench.echo` client (`null`, `echo4` or `echo6` by the
     /// job's word count), timed like [`Role::LatencyClient`].
     FoundryClient,
+    /// Answers bulk calls on [`ENDPOINT`] with how many leases arrived.
+    BulkServer,
+    /// Moves each of [`BULK_SIZES`] to the server `count` times both ways: copied
+    /// in full-length messages, and lent as one lease of [`BULK_AREA`].
+    BulkClient,
 }
+
+/// Bytes the bulk case moves.
+pub const BULK_SIZES: [u64; 4] = [4 << 10, 64 << 10, 1 << 20, 16 << 20];
+/// Where the root task maps the bulk client's data (the largest size).
+pub const BULK_AREA: u64 = 0x2000_0000_0000;
+/// The bulk server's lease window (the largest size).
+pub const BULK_WINDOW: u64 = 0x3000_0000_0000;
 
 /// A thread's job, packed into its argument word: bits 0..4 role, 4..8 message
 /// words, 8..16 case id, 16..36 count, 36..52 warm-up calls, 52 whether each call
@@ -116,6 +135,8 @@ impl Job {
             Role::NotificationClient => 4,
             Role::FoundryServer => 5,
             Role::FoundryClient => 6,
+            Role::BulkServer => 7,
+            Role::BulkClient => 8,
         };
         role | (self.words & 0xf) << 4
             | (self.case_id & 0xff) << 8
@@ -134,6 +155,8 @@ impl Job {
             4 => Role::NotificationClient,
             5 => Role::FoundryServer,
             6 => Role::FoundryClient,
+            7 => Role::BulkServer,
+            8 => Role::BulkClient,
             _ => return None,
         };
         Some(Self {

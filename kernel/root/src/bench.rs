@@ -42,9 +42,8 @@ const MAX_PAIRS: u64 = 64;
 /// Messages the root task reads while waiting for one report before giving up.
 const REPORT_PATIENCE: u32 = 64;
 
-/// Cases the kernel cannot run yet: (case, why). Listed so that the report shows
-/// them as missing rather than leaving them out.
-const UNSUPPORTED: &[(&str, &str)] = &[("bulk_lease", "the kernel has no leases (bulk transfer) yet")];
+/// Repetitions of each bulk transfer unless `bench_bulk_reps=N` says otherwise.
+const DEFAULT_BULK_REPS: u64 = 5;
 
 struct Ctx {
     alloc: Alloc,
@@ -54,6 +53,7 @@ struct Ctx {
     samples: u64,
     warmup: u64,
     rounds: u64,
+    bulk_reps: u64,
     /// Latency cases started so far: the next case's id.
     next_id: u64,
 }
@@ -120,7 +120,8 @@ pub fn run(info: &'static BootInfo) -> bool {
         "BENCH {{\"kind\":\"machine\",\"cpus\":{},\"sockets\":{},\"tsc_hz\":{},\"samples\":{},\"warmup\":{},\"rounds\":{}}}",
         cpus, info.socket_count, info.tsc_hz, samples, warmup, rounds
     );
-    let mut ctx = Ctx { alloc, files, report, samples, warmup, rounds, next_id: 1 };
+    let bulk_reps = knob(cmdline, "bench_bulk_reps", DEFAULT_BULK_REPS).clamp(1, 64);
+    let mut ctx = Ctx { alloc, files, report, samples, warmup, rounds, bulk_reps, next_id: 1 };
 
     // Another CPU of CPU 0's package, and one of another package.
     let package = |cpu: u64| info.cpus.get(cpu as usize).map(|c| c.package);
@@ -183,8 +184,10 @@ pub fn run(info: &'static BootInfo) -> bool {
         let _ = kobj::suspend(pair.client.tcb);
         let _ = kobj::suspend(pair.server.tcb);
     }
-    for (case, why) in UNSUPPORTED {
-        println!("BENCH {{\"kind\":\"unsupported\",\"case\":\"{}\",\"why\":\"{}\"}}", *case, *why);
+    println!("bench: bulk, {} repetitions per size and method", ctx.bulk_reps);
+    if let Err(why) = bulk(&mut ctx) {
+        println!("BENCH {{\"kind\":\"failed\",\"case\":\"bulk\",\"why\":\"{}\"}}", why);
+        all_ok = false;
     }
     println!("BENCH {{\"kind\":\"end\"}}");
     all_ok
@@ -362,4 +365,65 @@ fn scaling(ctx: &mut Ctx, kept: &mut [Option<ScalingPair>], pairs: u64) -> Resul
         last_end.saturating_sub(first_start)
     );
     Ok(())
+}
+
+/// The bulk case: a client on CPU 0 moves each of `BULK_SIZES` to a server on CPU 0,
+/// copied through full-length messages and lent as one lease. The root task maps
+/// the client's data (the largest size, 2 MiB frames) and the server's window
+/// tables, which are kernel objects paid for with its untyped memory.
+fn bulk(ctx: &mut Ctx) -> Result<(), &'static str> {
+    use ramen_bench_ipc::{BULK_AREA, BULK_SIZES, BULK_WINDOW};
+    let largest = BULK_SIZES.iter().copied().max().unwrap_or(0);
+    let endpoint = ok(ctx.alloc.make(object::ENDPOINT, 0), "cannot make an endpoint")?;
+    let reps = ctx.bulk_reps;
+    let job = |role| Job { role, words: 0, case_id: 0, count: reps, warmup: 0, transfer_cap: false };
+    let grants = [(ENDPOINT, endpoint), (REPORT, ctx.report)];
+    let server = start(ctx, &job(Role::BulkServer), 0, &grants[..1])?;
+    let prepared = ok(
+        ramen_rt::vm::install_tables(server.vspace, BULK_WINDOW, largest, &mut ctx.alloc),
+        "cannot install the window's tables",
+    )
+    .and_then(|()| {
+        ok(kobj::set_lease_window(server.tcb, BULK_WINDOW, largest), "cannot set the lease window")
+    });
+    // The client waits on START until the root task has mapped its data.
+    let client = prepared.and_then(|()| {
+        let start_endpoint = ok(ctx.alloc.make(object::ENDPOINT, 0), "cannot make an endpoint")?;
+        let client = start(ctx, &job(Role::BulkClient), 0, &[grants[0], grants[1], (START, start_endpoint)])?;
+        // 2 MiB frames: eight for the largest size (a lease pins each once).
+        const LARGE: u64 = 2 << 20;
+        let mut at = 0;
+        while at < largest {
+            let frame = ok(ctx.alloc.make(object::FRAME_2M, 0), "cannot make a data frame")?;
+            ok(
+                ramen_rt::vm::map_page(client.vspace, frame, BULK_AREA + at, 0, &mut ctx.alloc),
+                "cannot map the client's data",
+            )?;
+            at += LARGE;
+        }
+        ok(send(start_endpoint, &Message::new(0, &[])), "cannot start the bulk client")?;
+        Ok(client)
+    });
+    let mut result = client.map(drop);
+    for _ in 0..2 * BULK_SIZES.len() {
+        if result.is_err() {
+            break;
+        }
+        result = wait_report(ctx, label::BULK_DONE).map(|report| {
+            let w = report.words();
+            let get = |i: usize| w.get(i).copied().unwrap_or(0);
+            println!(
+                "BENCH {{\"kind\":\"bulk\",\"bytes\":{},\"method\":\"{}\",\"median\":{},\"min\":{},\"reps\":{}}}",
+                get(0),
+                if get(1) == 1 { "lease" } else { "copy" },
+                get(2),
+                get(3),
+                get(4)
+            );
+        });
+    }
+    for child in [client.ok(), Some(server)].iter().flatten() {
+        let _ = kobj::suspend(child.tcb);
+    }
+    result
 }

@@ -44,6 +44,14 @@ pub enum BenchLine {
         round_trips: u64,
         ticks: u64,
     },
+    /// One size of the bulk case: `bytes` moved by `method` (`copy` or `lease`).
+    Bulk {
+        bytes: u64,
+        method: String,
+        median: u64,
+        min: u64,
+        reps: u64,
+    },
     Unsupported {
         case: String,
         why: String,

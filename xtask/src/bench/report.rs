@@ -99,6 +99,29 @@ pub struct ScalingResult {
     pub efficiency: f64,
 }
 
+/// One size of the bulk case, both ways of moving it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct BulkResult {
+    pub bytes: u64,
+    /// Full-length messages, the kernel copying buffer to buffer (median, least).
+    pub copy_median: u64,
+    pub copy_min: u64,
+    /// One call lending the range (median, least).
+    pub lease_median: u64,
+    pub lease_min: u64,
+    pub reps: u64,
+    /// Bytes per tick (per instruction under icount), from the medians.
+    pub copy_bytes_per_tick: f64,
+    pub lease_bytes_per_tick: f64,
+    /// Copy time over lease time.
+    pub lease_speedup: f64,
+}
+
+/// The IPC issue's bulk target: a lease of this many bytes at least
+/// [`BULK_TARGET_SPEEDUP`] times faster than copying.
+pub const BULK_TARGET_BYTES: u64 = 1 << 20;
+pub const BULK_TARGET_SPEEDUP: f64 = 10.0;
+
 /// A case the run did not measure.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Skipped {
@@ -123,6 +146,7 @@ pub struct RunReport {
     pub rounds_per_pair: u64,
     pub latency: Vec<LatencyResult>,
     pub scaling: Vec<ScalingResult>,
+    pub bulk: Vec<BulkResult>,
     pub skipped: Vec<Skipped>,
 }
 
@@ -154,6 +178,7 @@ pub fn build(console: &Console, info: RunInfo) -> anyhow::Result<RunReport> {
         rounds_per_pair: rounds,
         latency: Vec::new(),
         scaling: Vec::new(),
+        bulk: Vec::new(),
         skipped: Vec::new(),
     };
     let mut one_pair_rate = None;
@@ -205,6 +230,39 @@ pub fn build(console: &Console, info: RunInfo) -> anyhow::Result<RunReport> {
                     round_trips_per_million_ticks: rate,
                     efficiency: rate / (f64::from(*pairs) * one),
                 });
+            }
+            BenchLine::Bulk { bytes, method, median, min, reps } => {
+                let index = match report.bulk.iter().position(|b| b.bytes == *bytes) {
+                    Some(index) => index,
+                    None => {
+                        report.bulk.push(BulkResult {
+                            bytes: *bytes,
+                            copy_median: 0,
+                            copy_min: 0,
+                            lease_median: 0,
+                            lease_min: 0,
+                            reps: *reps,
+                            copy_bytes_per_tick: 0.0,
+                            lease_bytes_per_tick: 0.0,
+                            lease_speedup: 0.0,
+                        });
+                        report.bulk.len() - 1
+                    }
+                };
+                let entry = &mut report.bulk[index];
+                match method.as_str() {
+                    "copy" => (entry.copy_median, entry.copy_min) = (*median, *min),
+                    "lease" => (entry.lease_median, entry.lease_min) = (*median, *min),
+                    other => bail!("bulk line with unknown method `{other}`"),
+                }
+                let per_tick = |ticks: u64| if ticks == 0 { 0.0 } else { *bytes as f64 / ticks as f64 };
+                entry.copy_bytes_per_tick = per_tick(entry.copy_median);
+                entry.lease_bytes_per_tick = per_tick(entry.lease_median);
+                entry.lease_speedup = if entry.lease_median == 0 {
+                    0.0
+                } else {
+                    entry.copy_median as f64 / entry.lease_median as f64
+                };
             }
             BenchLine::Unsupported { case, why } => {
                 report.skipped.push(Skipped { case: case.clone(), status: "unsupported", why: why.clone() })
@@ -353,6 +411,7 @@ impl RunReport {
                 );
             }
         }
+        self.render_bulk(&mut out);
         if !self.skipped.is_empty() {
             let _ = writeln!(out);
         }
@@ -361,6 +420,57 @@ impl RunReport {
             let _ = writeln!(out, "{status}: {} ({})", skipped.case, skipped.why);
         }
         out
+    }
+
+    /// The bulk case: copying through messages against lending.
+    fn render_bulk(&self, out: &mut String) {
+        if self.bulk.is_empty() {
+            return;
+        }
+        let unit = self.unit.short();
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "bulk: bytes to a server on the same CPU, medians of {} (copy: 120-word messages, the kernel copying \
+             buffer to buffer; lease: one call lending the range, pinned and mapped, no copy)",
+            self.bulk.first().map_or(0, |b| b.reps)
+        );
+        let _ = writeln!(
+            out,
+            "{:>10} {:>16} {:>12} {:>16} {:>12} {:>9}",
+            "bytes",
+            format!("copy ({unit})"),
+            format!("B/{unit}"),
+            format!("lease ({unit})"),
+            format!("B/{unit}"),
+            "speed-up"
+        );
+        for b in &self.bulk {
+            let _ = writeln!(
+                out,
+                "{:>10} {:>16} {:>12.2} {:>16} {:>12.2} {:>8.1}x",
+                b.bytes,
+                b.copy_median,
+                b.copy_bytes_per_tick,
+                b.lease_median,
+                b.lease_bytes_per_tick,
+                b.lease_speedup
+            );
+        }
+        // Targets are judged on the deterministic run only.
+        if let Some(b) = self
+            .bulk
+            .iter()
+            .find(|b| b.bytes == BULK_TARGET_BYTES)
+            .filter(|_| self.unit == Unit::Instructions)
+        {
+            let _ = writeln!(
+                out,
+                "target (IPC issue): a 1 MiB lease at least {BULK_TARGET_SPEEDUP}x faster than copying: {} ({:.1}x)",
+                if b.lease_speedup >= BULK_TARGET_SPEEDUP { "reached" } else { "NOT reached" },
+                b.lease_speedup
+            );
+        }
     }
 
     /// Foundry-generated calls against raw IPC with the same payload (the Foundry
@@ -468,6 +578,8 @@ BENCHS id=2 m=rt i=0 v=10100,11100
 BENCH {\"kind\":\"latency\",\"id\":2,\"case\":\"cross_core_same_socket\",\"words\":0,\"client_cpu\":0,\"server_cpu\":1,\"overhead\":4,\"samples\":2}
 BENCH {\"kind\":\"throughput\",\"case\":\"scaling\",\"pairs\":1,\"round_trips\":100,\"ticks\":100000}
 BENCH {\"kind\":\"throughput\",\"case\":\"scaling\",\"pairs\":2,\"round_trips\":200,\"ticks\":125000}
+BENCH {\"kind\":\"bulk\",\"bytes\":1048576,\"method\":\"copy\",\"median\":5000000,\"min\":4900000,\"reps\":3}
+BENCH {\"kind\":\"bulk\",\"bytes\":1048576,\"method\":\"lease\",\"median\":100000,\"min\":99000,\"reps\":3}
 BENCH {\"kind\":\"unsupported\",\"case\":\"notification\",\"why\":\"no notifications yet\"}
 BENCH {\"kind\":\"end\"}";
         parse_console(&text.lines().map(String::from).collect::<Vec<_>>()).unwrap()
@@ -493,6 +605,9 @@ BENCH {\"kind\":\"end\"}";
         assert_eq!(report.scaling[1].round_trips_per_million_ticks, 1600.0);
         assert_eq!(report.scaling[1].efficiency, 0.8);
         assert_eq!(report.skipped[0].status, "unsupported");
+        let bulk = &report.bulk[0];
+        assert_eq!((bulk.bytes, bulk.copy_median, bulk.lease_min), (1 << 20, 5_000_000, 99_000));
+        assert_eq!(bulk.lease_speedup, 50.0);
     }
 
     #[test]

@@ -11,10 +11,10 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 use ramen_bench_ipc::{
-    ENDPOINT, Job, MAX_SAMPLES, PING, PONG, RECEIVED, REPORT, Role, SAMPLES_MARKER, SAMPLES_PER_LINE, START,
-    label,
+    BULK_AREA, BULK_SIZES, ENDPOINT, Job, MAX_SAMPLES, PING, PONG, RECEIVED, REPORT, Role, SAMPLES_MARKER,
+    SAMPLES_PER_LINE, START, label,
 };
-use ramen_rt::msgbuf::MessageBuffer;
+use ramen_rt::msgbuf::{Lease, MessageBuffer};
 use ramen_rt::tsc::{rdtsc, rdtscp};
 use ramen_rt::{Console, MSG_REGS, Message, SysError, call, nb_send, println, recv, reply_recv};
 use ramen_rt::{kobj, slot};
@@ -42,6 +42,8 @@ fn main(arg: u64) {
         Role::NotificationClient => notification_client(&job),
         Role::FoundryServer => foundry_server(&job),
         Role::FoundryClient => foundry_client(&job),
+        Role::BulkServer => bulk_server(),
+        Role::BulkClient => bulk_client(&job),
     };
     if let Err(error) = result {
         println!("bench-ipc: system call failed with error {}", error.code());
@@ -386,4 +388,55 @@ fn foundry_client(job: &Job) -> Result<(), SysError> {
         _ => time_round_trips(total, || client.echo6(1, 2, 3, 4, 5, 6).map(drop).map_err(|_| failed)),
     }?;
     report_latency(job, overhead, &starts, &ends)
+}
+
+/// Answers every bulk call with the number of leases that arrived (the data is
+/// where the server could read it: in its IPC buffer, or mapped in its window).
+fn bulk_server() -> Result<(), SysError> {
+    let (_, mut request) = recv(ENDPOINT)?;
+    loop {
+        let reply = Message::new(request.label(), &[request.info.leases() as u64]);
+        request = reply_recv(ENDPOINT, &reply)?.1;
+    }
+}
+
+/// Times moving each size to the server: copied in full-length messages (every
+/// word of each carries data; the kernel copies it from buffer to buffer), and
+/// lent as one read-only lease. Repeats each `count` times (at least once).
+fn bulk_client(job: &Job) -> Result<(), SysError> {
+    let reps = job.count.clamp(1, 64) as usize;
+    // The root task maps the data, then says go.
+    recv(START)?;
+    let mut buf = MessageBuffer::program_thread(0);
+    let words = [0x5a5a_5a5a_5a5a_5a5a_u64; ramen_abi::MSG_MAX_WORDS];
+    let chunk_bytes = (words.len() * 8) as u64;
+    let bad = || SysError(ramen_rt::Error::InvalidArgument.code());
+    let mut ticks = vec![0u64; reps];
+    for size in BULK_SIZES {
+        for lease in [false, true] {
+            let message = if lease {
+                buf.message_with_leases(label::BULK_LEASE, &[], &[], &[Lease::read_only(BULK_AREA, size)])
+            } else {
+                buf.message(label::BULK_COPY, &words, &[])
+            }
+            .map_err(|_| bad())?;
+            let calls = if lease { 1 } else { size.div_ceil(chunk_bytes) };
+            for t in ticks.iter_mut() {
+                let start = rdtsc();
+                for _ in 0..calls {
+                    let reply = call(ENDPOINT, &message)?;
+                    // A lease that did not arrive would make the figure meaningless.
+                    if lease && reply.regs[0] != 1 {
+                        return Err(bad());
+                    }
+                }
+                *t = rdtscp().wrapping_sub(start);
+            }
+            ticks.sort_unstable();
+            let (median, least) = (ticks[reps / 2], ticks[0]);
+            let done = [size, u64::from(lease), median, least, reps as u64];
+            ramen_rt::send(REPORT, &Message::new(label::BULK_DONE, &done))?;
+        }
+    }
+    Ok(())
 }

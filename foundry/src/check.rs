@@ -779,7 +779,13 @@ impl Checker {
                 _ => size.add(contract, ty),
             }
         }
-        let layout = MessageLayout { max_bytes: size.end, max_words: size.end.div_ceil(8), caps, leases };
+        let layout = MessageLayout {
+            max_bytes: size.end,
+            max_words: size.end.div_ceil(8),
+            fixed_size: !size.inexact,
+            caps,
+            leases,
+        };
         if layout.max_words > MSG_MAX_WORDS {
             self.error(
                 Diag::error(format!(

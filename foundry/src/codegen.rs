@@ -414,6 +414,7 @@ impl Gen<'_> {
             signature.push_str(", ");
             signature.push_str(param);
         }
+        self.out.line("#[inline]");
         self.out.open(format!("{signature}) -> {result} {{"));
         let upper = method.name.to_uppercase();
         self.out.line("let transport = &mut self.transport;");
@@ -469,6 +470,17 @@ impl Gen<'_> {
             .collect();
         self.out.line(format!("transport.call(&mut msg, &mut [{}])?;", lease_list.join(", ")));
         // Decode the reply.
+        let result_types = method.returns.types();
+        let reply_caps = result_types.iter().filter(|ty| matches!(ty, Ty::Cap(_))).count();
+        let buffer = if method.reply.fits_registers() { "&[]" } else { "&transport.ipc_buffer().words" };
+        let fixed_len = method.reply.fixed_size.then_some(method.reply.max_words);
+        if let Some(len) = fixed_len {
+            // Success with the one shape this reply has takes a single compare; only
+            // anything else looks at the label and the shape separately.
+            self.out.open(format!(
+                "if !rt::has_label_and_shape(msg.info, rt::LABEL_OK, {len}, {reply_caps}, 0) {{"
+            ));
+        }
         self.out.line("let label = msg.info.label();");
         self.out.open("if label != rt::LABEL_OK {");
         if let Some(error) = method.error {
@@ -481,14 +493,20 @@ impl Gen<'_> {
             self.out.line("return Err(rt::ClientError::from_reply_label(label));");
         }
         self.out.close("}");
-        let result_types = method.returns.types();
-        let reply_caps = result_types.iter().filter(|ty| matches!(ty, Ty::Cap(_))).count();
-        self.out.open(format!("if msg.info.caps() != {reply_caps} || msg.info.leases() != 0 {{"));
-        self.out.line("return Err(rt::ClientError::Malformed(rt::ProtocolError::WrongCaps));");
-        self.out.close("}");
-        let buffer = if method.reply.fits_registers() { "&[]" } else { "&transport.ipc_buffer().words" };
-        self.out
-            .line(format!("let mut reader = rt::Reader::new(&msg.regs, {buffer}, msg.info.len_words());"));
+        if let Some(len) = fixed_len {
+            self.out.line(format!(
+                "rt::check_shape(msg.info, {len}, {reply_caps}, 0).map_err(rt::ClientError::Malformed)?;"
+            ));
+            self.out.close("}");
+            self.out.line(format!("let mut reader = rt::Reader::new(&msg.regs, {buffer}, {len});"));
+        } else {
+            self.out.open(format!("if msg.info.caps() != {reply_caps} || msg.info.leases() != 0 {{"));
+            self.out.line("return Err(rt::ClientError::Malformed(rt::ProtocolError::WrongCaps));");
+            self.out.close("}");
+            self.out.line(format!(
+                "let mut reader = rt::Reader::new(&msg.regs, {buffer}, msg.info.len_words());"
+            ));
+        }
         let mut names = Vec::new();
         let mut cap_slot = 0;
         for (i, ty) in result_types.iter().enumerate() {
@@ -582,6 +600,7 @@ impl Gen<'_> {
         self.out.close("}");
         self.out.line("");
         self.out.open("impl<S: Server, R: rt::Tracer> rt::Dispatch for Dispatcher<S, R> {");
+        self.out.line("#[inline]");
         self.out.open(
             "fn dispatch(&mut self, msg: &mut rt::Message, buf: &mut rt::IpcBuffer, leases: &mut dyn rt::LeaseAccess) -> rt::Disposition {",
         );
@@ -615,13 +634,22 @@ impl Gen<'_> {
             format!("({})", types.join(", "))
         };
         let buf = if method.request.fits_registers() { "_buf" } else { "buf" };
+        self.out.line("#[inline]");
         self.out.open(format!(
             "fn decode_{}(msg: &rt::Message, {buf}: &rt::IpcBuffer) -> Result<{tuple}, rt::ProtocolError> {{",
             method.name
         ));
-        self.out.open(format!("if msg.info.caps() != {} {{", method.request.caps));
-        self.out.line("return Err(rt::ProtocolError::WrongCaps);");
-        self.out.close("}");
+        let fixed = method.request.fixed_size;
+        if fixed {
+            self.out.line(format!(
+                "rt::check_shape(msg.info, {}, {}, {})?;",
+                method.request.max_words, method.request.caps, method.request.leases
+            ));
+        } else {
+            self.out.open(format!("if msg.info.caps() != {} {{", method.request.caps));
+            self.out.line("return Err(rt::ProtocolError::WrongCaps);");
+            self.out.close("}");
+        }
         let leases: Vec<LeaseKind> = method
             .params
             .iter()
@@ -630,20 +658,26 @@ impl Gen<'_> {
                 _ => None,
             })
             .collect();
-        let mut lease_check = format!("msg.info.leases() != {}", leases.len());
+        // The count is part of the shape of a fixed-size message; the rights never are.
+        let mut lease_checks = Vec::new();
+        if !fixed {
+            lease_checks.push(format!("msg.info.leases() != {}", leases.len()));
+        }
         for (slot, kind) in leases.iter().enumerate() {
             let rights = match kind {
                 LeaseKind::Read => "Read",
                 LeaseKind::ReadWrite => "ReadWrite",
             };
-            let _ = write!(lease_check, " || msg.leases[{slot}].rights != rt::LeaseRights::{rights}");
+            lease_checks.push(format!("msg.leases[{slot}].rights != rt::LeaseRights::{rights}"));
         }
-        self.out.open(format!("if {lease_check} {{"));
-        self.out.line("return Err(rt::ProtocolError::WrongLeases);");
-        self.out.close("}");
+        if !lease_checks.is_empty() {
+            self.out.open(format!("if {} {{", lease_checks.join(" || ")));
+            self.out.line("return Err(rt::ProtocolError::WrongLeases);");
+            self.out.close("}");
+        }
         let overflow = if method.request.fits_registers() { "&[]" } else { "&buf.words" };
-        self.out
-            .line(format!("let mut reader = rt::Reader::new(&msg.regs, {overflow}, msg.info.len_words());"));
+        let len = if fixed { method.request.max_words.to_string() } else { "msg.info.len_words()".into() };
+        self.out.line(format!("let mut reader = rt::Reader::new(&msg.regs, {overflow}, {len});"));
         let mut names = Vec::new();
         let (mut cap_slot, mut lease_slot) = (0, 0);
         for field in &method.params {
@@ -678,6 +712,7 @@ impl Gen<'_> {
         let buf = "buf";
         let leases = if method.request.leases > 0 { "leases" } else { "_leases" };
         self.out.line("#[allow(deprecated)]");
+        self.out.line("#[inline]");
         self.out.open(format!(
             "fn serve_{}<S: Server + ?Sized>(server: &mut S, msg: &mut rt::Message, {buf}: &mut rt::IpcBuffer, {leases}: &mut dyn rt::LeaseAccess) -> rt::Disposition {{",
             method.name
@@ -718,7 +753,8 @@ impl Gen<'_> {
         } else {
             self.out.line(format!("let {out} = {call};"));
         }
-        self.out.line("*msg = rt::Message::new(rt::LABEL_OK);");
+        // The writer overwrites every word it covers and `set_info` the info word; the
+        // rest of the request is never read again (the info word says what is meaningful).
         let access = |i: usize| match method.returns {
             Returns::Named(_) => format!("out.{i}"),
             _ => "out".to_string(),

@@ -183,6 +183,9 @@ pub struct MessageLayout {
     pub max_bytes: usize,
     /// Largest payload, in words.
     pub max_words: usize,
+    /// True if every instance is exactly `max_words` long (no bounded sequences), so a
+    /// decoder can check the whole shape of the message in one compare.
+    pub fixed_size: bool,
     /// Capabilities transferred.
     pub caps: usize,
     /// Leases carried.

@@ -21,7 +21,9 @@ mod trace;
 mod transport;
 mod wire;
 
-pub use message::{CapPtr, IpcBuffer, LeaseDesc, LeaseRights, Message, OVERFLOW_WORDS};
+pub use message::{
+    CapPtr, IpcBuffer, LeaseDesc, LeaseRights, Message, OVERFLOW_WORDS, check_shape, has_label_and_shape,
+};
 pub use protocol::{ClientError, ErrorEnum, LABEL_OK, PROTOCOL_LABEL_BASE, ProtocolError};
 pub use ramen_abi::{MSG_MAX_CAPS, MSG_MAX_LEASES, MSG_MAX_WORDS, MSG_REGS, MessageInfo};
 pub use trace::{NoTrace, Side, Span, Tracer, traced};

@@ -95,3 +95,105 @@ impl Message {
         *self = Self::new(label);
     }
 }
+
+/// The info-word bits that give a message's shape: length, capability and lease counts
+/// (`ramen_abi::MessageInfo` bits `0..12`; the label and the reserved bits are not part
+/// of it). A test ties this to the ABI's accessors.
+const SHAPE_MASK: u64 = 0xfff;
+
+/// Checks that a message has exactly `len_words` words, `caps` capabilities and `leases`
+/// leases, as every message of a fixed-size layout does: one mask and one compare on the
+/// usual path, so that decoding it needs no further length checks.
+///
+/// The error is the one a field-by-field decode would meet first: capabilities, then
+/// leases, then the length ([`ProtocolError::Truncated`] if short,
+/// [`ProtocolError::TrailingData`] if long).
+#[inline(always)]
+pub fn check_shape(
+    info: MessageInfo,
+    len_words: usize,
+    caps: usize,
+    leases: usize,
+) -> Result<(), crate::ProtocolError> {
+    // A shape the ABI cannot express never matches (no masked word is `u64::MAX`).
+    let expected = MessageInfo::try_new(0, len_words, caps, leases).map_or(u64::MAX, |shape| shape.0);
+    if info.0 & SHAPE_MASK == expected { Ok(()) } else { Err(shape_error(info, len_words, caps, leases)) }
+}
+
+/// The reserved info-word bits (`12..16`), which no accessor reads.
+const RESERVED_MASK: u64 = 0xf000;
+
+/// True if `info` has exactly this label and shape (reserved bits aside): the usual
+/// reply of a fixed-size layout, recognised in one mask and one compare. Anything else
+/// goes through the label and [`check_shape`] to find out what is wrong.
+#[inline(always)]
+pub fn has_label_and_shape(
+    info: MessageInfo,
+    label: u64,
+    len_words: usize,
+    caps: usize,
+    leases: usize,
+) -> bool {
+    // An info word the ABI cannot express never matches (no masked word is `u64::MAX`).
+    let expected = MessageInfo::try_new(label, len_words, caps, leases).map_or(u64::MAX, |info| info.0);
+    info.0 & !RESERVED_MASK == expected
+}
+
+#[cold]
+#[inline(never)]
+fn shape_error(info: MessageInfo, len_words: usize, caps: usize, leases: usize) -> crate::ProtocolError {
+    use crate::ProtocolError;
+    if info.caps() != caps {
+        ProtocolError::WrongCaps
+    } else if info.leases() != leases {
+        ProtocolError::WrongLeases
+    } else if info.len_words() < len_words {
+        ProtocolError::Truncated
+    } else {
+        ProtocolError::TrailingData
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ProtocolError;
+
+    #[test]
+    fn the_shape_mask_covers_exactly_length_caps_and_leases() {
+        let all = MessageInfo(SHAPE_MASK);
+        assert_eq!((all.len_words(), all.caps(), all.leases(), all.label()), (127, 3, 7, 0));
+        let rest = MessageInfo(!SHAPE_MASK);
+        assert_eq!((rest.len_words(), rest.caps(), rest.leases()), (0, 0, 0));
+        let reserved = MessageInfo(RESERVED_MASK);
+        assert_eq!(
+            (reserved.len_words(), reserved.caps(), reserved.leases(), reserved.label()),
+            (0, 0, 0, 0)
+        );
+        assert_eq!(SHAPE_MASK & RESERVED_MASK, 0);
+    }
+
+    #[test]
+    fn label_and_shape_are_matched_together() {
+        let info = MessageInfo::try_new(0, 6, 0, 0).unwrap();
+        assert!(has_label_and_shape(info, 0, 6, 0, 0));
+        assert!(has_label_and_shape(MessageInfo(info.0 | RESERVED_MASK), 0, 6, 0, 0));
+        assert!(!has_label_and_shape(info, 1, 6, 0, 0));
+        assert!(!has_label_and_shape(info, 0, 5, 0, 0));
+        assert!(!has_label_and_shape(info, 0, 6, 1, 0));
+        assert!(!has_label_and_shape(MessageInfo(u64::MAX), 0, 6, 0, 0));
+    }
+
+    #[test]
+    fn shapes_are_checked_in_decode_order() {
+        let info = |len, caps, leases| MessageInfo::try_new(0x77, len, caps, leases).unwrap();
+        assert_eq!(check_shape(info(6, 1, 2), 6, 1, 2), Ok(()));
+        assert_eq!(check_shape(info(0, 0, 0), 0, 0, 0), Ok(()));
+        assert_eq!(check_shape(info(5, 0, 1), 6, 1, 2), Err(ProtocolError::WrongCaps));
+        assert_eq!(check_shape(info(5, 1, 1), 6, 1, 2), Err(ProtocolError::WrongLeases));
+        assert_eq!(check_shape(info(5, 1, 2), 6, 1, 2), Err(ProtocolError::Truncated));
+        assert_eq!(check_shape(info(7, 1, 2), 6, 1, 2), Err(ProtocolError::TrailingData));
+        // The reserved bits are ignored, as the accessors ignore them.
+        assert_eq!(check_shape(MessageInfo(info(6, 0, 0).0 | 0xf000), 6, 0, 0), Ok(()));
+    }
+}

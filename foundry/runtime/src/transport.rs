@@ -186,6 +186,17 @@ pub trait ServerTransport {
     fn parts(&mut self) -> (&mut IpcBuffer, &mut dyn LeaseAccess);
 }
 
+/// The receive after a one-way request, kept out of the loop: inlined, LLVM tests for
+/// the one-way ordinals before the dispatch table on every request.
+#[cold]
+#[inline(never)]
+fn recv_after_one_way<T: ServerTransport + ?Sized>(
+    transport: &mut T,
+    msg: &mut Message,
+) -> Result<(), TransportError> {
+    transport.recv(msg)
+}
+
 /// Serves requests until the transport fails; returns that failure.
 pub fn serve<T: ServerTransport + ?Sized, D: Dispatch + ?Sized>(
     transport: &mut T,
@@ -197,12 +208,19 @@ pub fn serve<T: ServerTransport + ?Sized, D: Dispatch + ?Sized>(
     }
     loop {
         let (buf, leases) = transport.parts();
-        let next = match server.dispatch(&mut msg, buf, leases) {
-            Disposition::Reply => transport.reply_recv(&mut msg),
-            Disposition::NoReply => transport.recv(&mut msg),
-        };
-        if let Err(error) = next {
-            return error;
+        // Each arm tests its own result: a shared test after the match costs the usual
+        // path a materialised `Ok` and a second compare.
+        match server.dispatch(&mut msg, buf, leases) {
+            Disposition::Reply => {
+                if let Err(error) = transport.reply_recv(&mut msg) {
+                    return error;
+                }
+            }
+            Disposition::NoReply => {
+                if let Err(error) = recv_after_one_way(transport, &mut msg) {
+                    return error;
+                }
+            }
         }
     }
 }

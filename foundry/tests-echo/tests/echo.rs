@@ -135,6 +135,21 @@ fn one_way_messages_get_no_reply() {
     assert_eq!(echo.pings(), Ok(3));
 }
 
+/// The dispatcher writes its reply over the request without clearing it first: the
+/// info word must still describe only the reply (no leftover capabilities or leases).
+#[test]
+fn replies_are_built_in_place_over_the_request() {
+    let mut msg = request(ordinal::ECHO4, [1, 2, 3, 4, 9, 9], 4, 0, 0);
+    msg.caps[0] = CapPtr(7);
+    assert_eq!(dispatch(&mut msg), Disposition::Reply);
+    assert_eq!(msg.info, MessageInfo::try_new(0, 4, 0, 0).unwrap());
+    assert_eq!(msg.regs[..4], [1, 2, 3, 4]);
+    let mut msg = request(ordinal::REFLECT, [0; 6], 0, 1, 0);
+    msg.caps = [CapPtr(5), CapPtr(6), CapPtr(7)];
+    assert_eq!(dispatch(&mut msg), Disposition::Reply);
+    assert_eq!((msg.info, msg.caps[0]), (MessageInfo::try_new(0, 0, 1, 0).unwrap(), CapPtr(5)));
+}
+
 fn dispatch(msg: &mut Message) -> Disposition {
     let mut dispatcher = Dispatcher::new(EchoServer::default());
     dispatcher.dispatch(msg, &mut IpcBuffer::new(), &mut NoLeases)
@@ -156,6 +171,12 @@ fn malformed_requests_get_protocol_errors() {
         (request(ordinal::NULL, [0; 6], 1, 0, 0), ProtocolError::TrailingData),
         (request(ordinal::ECHO4, [0; 6], 4, 1, 0), ProtocolError::WrongCaps),
         (request(ordinal::SUM, [0; 6], 0, 0, 0), ProtocolError::WrongLeases),
+        // A fixed-size request is checked in one compare; a mismatch still names the
+        // first thing a field-by-field decode would meet.
+        (request(ordinal::ECHO6, [0; 6], 5, 0, 0), ProtocolError::Truncated),
+        (request(ordinal::ECHO4, [0; 6], 5, 0, 0), ProtocolError::TrailingData),
+        (request(ordinal::NULL, [0; 6], 0, 0, 1), ProtocolError::WrongLeases),
+        (request(ordinal::NULL, [0; 6], 1, 1, 1), ProtocolError::WrongCaps),
         // A length prefix over the bound of `bytes<256>`.
         (request(ordinal::ECHO_BYTES, [257, 0, 0, 0, 0, 0], 1, 0, 0), ProtocolError::InvalidValue),
     ];
@@ -188,6 +209,8 @@ fn malformed_replies_are_errors_not_panics() {
         (request(0, [5; 6], 2, 0, 0), ClientError::Malformed(ProtocolError::Truncated)),
         (request(0, [5; 6], 6, 0, 0), ClientError::Malformed(ProtocolError::TrailingData)),
         (request(0, [5; 6], 4, 1, 0), ClientError::Malformed(ProtocolError::WrongCaps)),
+        (request(0, [5; 6], 4, 0, 1), ClientError::Malformed(ProtocolError::WrongLeases)),
+        (request(0, [5; 6], 3, 1, 0), ClientError::Malformed(ProtocolError::WrongCaps)),
         (request(77, [0; 6], 0, 0, 0), ClientError::Malformed(ProtocolError::UnknownLabel)),
         (
             request(ProtocolError::UnknownOrdinal.label(), [0; 6], 0, 0, 0),

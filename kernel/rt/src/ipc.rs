@@ -13,9 +13,24 @@ use ramen_abi::{Error, MSG_REGS, MessageInfo};
 
 use crate::{SysError, call, recv, reply_recv, send};
 
+/// The info-word bits below the label: length, capability and lease counts, and the
+/// reserved bits (`ramen_abi::MessageInfo`'s layout). With no capabilities, no leases and
+/// the reserved bits clear they read as the length, so "fits the registers" is one
+/// compare.
+const BELOW_LABEL: u64 = (1 << 16) - 1;
+
+// The compare above relies on the counts and reserved bits lying above the length.
+const _: () = {
+    let fits = MessageInfo(MSG_REGS as u64);
+    assert!(fits.len_words() == MSG_REGS && fits.caps() == 0 && fits.leases() == 0);
+    assert!(MessageInfo(BELOW_LABEL).label() == 0 && MessageInfo(BELOW_LABEL + 1).label() == 1);
+};
+
+#[inline(always)]
 fn to_rt(msg: &Message) -> Result<crate::Message, TransportError> {
     let info = msg.info;
-    if info.len_words() > MSG_REGS || info.caps() > 0 || info.leases() > 0 {
+    // Also refuses reserved bits, which the fastpath would not carry either.
+    if info.0 & BELOW_LABEL > MSG_REGS as u64 {
         return Err(TransportError::Unsupported);
     }
     Ok(crate::Message { info, regs: msg.regs })
@@ -30,6 +45,9 @@ fn from_rt(reply: crate::Message, msg: &mut Message) {
     msg.regs = reply.regs;
 }
 
+/// Off the hot path: the generated loop keeps only the success test inline.
+#[cold]
+#[inline(never)]
 fn transport_error(error: SysError) -> TransportError {
     if error == Error::InvalidCapability || error == Error::WrongType || error == Error::InsufficientRights {
         TransportError::InvalidCap
@@ -52,10 +70,12 @@ impl Endpoint {
 }
 
 impl Transport for Endpoint {
+    #[inline]
     fn ipc_buffer(&mut self) -> &mut IpcBuffer {
         &mut self.buffer
     }
 
+    #[inline]
     fn call(&mut self, msg: &mut Message, leases: &mut [LeaseBuf<'_>]) -> Result<(), TransportError> {
         if !leases.is_empty() {
             return Err(TransportError::Unsupported);
@@ -65,6 +85,7 @@ impl Transport for Endpoint {
         Ok(())
     }
 
+    #[inline]
     fn send(&mut self, msg: &Message) -> Result<(), TransportError> {
         send(self.cptr, &to_rt(msg)?).map_err(transport_error)
     }
@@ -87,6 +108,7 @@ impl Server {
 }
 
 impl ServerTransport for Server {
+    #[inline]
     fn recv(&mut self, msg: &mut Message) -> Result<(), TransportError> {
         let (badge, request) = recv(self.cptr).map_err(transport_error)?;
         self.badge = badge;
@@ -94,6 +116,7 @@ impl ServerTransport for Server {
         Ok(())
     }
 
+    #[inline]
     fn reply_recv(&mut self, msg: &mut Message) -> Result<(), TransportError> {
         // A reply that cannot travel in registers becomes a protocol error reply.
         let reply = to_rt(msg).unwrap_or_else(|_| crate::Message {
@@ -107,6 +130,7 @@ impl ServerTransport for Server {
         Ok(())
     }
 
+    #[inline]
     fn parts(&mut self) -> (&mut IpcBuffer, &mut dyn LeaseAccess) {
         (&mut self.buffer, &mut self.leases)
     }

@@ -561,16 +561,18 @@ fn invoke_sched_control(
 }
 
 fn ipc_stats(out: &mut [u64; MSG_REGS]) -> Result<usize, Error> {
-    let (mut fast, mut slow) = (0, 0);
+    let (mut fast, mut slow, mut flushes) = (0, 0, 0);
     for index in 0..ramen_core::topology::MAX_CPUS as u32 {
         if let Some(cpu) = cpus::cpu(index) {
             fast += cpu.ipc_fast.load(core::sync::atomic::Ordering::Relaxed);
             slow += cpu.ipc_slow.load(core::sync::atomic::Ordering::Relaxed);
+            flushes += cpu.tlb_flushes.load(core::sync::atomic::Ordering::Relaxed);
         }
     }
     out[0] = fast;
     out[1] = slow;
-    Ok(2)
+    out[2] = flushes;
+    Ok(3)
 }
 
 /// Which IRQ lines have a handler capability; changed under `CAP_LOCK` (taken first).

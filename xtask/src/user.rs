@@ -30,6 +30,7 @@ pub const BOOT_PROGRAMS: &[(&str, &str)] = &[
     ("pingpong", "pingpong"),
     ("longmsg", "longmsg"),
     ("leaser", "leaser"),
+    ("leasesrv", "leasesrv"),
     ("bench-ipc", "bench-ipc"),
 ];
 

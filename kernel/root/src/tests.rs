@@ -68,7 +68,7 @@ pub fn run(info: &'static BootInfo) -> bool {
     let mut ctx = Ctx { alloc, files, report, next_badge: 1, cpus: u64::from(info.cpu_count), fuzz_count };
 
     type Case = (&'static str, fn(&mut Ctx) -> Outcome);
-    let cases: [Case; 20] = [
+    let cases: [Case; 21] = [
         ("invalid_capability_pointers_are_rejected", invalid_capability_pointers),
         ("wrong_types_and_labels_are_rejected", wrong_types_and_labels),
         ("retype_rejects_bad_input_and_changes_nothing", retype_bad_input),
@@ -89,6 +89,7 @@ pub fn run(info: &'static BootInfo) -> bool {
         ("a_server_dying_mid_call_wakes_its_caller", dead_server),
         ("long_messages_and_capability_transfer", long_messages),
         ("leases_lend_pinned_memory_for_one_call", leases),
+        ("lease_release_shoots_down_cpus_running_the_server", lease_shootdown),
     ];
     let (mut passed, mut failed) = (0u32, 0u32);
     for (name, case) in
@@ -976,4 +977,57 @@ fn serve_lease_call(
     expect_err(kobj::set_lease_window(slot::THREAD, 0, 0), Error::Busy, "the window moved mid-call")?;
     let _ = ctx;
     Ok(())
+}
+
+/// Where the shootdown test's server sees leases, and where the root task keeps the
+/// data it lends.
+const SHOOTDOWN_WINDOW: u64 = 0x3000_0000_0000;
+const SHOOTDOWN_DATA: u64 = 0x3200_0000_0000;
+
+/// A lease server whose address space is also running on another CPU (a second,
+/// spinning thread): releasing the lease must make that CPU flush its TLB, and the
+/// kernel must not deadlock doing it.
+fn lease_shootdown(ctx: &mut Ctx) -> Outcome {
+    if ctx.cpus < 2 {
+        return Ok(());
+    }
+    let endpoint = ok(ctx.alloc.make(object::ENDPOINT, 0), "endpoint")?;
+    let (server, badge) = start(ctx, "leasesrv", 0, 0, &[(WAIT, endpoint)], false)?;
+    ok(ramen_rt::vm::install_tables(server.vspace, SHOOTDOWN_WINDOW, 4096, &mut ctx.alloc), "window tables")?;
+    ok(kobj::set_lease_window(server.tcb, SHOOTDOWN_WINDOW, 4096), "window")?;
+    let spinner = loader::spawn_thread(&mut ctx.alloc, &server, 1, 1, ctx.cpus - 1, TEST_PRIORITY)
+        .map_err(|_| "cannot start the spinning thread")?;
+    let running = collect(ctx, 100, |b, message| b == badge && message.label() == 3);
+    let result = if running { lend_to(ctx, endpoint) } else { Err("the spinning thread never ran") };
+    stop(&spinner);
+    stop(&server);
+    let (sum, before, after) = result?;
+    if sum != (0..64).sum::<u64>() {
+        return Err("the server read the lease wrong");
+    }
+    if after <= before {
+        return Err("the CPU running the server's address space was not asked to flush");
+    }
+    Ok(())
+}
+
+/// Lends 64 bytes (0, 1, 2, ...) to the server behind `endpoint`; returns its sum
+/// and the shootdown counter before and after.
+fn lend_to(ctx: &mut Ctx, endpoint: u64) -> Result<(u64, u64, u64), &'static str> {
+    use ramen_rt::msgbuf::{Lease, MessageBuffer};
+    let frame = ok(ctx.alloc.make(object::FRAME_4K, 0), "frame")?;
+    let mut data =
+        ok(ramen_rt::vm::Mapping::new(frame, 1, SHOOTDOWN_DATA, true, &mut ctx.alloc), "map data")?;
+    for (i, byte) in data.bytes_mut().iter_mut().take(64).enumerate() {
+        *byte = i as u8;
+    }
+    let before = ok(kobj::tlb_shootdowns(slot::DEBUG), "stats")?;
+    let message = MessageBuffer::root()
+        .message_with_leases(1, &[], &[], &[Lease::read_only(SHOOTDOWN_DATA, 64)])
+        .map_err(|_| "build")?;
+    let reply = call(endpoint, &message);
+    let after = ok(kobj::tlb_shootdowns(slot::DEBUG), "stats")?;
+    ok(data.unmap(), "unmap data")?;
+    let reply = ok(reply, "the lending call failed")?;
+    Ok((reply.regs[0], before, after))
 }

@@ -130,6 +130,12 @@ pub fn ipc_stats(console: u64) -> Result<(u64, u64), SysError> {
     Ok((words.first().copied().unwrap_or(0), words.get(1).copied().unwrap_or(0)))
 }
 
+/// TLB flushes CPUs did at another CPU's request since boot (all CPUs).
+pub fn tlb_shootdowns(console: u64) -> Result<u64, SysError> {
+    let reply = invoke(console, ramen_abi::invocation::debug::IPC_STATS, &[])?;
+    Ok(reply.words().get(2).copied().unwrap_or(0))
+}
+
 /// Issues the handler capability for IRQ `irq` into slot `dest` of this CSpace.
 pub fn issue_irq_handler(irq_control: u64, irq: u64, dest: u64) -> Result<(), SysError> {
     invoke(irq_control, ramen_abi::invocation::irq_control::ISSUE, &[irq, dest]).map(drop)

@@ -269,7 +269,7 @@ fn run_steps(
     for _ in 0..MAX_STEPS {
         let Step { done, destroyed } = step(store, at)?;
         if let Some(object) = destroyed {
-            tear_down(object);
+            tear_down(store, object);
         }
         if done {
             return Ok(());
@@ -279,8 +279,10 @@ fn run_steps(
 }
 
 /// Kernel-side clean-up of an object whose last capability went away.
-fn tear_down(object: Destroyed) {
+fn tear_down(store: &mut Store, object: Destroyed) {
     match object {
+        // Mapping records that name this VSpace are stale from now on.
+        Destroyed::PageTable { addr, kind: CapType::VSpace } => crate::asid::release(store, addr.0),
         Destroyed::Endpoint(addr) => crate::ipc::cancel_all(addr.0),
         Destroyed::Notification(addr) => crate::ipc::cancel_notification(addr.0),
         // The line is free for a new handler. (Masking it comes with IRQ delivery to
@@ -299,8 +301,9 @@ fn tear_down(object: Destroyed) {
                 }
             }
         }
-        // Endpoints and notifications wake their waiters with an error once IPC
-        // exists; frames and tables are unmapped once mappings are recorded.
+        // A frame's mappings went with its capabilities (`remove_mapping`). Tables
+        // still installed in a parent stay linked there: the open gap in
+        // docs/objects.md.
         _ => {}
     }
 }
@@ -425,24 +428,23 @@ fn invoke_frame(
             space
                 .map(vaddr, cap.addr().0, size, user_flags(writable, executable), &mut no_tables)
                 .map_err(map_error)?;
-            ops::record_mapping(&mut *store, slot, Some((PhysAddr(root), vaddr)))?;
+            let asid = crate::asid::of(&mut store, root)?;
+            ops::record_mapping(&mut *store, slot, Some((PhysAddr(root), crate::asid::pack(vaddr, asid))))?;
             if let Some(word) = out.first_mut() {
                 *word = vaddr;
             }
             Ok(1)
         }
         vspace::FRAME_UNMAP => {
-            if cap.mapping() != Some((PhysAddr(root), vaddr)) {
+            let recorded = cap.mapping().and_then(|(r, packed)| crate::asid::resolve(&store, r.0, packed));
+            if recorded != Some((root, vaddr)) {
                 return Err(Error::InvalidArgument);
             }
             let mut space = address_space(root);
             space.unmap(vaddr, size).map_err(map_error)?;
             ops::record_mapping(&mut *store, slot, None)?;
-            // Other CPUs running this address space may keep the translation until
-            // their next switch: the frame is still the caller's, so that is a lag,
-            // not a use after free. (Tearing mappings down when the frame's
-            // capability is deleted, with a shootdown that waits, is still to come.)
-            crate::objects::flush_tlb(vaddr);
+            // No CPU may keep the translation once the frame can be reused.
+            crate::tlb::shoot_down(root, core::iter::once(vaddr));
             Ok(0)
         }
         _ => Err(Error::IllegalOperation),

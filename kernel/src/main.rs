@@ -11,6 +11,7 @@
 
 mod log;
 
+mod asid;
 mod boot;
 mod console;
 mod cpus;

@@ -81,9 +81,10 @@ impl ObjectStore for Store {
 
     fn may_delete(&self, cap: &Cap, is_final: bool) -> Result<(), ramen_abi::Error> {
         let pinned = match cap.kind() {
-            CapType::Frame4K | CapType::Frame2M => {
-                cap.mapping().is_some_and(|(root, vaddr)| address_space(root.0).is_pinned(vaddr))
-            }
+            CapType::Frame4K | CapType::Frame2M => cap
+                .mapping()
+                .and_then(|(root, packed)| crate::asid::resolve(self, root.0, packed))
+                .is_some_and(|(root, vaddr)| address_space(root).is_pinned(vaddr)),
             CapType::VSpace if is_final => ramen_arch::paging::table_has_pins(cap.addr().0, 4),
             CapType::Pdpt if is_final => ramen_arch::paging::table_has_pins(cap.addr().0, 3),
             CapType::PageDirectory if is_final => ramen_arch::paging::table_has_pins(cap.addr().0, 2),
@@ -91,6 +92,25 @@ impl ObjectStore for Store {
             _ => false,
         };
         if pinned { Err(ramen_abi::Error::Busy) } else { Ok(()) }
+    }
+
+    fn remove_mapping(&mut self, cap: &Cap) {
+        use ramen_arch::paging::PageSize;
+        let Some((root, vaddr)) =
+            cap.mapping().and_then(|(root, packed)| crate::asid::resolve(self, root.0, packed))
+        else {
+            // The address space is gone: so is the mapping.
+            return;
+        };
+        let size = if cap.kind() == CapType::Frame2M { PageSize::Size2M } else { PageSize::Size4K };
+        let mut space = address_space(root);
+        // Only if the entry still maps this frame (`may_delete` refused pinned ones).
+        let frame = cap.addr().0;
+        if space.translate(vaddr).is_some_and(|(phys, _)| phys & !(size.bytes() - 1) == frame)
+            && space.unmap(vaddr, size).is_ok()
+        {
+            crate::tlb::shoot_down(root, core::iter::once(vaddr));
+        }
     }
 
     fn generation(&self) -> u64 {
@@ -321,11 +341,6 @@ pub fn address_space(root: u64) -> ramen_arch::paging::AddressSpace {
     unsafe { ramen_arch::paging::AddressSpace::from_root(root) }
 }
 
-/// Drops this CPU's TLB entry for a user address (after an unmap).
-pub fn flush_tlb(vaddr: u64) {
-    ramen_arch::paging::flush_local(vaddr);
-}
-
 /// A thread's IPC buffer page, reached through the direct map.
 ///
 /// Built only from a translation of the thread's own page tables that found a
@@ -376,6 +391,21 @@ impl IpcBufferPage {
         // asked for the message to be written there.
         unsafe { core::ptr::write_volatile(virt as *mut u64, value) }
     }
+}
+
+/// The ASID tag of the VSpace at `root` (a non-present entry of its top-level table;
+/// see `asid`).
+pub fn vspace_tag(root: u64) -> u64 {
+    // SAFETY: `root` is a live VSpace object (a capability or a resolved mapping
+    // record names it), a 4 KiB table; the entry is kernel-half memory only the
+    // kernel writes, under CAP_LOCK.
+    unsafe { phys::read::<u64>(root + 8 * crate::asid::TAG_INDEX as u64) }
+}
+
+/// Sets the ASID tag of the VSpace at `root` (bit 0 clear: never present).
+pub fn set_vspace_tag(root: u64, tag: u64) {
+    // SAFETY: as for `vspace_tag`; the MMU ignores a non-present entry.
+    unsafe { phys::write::<u64>(root + 8 * crate::asid::TAG_INDEX as u64, tag & !1) }
 }
 
 /// The boot-information block the kernel fills for the root task.

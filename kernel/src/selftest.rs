@@ -32,7 +32,14 @@ const TESTS: &[TestCase] = &[
     ("tsc_is_plausible_and_monotonic", tsc_is_plausible_and_monotonic),
     ("apic_timer_fires", apic_timer_fires),
     ("ipi_reaches_every_cpu", ipi_reaches_every_cpu),
+    ("asid_tag_entry_is_unused_by_the_kernel", asid_tag_entry_is_unused_by_the_kernel),
 ];
+
+/// Every VSpace keeps its ASID in top-level entry `asid::TAG_INDEX`, copied from the
+/// kernel's half: the kernel must never map anything there.
+fn asid_tag_entry_is_unused_by_the_kernel() -> TestResult {
+    check(crate::objects::vspace_tag(machine().kernel_root) == 0, "the kernel maps the ASID tag entry")
+}
 
 /// Runs every case; returns whether all passed.
 pub fn run_all() -> bool {

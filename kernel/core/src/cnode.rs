@@ -245,6 +245,9 @@ pub fn revoke_step<S: ObjectStore>(store: &mut S, at: SlotRef) -> Result<Step, E
 /// Empties `at`, reporting the object destroyed if this was its last capability.
 fn remove<S: ObjectStore>(store: &mut S, at: SlotRef) -> Option<Destroyed> {
     let cap = store.slot(at).cap();
+    if cap.mapping().is_some() {
+        store.remove_mapping(&cap);
+    }
     let destroyed = if cdt::is_final(store, at) { teardown(&cap) } else { None };
     cdt::unlink(store, at);
     destroyed
@@ -379,6 +382,28 @@ mod tests {
         record_mapping(&mut fx.store, frame, None).unwrap();
         let dest = fx.root_slot(4);
         move_cap(&mut fx.store, frame, dest).unwrap();
+        check_invariants(&fx.store);
+    }
+
+    #[test]
+    fn deleting_or_revoking_a_mapped_frame_removes_its_mapping() {
+        let mut fx = Fixture::new();
+        let frame = make(&mut fx, CapType::Frame4K, 0, 2);
+        let other = make(&mut fx, CapType::Frame4K, 0, 3);
+        let mapping = Some((PhysAddr(0x20_0000), 0x40_0000));
+        record_mapping(&mut fx.store, frame, mapping).unwrap();
+        record_mapping(&mut fx.store, other, Some((PhysAddr(0x20_0000), 0x40_1000))).unwrap();
+        let copy_slot = fx.root_slot(4);
+        copy(&mut fx.store, frame, copy_slot).unwrap();
+        // An unmapped copy going away removes nothing.
+        delete(&mut fx.store, copy_slot).unwrap();
+        assert!(fx.store.unmapped.is_empty());
+        delete(&mut fx.store, frame).unwrap();
+        assert_eq!(fx.store.unmapped, vec![(PhysAddr(0x20_0000), 0x40_0000)]);
+        // A revoke of the untyped reaches the other one.
+        let untyped = fx.root_slot(1);
+        revoke(&mut fx.store, untyped).unwrap();
+        assert_eq!(fx.store.unmapped.len(), 2);
         check_invariants(&fx.store);
     }
 

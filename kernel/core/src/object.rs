@@ -279,6 +279,13 @@ pub trait ObjectStore {
         let _ = (cap, is_final);
         Ok(())
     }
+
+    /// A capability that recorded a mapping (`Cap::mapping`: a mapped frame) is
+    /// leaving its slot: the kernel removes the mapping it recorded, if that address
+    /// space still exists and still maps this frame there.
+    fn remove_mapping(&mut self, cap: &crate::cap::Cap) {
+        let _ = cap;
+    }
 }
 
 #[cfg(test)]

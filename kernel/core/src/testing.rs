@@ -39,11 +39,19 @@ pub struct SimStore {
     /// Objects whose capabilities `may_delete` refuses (as the kernel does for
     /// memory a lease pins).
     pub pinned: Vec<PhysAddr>,
+    /// Mappings `remove_mapping` was asked to remove, in order.
+    pub unmapped: Vec<(PhysAddr, u64)>,
 }
 
 impl ObjectStore for SimStore {
     fn may_delete(&self, cap: &Cap, _is_final: bool) -> Result<(), ramen_abi::Error> {
         if self.pinned.contains(&cap.addr()) { Err(ramen_abi::Error::Busy) } else { Ok(()) }
+    }
+
+    fn remove_mapping(&mut self, cap: &Cap) {
+        if let Some(mapping) = cap.mapping() {
+            self.unmapped.push(mapping);
+        }
     }
 
     fn slot(&self, at: SlotRef) -> Slot {

@@ -68,7 +68,7 @@ pub fn run(info: &'static BootInfo) -> bool {
     let mut ctx = Ctx { alloc, files, report, next_badge: 1, cpus: u64::from(info.cpu_count), fuzz_count };
 
     type Case = (&'static str, fn(&mut Ctx) -> Outcome);
-    let cases: [Case; 21] = [
+    let cases: [Case; 22] = [
         ("invalid_capability_pointers_are_rejected", invalid_capability_pointers),
         ("wrong_types_and_labels_are_rejected", wrong_types_and_labels),
         ("retype_rejects_bad_input_and_changes_nothing", retype_bad_input),
@@ -90,6 +90,7 @@ pub fn run(info: &'static BootInfo) -> bool {
         ("long_messages_and_capability_transfer", long_messages),
         ("leases_lend_pinned_memory_for_one_call", leases),
         ("lease_release_shoots_down_cpus_running_the_server", lease_shootdown),
+        ("deleting_a_mapped_frame_unmaps_it", delete_mapped_frame),
     ];
     let (mut passed, mut failed) = (0u32, 0u32);
     for (name, case) in
@@ -1030,4 +1031,21 @@ fn lend_to(ctx: &mut Ctx, endpoint: u64) -> Result<(u64, u64, u64), &'static str
     ok(data.unmap(), "unmap data")?;
     let reply = ok(reply, "the lending call failed")?;
     Ok((reply.regs[0], before, after))
+}
+
+/// Deleting a mapped frame's capability removes the mapping (the address takes
+/// another frame); once the address space itself is gone, the record is stale and
+/// deleting the frame touches nothing.
+fn delete_mapped_frame(ctx: &mut Ctx) -> Outcome {
+    const AT: u64 = 0x10_0000_0000;
+    let vspace = ok(ctx.alloc.make(object::VSPACE, 0), "vspace")?;
+    let first = ok(ctx.alloc.make(object::FRAME_4K, 0), "frame")?;
+    ok(ramen_rt::vm::map_page(vspace, first, AT, 1, &mut ctx.alloc), "map")?;
+    let second = ok(ctx.alloc.make(object::FRAME_4K, 0), "frame")?;
+    expect_err(kobj::map_frame(second, vspace, AT, 1), Error::AlreadyMapped, "two frames at one address")?;
+    ok(kobj::delete(slot::CNODE, first, 64), "delete the mapped frame")?;
+    ok(kobj::map_frame(second, vspace, AT, 1), "the address stayed mapped after its frame was deleted")?;
+    ok(kobj::delete(slot::CNODE, vspace, 64), "delete the address space")?;
+    ok(kobj::delete(slot::CNODE, second, 64), "delete a frame of a deleted address space")?;
+    expect_err(kobj::delete(slot::CNODE, second, 64), Error::SlotEmpty, "second delete")
 }

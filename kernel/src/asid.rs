@@ -1,0 +1,71 @@
+//! Address-space identifiers: whether a VSpace a frame capability recorded is still
+//! the same VSpace.
+//!
+//! A frame capability records where it is mapped (VSpace root, address), so that
+//! deleting it can remove the mapping. But the VSpace may have been destroyed since
+//! and its memory retyped into something else, even a frame user space writes:
+//! walking it as page tables would let user space steer a kernel write. So the
+//! record also carries the VSpace's ASID, and this table, which only the kernel
+//! writes, says which root each live ASID belongs to. A VSpace gets an ASID the
+//! first time something is mapped into it; destroying it frees the ASID; a record
+//! whose ASID no longer names its root is stale and is ignored.
+//!
+//! The VSpace keeps its own ASID in a non-present entry of its top-level table
+//! (index [`TAG_INDEX`], in the kernel half the kernel never uses: kernel memory
+//! user space cannot write). The table is static: [`MAX_ASIDS`] - 1 address spaces
+//! at once (ASID 0 means none); mapping into one more returns `NotEnoughMemory`.
+//! Every access is under `CAP_LOCK`.
+
+use ramen_abi::Error;
+
+use crate::objects::Store;
+
+/// Address spaces that can have mappings at once, plus one (ASID 0 is "none").
+pub const MAX_ASIDS: usize = 1 << 14;
+/// The top-level table entry that holds a VSpace's ASID (not present to the MMU).
+pub const TAG_INDEX: usize = 510;
+/// Bits of a mapping record's address word that hold the ASID (above the 48-bit
+/// user address).
+const ASID_SHIFT: u32 = 48;
+
+/// Which root each ASID belongs to (0: free). Written only under `CAP_LOCK`; the
+/// `&Store` / `&mut Store` arguments prove it is held.
+static ROOTS: spin::Mutex<[u64; MAX_ASIDS]> = spin::Mutex::new([0; MAX_ASIDS]);
+
+/// The ASID of the VSpace at `root`, giving it one if it has none.
+pub fn of(_: &mut Store, root: u64) -> Result<u64, Error> {
+    let tag = crate::objects::vspace_tag(root);
+    if tag != 0 {
+        return Ok(tag >> 1);
+    }
+    let mut roots = ROOTS.lock();
+    let asid = roots.iter().skip(1).position(|r| *r == 0).map(|i| i + 1).ok_or(Error::NotEnoughMemory)?;
+    roots[asid] = root;
+    // Bit 0 (present) stays clear: the MMU never follows this entry.
+    crate::objects::set_vspace_tag(root, (asid as u64) << 1);
+    Ok(asid as u64)
+}
+
+/// Frees the ASID of a VSpace being destroyed.
+pub fn release(_: &mut Store, root: u64) {
+    let tag = crate::objects::vspace_tag(root);
+    if tag != 0 {
+        if let Some(slot) = ROOTS.lock().get_mut((tag >> 1) as usize) {
+            *slot = 0;
+        }
+        crate::objects::set_vspace_tag(root, 0);
+    }
+}
+
+/// The address word of a mapping record: `vaddr` with the ASID above it.
+pub fn pack(vaddr: u64, asid: u64) -> u64 {
+    vaddr | (asid << ASID_SHIFT)
+}
+
+/// The live VSpace root and address a mapping record names, or `None` if that
+/// VSpace is gone (the record is stale).
+pub fn resolve(_: &Store, root: u64, packed: u64) -> Option<(u64, u64)> {
+    let asid = (packed >> ASID_SHIFT) as usize;
+    let vaddr = packed & ((1 << ASID_SHIFT) - 1);
+    (asid != 0 && ROOTS.lock().get(asid) == Some(&root)).then_some((root, vaddr))
+}

@@ -76,6 +76,9 @@ pub fn bsp_main(boot: Result<BootParams, StartInfoError>) -> ! {
     for word in cmdline.unknown() {
         kprintln!("warning: unknown command-line word \"{}\" ignored", *word);
     }
+    if let Some(polls) = cmdline.idle_poll {
+        crate::sched::IDLE_POLL.store(polls, core::sync::atomic::Ordering::Relaxed);
+    }
 
     let features = Features::detect();
     if !features.nx {

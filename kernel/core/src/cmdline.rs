@@ -45,6 +45,10 @@ pub struct Cmdline<'a> {
     /// Pretend the firmware listed a CPU with this APIC id that does not exist, to
     /// test that a CPU failing to start is reported and the rest carry on.
     pub phantom_cpu: Option<u32>,
+    /// An idle CPU polls its inbox this many times before halting (0: halt at once
+    /// and be woken by IPI; unset: the kernel's default); a sender skips the IPI to
+    /// a CPU that is polling.
+    pub idle_poll: Option<u32>,
     /// Words the kernel did not understand.
     pub unknown: [&'a str; MAX_UNKNOWN],
     /// How many of `unknown` are valid (more than [`MAX_UNKNOWN`] are counted, not kept).
@@ -67,6 +71,9 @@ impl<'a> Cmdline<'a> {
                 }
                 ("phantom_cpu", Some(v)) if v.parse::<u32>().is_ok() => {
                     out.phantom_cpu = v.parse().ok();
+                }
+                ("idle_poll", Some(v)) if v.parse::<u32>().is_ok() => {
+                    out.idle_poll = v.parse().ok();
                 }
                 _ => {
                     if let Some(slot) = out.unknown.get_mut(out.unknown_count) {
@@ -91,7 +98,8 @@ mod tests {
 
     #[test]
     fn parses_known_words() {
-        let c = Cmdline::parse("  test fault=gp phantom_cpu=9 ");
+        let c = Cmdline::parse("  test fault=gp phantom_cpu=9 idle_poll=500");
+        assert_eq!(c.idle_poll, Some(500));
         assert!(c.test);
         assert_eq!(c.fault, Some(InjectedFault::GeneralProtection));
         assert_eq!(c.phantom_cpu, Some(9));

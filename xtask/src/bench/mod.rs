@@ -67,6 +67,11 @@ pub struct BenchArgs {
     /// Round trips per pair in each scaling run.
     #[arg(long, value_name = "N")]
     rounds: Option<u64>,
+    /// Idle CPUs poll their inbox N times before halting, and senders skip the
+    /// wake-up IPI to a polling CPU (kernel `idle_poll=N`; 0: IPI only; default:
+    /// the kernel's, 1000).
+    #[arg(long, value_name = "N")]
+    idle_poll: Option<u32>,
     /// Kill QEMU and fail after this many seconds (per boot).
     #[arg(long, value_name = "SECS", default_value_t = 300)]
     timeout: u64,
@@ -196,6 +201,9 @@ fn kernel_args(args: &BenchArgs) -> String {
     }
     if let Some(warmup) = args.warmup {
         words.push(format!("bench_warmup={warmup}"));
+    }
+    if let Some(polls) = args.idle_poll {
+        words.push(format!("idle_poll={polls}"));
     }
     if let Some(rounds) = args.rounds {
         words.push(format!("bench_rounds={rounds}"));

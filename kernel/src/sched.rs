@@ -43,6 +43,8 @@ pub enum Request {
 /// Requests waiting for a CPU, bounded: a full inbox makes the sender wait for the
 /// owner to drain it (the owner never waits on anyone's inbox while holding its own).
 pub const INBOX_CAPACITY: usize = 64;
+/// Requests handled per lock hold when draining.
+const BATCH: usize = 4;
 
 /// One CPU's incoming requests.
 pub struct Inbox {
@@ -69,10 +71,20 @@ impl Inbox {
         }
     }
 
-    fn take(&mut self) -> ([Option<Request>; INBOX_CAPACITY], usize, u64) {
-        let taken = (self.items, self.len, self.ipi_flow);
-        *self = Self::new();
-        taken
+    /// Moves up to `BATCH` of the oldest requests into `out` (the rest move down);
+    /// returns how many, and the IPI flow id. Copies only what is there: the whole
+    /// inbox is 1.5 KiB, and copying it on every kernel exit cost the slow path about
+    /// 1,100 instructions per IPC.
+    fn take_batch(&mut self, out: &mut [Option<Request>; BATCH]) -> (usize, u64) {
+        let n = self.len.min(BATCH);
+        for (dst, src) in out.iter_mut().zip(self.items.iter_mut()).take(n) {
+            *dst = src.take();
+        }
+        if self.len > n {
+            self.items.copy_within(n..self.len, 0);
+        }
+        self.len -= n;
+        (n, core::mem::take(&mut self.ipi_flow))
     }
 }
 
@@ -220,20 +232,30 @@ pub static IDLE_POLL: core::sync::atomic::AtomicU32 = core::sync::atomic::Atomic
 /// Handles every request in this CPU's inbox.
 pub fn drain_inbox() {
     crate::tlb::service();
-    // Cleared before the take: a request posted after it sets the flag again.
-    this_cpu().inbox_pending.store(false, core::sync::atomic::Ordering::Relaxed);
-    let (items, len, ipi_flow) = this_cpu().inbox.lock().take();
-    crate::trace::ipi_received(ipi_flow);
-    for request in items.iter().take(len).flatten() {
-        match *request {
-            Request::Wake(t) => with_sched(|s| wake_local(s, t)),
-            Request::Suspend(t) => suspend(t),
-            Request::Adopt(t) => with_sched(|s| {
-                if tcb(t).state == ThreadState::Runnable && s.current != Some(t) {
-                    push(s, t, false);
-                }
-            }),
-            Request::Release(t, target) => set_affinity(t, target),
+    // Every post sets the flag after its push, then interrupts this CPU (or finds it
+    // polling): an empty flag means nothing to take yet, and skips the lock and the
+    // copy. Cleared before the take: a request posted after it sets the flag again.
+    if !this_cpu().inbox_pending.swap(false, core::sync::atomic::Ordering::Acquire) {
+        return;
+    }
+    loop {
+        let mut batch = [None; BATCH];
+        let (len, ipi_flow) = this_cpu().inbox.lock().take_batch(&mut batch);
+        if len == 0 {
+            return;
+        }
+        crate::trace::ipi_received(ipi_flow);
+        for request in batch.iter().take(len).flatten() {
+            match *request {
+                Request::Wake(t) => with_sched(|s| wake_local(s, t)),
+                Request::Suspend(t) => suspend(t),
+                Request::Adopt(t) => with_sched(|s| {
+                    if tcb(t).state == ThreadState::Runnable && s.current != Some(t) {
+                        push(s, t, false);
+                    }
+                }),
+                Request::Release(t, target) => set_affinity(t, target),
+            }
         }
     }
 }

@@ -30,8 +30,9 @@ use crate::cpus::{self, machine};
 use crate::kprintln;
 use crate::objects::{self, CAP_LOCK, Store, cspace_slot, tcb};
 
-/// Radix of the root CNode: 4096 slots.
-pub const ROOT_CNODE_RADIX: u8 = 12;
+/// Radix of the root CNode: 16,384 slots (a benchmark boot starts dozens of programs
+/// and the root task cannot reclaim slots yet).
+pub const ROOT_CNODE_RADIX: u8 = 14;
 /// First slot for archive frames.
 const ARCHIVE_FIRST_SLOT: u64 = 512;
 /// Smallest untyped region handed out.

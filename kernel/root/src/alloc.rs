@@ -45,6 +45,19 @@ impl Alloc {
     /// One object of type `kind` and `size_bits` into the root CNode's slot `dest`,
     /// from the first untyped region with room.
     pub fn make_at(&mut self, kind: u64, size_bits: u64, dest: u64) -> Result<u64, SysError> {
+        // A region without an aligned 2 MiB hole may still hold small objects: large
+        // frames search every region and leave the small-object cursor alone.
+        if kind == object::FRAME_2M {
+            for index in self.untyped..self.info.untyped_count as usize {
+                let untyped = self.info.untyped_first + index as u64;
+                match kobj::retype(untyped, kind, size_bits, slot::CNODE, dest, 1) {
+                    Ok(()) => return Ok(dest),
+                    Err(e) if e == Error::NotEnoughMemory => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            return Err(Error::NotEnoughMemory.into());
+        }
         while self.untyped < self.info.untyped_count as usize {
             let untyped = self.info.untyped_first + self.untyped as u64;
             match kobj::retype(untyped, kind, size_bits, slot::CNODE, dest, 1) {

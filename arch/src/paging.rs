@@ -231,6 +231,31 @@ impl AddressSpace {
         Ok(())
     }
 
+    /// Unlinks the level-`level` table at `table` from the entry covering `virt`, if
+    /// that entry still points to it; true if it did. The caller flushes TLBs.
+    pub fn uninstall_table(&mut self, virt: u64, level: u32, table: u64) -> bool {
+        let mut table_phys = self.pml4;
+        let mut current = 4;
+        while current > level + 1 {
+            // SAFETY: a table of this hierarchy, reachable through the direct map.
+            let entry = unsafe { (*self::table(table_phys))[index(virt, current)] };
+            if entry & Flags::PRESENT.bits() == 0 || entry & Flags::HUGE_PAGE.bits() != 0 {
+                return false;
+            }
+            table_phys = entry & ADDR_MASK;
+            current -= 1;
+        }
+        // SAFETY: as above; `&mut self` excludes other editors.
+        let entry = unsafe { &mut (*self::table(table_phys))[index(virt, current)] };
+        let linked = *entry & Flags::PRESENT.bits() != 0
+            && *entry & Flags::HUGE_PAGE.bits() == 0
+            && *entry & ADDR_MASK == table;
+        if linked {
+            *entry = 0;
+        }
+        linked
+    }
+
     /// Removes the leaf mapping of `virt` (of the given size). The caller flushes
     /// TLBs on every CPU that may cache it.
     pub fn unmap(&mut self, virt: u64, size: PageSize) -> Result<(), MapError> {

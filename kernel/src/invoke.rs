@@ -74,7 +74,7 @@ pub fn invoke(
         CapType::Untyped => invoke_untyped(caller, cptr, label, regs),
         CapType::Frame4K | CapType::Frame2M => invoke_frame(caller, cptr, label, regs, out),
         CapType::Pdpt | CapType::PageDirectory | CapType::PageTable => {
-            invoke_table(caller, &cap, label, regs)
+            invoke_table(caller, cptr, label, regs)
         }
         CapType::IoPort => invoke_ioport(&cap, label, regs, out),
         CapType::SchedControl => invoke_sched_control(&cap, label, regs, out),
@@ -451,23 +451,27 @@ fn invoke_frame(
     }
 }
 
-fn invoke_table(caller: ThreadRef, cap: &Cap, label: u64, regs: &[u64; MSG_REGS]) -> Result<usize, Error> {
+/// A table capability records where it is installed, like a frame its mapping:
+/// installing it twice is refused (install a copy), and deleting it unlinks it.
+fn invoke_table(caller: ThreadRef, cptr: u64, label: u64, regs: &[u64; MSG_REGS]) -> Result<usize, Error> {
     if label != vspace::TABLE_MAP {
         return Err(Error::IllegalOperation);
     }
     let [vspace_cptr, vaddr, ..] = *regs;
-    let level = match cap.kind() {
-        CapType::Pdpt => 3,
-        CapType::PageDirectory => 2,
-        _ => 1,
-    };
-    let store = CAP_LOCK.lock();
+    let mut store = CAP_LOCK.lock();
+    let (slot, cap) = lookup_cap(caller, &store, cptr)?;
+    let level = crate::objects::table_level(cap.kind());
     let root = vspace_root(caller, &store, vspace_cptr)?;
     if !(USER_BASE..USER_TOP).contains(&vaddr) {
         return Err(Error::RangeError);
     }
+    if cap.mapping().is_some() {
+        return Err(Error::AlreadyMapped);
+    }
+    let asid = crate::asid::of(&mut store, root)?;
     let mut space = address_space(root);
     space.install_table(vaddr, level, cap.addr().0).map_err(map_error)?;
+    ops::record_mapping(&mut *store, slot, Some((PhysAddr(root), crate::asid::pack(vaddr, asid))))?;
     Ok(0)
 }
 

@@ -85,10 +85,13 @@ impl ObjectStore for Store {
                 .mapping()
                 .and_then(|(root, packed)| crate::asid::resolve(self, root.0, packed))
                 .is_some_and(|(root, vaddr)| address_space(root).is_pinned(vaddr)),
+            // The last capability, or the one whose deletion unlinks the table.
             CapType::VSpace if is_final => ramen_arch::paging::table_has_pins(cap.addr().0, 4),
-            CapType::Pdpt if is_final => ramen_arch::paging::table_has_pins(cap.addr().0, 3),
-            CapType::PageDirectory if is_final => ramen_arch::paging::table_has_pins(cap.addr().0, 2),
-            CapType::PageTable if is_final => ramen_arch::paging::table_has_pins(cap.addr().0, 1),
+            kind @ (CapType::Pdpt | CapType::PageDirectory | CapType::PageTable)
+                if is_final || cap.mapping().is_some() =>
+            {
+                ramen_arch::paging::table_has_pins(cap.addr().0, table_level(kind))
+            }
             _ => false,
         };
         if pinned { Err(ramen_abi::Error::Busy) } else { Ok(()) }
@@ -102,6 +105,15 @@ impl ObjectStore for Store {
             // The address space is gone: so is the mapping.
             return;
         };
+        if !matches!(cap.kind(), CapType::Frame4K | CapType::Frame2M) {
+            // A table: unlink it from its parent if it is still there. Whatever it
+            // mapped becomes unreachable at once, so every CPU with the space loaded
+            // flushes everything.
+            if address_space(root).uninstall_table(vaddr, table_level(cap.kind()), cap.addr().0) {
+                crate::tlb::shoot_down_all(root);
+            }
+            return;
+        }
         let size = if cap.kind() == CapType::Frame2M { PageSize::Size2M } else { PageSize::Size4K };
         let mut space = address_space(root);
         // Only if the entry still maps this frame (`may_delete` refused pinned ones).
@@ -390,6 +402,16 @@ impl IpcBufferPage {
         // SAFETY: as for `read`; the page is mapped writable for its owner, who
         // asked for the message to be written there.
         unsafe { core::ptr::write_volatile(virt as *mut u64, value) }
+    }
+}
+
+/// The paging level of a table object (1: last-level page table ... 4: VSpace).
+pub fn table_level(kind: CapType) -> u32 {
+    match kind {
+        CapType::VSpace => 4,
+        CapType::Pdpt => 3,
+        CapType::PageDirectory => 2,
+        _ => 1,
     }
 }
 

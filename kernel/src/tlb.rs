@@ -42,11 +42,21 @@ pub fn loading(vspace: u64) {
 /// address space `vspace`, whose entries the caller has just cleared. Returns once
 /// no CPU can use them any more.
 pub fn shoot_down(vspace: u64, pages: impl Iterator<Item = u64> + Clone) {
+    shoot_down_inner(vspace, pages, false);
+}
+
+/// [`shoot_down`] for a change that may affect any address of the space (a page
+/// table unlinked): every CPU that has it loaded flushes everything.
+pub fn shoot_down_all(vspace: u64) {
+    shoot_down_inner(vspace, core::iter::empty(), true);
+}
+
+fn shoot_down_inner(vspace: u64, pages: impl Iterator<Item = u64> + Clone, all: bool) {
     // The cleared entries must be visible before we read who has the space loaded.
     fence(Ordering::SeqCst);
     let here = ramen_arch::percpu::index_fast();
     if this_cpu().local.loaded_vspace.load(Ordering::Relaxed) == vspace {
-        if pages.clone().count() > INVLPG_LIMIT {
+        if all || pages.clone().count() > INVLPG_LIMIT {
             ramen_arch::paging::flush_all_local();
         } else {
             pages.for_each(ramen_arch::paging::flush_local);

@@ -282,25 +282,42 @@ impl Cap {
         }
     }
 
-    /// Frames: where this capability maps its frame, as (VSpace root, virtual address);
-    /// `None` while unmapped. (A frame capability has no badge, so the badge field
-    /// holds the VSpace root and the type-specific word the address.)
+    /// Frames and page tables below the top level: where this capability maps its
+    /// frame or installed its table, as (VSpace root, address word); `None` while
+    /// unmapped. (These capabilities have no badge, so the badge field holds the
+    /// VSpace root and the type-specific word the address.)
     pub const fn mapping(&self) -> Option<(PhysAddr, u64)> {
         match self.kind {
-            CapType::Frame4K | CapType::Frame2M if self.badge != 0 => Some((PhysAddr(self.badge), self.arg)),
+            CapType::Frame4K
+            | CapType::Frame2M
+            | CapType::Pdpt
+            | CapType::PageDirectory
+            | CapType::PageTable
+                if self.badge != 0 =>
+            {
+                Some((PhysAddr(self.badge), self.arg))
+            }
             _ => None,
         }
     }
 
-    /// A frame capability recording `mapping` (other capabilities are returned as
-    /// they are).
+    /// Whether this kind of capability records a mapping ([`Self::mapping`]).
+    pub const fn records_mapping(&self) -> bool {
+        matches!(
+            self.kind,
+            CapType::Frame4K | CapType::Frame2M | CapType::Pdpt | CapType::PageDirectory | CapType::PageTable
+        )
+    }
+
+    /// A frame or table capability recording `mapping` (other capabilities are
+    /// returned as they are).
     pub const fn with_mapping(self, mapping: Option<(PhysAddr, u64)>) -> Self {
-        match (self.kind, mapping) {
-            (CapType::Frame4K | CapType::Frame2M, Some((root, vaddr))) => {
-                Self { badge: root.0, arg: vaddr, ..self }
-            }
-            (CapType::Frame4K | CapType::Frame2M, None) => Self { badge: 0, arg: 0, ..self },
-            _ => self,
+        if !self.records_mapping() {
+            return self;
+        }
+        match mapping {
+            Some((root, vaddr)) => Self { badge: root.0, arg: vaddr, ..self },
+            None => Self { badge: 0, arg: 0, ..self },
         }
     }
 

@@ -96,10 +96,11 @@ fn movable<S: ObjectStore>(store: &S, src: SlotRef, dest: SlotRef) -> Result<Cap
     Ok(cap)
 }
 
-/// Records where the frame capability in `at` is mapped (`None`: unmapped).
+/// Records where the frame capability in `at` is mapped, or the page-table
+/// capability installed (`None`: unmapped).
 ///
-/// Errors: `SlotEmpty`; `WrongType` (not a frame); `IllegalOperation` (recording a
-/// mapping on a capability that already has one).
+/// Errors: `SlotEmpty`; `WrongType` (not a frame or a table below the top level);
+/// `IllegalOperation` (recording a mapping on a capability that already has one).
 pub fn record_mapping<S: ObjectStore>(
     store: &mut S,
     at: SlotRef,
@@ -108,7 +109,7 @@ pub fn record_mapping<S: ObjectStore>(
     let cap = store.slot(at).cap();
     match cap.kind() {
         CapType::Null => return Err(Error::SlotEmpty),
-        CapType::Frame4K | CapType::Frame2M => {}
+        _ if cap.records_mapping() => {}
         _ => return Err(Error::WrongType),
     }
     if mapping.is_some() && cap.mapping().is_some() {
@@ -404,6 +405,21 @@ mod tests {
         let untyped = fx.root_slot(1);
         revoke(&mut fx.store, untyped).unwrap();
         assert_eq!(fx.store.unmapped.len(), 2);
+        check_invariants(&fx.store);
+    }
+
+    #[test]
+    fn an_installed_table_records_where_and_is_unlinked_when_deleted() {
+        let mut fx = Fixture::new();
+        let table = make(&mut fx, CapType::PageTable, 0, 2);
+        let installed = Some((PhysAddr(0x20_0000), 0x40_0000));
+        record_mapping(&mut fx.store, table, installed).unwrap();
+        assert_eq!(fx.cap(table).mapping(), installed);
+        rejects(&mut fx, Error::IllegalOperation, |s| move_cap(s, table, slot_ref(0x10_0000 + 5 * 64)));
+        let ep = make(&mut fx, CapType::Endpoint, 0, 3);
+        rejects(&mut fx, Error::WrongType, |s| record_mapping(s, ep, installed));
+        delete(&mut fx.store, table).unwrap();
+        assert_eq!(fx.store.unmapped, vec![(PhysAddr(0x20_0000), 0x40_0000)]);
         check_invariants(&fx.store);
     }
 

@@ -90,7 +90,7 @@ pub fn run(info: &'static BootInfo) -> bool {
         ("long_messages_and_capability_transfer", long_messages),
         ("leases_lend_pinned_memory_for_one_call", leases),
         ("lease_release_shoots_down_cpus_running_the_server", lease_shootdown),
-        ("deleting_a_mapped_frame_unmaps_it", delete_mapped_frame),
+        ("deleting_a_mapped_frame_or_installed_table_unmaps_it", delete_mapped_frame),
     ];
     let (mut passed, mut failed) = (0u32, 0u32);
     for (name, case) in
@@ -1047,5 +1047,39 @@ fn delete_mapped_frame(ctx: &mut Ctx) -> Outcome {
     ok(kobj::map_frame(second, vspace, AT, 1), "the address stayed mapped after its frame was deleted")?;
     ok(kobj::delete(slot::CNODE, vspace, 64), "delete the address space")?;
     ok(kobj::delete(slot::CNODE, second, 64), "delete a frame of a deleted address space")?;
-    expect_err(kobj::delete(slot::CNODE, second, 64), Error::SlotEmpty, "second delete")
+    expect_err(kobj::delete(slot::CNODE, second, 64), Error::SlotEmpty, "second delete")?;
+    delete_installed_table(ctx)
+}
+
+/// Deleting an installed page table's capability unlinks it from its parent: what
+/// it mapped is gone, and the place takes a new table.
+fn delete_installed_table(ctx: &mut Ctx) -> Outcome {
+    const AT: u64 = 0x20_0000_0000;
+    let vspace = ok(ctx.alloc.make(object::VSPACE, 0), "vspace")?;
+    for kind in [object::PDPT, object::PAGE_DIRECTORY] {
+        let table = ok(ctx.alloc.make(kind, 0), "table")?;
+        ok(kobj::map_table(table, vspace, AT), "install a table")?;
+    }
+    let table = ok(ctx.alloc.make(object::PAGE_TABLE, 0), "table")?;
+    ok(kobj::map_table(table, vspace, AT), "install the page table")?;
+    expect_err(
+        kobj::map_table(table, vspace, AT + (1 << 21)),
+        Error::AlreadyMapped,
+        "one table installed twice",
+    )?;
+    let frame = ok(ctx.alloc.make(object::FRAME_4K, 0), "frame")?;
+    ok(kobj::map_frame(frame, vspace, AT, 1), "map through the table")?;
+    ok(kobj::delete(slot::CNODE, table, 64), "delete the installed table")?;
+    let other = ok(ctx.alloc.make(object::FRAME_4K, 0), "frame")?;
+    expect_err(
+        kobj::map_frame(other, vspace, AT + 4096, 1),
+        Error::MissingPageTable,
+        "the table stayed linked",
+    )?;
+    let fresh = ok(ctx.alloc.make(object::PAGE_TABLE, 0), "table")?;
+    ok(kobj::map_table(fresh, vspace, AT), "a new table where the old one was")?;
+    ok(kobj::map_frame(other, vspace, AT + 4096, 1), "map through the new table")?;
+    // The frame mapped through the deleted table: its record no longer matches
+    // anything, and deleting it touches nothing.
+    ok(kobj::delete(slot::CNODE, frame, 64), "delete a frame whose table went")
 }

@@ -8,6 +8,7 @@
 
 use foundry_runtime::serve;
 use ramen_rt::ipc::{Endpoint, Server};
+use ramen_rt::msgbuf::MessageBuffer;
 use ramen_user_tests::echo as contract;
 use ramen_user_tests::echo::echo;
 use ramen_user_tests::{WAIT, report};
@@ -71,7 +72,7 @@ impl echo::Server for Echo {
 }
 
 fn client() -> bool {
-    let mut client = echo::Client::new(Endpoint::new(WAIT));
+    let mut client = echo::Client::new(Endpoint::new(WAIT, MessageBuffer::program_thread(0)));
     client.null().is_ok()
         && client.echo4(1, 2, 3, 4) == Ok((1, 2, 3, 4))
         && client.echo6(1, 2, 3, 4, 5, u64::MAX) == Ok((1, 2, 3, 4, 5, u64::MAX))
@@ -85,7 +86,10 @@ fn client() -> bool {
 
 fn main(arg: u64) {
     if arg == 0 {
-        let error = serve(&mut Server::new(WAIT), &mut echo::Dispatcher::new(Echo { pings: 0 }));
+        let error = serve(
+            &mut Server::new(WAIT, MessageBuffer::program_thread(0)),
+            &mut echo::Dispatcher::new(Echo { pings: 0 }),
+        );
         ramen_rt::println!("echo server: stopped ({:?})", error as u8 as u32);
     } else {
         let ok = client();

@@ -1,12 +1,12 @@
 //! Foundry transports over the kernel's endpoints: what generated client stubs and
 //! server dispatchers call in a real program.
 //!
-//! A message that fits the message registers travels as it is (the fastpath shape),
-//! and that case costs no more than the bare system call: the checks that send
-//! anything else down the slow path are compares the compiler folds away for
-//! register-sized stubs, or one compare on a word already in a register. The rest of
-//! what a contract layout can produce goes through the thread's IPC buffer
-//! ([`MessageBuffer`], `ramen_abi::ipc_buffer`):
+//! A message that fits the message registers travels as it is (the fastpath shape).
+//! The tests that send anything else down the slow path are, on the client, compares
+//! the compiler folds away for a register-sized stub, and on the server one compare on
+//! the request's info word (in a register) and one on the reply's; everything behind
+//! them is out of line. The rest of what a contract layout can produce goes through
+//! the thread's IPC buffer ([`MessageBuffer`], `ramen_abi::ipc_buffer`):
 //!
 //! - **Words past the registers** are copied between Foundry's [`IpcBuffer`] (which
 //!   the stubs encode into and decode from) and the thread's IPC buffer.

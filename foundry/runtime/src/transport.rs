@@ -13,8 +13,8 @@ pub enum TransportError {
     NoReply,
     /// The message's info word disagrees with the leases handed over.
     BadLeases,
-    /// The message needs something this transport cannot carry yet (IPC-buffer words,
-    /// capability transfer or leases over the kernel transport).
+    /// The message needs something this transport cannot carry (for the kernel
+    /// transport: an info word the ABI cannot express, such as reserved bits set).
     Unsupported,
 }
 

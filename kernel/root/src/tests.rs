@@ -16,6 +16,10 @@ use crate::loader::{self, Child, FAULT_SLOT, Files, Spawn};
 /// Child slots the test programs expect (`ramen_user_tests::REPORT` and `WAIT`).
 const REPORT: u64 = 8;
 const WAIT: u64 = 9;
+/// The Foundry `echo` server's lease window, and its size (enough for the client's
+/// largest lease); the server learns lease addresses from the kernel.
+const ECHO_LEASE_WINDOW: u64 = 0x3000_0000_0000;
+const ECHO_LEASE_WINDOW_BYTES: u64 = 16 * 4096;
 /// Label of a fault message (`kernel/src/ipc.rs`).
 const FAULT_LABEL: u64 = 0xfa17;
 /// Priority of test programs: below the root task, which must get to run to receive.
@@ -617,6 +621,27 @@ fn foundry_echo(ctx: &mut Ctx) -> Outcome {
 fn echo_round(ctx: &mut Ctx, server_cpu: u64) -> Outcome {
     let endpoint = ok(ctx.alloc.make(object::ENDPOINT, 0), "endpoint")?;
     let (server, _) = start(ctx, "echo", 0, server_cpu, &[(WAIT, endpoint)], false)?;
+    // The server borrows the client's buffers (`sum`, `fill`) through a lease window,
+    // whose page tables are paid for with the root task's memory.
+    let window = ok(
+        ramen_rt::vm::install_tables(
+            server.vspace,
+            ECHO_LEASE_WINDOW,
+            ECHO_LEASE_WINDOW_BYTES,
+            &mut ctx.alloc,
+        ),
+        "echo window tables",
+    )
+    .and_then(|()| {
+        ok(
+            kobj::set_lease_window(server.tcb, ECHO_LEASE_WINDOW, ECHO_LEASE_WINDOW_BYTES),
+            "echo lease window",
+        )
+    });
+    if let Err(error) = window {
+        stop(&server);
+        return Err(error);
+    }
     let (client, badge) = start(ctx, "echo", 1, 0, &[(WAIT, endpoint)], false)?;
     let mut verdict = None;
     collect(ctx, 100, |b, message| {

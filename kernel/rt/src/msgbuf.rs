@@ -81,7 +81,7 @@ impl Lease {
 }
 
 /// This thread's IPC buffer.
-#[derive(Debug)]
+#[derive(Clone, Copy, Debug)]
 pub struct MessageBuffer {
     base: u64,
 }
@@ -148,16 +148,30 @@ impl MessageBuffer {
             return Err(MessageError::TooManyLeases);
         }
         let mut message = self.message(label, words, caps)?;
-        for (i, lease) in leases.iter().enumerate() {
+        self.set_leases(leases);
+        message.info = MessageInfo::try_new(label, words.len(), caps.len(), leases.len())
+            .ok_or(MessageError::BadLabel)?;
+        Ok(message)
+    }
+
+    /// Names `leases` (at most `MSG_MAX_LEASES`; the rest are ignored) for the next
+    /// call; its info word must count them.
+    pub fn set_leases(&mut self, leases: &[Lease]) {
+        for (i, lease) in leases.iter().enumerate().take(MSG_MAX_LEASES) {
             self.set_word(LEASES + 2 * i, lease.addr);
             self.set_word(
                 LEASES + 2 * i + 1,
                 (lease.len & LEN_MASK) | if lease.writable { WRITABLE } else { 0 },
             );
         }
-        message.info = MessageInfo::try_new(label, words.len(), caps.len(), leases.len())
-            .ok_or(MessageError::BadLabel)?;
-        Ok(message)
+    }
+
+    /// Copies message words `MSG_REGS..` of the last message this thread received
+    /// (as many as `out` holds) out of the buffer.
+    pub fn read_message_words(&self, out: &mut [u64]) {
+        for (i, word) in out.iter_mut().enumerate() {
+            *word = self.word(MSG_REGS + i);
+        }
     }
 
     /// Lease `index` of a received `message`, where this thread sees it.

@@ -379,8 +379,12 @@ fn dump_reply(stamps: &Stamps, request: &Message) -> Message {
 
 fn foundry_server(job: &Job) -> Result<(), SysError> {
     let capacity = job.count.min(MAX_SAMPLES) as usize;
-    let mut transport =
-        Timed { inner: KernelServer::new(ENDPOINT), stamps: Stamps::new(capacity), index: 0, arrived: 0 };
+    let mut transport = Timed {
+        inner: KernelServer::new(ENDPOINT, MessageBuffer::program_thread(0)),
+        stamps: Stamps::new(capacity),
+        index: 0,
+        arrived: 0,
+    };
     let error = serve(&mut transport, &mut echo::Dispatcher::new(Echo));
     println!("bench-ipc: foundry server stopped ({})", error as u8);
     Ok(())
@@ -389,7 +393,7 @@ fn foundry_server(job: &Job) -> Result<(), SysError> {
 fn foundry_client(job: &Job) -> Result<(), SysError> {
     let total = (job.warmup + job.count).min(MAX_SAMPLES) as usize;
     let overhead = empty_window();
-    let mut client = echo::Client::new(Endpoint::new(ENDPOINT));
+    let mut client = echo::Client::new(Endpoint::new(ENDPOINT, MessageBuffer::program_thread(0)));
     let failed = SysError(ramen_abi::Error::InvalidArgument.code());
     let (starts, ends) = match job.words {
         0 => time_round_trips(total, || client.null().map_err(|_| failed)),

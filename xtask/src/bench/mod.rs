@@ -72,6 +72,14 @@ pub struct BenchArgs {
     /// the kernel's, 1000).
     #[arg(long, value_name = "N")]
     idle_poll: Option<u32>,
+    /// Boot nothing: report on the console of a benchmark boot saved elsewhere (for
+    /// example QEMU run on a bigger machine with `-append 'bench ...'`), as a
+    /// multi-threaded TCG run. Plots and --json work as usual.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["check", "write_baseline"])]
+    console: Option<PathBuf>,
+    /// With --console: what the run was on (for the report's CPU line).
+    #[arg(long, value_name = "TEXT", requires = "console", default_value = "another host")]
+    console_host: String,
     /// Kill QEMU and fail after this many seconds (per boot).
     #[arg(long, value_name = "SECS", default_value_t = 300)]
     timeout: u64,
@@ -94,8 +102,42 @@ struct JsonReport<'a> {
     check: Option<&'a baseline::CheckOutcome>,
 }
 
+/// `cargo xtask bench --console FILE`: the report of a saved console.
+fn from_console(args: &BenchArgs, path: &Path) -> anyhow::Result<bool> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let lines: Vec<String> = text.lines().map(|line| line.trim_end_matches('\r').to_string()).collect();
+    let console = parse::parse_console(&lines)?;
+    let info = RunInfo {
+        mode: "parallel",
+        accel: Accel::Tcg,
+        accel_line: format!("accel: tcg (multi-threaded), console read from {}", path.display()),
+        cpu_model: cpu_model(Accel::Tcg, &args.console_host),
+    };
+    let run = report::build(&console, info)?;
+    print!("{}", run.render());
+    let runs = [run];
+    if let Some(json) = &args.json {
+        let document = JsonReport {
+            git_rev: &git_rev(),
+            qemu: "unknown (saved console)",
+            host_cpu: &args.console_host,
+            runs: &runs,
+            check: None,
+        };
+        std::fs::write(json, serde_json::to_string_pretty(&document)? + "\n")
+            .with_context(|| format!("cannot write {}", json.display()))?;
+    }
+    if let Some(dir) = &args.plots {
+        write_plots(dir, &runs)?;
+    }
+    Ok(console.finished() && runs[0].skipped.iter().all(|s| s.status != "failed"))
+}
+
 /// `cargo xtask bench`; returns whether every run finished (and the check passed).
 pub fn run(args: &BenchArgs) -> anyhow::Result<bool> {
+    if let Some(path) = &args.console {
+        return from_console(args, path);
+    }
     let mut machine = Machine::new(args.smp, args.sockets, 512)?;
     machine.acpi = true;
     qemu::ensure_installed()?;

@@ -282,8 +282,9 @@ impl AddressSpace {
         Ok(())
     }
 
-    /// The leaf entry that maps `virt` (any page size), if present.
-    fn leaf(&self, virt: u64) -> Option<*mut u64> {
+    /// The leaf entry that maps `virt` (any page size), if present, and the size of
+    /// the page it maps.
+    fn leaf(&self, virt: u64) -> Option<(*mut u64, u64)> {
         let mut table_phys = self.pml4;
         for level in (1..=4).rev() {
             // SAFETY: a table of this hierarchy, reachable through the direct map.
@@ -292,20 +293,15 @@ impl AddressSpace {
                 return None;
             }
             if level == 1 || *entry & Flags::HUGE_PAGE.bits() != 0 {
-                return Some(entry as *mut u64);
+                return Some((entry as *mut u64, 1 << (12 + 9 * (level - 1))));
             }
             table_phys = *entry & ADDR_MASK;
         }
         None
     }
 
-    /// Checks that the user page at `virt` can be pinned (`write`: for writing):
-    /// mapped, user-accessible, writable if asked, not pinned too often. Changes
-    /// nothing; returns the physical address `virt` translates to.
-    pub fn can_pin(&self, virt: u64, write: bool) -> Result<u64, PinError> {
-        let entry = self.leaf(virt).ok_or(PinError::NotMapped)?;
-        // SAFETY: `leaf` returned an entry of this hierarchy.
-        let value = unsafe { *entry };
+    /// Checks a leaf entry for pinning; returns the 4 KiB physical page of `virt`.
+    fn check_pin(value: u64, bytes: u64, virt: u64, write: bool) -> Result<u64, PinError> {
         if value & Flags::USER_ACCESSIBLE.bits() == 0 {
             return Err(PinError::NotMapped);
         }
@@ -315,24 +311,38 @@ impl AddressSpace {
         if (value & PIN_MASK) >> PIN_SHIFT >= MAX_PINS {
             return Err(PinError::TooManyPins);
         }
-        let (phys, _) = self.translate(virt).ok_or(PinError::NotMapped)?;
-        Ok(phys & !(PAGE_SIZE - 1))
+        Ok((value & ADDR_MASK & !(bytes - 1)) + (virt & (bytes - 1) & !(PAGE_SIZE - 1)))
     }
 
-    /// Pins the page at `virt` once more ([`Self::can_pin`] first); returns the
-    /// physical address of its 4 KiB page.
-    pub fn pin(&mut self, virt: u64, write: bool) -> Result<u64, PinError> {
-        let phys = self.can_pin(virt, write)?;
-        if let Some(entry) = self.leaf(virt) {
-            // SAFETY: an entry of this hierarchy; `&mut self` excludes other editors.
-            unsafe { *entry += 1 << PIN_SHIFT };
+    /// Checks that the user page at `virt` can be pinned (`write`: for writing):
+    /// mapped, user-accessible, writable if asked, not pinned too often. Changes
+    /// nothing; returns the physical address of its 4 KiB page.
+    pub fn can_pin(&self, virt: u64, write: bool) -> Result<u64, PinError> {
+        let (entry, bytes) = self.leaf(virt).ok_or(PinError::NotMapped)?;
+        // SAFETY: `leaf` returned an entry of this hierarchy.
+        Self::check_pin(unsafe { *entry }, bytes, virt, write)
+    }
+
+    /// Pins the page (leaf) that maps `virt` for a lease whose first page is
+    /// `first`: a leaf is counted once per lease, at the lease's first page in it.
+    /// One table walk; returns the physical address of `virt`'s 4 KiB page.
+    pub fn pin(&mut self, virt: u64, first: u64, write: bool) -> Result<u64, PinError> {
+        let (entry, bytes) = self.leaf(virt).ok_or(PinError::NotMapped)?;
+        // SAFETY: an entry of this hierarchy; `&mut self` excludes other editors.
+        unsafe {
+            let phys = Self::check_pin(*entry, bytes, virt, write)?;
+            if virt == first || virt.is_multiple_of(bytes) {
+                *entry += 1 << PIN_SHIFT;
+            }
+            Ok(phys)
         }
-        Ok(phys)
     }
 
-    /// Drops one pin of the page at `virt` (nothing if it has none).
-    pub fn unpin(&mut self, virt: u64) {
-        if let Some(entry) = self.leaf(virt) {
+    /// Undoes [`Self::pin`] for the same `virt` and `first`.
+    pub fn unpin(&mut self, virt: u64, first: u64) {
+        if let Some((entry, bytes)) = self.leaf(virt)
+            && (virt == first || virt.is_multiple_of(bytes))
+        {
             // SAFETY: as in `pin`.
             unsafe {
                 if *entry & PIN_MASK != 0 {
@@ -342,29 +352,47 @@ impl AddressSpace {
         }
     }
 
-    /// The size of the page (leaf) that maps `virt`, if mapped: 4 KiB, 2 MiB or 1 GiB.
-    /// A pin counts per leaf: a lease pins a large page once however many of its
-    /// 4 KiB pieces it covers.
-    pub fn leaf_bytes(&self, virt: u64) -> Option<u64> {
+    /// Maps the 4 KiB page `virt` to `phys`, pinned (a lease's window page): the page
+    /// table must exist (nothing is allocated) and the place be free.
+    pub fn map_pinned(&mut self, virt: u64, phys: u64, flags: Flags) -> Result<(), MapError> {
         let mut table_phys = self.pml4;
-        for level in (1..=4).rev() {
+        for level in (2..=4).rev() {
             // SAFETY: a table of this hierarchy, reachable through the direct map.
             let entry = unsafe { (*table(table_phys))[index(virt, level)] };
             if entry & Flags::PRESENT.bits() == 0 {
-                return None;
+                return Err(MapError::OutOfFrames);
             }
-            if level == 1 || entry & Flags::HUGE_PAGE.bits() != 0 {
-                return Some(1 << (12 + 9 * (level - 1)));
+            if entry & Flags::HUGE_PAGE.bits() != 0 {
+                return Err(MapError::HugePageInTheWay(virt));
             }
             table_phys = entry & ADDR_MASK;
         }
-        None
+        // SAFETY: as above; `&mut self` excludes other editors.
+        let entry = unsafe { &mut (*table(table_phys))[index(virt, 1)] };
+        if *entry & Flags::PRESENT.bits() != 0 {
+            return Err(MapError::AlreadyMapped(virt));
+        }
+        *entry = (phys & ADDR_MASK) | (flags | Flags::PRESENT).bits() | (1 << PIN_SHIFT);
+        Ok(())
+    }
+
+    /// Clears a 4 KiB entry [`Self::map_pinned`] made, pinned or not.
+    pub fn unmap_pinned(&mut self, virt: u64) {
+        if let Some((entry, PAGE_SIZE)) = self.leaf(virt) {
+            // SAFETY: as in `pin`.
+            unsafe { *entry = 0 };
+        }
+    }
+
+    /// The size of the page (leaf) that maps `virt`, if mapped: 4 KiB, 2 MiB or 1 GiB.
+    pub fn leaf_bytes(&self, virt: u64) -> Option<u64> {
+        self.leaf(virt).map(|(_, bytes)| bytes)
     }
 
     /// True if the page at `virt` is pinned.
     pub fn is_pinned(&self, virt: u64) -> bool {
         // SAFETY: `leaf` returned an entry of this hierarchy.
-        self.leaf(virt).is_some_and(|entry| unsafe { *entry } & PIN_MASK != 0)
+        self.leaf(virt).is_some_and(|(entry, _)| unsafe { *entry } & PIN_MASK != 0)
     }
 
     /// Maps `[virt, virt+len)` to `[phys, phys+len)` with 4 KiB pages.

@@ -23,7 +23,7 @@ use ramen_abi::ipc_buffer::LEASES;
 use ramen_abi::lease::{LEN_MASK, MAX_BYTES, WRITABLE};
 use ramen_abi::syscall::USER_TOP;
 use ramen_abi::{Error, MSG_MAX_LEASES, MessageInfo};
-use ramen_arch::paging::{PageSize, PinError, user_flags};
+use ramen_arch::paging::{PinError, user_flags};
 use ramen_core::runqueue::ThreadRef;
 
 use crate::objects::{IpcBufferPage, address_space, tcb};
@@ -167,36 +167,21 @@ pub fn grant(
     held.count
 }
 
-/// Whether the lease's page at `va` is the first it covers of the page (leaf) that
-/// maps it: pins count per leaf, so a lease pins a 2 MiB page once.
-fn first_in_leaf(space: &ramen_arch::paging::AddressSpace, lease_start: u64, va: u64) -> bool {
-    va == lease_start || space.leaf_bytes(va).is_none_or(|bytes| va.is_multiple_of(bytes))
-}
-
-/// Pins and maps one lease, page by page; on any failure undoes its own pages.
+/// Pins and maps one lease, page by page (one table walk each side); on any
+/// failure undoes its own pages.
 fn map_lease(caller: ThreadRef, server_vspace: u64, lease: &Request, base: u64) -> bool {
     let mut caller_space = address_space(tcb(caller).vspace);
     let mut server_space = address_space(server_vspace);
     let flags = user_flags(lease.writable, false);
     for page in 0..lease.pages {
         let (from, to) = (lease.start + page * PAGE, base + page * PAGE);
-        let pinned = if first_in_leaf(&caller_space, lease.start, from) {
-            caller_space.pin(from, lease.writable)
-        } else {
-            caller_space.can_pin(from, lease.writable)
-        };
-        let Ok(phys) = pinned else {
+        let Ok(phys) = caller_space.pin(from, lease.start, lease.writable) else {
             unmap_pages(caller, server_vspace, &Lease { start: lease.start, pages: page, window: base });
             return false;
         };
         // No frame source: a missing page table fails the lease, never allocates.
-        let mapped = server_space.map(to, phys, PageSize::Size4K, flags, &mut || None).is_ok()
-            && server_space.pin(to, false).is_ok();
-        if !mapped {
-            let _ = server_space.unmap(to, PageSize::Size4K);
-            if first_in_leaf(&caller_space, lease.start, from) {
-                caller_space.unpin(from);
-            }
+        if server_space.map_pinned(to, phys, flags).is_err() {
+            caller_space.unpin(from, lease.start);
             unmap_pages(caller, server_vspace, &Lease { start: lease.start, pages: page, window: base });
             return false;
         }
@@ -210,16 +195,12 @@ fn unmap_pages(caller: ThreadRef, server_vspace: u64, lease: &Lease) {
     let mut server_space = address_space(server_vspace);
     let pages = (0..lease.pages).map(|page| lease.window + page * PAGE);
     for page in pages.clone() {
-        server_space.unpin(page);
-        let _ = server_space.unmap(page, PageSize::Size4K);
+        server_space.unmap_pinned(page);
     }
     crate::tlb::shoot_down(server_vspace, pages);
     let mut caller_space = address_space(tcb(caller).vspace);
     for page in 0..lease.pages {
-        let va = lease.start + page * PAGE;
-        if first_in_leaf(&caller_space, lease.start, va) {
-            caller_space.unpin(va);
-        }
+        caller_space.unpin(lease.start + page * PAGE, lease.start);
     }
 }
 

@@ -497,8 +497,18 @@ fn fuzz(ctx: &mut Ctx) -> Outcome {
     let cpus = ctx.cpus.min(64);
     let mut badges = [0u64; 64];
     let mut children = [None; 64];
+    let mut partners = [None; 64];
     for cpu in 0..cpus {
-        let (child, badge) = start(ctx, "fuzz", ctx.fuzz_count, cpu, &[], false)?;
+        // Each fuzzer gets an IPC partner on its CPU: a lease server with a window.
+        let endpoint = ok(ctx.alloc.make(object::ENDPOINT, 0), "endpoint")?;
+        let (partner, _) = start(ctx, "leasesrv", 0, cpu, &[(WAIT, endpoint)], false)?;
+        ok(
+            ramen_rt::vm::install_tables(partner.vspace, SHOOTDOWN_WINDOW, 1 << 20, &mut ctx.alloc),
+            "tables",
+        )?;
+        ok(kobj::set_lease_window(partner.tcb, SHOOTDOWN_WINDOW, 1 << 20), "window")?;
+        partners[cpu as usize] = Some(partner);
+        let (child, badge) = start(ctx, "fuzz", ctx.fuzz_count, cpu, &[(WAIT, endpoint)], false)?;
         badges[cpu as usize] = badge;
         children[cpu as usize] = Some(child);
     }
@@ -511,7 +521,7 @@ fn fuzz(ctx: &mut Ctx) -> Outcome {
         }
         done.iter().take(cpus as usize).all(|d| *d)
     });
-    children.iter().flatten().for_each(stop);
+    children.iter().chain(partners.iter()).flatten().for_each(stop);
     if !finished {
         return Err("a fuzzer did not finish");
     }

@@ -1,8 +1,9 @@
 //! The kernel's table of CPUs and the machine facts learned at boot.
 //!
 //! `CPUS[i]` is filled once by CPU `i` itself as it comes up and never changes
-//! after; other CPUs read it without locks. Each entry sits in that CPU's own
-//! memory (the arch per-CPU block); the table holds references only.
+//! after; other CPUs read it without locks. Each CPU's entry lives in memory of its
+//! own NUMA node (frames taken from the boot allocator inside one of the node's
+//! SRAT ranges, anywhere if there are none); the table holds references only.
 
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
@@ -17,6 +18,8 @@ use spin::Once;
 
 /// One CPU as the kernel sees it.
 pub struct Cpu {
+    /// Physical address of this entry (in memory of the CPU's node).
+    pub home: u64,
     /// The arch per-CPU block (identity, stacks, GS base target).
     pub local: &'static CpuLocal,
     /// The local APIC; only its own CPU touches it.
@@ -55,7 +58,7 @@ pub struct Cpu {
 }
 
 /// Filled in by each CPU as it comes up.
-pub static CPUS: [Once<Cpu>; MAX_CPUS] = [const { Once::new() }; MAX_CPUS];
+pub static CPUS: [Once<&'static Cpu>; MAX_CPUS] = [const { Once::new() }; MAX_CPUS];
 
 /// CPUs that finished bring-up.
 pub static ONLINE: AtomicU32 = AtomicU32::new(0);
@@ -121,7 +124,23 @@ pub fn this_cpu() -> &'static Cpu {
 /// CPU `index`'s entry, if it came up.
 #[inline]
 pub fn cpu(index: u32) -> Option<&'static Cpu> {
-    CPUS.get(index as usize).and_then(Once::get)
+    CPUS.get(index as usize).and_then(Once::get).copied()
+}
+
+/// Frames for CPU `index`'s entry: inside its node's memory when the firmware
+/// described it, otherwise anywhere.
+fn home_frames(node: u32) -> u64 {
+    let frames = (core::mem::size_of::<Cpu>() as u64).div_ceil(ramen_arch::PAGE_SIZE);
+    let m = machine();
+    let mut allocator = crate::boot::FRAMES.lock();
+    let local = m.memory_nodes.iter().take(m.memory_node_count).filter(|(_, _, n)| *n == node).find_map(
+        |(base, len, _)| {
+            allocator.alloc_contiguous_in(frames, ramen_arch::PAGE_SIZE, *base, base.saturating_add(*len))
+        },
+    );
+    local
+        .or_else(|| allocator.alloc_contiguous(frames, ramen_arch::PAGE_SIZE, u64::MAX))
+        .unwrap_or_else(|| ramen_arch::trap::fatal_early("no memory for a CPU's kernel data"))
 }
 
 /// Registers the running CPU: its block and local APIC.
@@ -131,24 +150,31 @@ pub fn register(local: &'static CpuLocal, lapic: Lapic) -> &'static Cpu {
     let Some(slot) = CPUS.get(index) else {
         ramen_arch::trap::fatal_early("CPU index beyond MAX_CPUS");
     };
-    let cpu = slot.call_once(|| Cpu {
-        local,
-        lapic: CpuCell::new(lapic),
-        reported_apic_id,
-        timer_ticks: AtomicU64::new(0),
-        test_ipis: AtomicU64::new(0),
-        sched: CpuCell::new(Sched::new()),
-        inbox: spin::Mutex::new(Inbox::new()),
-        lookup: CpuCell::new(LookupCache::new()),
-        slice_ns: AtomicU64::new(crate::sched::DEFAULT_SLICE_NS),
-        tsc_offset: core::sync::atomic::AtomicI64::new(0),
-        ipc_fast: AtomicU64::new(0),
-        ipc_slow: AtomicU64::new(0),
-        trace: spin::Mutex::new(crate::trace::CpuTrace::new()),
-        inbox_pending: core::sync::atomic::AtomicBool::new(false),
-        polling: core::sync::atomic::AtomicBool::new(false),
-        tlb_flush_requested: core::sync::atomic::AtomicBool::new(false),
-        tlb_flushes: AtomicU64::new(0),
+    let home = home_frames(local.node.load(Ordering::Relaxed));
+    let cpu = *slot.call_once(|| {
+        crate::objects::place_cpu(
+            home,
+            Cpu {
+                home,
+                local,
+                lapic: CpuCell::new(lapic),
+                reported_apic_id,
+                timer_ticks: AtomicU64::new(0),
+                test_ipis: AtomicU64::new(0),
+                sched: CpuCell::new(Sched::new()),
+                inbox: spin::Mutex::new(Inbox::new()),
+                lookup: CpuCell::new(LookupCache::new()),
+                slice_ns: AtomicU64::new(crate::sched::DEFAULT_SLICE_NS),
+                tsc_offset: core::sync::atomic::AtomicI64::new(0),
+                ipc_fast: AtomicU64::new(0),
+                ipc_slow: AtomicU64::new(0),
+                trace: spin::Mutex::new(crate::trace::CpuTrace::new()),
+                inbox_pending: core::sync::atomic::AtomicBool::new(false),
+                polling: core::sync::atomic::AtomicBool::new(false),
+                tlb_flush_requested: core::sync::atomic::AtomicBool::new(false),
+                tlb_flushes: AtomicU64::new(0),
+            },
+        )
     });
     if let Some(flag) = ONLINE_FLAGS.get(index) {
         flag.store(true, Ordering::Release);

@@ -405,6 +405,18 @@ impl IpcBufferPage {
     }
 }
 
+/// Moves a CPU's kernel data into the frames at `phys`, which the boot allocator
+/// just handed out for it, and returns it for good.
+pub fn place_cpu(phys: u64, cpu: crate::cpus::Cpu) -> &'static crate::cpus::Cpu {
+    // SAFETY: `phys` starts enough fresh, page-aligned frames for a `Cpu`, reserved
+    // for it in the boot allocator (so never handed to user space as untyped) and
+    // reachable through the direct map; nothing else refers to them.
+    unsafe {
+        phys::write(phys, cpu);
+        phys::object_mut::<crate::cpus::Cpu>(phys)
+    }
+}
+
 /// The paging level of a table object (1: last-level page table ... 4: VSpace).
 pub fn table_level(kind: CapType) -> u32 {
     match kind {

@@ -33,7 +33,24 @@ const TESTS: &[TestCase] = &[
     ("apic_timer_fires", apic_timer_fires),
     ("ipi_reaches_every_cpu", ipi_reaches_every_cpu),
     ("asid_tag_entry_is_unused_by_the_kernel", asid_tag_entry_is_unused_by_the_kernel),
+    ("per_cpu_data_is_node_local", per_cpu_data_is_node_local),
 ];
+
+/// Each CPU's kernel data (scheduler, inbox, lookup cache, trace ring) lies in
+/// memory of its own NUMA node, when the firmware describes the nodes' memory.
+fn per_cpu_data_is_node_local() -> TestResult {
+    let m = machine();
+    if m.memory_node_count == 0 {
+        return Ok(());
+    }
+    for index in 0..ramen_core::topology::MAX_CPUS as u32 {
+        if let Some(cpu) = cpus::cpu(index) {
+            let node = cpu.local.node.load(Ordering::Relaxed);
+            check(m.node_of_memory(cpu.home) == node, "a CPU's data lies on another node")?;
+        }
+    }
+    Ok(())
+}
 
 /// Every VSpace keeps its ASID in top-level entry `asid::TAG_INDEX`, copied from the
 /// kernel's half: the kernel must never map anything there.

@@ -143,13 +143,19 @@ impl FrameAllocator {
     /// `frames` contiguous frames aligned to `align` bytes (a power of two, at least a
     /// frame), entirely below `limit`; the lowest such run.
     pub fn alloc_contiguous(&mut self, frames: u64, align: u64, limit: u64) -> Option<u64> {
+        self.alloc_contiguous_in(frames, align, 0, limit)
+    }
+
+    /// [`Self::alloc_contiguous`] entirely inside `[low, limit)`: memory of one NUMA
+    /// node, say.
+    pub fn alloc_contiguous_in(&mut self, frames: u64, align: u64, low: u64, limit: u64) -> Option<u64> {
         if frames == 0 || !align.is_power_of_two() || align < FRAME_BYTES {
             return None;
         }
         let bytes = frames.checked_mul(FRAME_BYTES)?;
         for i in 0..self.len {
             let r = *self.free.get(i)?;
-            let start = r.start.checked_add(align - 1)? & !(align - 1);
+            let start = r.start.max(low).checked_add(align - 1)? & !(align - 1);
             let end = start.checked_add(bytes)?;
             if end <= r.end && end <= limit {
                 // Reserving a piece of one range adds at most one range.
@@ -245,6 +251,18 @@ mod tests {
         assert_eq!(p % 0x20_0000, 0);
         assert!(a.alloc_contiguous(0, FRAME_BYTES, u64::MAX).is_none());
         assert!(a.alloc_contiguous(1, 3, u64::MAX).is_none());
+    }
+
+    #[test]
+    fn allocation_inside_a_window() {
+        let mut a = FrameAllocator::new();
+        a.add(0x1000, 0x10_0000).unwrap();
+        a.add(0x100_0000, 0x10_0000).unwrap();
+        // The lowest run at or above the window's start, inside it.
+        assert_eq!(a.alloc_contiguous_in(2, FRAME_BYTES, 0x100_0000, 0x110_0000), Some(0x100_0000));
+        assert_eq!(a.alloc_contiguous_in(1, FRAME_BYTES, 0x8_0000, 0x9_0000), Some(0x8_0000));
+        assert_eq!(a.alloc_contiguous_in(1, FRAME_BYTES, 0x20_0000, 0x30_0000), None);
+        assert_eq!(a.alloc_contiguous_in(0x101, FRAME_BYTES, 0x100_0000, u64::MAX), None);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use ramen_perf_record::dump::{
     MAX_CPUS, MAX_NAME_BYTES, NAME_FIXED_BYTES, NAME_LABEL, NAME_THREAD, RECORDS_FIXED_BYTES, SECTION_CORE,
     SECTION_END, SECTION_NAME, SECTION_RECORDS, SOURCE_CORE, SOURCE_THREAD, WriteError,
 };
-use ramen_perf_record::{RECORD_SIZE_BYTES, Record};
+use ramen_perf_record::{EventKind, RECORD_SIZE_BYTES, Record, ThreadName};
 
 /// Why a dump was rejected. Offsets are bytes from the start of the dump.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -199,6 +199,8 @@ pub fn decode(bytes: &[u8]) -> Result<Trace, DecodeError> {
         labels: BTreeMap::new(),
         sources: BTreeMap::new(),
     };
+    // Names from `ThreadName` records; they override name sections.
+    let mut recorded_names = BTreeMap::new();
     loop {
         if reader.is_empty() {
             return Err(DecodeError::MissingEnd { offset: reader.at });
@@ -276,6 +278,16 @@ pub fn decode(bytes: &[u8]) -> Result<Trace, DecodeError> {
                     let offset = payload_at + payload.at;
                     let record = Record::from_bytes(&payload.array("record")?);
                     check_record(&record, offset, source, cpu_count)?;
+                    if record.event_kind() == Some(EventKind::ThreadName) {
+                        // The latest name wins: records come oldest first per source.
+                        let name = ThreadName::from_args(record.args).ok_or(DecodeError::BadName {
+                            offset,
+                            reason: "thread-name record is not a name",
+                        })?;
+                        if !name.is_empty() {
+                            recorded_names.insert(record.thread, name.as_str().to_owned());
+                        }
+                    }
                     entry.records.push(record);
                 }
             }
@@ -307,6 +319,7 @@ pub fn decode(bytes: &[u8]) -> Result<Trace, DecodeError> {
             offset.ok_or(DecodeError::MissingCore { cpu: u16::try_from(cpu).unwrap_or(u16::MAX) })?;
         trace.tsc_offsets.push(offset);
     }
+    trace.thread_names.extend(recorded_names);
     Ok(trace)
 }
 

@@ -7,8 +7,11 @@
 //! IPIs (sent and received, also tied by a flow id), user page faults and thread
 //! migrations.
 //!
+//! Control: only through the `TraceControl` capability (`trace_control::START` /
+//! `STOP` / `DUMP`, dispatched in `invoke.rs`), which the root task alone gets at boot.
+//!
 //! Cost when compiled in but off: every call site first loads [`ENABLED`] (a word
-//! written only by `TRACE_START` / `TRACE_STOP` / `TRACE_DUMP`, so it sits read-only
+//! written only by the control operations, so it sits read-only
 //! in every CPU's cache) and tests its category: one load, one test, one branch.
 //!
 //! Ownership: CPU `i`'s ring is `cpus::CPUS[i].trace`, in that CPU's entry, and only
@@ -16,17 +19,20 @@
 //! because the dump must read every CPU's ring from the one CPU serving the dump
 //! request, which `CpuCell` forbids by design. The recording CPU only ever
 //! `try_lock`s its own ring (never spins), so the lock word is a line of that CPU's
-//! own that no other CPU writes while tracing runs; `TRACE_START` (clearing) and
-//! `TRACE_DUMP` (reading) take other CPUs' ring locks only with tracing off, and a
+//! own that no other CPU writes while tracing runs; `START` (clearing) and `DUMP`
+//! (reading) take other CPUs' ring locks only with tracing off, and a
 //! record that would collide with them is dropped.
 //!
-//! Stopping all CPUs: `TRACE_STOP` and `TRACE_DUMP` clear [`ENABLED`], a global flag
+//! Stopping all CPUs: `STOP` and `DUMP` clear [`ENABLED`], a global flag
 //! each CPU honours at its next event (no IPI): a CPU already past the check finishes
 //! that one record under its ring lock, which the dumper waits for.
 //!
 //! Thread ids in records are TCB physical addresses shifted right by `TCB_BITS`
 //! (TCBs are 4 KiB-aligned, so the id is unique and fits 32 bits for 16 TiB of
-//! memory); 0 is idle. Each CPU's TSC offset from the boot CPU is measured at bring-up
+//! memory); 0 is idle. A named thread's name (`thread::SET_NAME`, kept in its TCB) is
+//! recorded as a `ThreadName` record the first time the thread runs in a trace, or at
+//! once when it is named while tracing runs; a ring that wraps can lose it (the
+//! thread then shows by id). Each CPU's TSC offset from the boot CPU is measured at bring-up
 //! (a handshake, fastest of 16 rounds) and written into the dump.
 
 use core::sync::atomic::{AtomicU32, Ordering};
@@ -34,6 +40,7 @@ use core::sync::atomic::{AtomicU32, Ordering};
 use ramen_abi::Error;
 use ramen_core::object::TCB_BITS;
 use ramen_core::runqueue::ThreadRef;
+pub use ramen_perf_record::ThreadName;
 use ramen_perf_record::dump::{DumpWriter, SOURCE_CORE};
 use ramen_perf_record::{
     Categories, EventKind, FullPolicy, IDLE_THREAD, IpcInfo, IpcPath, Record, TraceRing,
@@ -51,6 +58,10 @@ pub const RING_RECORDS: usize = 512;
 /// The categories being recorded, on every CPU; 0 when tracing is off.
 static ENABLED: AtomicU32 = AtomicU32::new(0);
 
+/// Which trace this is: `start` counts up, so a thread whose `named_in` differs has
+/// not had its name recorded in this trace yet. Starts at 1 (a new TCB says 0).
+static EPOCH: AtomicU32 = AtomicU32::new(1);
+
 /// One CPU's tracing state (in its `cpus::Cpu` entry).
 pub struct CpuTrace {
     ring: TraceRing<RING_RECORDS>,
@@ -67,7 +78,12 @@ impl CpuTrace {
     }
 
     fn push(&mut self, cpu: u16, kind: EventKind, args: [u64; 2]) {
-        let record = Record::new(kind, cpu, self.running, ramen_arch::cpu::rdtsc(), args);
+        self.push_for(cpu, kind, self.running, args);
+    }
+
+    /// Records an event about `thread`, which need not be the one running here.
+    fn push_for(&mut self, cpu: u16, kind: EventKind, thread: u32, args: [u64; 2]) {
+        let record = Record::new(kind, cpu, thread, ramen_arch::cpu::rdtsc(), args);
         self.ring.record(record);
     }
 
@@ -93,12 +109,23 @@ pub struct ThreadTrace {
     queued_flow: u64,
     /// System-call number + 1 of a call whose exit is still to be recorded (0: none).
     open_syscall: u64,
+    /// The thread's name (`thread::SET_NAME`), empty until named.
+    name: ThreadName,
+    /// The [`EPOCH`] of the trace its name was last recorded in (0: never).
+    named_in: u32,
 }
 
 impl ThreadTrace {
-    /// Nothing pending.
+    /// Nothing pending, no name.
     pub const fn new() -> Self {
-        Self { pending_flow: 0, pending_peer: 0, queued_flow: 0, open_syscall: 0 }
+        Self {
+            pending_flow: 0,
+            pending_peer: 0,
+            queued_flow: 0,
+            open_syscall: 0,
+            name: ThreadName::EMPTY,
+            named_in: 0,
+        }
     }
 }
 
@@ -156,7 +183,15 @@ fn record_run(thread: ThreadRef) {
     let id = thread_id(thread);
     let result = tcb(thread).context.rax;
     let state = &mut tcb(thread).trace;
+    let epoch = EPOCH.load(Ordering::Relaxed);
     with_ring(|t, cpu| {
+        // A thread's name goes into each trace the first time the thread runs in it.
+        if state.named_in != epoch {
+            state.named_in = epoch;
+            if !state.name.is_empty() {
+                t.push_for(cpu, EventKind::ThreadName, id, state.name.to_args());
+            }
+        }
         if t.running != id {
             if enabled(Categories::SCHED) {
                 t.push(cpu, EventKind::ContextSwitch, [u64::from(id), 0]);
@@ -263,12 +298,28 @@ pub fn ipi_received(flow: u64) {
     }
 }
 
-/// `TRACE_START`: clears every CPU's ring and records `categories` from now on.
-/// `caller` is the thread running here (the first records are attributed to it).
+/// `thread::SET_NAME`: names `thread`; recorded at once if tracing is on, else in
+/// each later trace the first time the thread runs.
+pub fn set_name(thread: ThreadRef, name: ThreadName) {
+    let state = &mut tcb(thread).trace;
+    state.name = name;
+    state.named_in = 0;
+    if ENABLED.load(Ordering::Relaxed) != 0 && !name.is_empty() {
+        let recorded =
+            with_ring(|t, cpu| t.push_for(cpu, EventKind::ThreadName, thread_id(thread), name.to_args()));
+        if recorded.is_some() {
+            state.named_in = EPOCH.load(Ordering::Relaxed);
+        }
+    }
+}
+
+/// `trace_control::START`: clears every CPU's ring and records `categories` from now
+/// on. `caller` is the thread running here (the first records are attributed to it).
 pub fn start(categories: u64, caller: ThreadRef) -> Result<(), Error> {
     let categories =
         u32::try_from(categories).ok().and_then(Categories::from_bits).ok_or(Error::InvalidArgument)?;
     ENABLED.store(0, Ordering::SeqCst);
+    EPOCH.fetch_add(1, Ordering::Relaxed);
     let here = ramen_arch::percpu::index_fast();
     for (index, cpu) in cpus::CPUS.iter().enumerate() {
         let Some(cpu) = cpu.get() else { continue };
@@ -280,12 +331,12 @@ pub fn start(categories: u64, caller: ThreadRef) -> Result<(), Error> {
     Ok(())
 }
 
-/// `TRACE_STOP`: every CPU stops recording at its next event.
+/// `trace_control::STOP`: every CPU stops recording at its next event.
 pub fn stop() {
     ENABLED.store(0, Ordering::SeqCst);
 }
 
-/// `TRACE_DUMP`: stops tracing and writes the dump (header, every CPU's core section,
+/// `trace_control::DUMP`: stops tracing and writes the dump (header, every CPU's core section,
 /// every CPU's ring, oldest record first) to the trace port. Returns records written.
 /// Runs with interrupts off for as long as the UART takes (a debugging operation).
 pub fn dump() -> u64 {

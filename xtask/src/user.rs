@@ -30,6 +30,7 @@ pub const BOOT_PROGRAMS: &[(&str, &str)] = &[
     ("pingpong", "pingpong"),
     ("longmsg", "longmsg"),
     ("leaser", "leaser"),
+    ("notrace", "notrace"),
     ("bench-ipc", "bench-ipc"),
 ];
 

@@ -275,7 +275,8 @@ fn teardown(cap: &Cap) -> Option<Destroyed> {
         | CapType::Untyped
         | CapType::IrqControl
         | CapType::SchedControl
-        | CapType::DebugConsole => return None,
+        | CapType::DebugConsole
+        | CapType::TraceControl => return None,
     })
 }
 

@@ -6,7 +6,7 @@
 //! `user: N passed, M failed` line.
 
 use ramen_abi::bootinfo::BootInfo;
-use ramen_abi::invocation::{debug, thread};
+use ramen_abi::invocation::{debug, thread, trace_control};
 use ramen_abi::{Error, object, slot};
 use ramen_rt::{Message, SysError, call, kobj, println, recv};
 
@@ -68,7 +68,7 @@ pub fn run(info: &'static BootInfo) -> bool {
     let mut ctx = Ctx { alloc, files, report, next_badge: 1, cpus: u64::from(info.cpu_count), fuzz_count };
 
     type Case = (&'static str, fn(&mut Ctx) -> Outcome);
-    let cases: [Case; 20] = [
+    let cases: [Case; 22] = [
         ("invalid_capability_pointers_are_rejected", invalid_capability_pointers),
         ("wrong_types_and_labels_are_rejected", wrong_types_and_labels),
         ("retype_rejects_bad_input_and_changes_nothing", retype_bad_input),
@@ -89,6 +89,8 @@ pub fn run(info: &'static BootInfo) -> bool {
         ("a_server_dying_mid_call_wakes_its_caller", dead_server),
         ("long_messages_and_capability_transfer", long_messages),
         ("leases_lend_pinned_memory_for_one_call", leases),
+        ("tracing_needs_the_trace_control_capability", trace_control),
+        ("thread_names_are_checked", thread_names),
     ];
     let (mut passed, mut failed) = (0u32, 0u32);
     for (name, case) in
@@ -976,4 +978,59 @@ fn serve_lease_call(
     expect_err(kobj::set_lease_window(slot::THREAD, 0, 0), Error::Busy, "the window moved mid-call")?;
     let _ = ctx;
     Ok(())
+}
+
+/// Only the holder of the TraceControl capability starts, stops or reads tracing: a
+/// program without it gets `IllegalOperation` for the labels the debug console used to
+/// take (and for trace-control labels on other capabilities) and `InvalidCapability`
+/// for the empty trace-control slot. (Tracing control used to ride on the debug
+/// console, which every program gets.)
+fn trace_control(ctx: &mut Ctx) -> Outcome {
+    let (child, badge) = start(ctx, "notrace", 0, ctx.cpus - 1, &[], false)?;
+    let mut codes = None;
+    collect(ctx, 100, |b, message| {
+        if b == badge && message.label() == 4 {
+            let mut words = [0u64; 6];
+            for (word, got) in words.iter_mut().zip(message.words()) {
+                *word = *got;
+            }
+            codes = Some((message.words().len(), words));
+            return true;
+        }
+        false
+    });
+    stop(&child);
+    let illegal = Error::IllegalOperation.code();
+    let expected = [illegal, illegal, illegal, illegal, illegal, Error::InvalidCapability.code()];
+    match codes {
+        Some((6, codes)) if codes == expected => {}
+        Some(_) => return Err("a program without TraceControl was not refused as documented"),
+        None => return Err("the notrace program never reported"),
+    }
+    // The holder can: bad categories are refused, a start and a stop work.
+    let start_with =
+        |categories| call(slot::TRACE_CONTROL, &Message::new(trace_control::START, &[categories]));
+    expect_err(start_with(1 << 31), Error::InvalidArgument, "unknown category bits accepted")?;
+    expect_err(
+        call(slot::TRACE_CONTROL, &Message::new(0x7f, &[])),
+        Error::IllegalOperation,
+        "unknown trace-control label accepted",
+    )?;
+    ok(kobj::trace_start(slot::TRACE_CONTROL, 1 << 2), "the root task cannot start tracing")?;
+    ok(kobj::trace_stop(slot::TRACE_CONTROL), "the root task cannot stop tracing")
+}
+
+/// `SET_NAME` takes at most 16 bytes of UTF-8 without NUL and changes nothing on error.
+fn thread_names(_: &mut Ctx) -> Outcome {
+    let set = |len, a, b| call(slot::THREAD, &Message::new(thread::SET_NAME, &[len, a, b]));
+    expect_err(set(17, 0, 0), Error::RangeError, "a 17-byte name accepted")?;
+    expect_err(set(2, 0xffff, 0), Error::InvalidArgument, "a name that is not UTF-8 accepted")?;
+    expect_err(set(3, u64::from_le_bytes(*b"a\0b\0\0\0\0\0"), 0), Error::InvalidArgument, "a NUL accepted")?;
+    expect_err(
+        call(slot::DEBUG, &Message::new(thread::SET_NAME, &[1, 0x41, 0])),
+        Error::IllegalOperation,
+        "SET_NAME on the console accepted",
+    )?;
+    ok(kobj::set_name(slot::THREAD, "root (tests)"), "a good name refused")?;
+    ok(kobj::set_name(slot::THREAD, "root"), "renaming refused")
 }

@@ -11,10 +11,9 @@
 //! instruction, so the difference is the recording cost.
 
 use ramen_abi::bootinfo::BootInfo;
-use ramen_abi::invocation::debug;
 use ramen_abi::{object, slot};
 use ramen_perf_record::Categories;
-use ramen_rt::{Message, call, kobj, println, recv};
+use ramen_rt::{kobj, println, recv};
 
 use crate::alloc::Alloc;
 use crate::loader::{self, Child, Files, Spawn};
@@ -35,10 +34,6 @@ const REPORT_PATIENCE: u32 = 16;
 /// Every kernel category.
 fn kernel_categories() -> u64 {
     u64::from((Categories::all() - Categories::USER).bits())
-}
-
-fn console_call(label: u64, words: &[u64]) -> bool {
-    call(slot::DEBUG, &Message::new(label, words)).is_ok()
 }
 
 /// Runs the workload and dumps the trace; returns whether the ping-pong was correct
@@ -63,16 +58,14 @@ pub fn run(info: &'static BootInfo, cmdline: &str) -> bool {
     let traced = ping_pong(&mut alloc, &files, rounds, server_cpu, true);
     println!("trace: ping-pong {}", if traced.is_some() { "correct" } else { "FAILED" });
     ok &= traced.is_some();
-    match call(slot::DEBUG, &Message::new(debug::TRACE_DUMP, &[])) {
-        Ok(reply) => match reply.words().first() {
-            Some(&n) if n > 0 => println!("trace: dumped {} records to COM2", n),
-            _ => {
-                println!("trace: the kernel wrote no trace dump (empty rings or no trace port)");
-                return false;
-            }
-        },
+    match kobj::trace_dump(slot::TRACE_CONTROL) {
+        Ok(n) if n > 0 => println!("trace: dumped {} records to COM2", n),
+        Ok(_) => {
+            println!("trace: the kernel wrote no trace dump (empty rings or no trace port)");
+            return false;
+        }
         Err(e) => {
-            println!("trace: TRACE_DUMP failed with error {}", e.code());
+            println!("trace: DUMP failed with error {}", e.code());
             return false;
         }
     }
@@ -83,7 +76,7 @@ pub fn run(info: &'static BootInfo, cmdline: &str) -> bool {
 fn overhead(alloc: &mut Alloc, files: &Files) -> bool {
     let off = ping_pong(alloc, files, OVERHEAD_ROUNDS, 0, false);
     let on = ping_pong(alloc, files, OVERHEAD_ROUNDS, 0, true);
-    let _ = console_call(debug::TRACE_STOP, &[]);
+    let _ = kobj::trace_stop(slot::TRACE_CONTROL);
     match (off, on) {
         (Some(off), Some(on)) => {
             println!(
@@ -125,7 +118,7 @@ fn ping_pong(alloc: &mut Alloc, files: &Files, rounds: u64, server_cpu: u64, tra
         println!("trace: cannot start the pingpong server");
         return None;
     };
-    if traced && !console_call(debug::TRACE_START, &[kernel_categories()]) {
+    if traced && kobj::trace_start(slot::TRACE_CONTROL, kernel_categories()).is_err() {
         println!("trace: the kernel refused to start tracing");
         stop(&server);
         return None;

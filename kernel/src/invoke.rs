@@ -214,6 +214,23 @@ fn invoke_thread(caller: ThreadRef, cap: &Cap, label: u64, regs: &[u64; MSG_REGS
             let name = thread_name(a0, [a1, a2])?;
             crate::trace::set_name(target, name);
         }
+        thread::SET_TRACE_BUFFER => {
+            cap.require(Rights::WRITE)?;
+            // Under the lock, so the frame cannot be deleted before it is registered
+            // (deleting it unregisters it, in `tear_down`).
+            let store = CAP_LOCK.lock();
+            let frame = if a0 == 0 {
+                None
+            } else {
+                let (_, frame) = lookup_cap(caller, &store, a0)?;
+                if frame.kind() != CapType::Frame4K {
+                    return Err(Error::WrongType);
+                }
+                frame.require(Rights::READ | Rights::WRITE)?;
+                Some(frame.addr())
+            };
+            crate::trace::set_user_buffer(target, frame)?;
+        }
         thread::CONFIGURE => {
             cap.require(Rights::WRITE)?;
             if !inactive {
@@ -301,7 +318,9 @@ fn tear_down(object: Destroyed) {
         // The line is free for a new handler. (Masking it comes with IRQ delivery to
         // user-space drivers; no line is unmasked yet.)
         Destroyed::IrqHandler(irq) => IRQS.lock().release(irq),
+        Destroyed::Frame { addr, .. } => crate::trace::forget_user_buffer(addr.0),
         Destroyed::Thread(addr) => {
+            crate::trace::forget_user_buffer(addr.0);
             if let Some(thread) = ThreadRef::new(addr.0) {
                 leave_ipc(thread);
                 crate::ipc::sever_reply_links(thread);

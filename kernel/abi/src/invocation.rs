@@ -76,6 +76,17 @@ pub mod thread {
     pub const SET_NAME: u64 = 0x18;
     /// Longest thread name in bytes (two message registers).
     pub const NAME_MAX: usize = 16;
+    /// Give the thread a user trace buffer: MR0 = a 4 KiB frame capability (read and
+    /// write rights) in the caller's CSpace, 0 to take the buffer away. The kernel
+    /// writes the buffer's header (`ramen_perf_record::user_buffer`,
+    /// [`TRACE_BUFFER_RECORDS`] records, overwrite mode), sets its enabled categories
+    /// when tracing starts and stops, and copies its records into the trace dump. The
+    /// thread maps the frame and appends records itself, with no system call per
+    /// event. Needs the write right; `Busy` when the kernel's table of buffers is full.
+    pub const SET_TRACE_BUFFER: u64 = 0x19;
+    /// Records in a user trace buffer: the largest power of two that fits a 4 KiB
+    /// frame after the 64-byte header.
+    pub const TRACE_BUFFER_RECORDS: u32 = 64;
 }
 
 /// Operations on a `CNode` capability. MR0 = destination index, MR1 = destination

@@ -68,7 +68,7 @@ pub fn run(info: &'static BootInfo) -> bool {
     let mut ctx = Ctx { alloc, files, report, next_badge: 1, cpus: u64::from(info.cpu_count), fuzz_count };
 
     type Case = (&'static str, fn(&mut Ctx) -> Outcome);
-    let cases: [Case; 22] = [
+    let cases: [Case; 23] = [
         ("invalid_capability_pointers_are_rejected", invalid_capability_pointers),
         ("wrong_types_and_labels_are_rejected", wrong_types_and_labels),
         ("retype_rejects_bad_input_and_changes_nothing", retype_bad_input),
@@ -91,6 +91,7 @@ pub fn run(info: &'static BootInfo) -> bool {
         ("leases_lend_pinned_memory_for_one_call", leases),
         ("tracing_needs_the_trace_control_capability", trace_control),
         ("thread_names_are_checked", thread_names),
+        ("user_trace_buffers_follow_trace_control", user_trace_buffer),
     ];
     let (mut passed, mut failed) = (0u32, 0u32);
     for (name, case) in
@@ -1033,4 +1034,57 @@ fn thread_names(_: &mut Ctx) -> Outcome {
     )?;
     ok(kobj::set_name(slot::THREAD, "root (tests)"), "a good name refused")?;
     ok(kobj::set_name(slot::THREAD, "root"), "renaming refused")
+}
+
+/// A user trace buffer: bad frames are refused; recording (no system call) happens
+/// only while tracing runs with `USER`, because the kernel flips the flag in the shared
+/// header; each start empties the buffer.
+fn user_trace_buffer(ctx: &mut Ctx) -> Outcome {
+    use ramen_rt::trace::{Tracer, label};
+    // The page after the root task's IPC buffer, whose page table the kernel installed.
+    const BUFFER: u64 = ramen_abi::syscall::ROOT_IPC_BUFFER + ramen_rt::vm::PAGE;
+    const USER: u64 = 1 << 6;
+    let frame = ok(ctx.alloc.make(object::FRAME_4K, 0), "frame")?;
+    let endpoint = ok(ctx.alloc.make(object::ENDPOINT, 0), "endpoint")?;
+    let read_only = ok(ctx.alloc.slot(), "slot")?;
+    ok(kobj::mint(slot::CNODE, read_only, 64, frame, object::rights::READ, 0), "read-only copy")?;
+    expect_err(kobj::set_trace_buffer(slot::THREAD, endpoint), Error::WrongType, "an endpoint as buffer")?;
+    expect_err(
+        kobj::set_trace_buffer(slot::THREAD, read_only),
+        Error::InsufficientRights,
+        "a read-only frame",
+    )?;
+    let empty = ok(ctx.alloc.slot(), "slot")?;
+    expect_err(kobj::set_trace_buffer(slot::THREAD, empty), Error::InvalidCapability, "an empty slot")?;
+
+    let mut tracer = ok(Tracer::attach(slot::THREAD, frame, BUFFER), "attach a buffer")?;
+    let call = label("call");
+    if tracer.instant(call, 0) {
+        return Err("recorded while tracing was off");
+    }
+    ok(kobj::trace_start(slot::TRACE_CONTROL, USER), "start user tracing")?;
+    let recorded = tracer.begin(call, 1) && tracer.counter(label("depth"), 3) && tracer.end(call, 1);
+    let count = tracer.recorded();
+    ok(kobj::trace_stop(slot::TRACE_CONTROL), "stop tracing")?;
+    if !recorded || count != 3 {
+        return Err("records refused or miscounted while user tracing ran");
+    }
+    if tracer.instant(call, 2) {
+        return Err("recorded after tracing stopped");
+    }
+    ok(kobj::trace_start(slot::TRACE_CONTROL, 1 << 2), "start without USER")?;
+    let (emptied, refused) = (tracer.recorded() == 0, !tracer.instant(call, 3));
+    ok(kobj::trace_stop(slot::TRACE_CONTROL), "stop tracing")?;
+    if !emptied || !refused {
+        return Err("a start without USER left the buffer full or recording");
+    }
+    ok(tracer.detach(slot::THREAD), "detach")?;
+    // A registered frame whose last capabilities are deleted is forgotten: tracing
+    // starts and stops afterwards without touching it.
+    ok(kobj::set_trace_buffer(slot::THREAD, frame), "register again")?;
+    ok(kobj::delete(slot::CNODE, read_only, 64), "delete the copy")?;
+    ok(kobj::delete(slot::CNODE, frame, 64), "delete the frame")?;
+    ok(kobj::trace_start(slot::TRACE_CONTROL, USER), "start after the delete")?;
+    ok(kobj::trace_stop(slot::TRACE_CONTROL), "stop after the delete")?;
+    ok(kobj::set_trace_buffer(slot::THREAD, 0), "nothing left to take away")
 }

@@ -181,3 +181,9 @@ pub fn trace_dump(trace_control: u64) -> Result<u64, SysError> {
     let reply = invoke(trace_control, ramen_abi::invocation::trace_control::DUMP, &[])?;
     Ok(reply.words().first().copied().unwrap_or(0))
 }
+
+/// Makes the 4 KiB frame `frame` (read and write rights) the trace buffer of the
+/// thread `tcb`, or takes its buffer away with `frame` 0 (see [`crate::trace`]).
+pub fn set_trace_buffer(tcb: u64, frame: u64) -> Result<(), SysError> {
+    invoke(tcb, thread::SET_TRACE_BUFFER, &[frame]).map(drop)
+}

@@ -113,13 +113,26 @@ impl Trace {
         }
     }
 
-    /// Display name of a user label.
+    /// Display name of a user label: from the label table, else the text an inline
+    /// label carries (`ramen_perf_record::inline_label`), else `label <id>`.
     pub fn label(&self, id: u64) -> String {
         u32::try_from(id)
             .ok()
             .and_then(|id| self.labels.get(&id).cloned())
+            .or_else(|| inline_label_text(id))
             .unwrap_or_else(|| format!("label {id}"))
     }
+}
+
+/// The text of an inline label: printable ASCII from the first byte, then only zero
+/// bytes; `None` for any other id.
+fn inline_label_text(id: u64) -> Option<String> {
+    let bytes = id.to_le_bytes();
+    let len = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    let (text, padding) = bytes.split_at(len);
+    let printable = |b: &u8| b.is_ascii_graphic() || *b == b' ';
+    (len > 0 && text.iter().all(printable) && padding.iter().all(|&b| b == 0))
+        .then(|| text.iter().map(|&b| char::from(b)).collect())
 }
 
 /// A bounds-checked cursor over the dump.

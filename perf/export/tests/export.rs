@@ -466,3 +466,33 @@ fn a_thread_name_record_that_is_not_a_name_is_rejected() {
     let error = decode(&encode(&trace).unwrap()).unwrap_err();
     assert!(error.to_string().contains("not a name"), "{error}");
 }
+
+#[test]
+fn inline_labels_name_themselves_unless_the_table_says_otherwise() {
+    use ramen_perf_record::inline_label;
+    let call = inline_label("call");
+    let records = vec![
+        Record::new(EventKind::UserSpanBegin, 0, 7, 10, [call, 0]),
+        Record::new(EventKind::UserSpanEnd, 0, 7, 20, [call, 0]),
+        Record::new(EventKind::UserInstant, 0, 7, 25, [3, 0]),
+    ];
+    let mut trace = Trace {
+        tsc_hz: 1_000_000_000,
+        tsc_offsets: vec![0],
+        thread_names: BTreeMap::new(),
+        labels: BTreeMap::new(),
+        sources: BTreeMap::from([(SourceId::Thread(7), Source { lost: 0, records })]),
+    };
+    assert_eq!(trace.label(call), "call");
+    assert_eq!(trace.label(3), "label 3", "not printable text");
+    assert_eq!(
+        trace.label(u64::from_le_bytes(*b"a\0b\0\0\0\0\0")),
+        format!("label {}", u64::from_le_bytes(*b"a\0b\0\0\0\0\0"))
+    );
+    let timeline = Timeline::build(&trace);
+    assert!(timeline.spans.iter().any(|s| s.name == "call"));
+    // The dump's label table wins.
+    trace.labels.insert(u32::try_from(call).unwrap(), "from the table".into());
+    assert_eq!(trace.label(call), "from the table");
+    assert_eq!(trace.label(inline_label("requests")), "requests", "beyond 32 bits: text only");
+}

@@ -4,6 +4,24 @@
 //!
 //! A name holds no NUL byte, so the padding is unambiguous and a record's arguments
 //! decode to exactly the name that was recorded.
+//!
+//! User labels can name themselves the same way: [`inline_label`] packs up to eight
+//! bytes of text into the label id, so a program needs no label table and the
+//! exporter shows the text (ids that are not printable text show as numbers).
+
+/// A user label id that carries its own text: the first eight bytes of `text`,
+/// little-endian, zero-padded (so `"call"` is `u64::from_le_bytes(*b"call\0\0\0\0")`).
+/// Longer text is cut to eight bytes.
+pub const fn inline_label(text: &str) -> u64 {
+    let bytes = text.as_bytes();
+    let mut id = 0u64;
+    let mut i = 0;
+    while i < bytes.len() && i < 8 {
+        id |= (bytes[i] as u64) << (8 * i);
+        i += 1;
+    }
+    id
+}
 
 /// A thread's name, at most [`ThreadName::MAX_BYTES`] bytes of UTF-8 without NUL.
 /// `Default` is the empty name (an unnamed thread).
@@ -84,6 +102,13 @@ mod tests {
         assert!(ThreadName::new(b"nul\0inside").is_none());
         assert!(ThreadName::new(&[0xff]).is_none());
         assert!(ThreadName::new(b"").is_some_and(|n| n.is_empty() && n == ThreadName::EMPTY));
+    }
+
+    #[test]
+    fn inline_labels_pack_the_first_eight_bytes() {
+        assert_eq!(inline_label("call"), u64::from_le_bytes(*b"call\0\0\0\0"));
+        assert_eq!(inline_label("requests_in_flight"), u64::from_le_bytes(*b"requests"));
+        assert_eq!(inline_label(""), 0);
     }
 
     #[test]

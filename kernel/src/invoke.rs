@@ -212,6 +212,11 @@ fn invoke_thread(caller: ThreadRef, cap: &Cap, label: u64, regs: &[u64; MSG_REGS
         thread::SET_NAME => {
             cap.require(Rights::WRITE)?;
             let name = thread_name(a0, [a1, a2])?;
+            // The name lives in the TCB, which only the CPU running the thread touches
+            // (as for SET_PRIORITY): name yourself, or a suspended thread.
+            if !inactive && target != caller {
+                return Err(Error::WrongThreadState);
+            }
             crate::trace::set_name(target, name);
         }
         thread::SET_TRACE_BUFFER => {

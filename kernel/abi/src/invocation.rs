@@ -72,7 +72,8 @@ pub mod thread {
     pub const SET_LEASE_WINDOW: u64 = 0x17;
     /// Name the thread (shown in traces): MR0 = length in bytes (at most
     /// [`NAME_MAX`], 0 clears the name), MR1.. = UTF-8 bytes, little-endian, eight
-    /// per register. Needs the write right.
+    /// per register. Needs the write right; the thread must be the caller or
+    /// suspended.
     pub const SET_NAME: u64 = 0x18;
     /// Longest thread name in bytes (two message registers).
     pub const NAME_MAX: usize = 16;

@@ -1022,7 +1022,7 @@ fn trace_control(ctx: &mut Ctx) -> Outcome {
 }
 
 /// `SET_NAME` takes at most 16 bytes of UTF-8 without NUL and changes nothing on error.
-fn thread_names(_: &mut Ctx) -> Outcome {
+fn thread_names(ctx: &mut Ctx) -> Outcome {
     let set = |len, a, b| call(slot::THREAD, &Message::new(thread::SET_NAME, &[len, a, b]));
     expect_err(set(17, 0, 0), Error::RangeError, "a 17-byte name accepted")?;
     expect_err(set(2, 0xffff, 0), Error::InvalidArgument, "a name that is not UTF-8 accepted")?;
@@ -1033,7 +1033,19 @@ fn thread_names(_: &mut Ctx) -> Outcome {
         "SET_NAME on the console accepted",
     )?;
     ok(kobj::set_name(slot::THREAD, "root (tests)"), "a good name refused")?;
-    ok(kobj::set_name(slot::THREAD, "root"), "renaming refused")
+    ok(kobj::set_name(slot::THREAD, "root"), "renaming refused")?;
+    // Another thread only while it is suspended (its TCB is its CPU's to touch): a
+    // `spin` that has reported is surely running.
+    let (spinner, badge) = start(ctx, "spin", 100_000, ctx.cpus - 1, &[], false)?;
+    let running = collect(ctx, 1000, |b, _| b == badge);
+    let named = kobj::set_name(spinner.tcb, "running");
+    stop(&spinner);
+    if !running {
+        return Err("the spin program never reported");
+    }
+    // (Naming a suspended thread is what the loader does for every program it starts.
+    // Suspending one on another CPU is asynchronous, so it is not repeated here.)
+    expect_err(named, Error::WrongThreadState, "named a thread that was not suspended")
 }
 
 /// A user trace buffer: bad frames are refused; recording (no system call) happens

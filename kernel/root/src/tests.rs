@@ -68,7 +68,7 @@ pub fn run(info: &'static BootInfo) -> bool {
     let mut ctx = Ctx { alloc, files, report, next_badge: 1, cpus: u64::from(info.cpu_count), fuzz_count };
 
     type Case = (&'static str, fn(&mut Ctx) -> Outcome);
-    let cases: [Case; 23] = [
+    let cases: [Case; 24] = [
         ("invalid_capability_pointers_are_rejected", invalid_capability_pointers),
         ("wrong_types_and_labels_are_rejected", wrong_types_and_labels),
         ("retype_rejects_bad_input_and_changes_nothing", retype_bad_input),
@@ -92,6 +92,7 @@ pub fn run(info: &'static BootInfo) -> bool {
         ("tracing_needs_the_trace_control_capability", trace_control),
         ("thread_names_are_checked", thread_names),
         ("user_trace_buffers_follow_trace_control", user_trace_buffer),
+        ("foundry_clients_record_one_span_per_call", foundry_spans),
     ];
     let (mut passed, mut failed) = (0u32, 0u32);
     for (name, case) in
@@ -1099,4 +1100,40 @@ fn user_trace_buffer(ctx: &mut Ctx) -> Outcome {
     ok(kobj::trace_start(slot::TRACE_CONTROL, USER), "start after the delete")?;
     ok(kobj::trace_stop(slot::TRACE_CONTROL), "stop after the delete")?;
     ok(kobj::set_trace_buffer(slot::THREAD, 0), "nothing left to take away")
+}
+
+/// A Foundry client given a tracer (`ramen_rt::trace::CallSpans`) records a begin and
+/// an end per call into its user trace buffer while user tracing runs.
+fn foundry_spans(ctx: &mut Ctx) -> Outcome {
+    /// The echo client's calls (`kernel/user-tests/src/bin/echo.rs`).
+    const CALLS: u64 = 7;
+    /// Child slot of the buffer's frame (`ramen_user_tests::TRACE_FRAME`).
+    const TRACE_FRAME: u64 = 10;
+    const USER: u64 = 1 << 6;
+    let endpoint = ok(ctx.alloc.make(object::ENDPOINT, 0), "endpoint")?;
+    let frame = ok(ctx.alloc.make(object::FRAME_4K, 0), "frame")?;
+    let (server, _) = start(ctx, "echo", 0, 0, &[(WAIT, endpoint)], false)?;
+    ok(kobj::trace_start(slot::TRACE_CONTROL, USER), "start user tracing")?;
+    let client = start(ctx, "echo", 2, 0, &[(WAIT, endpoint), (TRACE_FRAME, frame)], false);
+    let mut verdict = None;
+    if let Ok((_, badge)) = client {
+        collect(ctx, 100, |b, message| {
+            if b == badge {
+                verdict = Some((message.label(), message.words().first().copied()));
+                return true;
+            }
+            false
+        });
+    }
+    let _ = kobj::trace_stop(slot::TRACE_CONTROL);
+    if let Ok((client, _)) = client {
+        stop(&client);
+    }
+    stop(&server);
+    match verdict {
+        Some((1, Some(recorded))) if recorded == 2 * CALLS => Ok(()),
+        Some((1, _)) => Err("the traced client did not record a begin and an end per call"),
+        Some(_) => Err("the traced echo client got a wrong answer"),
+        None => Err("the traced echo client never finished"),
+    }
 }

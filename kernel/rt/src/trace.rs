@@ -7,6 +7,11 @@
 //!
 //! Labels are [`label`]s: up to eight bytes of text packed into the id, which the
 //! exporter shows as the text, so a program needs no label table.
+//!
+//! Foundry-generated clients and dispatchers record one span per call through
+//! [`CallSpans`]: `echo::Client::with_tracer(endpoint, &spans)`.
+
+use core::cell::RefCell;
 
 pub use ramen_perf_record::inline_label as label;
 use ramen_perf_record::user_buffer::{UserBufferView, UserBufferWriter};
@@ -101,5 +106,50 @@ impl Tracer {
         let result = f();
         self.end(label, 0);
         result
+    }
+}
+
+/// A [`Tracer`] that Foundry-generated code records into, one span per call: the
+/// label is the method name (its first eight bytes), the data the method ordinal,
+/// with bit 63 set on the server side. Pass `&CallSpans` to `with_tracer`.
+pub struct CallSpans {
+    tracer: RefCell<Tracer>,
+}
+
+/// Bit 63 of a Foundry span's data: the server side of the call.
+pub const SERVER_SIDE: u64 = 1 << 63;
+
+impl CallSpans {
+    /// Records the spans into `tracer`.
+    pub fn new(tracer: Tracer) -> Self {
+        Self { tracer: RefCell::new(tracer) }
+    }
+
+    /// Records in the buffer, as [`Tracer::recorded`] counts them.
+    pub fn recorded(&self) -> u64 {
+        self.tracer.try_borrow().map_or(0, |t| t.recorded())
+    }
+
+    fn data(span: &foundry_runtime::Span) -> u64 {
+        match span.side {
+            foundry_runtime::Side::Client => span.ordinal,
+            foundry_runtime::Side::Server => span.ordinal | SERVER_SIDE,
+        }
+    }
+}
+
+impl foundry_runtime::Tracer for &CallSpans {
+    fn begin(&self, span: &'static foundry_runtime::Span) {
+        // A call made from inside another traced call's span (never nested in
+        // generated code) would find the tracer busy; it then goes unrecorded.
+        if let Ok(mut tracer) = self.tracer.try_borrow_mut() {
+            tracer.begin(label(span.method), CallSpans::data(span));
+        }
+    }
+
+    fn end(&self, span: &'static foundry_runtime::Span) {
+        if let Ok(mut tracer) = self.tracer.try_borrow_mut() {
+            tracer.end(label(span.method), CallSpans::data(span));
+        }
     }
 }

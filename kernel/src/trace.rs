@@ -37,8 +37,10 @@
 //! User buffers: a thread given one (`thread::SET_TRACE_BUFFER`, a 4 KiB frame it
 //! maps itself) appends user records there without a system call. The kernel keeps a
 //! table of them, rewrites each header's enabled categories at start and stop, and
-//! copies the records into the dump after sanitising them. Each CPU's TSC offset from the boot CPU is measured at bring-up
-//! (a handshake, fastest of 16 rounds) and written into the dump.
+//! copies the records into the dump after sanitising them.
+//!
+//! Each CPU's TSC offset from the boot CPU is measured at bring-up (a handshake,
+//! fastest of 16 rounds) and written into the dump.
 
 use core::sync::atomic::{AtomicU32, Ordering};
 
@@ -84,7 +86,7 @@ struct UserBuffer {
 }
 
 /// Every registered user buffer, and a frame-sized scratch area to build headers in
-/// and copy buffers out to (the dump runs on a kernel stack too small for it).
+/// and copy buffers out to (rather than 4 KiB on a kernel stack).
 struct UserBuffers {
     table: [Option<UserBuffer>; MAX_USER_BUFFERS],
     scratch: [u8; USER_BUFFER_BYTES],

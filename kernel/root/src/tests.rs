@@ -8,6 +8,7 @@
 use ramen_abi::bootinfo::BootInfo;
 use ramen_abi::invocation::{debug, thread, trace_control};
 use ramen_abi::{Error, object, slot};
+use ramen_perf_record::Categories;
 use ramen_rt::{Message, SysError, call, kobj, println, recv};
 
 use crate::alloc::Alloc;
@@ -25,6 +26,10 @@ const TEST_PRIORITY: u64 = 10;
 const FUZZ_DEFAULT: u64 = 20_000;
 
 type Outcome = Result<(), &'static str>;
+
+/// Trace categories the tracing tests start (`ramen_perf_record::Categories` bits).
+const USER: u64 = Categories::USER.bits() as u64;
+const SCHED: u64 = Categories::SCHED.bits() as u64;
 
 struct Ctx {
     alloc: Alloc,
@@ -1018,7 +1023,7 @@ fn trace_control(ctx: &mut Ctx) -> Outcome {
         Error::IllegalOperation,
         "unknown trace-control label accepted",
     )?;
-    ok(kobj::trace_start(slot::TRACE_CONTROL, 1 << 2), "the root task cannot start tracing")?;
+    ok(kobj::trace_start(slot::TRACE_CONTROL, SCHED), "the root task cannot start tracing")?;
     ok(kobj::trace_stop(slot::TRACE_CONTROL), "the root task cannot stop tracing")
 }
 
@@ -1056,7 +1061,6 @@ fn user_trace_buffer(ctx: &mut Ctx) -> Outcome {
     use ramen_rt::trace::{Tracer, label};
     // The page after the root task's IPC buffer, whose page table the kernel installed.
     const BUFFER: u64 = ramen_abi::syscall::ROOT_IPC_BUFFER + ramen_rt::vm::PAGE;
-    const USER: u64 = 1 << 6;
     let frame = ok(ctx.alloc.make(object::FRAME_4K, 0), "frame")?;
     let endpoint = ok(ctx.alloc.make(object::ENDPOINT, 0), "endpoint")?;
     let read_only = ok(ctx.alloc.slot(), "slot")?;
@@ -1085,7 +1089,7 @@ fn user_trace_buffer(ctx: &mut Ctx) -> Outcome {
     if tracer.instant(call, 2) {
         return Err("recorded after tracing stopped");
     }
-    ok(kobj::trace_start(slot::TRACE_CONTROL, 1 << 2), "start without USER")?;
+    ok(kobj::trace_start(slot::TRACE_CONTROL, SCHED), "start without USER")?;
     let (emptied, refused) = (tracer.recorded() == 0, !tracer.instant(call, 3));
     ok(kobj::trace_stop(slot::TRACE_CONTROL), "stop tracing")?;
     if !emptied || !refused {
@@ -1109,7 +1113,6 @@ fn foundry_spans(ctx: &mut Ctx) -> Outcome {
     const CALLS: u64 = 7;
     /// Child slot of the buffer's frame (`ramen_user_tests::TRACE_FRAME`).
     const TRACE_FRAME: u64 = 10;
-    const USER: u64 = 1 << 6;
     let endpoint = ok(ctx.alloc.make(object::ENDPOINT, 0), "endpoint")?;
     let frame = ok(ctx.alloc.make(object::FRAME_4K, 0), "frame")?;
     let (server, _) = start(ctx, "echo", 0, 0, &[(WAIT, endpoint)], false)?;

@@ -45,6 +45,22 @@ pub unsafe fn copy_to(phys: u64, bytes: &[u8]) {
     unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), phys_to_virt(phys) as *mut u8, bytes.len()) }
 }
 
+/// Copies `out.len()` bytes at physical address `phys` into `out`, one volatile byte
+/// read at a time: for memory that user space may write at the same moment (a trace
+/// buffer it shares with the kernel). The copy may then mix old and new bytes; the
+/// caller treats it as untrusted.
+///
+/// # Safety
+/// The range must be RAM the direct map covers (a frame that a capability names).
+pub unsafe fn copy_from_shared(phys: u64, out: &mut [u8]) {
+    let base = phys_to_virt(phys) as *const u8;
+    for (i, byte) in out.iter_mut().enumerate() {
+        // SAFETY: the byte lies in the range the caller vouches for; a volatile byte
+        // read is never torn.
+        *byte = unsafe { base.add(i).read_volatile() };
+    }
+}
+
 /// A `&'static mut T` for the object at `phys`.
 ///
 /// # Safety

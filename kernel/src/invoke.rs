@@ -6,7 +6,7 @@
 //! `sched`, after the lock is dropped. Labels and argument registers are defined in
 //! `ramen_abi::invocation` and documented in `docs/abi.md`.
 
-use ramen_abi::invocation::{cnode, debug, ioport, thread, untyped, vspace};
+use ramen_abi::invocation::{cnode, debug, ioport, thread, trace_control, untyped, vspace};
 use ramen_abi::syscall::{USER_BASE, USER_TOP};
 use ramen_abi::{Error, MSG_REGS, MessageInfo};
 use ramen_arch::paging::{MapError, PageSize, user_flags};
@@ -63,11 +63,6 @@ pub fn invoke(
     match cap.kind() {
         CapType::DebugConsole if label == debug::IPC_STATS => ipc_stats(out),
         CapType::DebugConsole if label == debug::CHECK_INVARIANTS => check_invariants(caller, out),
-        CapType::DebugConsole
-            if matches!(label, debug::TRACE_START | debug::TRACE_STOP | debug::TRACE_DUMP) =>
-        {
-            trace_control(caller, label, regs, out)
-        }
         CapType::DebugConsole => debug_write(label, regs),
         CapType::Thread => invoke_thread(caller, &cap, label, regs),
         CapType::CNode => invoke_cnode(caller, &cap, label, regs),
@@ -79,27 +74,29 @@ pub fn invoke(
         CapType::IoPort => invoke_ioport(&cap, label, regs, out),
         CapType::SchedControl => invoke_sched_control(&cap, label, regs, out),
         CapType::IrqControl => invoke_irq_control(caller, cptr, label, regs),
+        CapType::TraceControl => invoke_trace_control(caller, label, regs, out),
         _ => Err(Error::IllegalOperation),
     }
 }
 
-/// Tracing control, on the debug console for now (docs/abi.md).
-fn trace_control(
+/// Tracing control: only through the `TraceControl` capability (docs/abi.md).
+fn invoke_trace_control(
     caller: ThreadRef,
     label: u64,
     regs: &[u64; MSG_REGS],
     out: &mut [u64; MSG_REGS],
 ) -> Result<usize, Error> {
     match label {
-        debug::TRACE_START => crate::trace::start(regs[0], caller).map(|()| 0),
-        debug::TRACE_STOP => {
+        trace_control::START => crate::trace::start(regs[0], caller).map(|()| 0),
+        trace_control::STOP => {
             crate::trace::stop();
             Ok(0)
         }
-        _ => {
+        trace_control::DUMP => {
             out[0] = crate::trace::dump();
             Ok(1)
         }
+        _ => Err(Error::IllegalOperation),
     }
 }
 
@@ -212,6 +209,33 @@ fn invoke_thread(caller: ThreadRef, cap: &Cap, label: u64, regs: &[u64; MSG_REGS
             }
             crate::lease::set_window(target, a0, a1)?;
         }
+        thread::SET_NAME => {
+            cap.require(Rights::WRITE)?;
+            let name = thread_name(a0, [a1, a2])?;
+            // The name lives in the TCB, which only the CPU running the thread touches
+            // (as for SET_PRIORITY): name yourself, or a suspended thread.
+            if !inactive && target != caller {
+                return Err(Error::WrongThreadState);
+            }
+            crate::trace::set_name(target, name);
+        }
+        thread::SET_TRACE_BUFFER => {
+            cap.require(Rights::WRITE)?;
+            // Under the lock, so the frame cannot be deleted before it is registered
+            // (deleting it unregisters it, in `tear_down`).
+            let store = CAP_LOCK.lock();
+            let frame = if a0 == 0 {
+                None
+            } else {
+                let (_, frame) = lookup_cap(caller, &store, a0)?;
+                if frame.kind() != CapType::Frame4K {
+                    return Err(Error::WrongType);
+                }
+                frame.require(Rights::READ | Rights::WRITE)?;
+                Some(frame.addr())
+            };
+            crate::trace::set_user_buffer(target, frame)?;
+        }
         thread::CONFIGURE => {
             cap.require(Rights::WRITE)?;
             if !inactive {
@@ -222,6 +246,19 @@ fn invoke_thread(caller: ThreadRef, cap: &Cap, label: u64, regs: &[u64; MSG_REGS
         _ => return Err(Error::IllegalOperation),
     }
     Ok(0)
+}
+
+/// The name `SET_NAME` carries: `len` bytes of `words`, valid UTF-8.
+fn thread_name(len: u64, words: [u64; 2]) -> Result<crate::trace::ThreadName, Error> {
+    let len = usize::try_from(len).map_err(|_| Error::RangeError)?;
+    if len > thread::NAME_MAX {
+        return Err(Error::RangeError);
+    }
+    let mut bytes = [0u8; thread::NAME_MAX];
+    for (chunk, word) in bytes.chunks_mut(8).zip(words) {
+        chunk.copy_from_slice(&word.to_le_bytes());
+    }
+    crate::trace::ThreadName::new(bytes.get(..len).unwrap_or(&[])).ok_or(Error::InvalidArgument)
 }
 
 /// Sets a thread's CSpace root, VSpace, fault endpoint and IPC buffer.
@@ -288,7 +325,9 @@ fn tear_down(store: &mut Store, object: Destroyed) {
         // The line is free for a new handler. (Masking it comes with IRQ delivery to
         // user-space drivers; no line is unmasked yet.)
         Destroyed::IrqHandler(irq) => IRQS.lock().release(irq),
+        Destroyed::Frame { addr, .. } => crate::trace::forget_user_buffer(addr.0),
         Destroyed::Thread(addr) => {
+            crate::trace::forget_user_buffer(addr.0);
             if let Some(thread) = ThreadRef::new(addr.0) {
                 leave_ipc(thread);
                 crate::ipc::sever_reply_links(thread);

@@ -309,6 +309,17 @@ pub fn copy_to_frame(frame: PhysAddr, offset: u64, bytes: &[u8]) {
     unsafe { phys::copy_to(frame.0 + offset, bytes) }
 }
 
+/// Copies the start of a 4 KiB frame that user space may be writing (a user trace
+/// buffer) into `out`; the bytes are untrusted.
+pub fn copy_from_user_frame(frame: PhysAddr, out: &mut [u8]) {
+    if out.len() > 4096 {
+        return;
+    }
+    // SAFETY: `frame` is a 4 KiB frame a live capability names (the caller keeps it
+    // from being deleted meanwhile), so the range is RAM in the direct map.
+    unsafe { phys::copy_from_shared(frame.0, out) }
+}
+
 /// Zeroes a frame the caller owns.
 pub fn zero_frame(frame: PhysAddr, bytes: u64) {
     // SAFETY: as for `copy_to_frame`.

@@ -3,7 +3,8 @@
 //! From the boot archive (the `-initrd` module) the kernel takes the file `root`,
 //! builds its CNode, TCB and address space from boot memory, maps its segments, a
 //! stack, an IPC buffer and the boot-information pages, and fills its CSpace: its own
-//! thread, CNode and VSpace, the debug console, IRQ control, the I/O port space, one
+//! thread, CNode and VSpace, the debug console, IRQ control, trace control, the I/O
+//! port space, one
 //! scheduling-control capability per CPU, read-only frames covering the whole archive
 //! (so it can load the other programs), and untyped capabilities to all remaining
 //! memory. After that the kernel's frame allocator is empty for good: every later
@@ -141,6 +142,7 @@ pub fn create(params: &BootParams) -> Result<ThreadRef, RootError> {
     insert(&mut store, cnode, slot::VSPACE, vspace_cap)?;
     insert(&mut store, cnode, slot::DEBUG, Cap::debug_console())?;
     insert(&mut store, cnode, slot::IRQ_CONTROL, Cap::irq_control())?;
+    insert(&mut store, cnode, slot::TRACE_CONTROL, Cap::trace_control())?;
     insert(&mut store, cnode, slot::IO_PORTS, Cap::io_port(0, u16::MAX).ok_or("bad I/O port range")?)?;
     let m = machine();
     let online: u32 = cpus::ONLINE.load(core::sync::atomic::Ordering::Acquire);
@@ -168,6 +170,7 @@ pub fn create(params: &BootParams) -> Result<ThreadRef, RootError> {
     t.vspace = pml4;
     t.ipc_buffer = ROOT_IPC_BUFFER;
     t.context = UserContext::new_user(program.entry(), ROOT_STACK_TOP, BOOT_INFO_VADDR);
+    crate::trace::set_name(thread, crate::trace::ThreadName::new(b"root").unwrap_or_default());
 
     // Everything left becomes untyped memory; the kernel keeps none.
     let first_untyped = archive_end_slot;

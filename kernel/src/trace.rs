@@ -7,8 +7,11 @@
 //! IPIs (sent and received, also tied by a flow id), user page faults and thread
 //! migrations.
 //!
+//! Control: only through the `TraceControl` capability (`trace_control::START` /
+//! `STOP` / `DUMP`, dispatched in `invoke.rs`), which the root task alone gets at boot.
+//!
 //! Cost when compiled in but off: every call site first loads [`ENABLED`] (a word
-//! written only by `TRACE_START` / `TRACE_STOP` / `TRACE_DUMP`, so it sits read-only
+//! written only by the control operations, so it sits read-only
 //! in every CPU's cache) and tests its category: one load, one test, one branch.
 //!
 //! Ownership: CPU `i`'s ring is `cpus::CPUS[i].trace`, in that CPU's entry, and only
@@ -16,31 +19,45 @@
 //! because the dump must read every CPU's ring from the one CPU serving the dump
 //! request, which `CpuCell` forbids by design. The recording CPU only ever
 //! `try_lock`s its own ring (never spins), so the lock word is a line of that CPU's
-//! own that no other CPU writes while tracing runs; `TRACE_START` (clearing) and
-//! `TRACE_DUMP` (reading) take other CPUs' ring locks only with tracing off, and a
+//! own that no other CPU writes while tracing runs; `START` (clearing) and `DUMP`
+//! (reading) take other CPUs' ring locks only with tracing off, and a
 //! record that would collide with them is dropped.
 //!
-//! Stopping all CPUs: `TRACE_STOP` and `TRACE_DUMP` clear [`ENABLED`], a global flag
+//! Stopping all CPUs: `STOP` and `DUMP` clear [`ENABLED`], a global flag
 //! each CPU honours at its next event (no IPI): a CPU already past the check finishes
 //! that one record under its ring lock, which the dumper waits for.
 //!
 //! Thread ids in records are TCB physical addresses shifted right by `TCB_BITS`
 //! (TCBs are 4 KiB-aligned, so the id is unique and fits 32 bits for 16 TiB of
-//! memory); 0 is idle. Each CPU's TSC offset from the boot CPU is measured at bring-up
-//! (a handshake, fastest of 16 rounds) and written into the dump.
+//! memory); 0 is idle. A named thread's name (`thread::SET_NAME`, kept in its TCB) is
+//! recorded as a `ThreadName` record the first time the thread runs in a trace, or at
+//! once when it is named while tracing runs; a ring that wraps can lose it (the
+//! thread then shows by id).
+//!
+//! User buffers: a thread given one (`thread::SET_TRACE_BUFFER`, a 4 KiB frame it
+//! maps itself) appends user records there without a system call. The kernel keeps a
+//! table of them, rewrites each header's enabled categories at start and stop, and
+//! copies the records into the dump after sanitising them.
+//!
+//! Each CPU's TSC offset from the boot CPU is measured at bring-up (a handshake,
+//! fastest of 16 rounds) and written into the dump.
 
 use core::sync::atomic::{AtomicU32, Ordering};
 
 use ramen_abi::Error;
+use ramen_abi::invocation::thread::TRACE_BUFFER_RECORDS;
+use ramen_core::object::PhysAddr;
 use ramen_core::object::TCB_BITS;
 use ramen_core::runqueue::ThreadRef;
-use ramen_perf_record::dump::{DumpWriter, SOURCE_CORE};
+pub use ramen_perf_record::ThreadName;
+use ramen_perf_record::dump::{DumpWriter, SOURCE_CORE, SOURCE_THREAD};
+use ramen_perf_record::user_buffer::{self, ENABLED_OFFSET, USER_HEADER_BYTES, UserBufferView};
 use ramen_perf_record::{
     Categories, EventKind, FullPolicy, IDLE_THREAD, IpcInfo, IpcPath, Record, TraceRing,
 };
 
 use crate::cpus::{self, this_cpu};
-use crate::objects::tcb;
+use crate::objects::{self, tcb};
 
 /// Records per CPU ring (32 bytes each: 16 KiB per CPU). The ring lives in the static
 /// CPU table, which has an entry for each of `MAX_CPUS` (256) possible CPUs, so this
@@ -50,6 +67,37 @@ pub const RING_RECORDS: usize = 512;
 
 /// The categories being recorded, on every CPU; 0 when tracing is off.
 static ENABLED: AtomicU32 = AtomicU32::new(0);
+
+/// Which trace this is: `start` counts up, so a thread whose `named_in` differs has
+/// not had its name recorded in this trace yet. Starts at 1 (a new TCB says 0).
+static EPOCH: AtomicU32 = AtomicU32::new(1);
+
+/// Most threads with a user trace buffer at once.
+pub const MAX_USER_BUFFERS: usize = 64;
+
+/// Bytes of a user trace buffer: one 4 KiB frame.
+const USER_BUFFER_BYTES: usize = 4096;
+
+/// A thread's user trace buffer (`thread::SET_TRACE_BUFFER`).
+#[derive(Clone, Copy)]
+struct UserBuffer {
+    thread: ThreadRef,
+    frame: PhysAddr,
+}
+
+/// Every registered user buffer, and a frame-sized scratch area to build headers in
+/// and copy buffers out to (rather than 4 KiB on a kernel stack).
+struct UserBuffers {
+    table: [Option<UserBuffer>; MAX_USER_BUFFERS],
+    scratch: [u8; USER_BUFFER_BYTES],
+}
+
+/// Taken after `CAP_LOCK` when both are held (registration and `tear_down`), alone by
+/// the control operations. A buffer's frame stays registered only while a capability
+/// to it exists: its deletion unregisters it under this lock, so the kernel never
+/// touches a frame after it went back to untyped memory.
+static USER_BUFFERS: spin::Mutex<UserBuffers> =
+    spin::Mutex::new(UserBuffers { table: [None; MAX_USER_BUFFERS], scratch: [0; USER_BUFFER_BYTES] });
 
 /// One CPU's tracing state (in its `cpus::Cpu` entry).
 pub struct CpuTrace {
@@ -67,7 +115,12 @@ impl CpuTrace {
     }
 
     fn push(&mut self, cpu: u16, kind: EventKind, args: [u64; 2]) {
-        let record = Record::new(kind, cpu, self.running, ramen_arch::cpu::rdtsc(), args);
+        self.push_for(cpu, kind, self.running, args);
+    }
+
+    /// Records an event about `thread`, which need not be the one running here.
+    fn push_for(&mut self, cpu: u16, kind: EventKind, thread: u32, args: [u64; 2]) {
+        let record = Record::new(kind, cpu, thread, ramen_arch::cpu::rdtsc(), args);
         self.ring.record(record);
     }
 
@@ -93,12 +146,23 @@ pub struct ThreadTrace {
     queued_flow: u64,
     /// System-call number + 1 of a call whose exit is still to be recorded (0: none).
     open_syscall: u64,
+    /// The thread's name (`thread::SET_NAME`), empty until named.
+    name: ThreadName,
+    /// The [`EPOCH`] of the trace its name was last recorded in (0: never).
+    named_in: u32,
 }
 
 impl ThreadTrace {
-    /// Nothing pending.
+    /// Nothing pending, no name.
     pub const fn new() -> Self {
-        Self { pending_flow: 0, pending_peer: 0, queued_flow: 0, open_syscall: 0 }
+        Self {
+            pending_flow: 0,
+            pending_peer: 0,
+            queued_flow: 0,
+            open_syscall: 0,
+            name: ThreadName::EMPTY,
+            named_in: 0,
+        }
     }
 }
 
@@ -156,7 +220,15 @@ fn record_run(thread: ThreadRef) {
     let id = thread_id(thread);
     let result = tcb(thread).context.rax;
     let state = &mut tcb(thread).trace;
+    let epoch = EPOCH.load(Ordering::Relaxed);
     with_ring(|t, cpu| {
+        // A thread's name goes into each trace the first time the thread runs in it.
+        if state.named_in != epoch {
+            state.named_in = epoch;
+            if !state.name.is_empty() {
+                t.push_for(cpu, EventKind::ThreadName, id, state.name.to_args());
+            }
+        }
         if t.running != id {
             if enabled(Categories::SCHED) {
                 t.push(cpu, EventKind::ContextSwitch, [u64::from(id), 0]);
@@ -263,12 +335,74 @@ pub fn ipi_received(flow: u64) {
     }
 }
 
-/// `TRACE_START`: clears every CPU's ring and records `categories` from now on.
-/// `caller` is the thread running here (the first records are attributed to it).
+/// `thread::SET_NAME`: names `thread`; recorded at once if tracing is on, else in
+/// each later trace the first time the thread runs.
+pub fn set_name(thread: ThreadRef, name: ThreadName) {
+    let state = &mut tcb(thread).trace;
+    state.name = name;
+    state.named_in = 0;
+    if ENABLED.load(Ordering::Relaxed) != 0 && !name.is_empty() {
+        let recorded =
+            with_ring(|t, cpu| t.push_for(cpu, EventKind::ThreadName, thread_id(thread), name.to_args()));
+        if recorded.is_some() {
+            state.named_in = EPOCH.load(Ordering::Relaxed);
+        }
+    }
+}
+
+/// Writes a fresh header (empty, `enabled` categories) into a user buffer's frame.
+fn reset_user_buffer(scratch: &mut [u8; USER_BUFFER_BYTES], frame: PhysAddr, enabled: Categories) {
+    let enabled = enabled & Categories::USER;
+    if user_buffer::init(scratch, TRACE_BUFFER_RECORDS, FullPolicy::Overwrite, enabled).is_ok() {
+        objects::copy_to_frame(frame, 0, scratch.get(..USER_HEADER_BYTES).unwrap_or(&[]));
+    }
+}
+
+/// Tells the thread writing a user buffer whether to record (`USER` in `enabled`).
+fn enable_user_buffer(frame: PhysAddr, enabled: Categories) {
+    let bits = (enabled & Categories::USER).bits();
+    objects::copy_to_frame(frame, ENABLED_OFFSET as u64, &bits.to_le_bytes());
+}
+
+/// `thread::SET_TRACE_BUFFER`: the 4 KiB frame at `frame` becomes `thread`'s user trace
+/// buffer (replacing any it had), with a fresh header; `None` takes it away. The
+/// caller holds `CAP_LOCK` and has checked the frame capability. `Busy` when
+/// [`MAX_USER_BUFFERS`] threads have one.
+pub fn set_user_buffer(thread: ThreadRef, frame: Option<PhysAddr>) -> Result<(), Error> {
+    let mut buffers = USER_BUFFERS.lock();
+    let UserBuffers { table, scratch } = &mut *buffers;
+    let existing = table.iter().position(|b| b.is_some_and(|b| b.thread == thread));
+    let Some(frame) = frame else {
+        if let Some(slot) = existing.and_then(|i| table.get_mut(i)) {
+            *slot = None;
+        }
+        return Ok(());
+    };
+    let index = existing.or_else(|| table.iter().position(Option::is_none)).ok_or(Error::Busy)?;
+    let slot = table.get_mut(index).ok_or(Error::Busy)?;
+    reset_user_buffer(scratch, frame, Categories::from_bits_truncate(ENABLED.load(Ordering::SeqCst)));
+    *slot = Some(UserBuffer { thread, frame });
+    Ok(())
+}
+
+/// The object at `addr` (a thread or a frame) was destroyed: forget any user buffer
+/// it owned or was. Called under `CAP_LOCK`.
+pub fn forget_user_buffer(addr: u64) {
+    let mut buffers = USER_BUFFERS.lock();
+    for slot in buffers.table.iter_mut() {
+        if slot.is_some_and(|b| b.thread.addr() == addr || b.frame.0 == addr) {
+            *slot = None;
+        }
+    }
+}
+
+/// `trace_control::START`: clears every CPU's ring and records `categories` from now
+/// on. `caller` is the thread running here (the first records are attributed to it).
 pub fn start(categories: u64, caller: ThreadRef) -> Result<(), Error> {
     let categories =
         u32::try_from(categories).ok().and_then(Categories::from_bits).ok_or(Error::InvalidArgument)?;
     ENABLED.store(0, Ordering::SeqCst);
+    EPOCH.fetch_add(1, Ordering::Relaxed);
     let here = ramen_arch::percpu::index_fast();
     for (index, cpu) in cpus::CPUS.iter().enumerate() {
         let Some(cpu) = cpu.get() else { continue };
@@ -276,16 +410,27 @@ pub fn start(categories: u64, caller: ThreadRef) -> Result<(), Error> {
         t.ring.clear();
         t.running = if index as u32 == here { thread_id(caller) } else { IDLE_THREAD };
     }
+    {
+        let mut buffers = USER_BUFFERS.lock();
+        let UserBuffers { table, scratch } = &mut *buffers;
+        for buffer in table.iter().flatten() {
+            reset_user_buffer(scratch, buffer.frame, categories);
+        }
+    }
     ENABLED.store(categories.bits(), Ordering::SeqCst);
     Ok(())
 }
 
-/// `TRACE_STOP`: every CPU stops recording at its next event.
+/// `trace_control::STOP`: every CPU stops recording at its next event, and every
+/// thread with a user buffer at its next record.
 pub fn stop() {
     ENABLED.store(0, Ordering::SeqCst);
+    for buffer in USER_BUFFERS.lock().table.iter().flatten() {
+        enable_user_buffer(buffer.frame, Categories::empty());
+    }
 }
 
-/// `TRACE_DUMP`: stops tracing and writes the dump (header, every CPU's core section,
+/// `trace_control::DUMP`: stops tracing and writes the dump (header, every CPU's core section,
 /// every CPU's ring, oldest record first) to the trace port. Returns records written.
 /// Runs with interrupts off for as long as the UART takes (a debugging operation).
 pub fn dump() -> u64 {
@@ -312,6 +457,22 @@ pub fn dump() -> u64 {
         let lost = t.ring.lost();
         written += t.ring.len() as u64;
         if writer.records(SOURCE_CORE, u32::from(cpu), lost, t.ring.drain()).is_err() {
+            return 0;
+        }
+    }
+    // User buffers: copied out, then checked as untrusted (a header user space broke
+    // is skipped; records lose any kernel kind, and get their owner as thread).
+    let mut buffers = USER_BUFFERS.lock();
+    let UserBuffers { table, scratch } = &mut *buffers;
+    for buffer in table.iter().flatten() {
+        objects::copy_from_user_frame(buffer.frame, scratch);
+        let Ok(view) = UserBufferView::parse(scratch) else { continue };
+        let owner = thread_id(buffer.thread);
+        let records =
+            view.records().filter_map(|r| user_buffer::sanitize(r, owner, cpu_count)).inspect(|_| {
+                written += 1;
+            });
+        if writer.records_batched(SOURCE_THREAD, owner, view.lost(), records).is_err() {
             return 0;
         }
     }

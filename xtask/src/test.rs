@@ -153,7 +153,8 @@ impl QemuCase {
     }
 
     /// Boots the `trace` workload (`cargo xtask trace`'s): the ping-pong is correct
-    /// and COM2 carries a dump that decodes, with IPC flows on every CPU.
+    /// and COM2 carries a dump that decodes, with IPC flows on every CPU and named
+    /// client and server threads that recorded user spans.
     const fn trace(name: &'static str, cpus: u32) -> Self {
         Self {
             name,
@@ -316,6 +317,14 @@ fn trace_problems(trace: &ramen_perf_export::Trace, cpus: u32) -> Vec<String> {
     }
     if crate::trace::cross_cpu_flows(trace) == 0 {
         problems.push("no IPC delivery crossed CPUs".into());
+    }
+    // Client and server record spans into their user trace buffers, and are named.
+    let user_threads = crate::trace::threads_with_user_spans(trace);
+    if user_threads.len() < 2 {
+        problems.push(format!("user spans from {} threads, expected client and server", user_threads.len()));
+    }
+    for thread in user_threads.iter().filter(|t| !trace.thread_names.contains_key(t)) {
+        problems.push(format!("thread {thread} recorded user spans but has no name"));
     }
     problems
 }
@@ -490,6 +499,14 @@ mod tests {
         assert!(problems.iter().any(|p| p.contains("cpu 2")), "{problems:?}");
         let one_cpu = ramen_perf_export::synthetic::ipc_pingpong(1, 3);
         assert!(trace_problems(&one_cpu, 1).iter().any(|p| p.contains("crossed")));
+        let mut unnamed = trace.clone();
+        unnamed.thread_names.clear();
+        assert!(trace_problems(&unnamed, 2).iter().any(|p| p.contains("no name")));
+        let mut kernel_only = trace;
+        kernel_only
+            .sources
+            .retain(|source, _| matches!(source, ramen_perf_export::decode::SourceId::Core(_)));
+        assert!(trace_problems(&kernel_only, 2).iter().any(|p| p.contains("user spans from 0")));
     }
 
     #[test]

@@ -134,6 +134,22 @@ pub fn ipc_flow_cpus(trace: &Trace) -> Vec<u16> {
     cpus
 }
 
+/// Threads whose user trace buffer holds at least one span.
+pub fn threads_with_user_spans(trace: &Trace) -> Vec<u32> {
+    trace
+        .sources
+        .iter()
+        .filter_map(|(source, data)| match source {
+            SourceId::Thread(thread)
+                if data.records.iter().any(|r| r.event_kind() == Some(EventKind::UserSpanBegin)) =>
+            {
+                Some(*thread)
+            }
+            _ => None,
+        })
+        .collect()
+}
+
 /// Flow ids received that no send or reply in the trace started (lost ends).
 pub fn unmatched_receives(trace: &Trace) -> usize {
     let records = || trace.sources.values().flat_map(|s| s.records.iter());

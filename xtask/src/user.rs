@@ -31,6 +31,7 @@ pub const BOOT_PROGRAMS: &[(&str, &str)] = &[
     ("longmsg", "longmsg"),
     ("leaser", "leaser"),
     ("leasesrv", "leasesrv"),
+    ("notrace", "notrace"),
     ("bench-ipc", "bench-ipc"),
 ];
 

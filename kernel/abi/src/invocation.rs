@@ -18,22 +18,18 @@ pub mod debug {
     /// owners, states, priorities, links). MR0 = violations found, MR1 = slots checked,
     /// MR2 = queued threads checked.
     pub const CHECK_INVARIANTS: u64 = 3;
-    /// Start kernel tracing on every CPU (the tracing labels start at 0x10, leaving
-    /// room below for other console operations): MR0 = categories to record (the
-    /// `ramen_perf_record::Categories` bits; kernel categories only). Clears every
-    /// CPU's trace ring first. Tracing control rides on the debug console for now.
-    pub const TRACE_START: u64 = 0x10;
-    /// Stop kernel tracing on every CPU; the rings keep what they hold.
-    pub const TRACE_STOP: u64 = 0x11;
-    /// Stop tracing, then write every CPU's ring as one trace dump to the trace port
-    /// (COM2). Returns MR0 = records written.
-    pub const TRACE_DUMP: u64 = 0x12;
+    /// Labels the debug console once used for tracing control (0x10..=0x12, see
+    /// [`super::trace_control`]); the console now refuses them with
+    /// `IllegalOperation`, and they stay reserved so an old program cannot reach a
+    /// new console operation by accident.
+    pub const RETIRED_TRACE_LABELS: [u64; 3] = [0x10, 0x11, 0x12];
 
-    // Regression: `TRACE_START` was once given label 3, which `CHECK_INVARIANTS` took at
-    // the same time, so starting a trace ran the invariant check instead. Every
-    // console label must be distinct.
+    // Regression: `TRACE_START` was once given console label 3, which
+    // `CHECK_INVARIANTS` took at the same time, so starting a trace ran the invariant
+    // check instead. Every console label must be distinct, retired ones included.
     const _: () = {
-        let labels = [WRITE, IPC_STATS, CHECK_INVARIANTS, TRACE_START, TRACE_STOP, TRACE_DUMP];
+        let [r0, r1, r2] = RETIRED_TRACE_LABELS;
+        let labels = [WRITE, IPC_STATS, CHECK_INVARIANTS, r0, r1, r2];
         let mut i = 0;
         while i < labels.len() {
             let mut j = i + 1;
@@ -75,6 +71,24 @@ pub mod thread {
     /// free of mappings, with its page tables installed (the kernel allocates none).
     /// Needs the write right; `Busy` while a lease is mapped there.
     pub const SET_LEASE_WINDOW: u64 = 0x17;
+    /// Name the thread (shown in traces): MR0 = length in bytes (at most
+    /// [`NAME_MAX`], 0 clears the name), MR1.. = UTF-8 bytes, little-endian, eight
+    /// per register. Needs the write right; the thread must be the caller or
+    /// suspended.
+    pub const SET_NAME: u64 = 0x18;
+    /// Longest thread name in bytes (two message registers).
+    pub const NAME_MAX: usize = 16;
+    /// Give the thread a user trace buffer: MR0 = a 4 KiB frame capability (read and
+    /// write rights) in the caller's CSpace, 0 to take the buffer away. The kernel
+    /// writes the buffer's header (`ramen_perf_record::user_buffer`,
+    /// [`TRACE_BUFFER_RECORDS`] records, overwrite mode), sets its enabled categories
+    /// when tracing starts and stops, and copies its records into the trace dump. The
+    /// thread maps the frame and appends records itself, with no system call per
+    /// event. Needs the write right; `Busy` when the kernel's table of buffers is full.
+    pub const SET_TRACE_BUFFER: u64 = 0x19;
+    /// Records in a user trace buffer: the largest power of two that fits a 4 KiB
+    /// frame after the 64-byte header.
+    pub const TRACE_BUFFER_RECORDS: u32 = 64;
 }
 
 /// Operations on a `CNode` capability. MR0 = destination index, MR1 = destination
@@ -139,6 +153,21 @@ pub mod sched_control {
     pub const MIN_SLICE_NS: u64 = 100_000;
     /// Longest time slice.
     pub const MAX_SLICE_NS: u64 = 1_000_000_000;
+}
+
+/// Operations on the `TraceControl` capability (kernel tracing, every CPU). The root
+/// task gets it at boot in `slot::TRACE_CONTROL`; a program without a copy can
+/// neither start, stop nor read tracing.
+pub mod trace_control {
+    /// Start tracing on every CPU: MR0 = categories to record (the
+    /// `ramen_perf_record::Categories` bits; kernel categories only). Clears every
+    /// CPU's trace ring first.
+    pub const START: u64 = 0x80;
+    /// Stop tracing on every CPU; the rings keep what they hold.
+    pub const STOP: u64 = 0x81;
+    /// Stop tracing, then write every CPU's ring as one trace dump to the trace port
+    /// (COM2). Returns MR0 = records written.
+    pub const DUMP: u64 = 0x82;
 }
 
 /// Operations on the `IrqControl` capability.

@@ -19,6 +19,10 @@ pub const DEBUG: u64 = 4;
 pub const IRQ_CONTROL: u64 = 5;
 /// The whole I/O port space (root task only).
 pub const IO_PORTS: u64 = 6;
+/// Trace control (root task only): starts, stops and dumps kernel tracing. Slots
+/// 7..=14 are left to the programs the root task starts (fault endpoint, report and
+/// wait endpoints, benchmark endpoints).
+pub const TRACE_CONTROL: u64 = 15;
 /// First slot of per-CPU scheduling-control capabilities (root task only), one per
 /// CPU, in CPU index order.
 pub const SCHED_CONTROL_BASE: u64 = 16;

@@ -136,6 +136,11 @@ impl Cap {
         Self::with(CapType::DebugConsole, 0, 0)
     }
 
+    /// The trace control capability (boot only).
+    pub const fn trace_control() -> Self {
+        Self::with(CapType::TraceControl, 0, 0)
+    }
+
     /// The IRQ control capability (boot only).
     pub const fn irq_control() -> Self {
         Self::with(CapType::IrqControl, 0, 0)
@@ -223,7 +228,8 @@ impl Cap {
             | CapType::IrqHandler
             | CapType::IoPort
             | CapType::SchedControl
-            | CapType::DebugConsole => None,
+            | CapType::DebugConsole
+            | CapType::TraceControl => None,
             CapType::CNode | CapType::Zombie => {
                 let bytes = 1u64.checked_shl(u32::from(self.size_bits) + u32::from(SLOT_BITS))?;
                 Some((self.addr, self.addr.checked_add(bytes)?))

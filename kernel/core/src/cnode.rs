@@ -279,7 +279,8 @@ fn teardown(cap: &Cap) -> Option<Destroyed> {
         | CapType::Untyped
         | CapType::IrqControl
         | CapType::SchedControl
-        | CapType::DebugConsole => return None,
+        | CapType::DebugConsole
+        | CapType::TraceControl => return None,
     })
 }
 

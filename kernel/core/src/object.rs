@@ -94,6 +94,8 @@ pub enum CapType {
     Zombie = 17,
     /// The kernel debug console (write-only).
     DebugConsole = 18,
+    /// Authority over kernel tracing: start (with categories), stop, dump.
+    TraceControl = 19,
 }
 
 impl CapType {
@@ -119,6 +121,7 @@ impl CapType {
             16 => Self::SchedControl,
             17 => Self::Zombie,
             18 => Self::DebugConsole,
+            19 => Self::TraceControl,
             _ => return None,
         })
     }
@@ -150,7 +153,8 @@ impl CapType {
             | Self::IoPort
             | Self::SchedControl
             | Self::Zombie
-            | Self::DebugConsole => return Err(Error::InvalidArgument),
+            | Self::DebugConsole
+            | Self::TraceControl => return Err(Error::InvalidArgument),
         })
     }
 
@@ -317,10 +321,12 @@ mod tests {
 
     #[test]
     fn type_codes_round_trip() {
-        for code in 0..=18 {
+        for code in 0..=19 {
             assert_eq!(CapType::from_code(code).map(|t| t as u64), Some(code));
         }
-        assert_eq!(CapType::from_code(19), None);
+        assert_eq!(CapType::from_code(20), None);
+        // Boot-only authority: retype never makes one.
+        assert_eq!(CapType::TraceControl.object_bits(0), Err(Error::InvalidArgument));
     }
 
     #[test]

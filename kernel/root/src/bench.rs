@@ -17,11 +17,10 @@
 //! (round trips per pair in the scaling runs).
 
 use ramen_abi::bootinfo::BootInfo;
-use ramen_abi::invocation::debug;
 use ramen_abi::{object, slot};
 use ramen_bench_ipc::{ENDPOINT, Job, MAX_ROUNDS, MAX_SAMPLES, PING, PONG, REPORT, Role, START, label};
 use ramen_perf_record::Categories;
-use ramen_rt::{Message, call, kobj, println, recv, send};
+use ramen_rt::{Message, kobj, println, recv, send};
 
 use crate::alloc::Alloc;
 use crate::loader::{self, Child, Files, Spawn};
@@ -262,7 +261,7 @@ fn latency(ctx: &mut Ctx, pair: &Pair) -> Result<(), &'static str> {
     let (fast_before, slow_before) = kobj::ipc_stats(slot::DEBUG).unwrap_or((0, 0));
     if pair.kind == Kind::Traced {
         let all_kernel = u64::from((Categories::all() - Categories::USER).bits());
-        ok(call(slot::DEBUG, &Message::new(debug::TRACE_START, &[all_kernel])), "cannot start tracing")?;
+        ok(kobj::trace_start(slot::TRACE_CONTROL, all_kernel), "cannot start tracing")?;
     }
     let (client, server) = if pair.kind == Kind::SameAs {
         let client = start(ctx, &client_job, pair.client_cpu, client_grants)?;
@@ -287,7 +286,7 @@ fn latency(ctx: &mut Ctx, pair: &Pair) -> Result<(), &'static str> {
         let _ = kobj::suspend(child.tcb);
     }
     if pair.kind == Kind::Traced {
-        let _ = call(slot::DEBUG, &Message::new(debug::TRACE_STOP, &[]));
+        let _ = kobj::trace_stop(slot::TRACE_CONTROL);
     }
     let (fast_after, slow_after) = kobj::ipc_stats(slot::DEBUG).unwrap_or((0, 0));
     let report = result?;

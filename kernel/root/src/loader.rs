@@ -83,7 +83,16 @@ pub fn fill_frame(alloc: &mut Alloc, frame: u64, bytes: &[u8], offset: usize) ->
     scratch.unmap()
 }
 
-/// Loads and starts a program.
+/// A program's thread name in traces: its file name, cut to what the kernel keeps.
+fn thread_name(file: &str) -> &str {
+    let mut end = file.len().min(ramen_abi::invocation::thread::NAME_MAX);
+    while !file.is_char_boundary(end) {
+        end -= 1;
+    }
+    file.get(..end).unwrap_or("")
+}
+
+/// Loads and starts a program (its thread named after the file).
 pub fn spawn(alloc: &mut Alloc, files: &Files, spec: &Spawn<'_>) -> Result<Child, SysError> {
     let bad = || SysError(ramen_abi::Error::InvalidArgument.code());
     let archive = files.archive().ok_or_else(bad)?;
@@ -133,6 +142,7 @@ pub fn spawn(alloc: &mut Alloc, files: &Files, spec: &Spawn<'_>) -> Result<Child
     }
     let fault = if spec.fault_handler { FAULT_SLOT } else { 0 };
     kobj::configure(tcb, root, vspace, fault, IPC_BUFFER)?;
+    kobj::set_name(tcb, thread_name(spec.name))?;
     kobj::write_entry(tcb, program.entry(), STACK_TOP, spec.arg)?;
     kobj::set_priority(tcb, spec.priority)?;
     kobj::set_affinity(tcb, spec.cpu)?;

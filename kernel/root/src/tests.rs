@@ -6,8 +6,9 @@
 //! `user: N passed, M failed` line.
 
 use ramen_abi::bootinfo::BootInfo;
-use ramen_abi::invocation::{debug, thread};
+use ramen_abi::invocation::{debug, thread, trace_control};
 use ramen_abi::{Error, object, slot};
+use ramen_perf_record::Categories;
 use ramen_rt::{Message, SysError, call, kobj, println, recv};
 
 use crate::alloc::Alloc;
@@ -29,6 +30,10 @@ const TEST_PRIORITY: u64 = 10;
 const FUZZ_DEFAULT: u64 = 20_000;
 
 type Outcome = Result<(), &'static str>;
+
+/// Trace categories the tracing tests start (`ramen_perf_record::Categories` bits).
+const USER: u64 = Categories::USER.bits() as u64;
+const SCHED: u64 = Categories::SCHED.bits() as u64;
 
 struct Ctx {
     alloc: Alloc,
@@ -72,7 +77,7 @@ pub fn run(info: &'static BootInfo) -> bool {
     let mut ctx = Ctx { alloc, files, report, next_badge: 1, cpus: u64::from(info.cpu_count), fuzz_count };
 
     type Case = (&'static str, fn(&mut Ctx) -> Outcome);
-    let cases: [Case; 22] = [
+    let cases: [Case; 26] = [
         ("invalid_capability_pointers_are_rejected", invalid_capability_pointers),
         ("wrong_types_and_labels_are_rejected", wrong_types_and_labels),
         ("retype_rejects_bad_input_and_changes_nothing", retype_bad_input),
@@ -95,6 +100,10 @@ pub fn run(info: &'static BootInfo) -> bool {
         ("leases_lend_pinned_memory_for_one_call", leases),
         ("lease_release_shoots_down_cpus_running_the_server", lease_shootdown),
         ("deleting_a_mapped_frame_or_installed_table_unmaps_it", delete_mapped_frame),
+        ("tracing_needs_the_trace_control_capability", trace_control),
+        ("thread_names_are_checked", thread_names),
+        ("user_trace_buffers_follow_trace_control", user_trace_buffer),
+        ("foundry_clients_record_one_span_per_call", foundry_spans),
     ];
     let (mut passed, mut failed) = (0u32, 0u32);
     for (name, case) in
@@ -1117,4 +1126,158 @@ fn delete_installed_table(ctx: &mut Ctx) -> Outcome {
     // The frame mapped through the deleted table: its record no longer matches
     // anything, and deleting it touches nothing.
     ok(kobj::delete(slot::CNODE, frame, 64), "delete a frame whose table went")
+}
+
+/// Only the holder of the TraceControl capability starts, stops or reads tracing: a
+/// program without it gets `IllegalOperation` for the labels the debug console used to
+/// take (and for trace-control labels on other capabilities) and `InvalidCapability`
+/// for the empty trace-control slot. (Tracing control used to ride on the debug
+/// console, which every program gets.)
+fn trace_control(ctx: &mut Ctx) -> Outcome {
+    let (child, badge) = start(ctx, "notrace", 0, ctx.cpus - 1, &[], false)?;
+    let mut codes = None;
+    collect(ctx, 100, |b, message| {
+        if b == badge && message.label() == 4 {
+            let mut words = [0u64; 6];
+            for (word, got) in words.iter_mut().zip(message.words()) {
+                *word = *got;
+            }
+            codes = Some((message.words().len(), words));
+            return true;
+        }
+        false
+    });
+    stop(&child);
+    let illegal = Error::IllegalOperation.code();
+    let expected = [illegal, illegal, illegal, illegal, illegal, Error::InvalidCapability.code()];
+    match codes {
+        Some((6, codes)) if codes == expected => {}
+        Some(_) => return Err("a program without TraceControl was not refused as documented"),
+        None => return Err("the notrace program never reported"),
+    }
+    // The holder can: bad categories are refused, a start and a stop work.
+    let start_with =
+        |categories| call(slot::TRACE_CONTROL, &Message::new(trace_control::START, &[categories]));
+    expect_err(start_with(1 << 31), Error::InvalidArgument, "unknown category bits accepted")?;
+    expect_err(
+        call(slot::TRACE_CONTROL, &Message::new(0x7f, &[])),
+        Error::IllegalOperation,
+        "unknown trace-control label accepted",
+    )?;
+    ok(kobj::trace_start(slot::TRACE_CONTROL, SCHED), "the root task cannot start tracing")?;
+    ok(kobj::trace_stop(slot::TRACE_CONTROL), "the root task cannot stop tracing")
+}
+
+/// `SET_NAME` takes at most 16 bytes of UTF-8 without NUL and changes nothing on error.
+fn thread_names(ctx: &mut Ctx) -> Outcome {
+    let set = |len, a, b| call(slot::THREAD, &Message::new(thread::SET_NAME, &[len, a, b]));
+    expect_err(set(17, 0, 0), Error::RangeError, "a 17-byte name accepted")?;
+    expect_err(set(2, 0xffff, 0), Error::InvalidArgument, "a name that is not UTF-8 accepted")?;
+    expect_err(set(3, u64::from_le_bytes(*b"a\0b\0\0\0\0\0"), 0), Error::InvalidArgument, "a NUL accepted")?;
+    expect_err(
+        call(slot::DEBUG, &Message::new(thread::SET_NAME, &[1, 0x41, 0])),
+        Error::IllegalOperation,
+        "SET_NAME on the console accepted",
+    )?;
+    ok(kobj::set_name(slot::THREAD, "root (tests)"), "a good name refused")?;
+    ok(kobj::set_name(slot::THREAD, "root"), "renaming refused")?;
+    // Another thread only while it is suspended (its TCB is its CPU's to touch): a
+    // `spin` that has reported is surely running.
+    let (spinner, badge) = start(ctx, "spin", 100_000, ctx.cpus - 1, &[], false)?;
+    let running = collect(ctx, 1000, |b, _| b == badge);
+    let named = kobj::set_name(spinner.tcb, "running");
+    stop(&spinner);
+    if !running {
+        return Err("the spin program never reported");
+    }
+    // (Naming a suspended thread is what the loader does for every program it starts.
+    // Suspending one on another CPU is asynchronous, so it is not repeated here.)
+    expect_err(named, Error::WrongThreadState, "named a thread that was not suspended")
+}
+
+/// A user trace buffer: bad frames are refused; recording (no system call) happens
+/// only while tracing runs with `USER`, because the kernel flips the flag in the shared
+/// header; each start empties the buffer.
+fn user_trace_buffer(ctx: &mut Ctx) -> Outcome {
+    use ramen_rt::trace::{Tracer, label};
+    // The page after the root task's IPC buffer, whose page table the kernel installed.
+    const BUFFER: u64 = ramen_abi::syscall::ROOT_IPC_BUFFER + ramen_rt::vm::PAGE;
+    let frame = ok(ctx.alloc.make(object::FRAME_4K, 0), "frame")?;
+    let endpoint = ok(ctx.alloc.make(object::ENDPOINT, 0), "endpoint")?;
+    let read_only = ok(ctx.alloc.slot(), "slot")?;
+    ok(kobj::mint(slot::CNODE, read_only, 64, frame, object::rights::READ, 0), "read-only copy")?;
+    expect_err(kobj::set_trace_buffer(slot::THREAD, endpoint), Error::WrongType, "an endpoint as buffer")?;
+    expect_err(
+        kobj::set_trace_buffer(slot::THREAD, read_only),
+        Error::InsufficientRights,
+        "a read-only frame",
+    )?;
+    let empty = ok(ctx.alloc.slot(), "slot")?;
+    expect_err(kobj::set_trace_buffer(slot::THREAD, empty), Error::InvalidCapability, "an empty slot")?;
+
+    let mut tracer = ok(Tracer::attach(slot::THREAD, frame, BUFFER), "attach a buffer")?;
+    let call = label("call");
+    if tracer.instant(call, 0) {
+        return Err("recorded while tracing was off");
+    }
+    ok(kobj::trace_start(slot::TRACE_CONTROL, USER), "start user tracing")?;
+    let recorded = tracer.begin(call, 1) && tracer.counter(label("depth"), 3) && tracer.end(call, 1);
+    let count = tracer.recorded();
+    ok(kobj::trace_stop(slot::TRACE_CONTROL), "stop tracing")?;
+    if !recorded || count != 3 {
+        return Err("records refused or miscounted while user tracing ran");
+    }
+    if tracer.instant(call, 2) {
+        return Err("recorded after tracing stopped");
+    }
+    ok(kobj::trace_start(slot::TRACE_CONTROL, SCHED), "start without USER")?;
+    let (emptied, refused) = (tracer.recorded() == 0, !tracer.instant(call, 3));
+    ok(kobj::trace_stop(slot::TRACE_CONTROL), "stop tracing")?;
+    if !emptied || !refused {
+        return Err("a start without USER left the buffer full or recording");
+    }
+    ok(tracer.detach(slot::THREAD), "detach")?;
+    // A registered frame whose last capabilities are deleted is forgotten: tracing
+    // starts and stops afterwards without touching it.
+    ok(kobj::set_trace_buffer(slot::THREAD, frame), "register again")?;
+    ok(kobj::delete(slot::CNODE, read_only, 64), "delete the copy")?;
+    ok(kobj::delete(slot::CNODE, frame, 64), "delete the frame")?;
+    ok(kobj::trace_start(slot::TRACE_CONTROL, USER), "start after the delete")?;
+    ok(kobj::trace_stop(slot::TRACE_CONTROL), "stop after the delete")?;
+    ok(kobj::set_trace_buffer(slot::THREAD, 0), "nothing left to take away")
+}
+
+/// A Foundry client given a tracer (`ramen_rt::trace::CallSpans`) records a begin and
+/// an end per call into its user trace buffer while user tracing runs.
+fn foundry_spans(ctx: &mut Ctx) -> Outcome {
+    /// The echo client's calls (`kernel/user-tests/src/bin/echo.rs`).
+    const CALLS: u64 = 7;
+    /// Child slot of the buffer's frame (`ramen_user_tests::TRACE_FRAME`).
+    const TRACE_FRAME: u64 = 10;
+    let endpoint = ok(ctx.alloc.make(object::ENDPOINT, 0), "endpoint")?;
+    let frame = ok(ctx.alloc.make(object::FRAME_4K, 0), "frame")?;
+    let (server, _) = start(ctx, "echo", 0, 0, &[(WAIT, endpoint)], false)?;
+    ok(kobj::trace_start(slot::TRACE_CONTROL, USER), "start user tracing")?;
+    let client = start(ctx, "echo", 2, 0, &[(WAIT, endpoint), (TRACE_FRAME, frame)], false);
+    let mut verdict = None;
+    if let Ok((_, badge)) = client {
+        collect(ctx, 100, |b, message| {
+            if b == badge {
+                verdict = Some((message.label(), message.words().first().copied()));
+                return true;
+            }
+            false
+        });
+    }
+    let _ = kobj::trace_stop(slot::TRACE_CONTROL);
+    if let Ok((client, _)) = client {
+        stop(&client);
+    }
+    stop(&server);
+    match verdict {
+        Some((1, Some(recorded))) if recorded == 2 * CALLS => Ok(()),
+        Some((1, _)) => Err("the traced client did not record a begin and an end per call"),
+        Some(_) => Err("the traced echo client got a wrong answer"),
+        None => Err("the traced echo client never finished"),
+    }
 }

@@ -11,10 +11,9 @@
 //! instruction, so the difference is the recording cost.
 
 use ramen_abi::bootinfo::BootInfo;
-use ramen_abi::invocation::debug;
 use ramen_abi::{object, slot};
 use ramen_perf_record::Categories;
-use ramen_rt::{Message, call, kobj, println, recv};
+use ramen_rt::{kobj, println, recv};
 
 use crate::alloc::Alloc;
 use crate::loader::{self, Child, Files, Spawn};
@@ -32,13 +31,14 @@ const PRIORITY: u64 = 10;
 /// Messages the root task reads while waiting for the client's report.
 const REPORT_PATIENCE: u32 = 16;
 
-/// Every kernel category.
-fn kernel_categories() -> u64 {
-    u64::from((Categories::all() - Categories::USER).bits())
-}
+/// The child slot `pingpong` takes a trace-buffer frame from
+/// (`ramen_user_tests::TRACE_FRAME`).
+const TRACE_FRAME: u64 = 10;
 
-fn console_call(label: u64, words: &[u64]) -> bool {
-    call(slot::DEBUG, &Message::new(label, words)).is_ok()
+/// Every kernel category, and user events too when the programs have buffers.
+fn categories(user: bool) -> u64 {
+    let kernel = Categories::all() - Categories::USER;
+    u64::from(if user { Categories::all() } else { kernel }.bits())
 }
 
 /// Runs the workload and dumps the trace; returns whether the ping-pong was correct
@@ -60,19 +60,17 @@ pub fn run(info: &'static BootInfo, cmdline: &str) -> bool {
     }
     let server_cpu = u64::from(info.cpu_count.saturating_sub(1));
     println!("trace: {} round trips, client on cpu 0, server on cpu {}", rounds, server_cpu);
-    let traced = ping_pong(&mut alloc, &files, rounds, server_cpu, true);
+    let traced = ping_pong(&mut alloc, &files, rounds, server_cpu, Traced::WithUserBuffers);
     println!("trace: ping-pong {}", if traced.is_some() { "correct" } else { "FAILED" });
     ok &= traced.is_some();
-    match call(slot::DEBUG, &Message::new(debug::TRACE_DUMP, &[])) {
-        Ok(reply) => match reply.words().first() {
-            Some(&n) if n > 0 => println!("trace: dumped {} records to COM2", n),
-            _ => {
-                println!("trace: the kernel wrote no trace dump (empty rings or no trace port)");
-                return false;
-            }
-        },
+    match kobj::trace_dump(slot::TRACE_CONTROL) {
+        Ok(n) if n > 0 => println!("trace: dumped {} records to COM2", n),
+        Ok(_) => {
+            println!("trace: the kernel wrote no trace dump (empty rings or no trace port)");
+            return false;
+        }
         Err(e) => {
-            println!("trace: TRACE_DUMP failed with error {}", e.code());
+            println!("trace: DUMP failed with error {}", e.code());
             return false;
         }
     }
@@ -81,9 +79,9 @@ pub fn run(info: &'static BootInfo, cmdline: &str) -> bool {
 
 /// The same-CPU ping-pong with tracing off, then on; prints ticks per round trip.
 fn overhead(alloc: &mut Alloc, files: &Files) -> bool {
-    let off = ping_pong(alloc, files, OVERHEAD_ROUNDS, 0, false);
-    let on = ping_pong(alloc, files, OVERHEAD_ROUNDS, 0, true);
-    let _ = console_call(debug::TRACE_STOP, &[]);
+    let off = ping_pong(alloc, files, OVERHEAD_ROUNDS, 0, Traced::No);
+    let on = ping_pong(alloc, files, OVERHEAD_ROUNDS, 0, Traced::Kernel);
+    let _ = kobj::trace_stop(slot::TRACE_CONTROL);
     match (off, on) {
         (Some(off), Some(on)) => {
             println!(
@@ -103,35 +101,47 @@ fn overhead(alloc: &mut Alloc, files: &Files) -> bool {
     }
 }
 
+/// How a ping-pong is traced.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Traced {
+    No,
+    /// Every kernel category.
+    Kernel,
+    /// Every kernel category, and each program records into a user trace buffer.
+    WithUserBuffers,
+}
+
 /// One ping-pong of `rounds` calls, client on CPU 0 and server on `server_cpu`, with
-/// tracing started (all kernel categories) just before the client if `traced`.
-/// Returns the client's TSC ticks for its calls, if every answer was right.
-fn ping_pong(alloc: &mut Alloc, files: &Files, rounds: u64, server_cpu: u64, traced: bool) -> Option<u64> {
+/// tracing started just before the client as `traced` says. Returns the client's TSC
+/// ticks for its calls, if every answer was right.
+fn ping_pong(alloc: &mut Alloc, files: &Files, rounds: u64, server_cpu: u64, traced: Traced) -> Option<u64> {
     let (Ok(report), Ok(endpoint)) = (alloc.make(object::ENDPOINT, 0), alloc.make(object::ENDPOINT, 0))
     else {
         println!("trace: cannot make endpoints");
         return None;
     };
-    let grants = [(REPORT, report), (WAIT, endpoint)];
-    let spec = |arg, cpu| Spawn {
-        name: "pingpong",
-        arg,
-        cpu,
-        priority: PRIORITY,
-        grants: &grants,
-        fault_handler: false,
+    // With user buffers, each program gets a frame of its own for one.
+    let user = traced == Traced::WithUserBuffers;
+    let grants = |alloc: &mut Alloc| {
+        let frame = if user { alloc.make(object::FRAME_4K, 0).ok() } else { None };
+        let grants = [(REPORT, report), (WAIT, endpoint), (TRACE_FRAME, frame.unwrap_or(0))];
+        (grants, if frame.is_some() { 3 } else { 2 })
     };
-    let Ok(server) = loader::spawn(alloc, files, &spec(0, server_cpu)) else {
+    let (server_grants, server_count) = grants(alloc);
+    let (client_grants, client_count) = grants(alloc);
+    let server_spec = spec(0, server_cpu, server_grants.get(..server_count).unwrap_or(&[]));
+    let Ok(server) = loader::spawn(alloc, files, &server_spec) else {
         println!("trace: cannot start the pingpong server");
         return None;
     };
-    if traced && !console_call(debug::TRACE_START, &[kernel_categories()]) {
+    if traced != Traced::No && kobj::trace_start(slot::TRACE_CONTROL, categories(user)).is_err() {
         println!("trace: the kernel refused to start tracing");
         stop(&server);
         return None;
     }
     let mut ticks = None;
-    if let Ok(client) = loader::spawn(alloc, files, &spec(rounds << 1 | 1, 0)) {
+    let client_spec = spec(rounds << 1 | 1, 0, client_grants.get(..client_count).unwrap_or(&[]));
+    if let Ok(client) = loader::spawn(alloc, files, &client_spec) {
         for _ in 0..REPORT_PATIENCE {
             if let Ok((_, message)) = recv(report) {
                 ticks = (message.label() == 1).then(|| message.words().get(1).copied().unwrap_or(0));
@@ -142,6 +152,11 @@ fn ping_pong(alloc: &mut Alloc, files: &Files, rounds: u64, server_cpu: u64, tra
     }
     stop(&server);
     ticks
+}
+
+/// A `pingpong` program's start: `arg` (see the program), on `cpu`, with `grants`.
+fn spec(arg: u64, cpu: u64, grants: &[(u64, u64)]) -> Spawn<'_> {
+    Spawn { name: "pingpong", arg, cpu, priority: PRIORITY, grants, fault_handler: false }
 }
 
 fn stop(child: &Child) {

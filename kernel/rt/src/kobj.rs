@@ -154,3 +154,42 @@ pub fn check_invariants(console: u64) -> Result<(u64, u64, u64), SysError> {
     let word = |i: usize| w.get(i).copied().unwrap_or(0);
     Ok((word(0), word(1), word(2)))
 }
+
+/// Names the thread `tcb` (at most `thread::NAME_MAX` bytes of UTF-8, no NUL; shown in
+/// traces). An empty name clears it.
+pub fn set_name(tcb: u64, name: &str) -> Result<(), SysError> {
+    let bytes = name.as_bytes();
+    if bytes.len() > thread::NAME_MAX {
+        return Err(SysError(ramen_abi::Error::RangeError.code()));
+    }
+    let mut words = [0u64; 2];
+    for (word, chunk) in words.iter_mut().zip(bytes.chunks(8)) {
+        let mut padded = [0u8; 8];
+        padded[..chunk.len()].copy_from_slice(chunk);
+        *word = u64::from_le_bytes(padded);
+    }
+    invoke(tcb, thread::SET_NAME, &[bytes.len() as u64, words[0], words[1]]).map(drop)
+}
+
+/// Starts kernel tracing of `categories` (`ramen_perf_record::Categories` bits) on
+/// every CPU through the TraceControl capability `trace_control`.
+pub fn trace_start(trace_control: u64, categories: u64) -> Result<(), SysError> {
+    invoke(trace_control, ramen_abi::invocation::trace_control::START, &[categories]).map(drop)
+}
+
+/// Stops kernel tracing on every CPU.
+pub fn trace_stop(trace_control: u64) -> Result<(), SysError> {
+    invoke(trace_control, ramen_abi::invocation::trace_control::STOP, &[]).map(drop)
+}
+
+/// Stops tracing and writes the dump to the trace port; returns the records written.
+pub fn trace_dump(trace_control: u64) -> Result<u64, SysError> {
+    let reply = invoke(trace_control, ramen_abi::invocation::trace_control::DUMP, &[])?;
+    Ok(reply.words().first().copied().unwrap_or(0))
+}
+
+/// Makes the 4 KiB frame `frame` (read and write rights) the trace buffer of the
+/// thread `tcb`, or takes its buffer away with `frame` 0 (see [`crate::trace`]).
+pub fn set_trace_buffer(tcb: u64, frame: u64) -> Result<(), SysError> {
+    invoke(tcb, thread::SET_TRACE_BUFFER, &[frame]).map(drop)
+}

@@ -20,6 +20,8 @@ pub mod kobj;
 pub mod msgbuf;
 #[allow(unsafe_code)]
 mod sys;
+#[cfg(feature = "trace")]
+pub mod trace;
 pub mod vm;
 
 use ramen_abi::syscall::Sys;

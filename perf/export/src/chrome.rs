@@ -2,9 +2,12 @@
 //! `chrome://tracing` open.
 //!
 //! One process ("RamenOS", pid 1); one thread track per core (kernel events, with
-//! the running thread as the bottom row) and one per user thread. Spans are `X`
+//! the running thread as the bottom row) and one per thread that has a user buffer or
+//! a name (`thread_name` metadata carries the name). Spans are `X`
 //! events built by [`crate::timeline`] so they always nest; IPC and IPI arrows are
 //! `s`/`f` flow pairs, the finish binding to the enclosing slice (`"bp":"e"`).
+
+use std::collections::BTreeSet;
 
 use serde_json::{Value, json};
 
@@ -35,8 +38,11 @@ pub fn to_chrome_json(trace: &Trace, timeline: &Timeline) -> String {
     events.push(json!({"ph": "M", "pid": PID, "name": "process_name", "args": {"name": "RamenOS"}}));
     let mut tracks: Vec<(TrackId, String)> =
         (0..trace.cpu_count()).map(|cpu| (TrackId::Core(cpu), format!("cpu {cpu} (kernel)"))).collect();
-    for thread in &timeline.thread_tracks {
-        tracks.push((TrackId::Thread(*thread), format!("{} (thread {thread})", trace.thread_name(*thread))));
+    // A track per thread with a user buffer or a name, named after the thread.
+    let threads: BTreeSet<u32> =
+        timeline.thread_tracks.iter().chain(trace.thread_names.keys()).copied().collect();
+    for thread in threads {
+        tracks.push((TrackId::Thread(thread), format!("{} (thread {thread})", trace.thread_name(thread))));
     }
     for (index, (track, name)) in tracks.iter().enumerate() {
         let tid = tid(*track);

@@ -12,7 +12,7 @@ use ramen_perf_record::dump::{
     MAX_CPUS, MAX_NAME_BYTES, NAME_FIXED_BYTES, NAME_LABEL, NAME_THREAD, RECORDS_FIXED_BYTES, SECTION_CORE,
     SECTION_END, SECTION_NAME, SECTION_RECORDS, SOURCE_CORE, SOURCE_THREAD, WriteError,
 };
-use ramen_perf_record::{RECORD_SIZE_BYTES, Record};
+use ramen_perf_record::{EventKind, RECORD_SIZE_BYTES, Record, ThreadName};
 
 /// Why a dump was rejected. Offsets are bytes from the start of the dump.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -113,13 +113,26 @@ impl Trace {
         }
     }
 
-    /// Display name of a user label.
+    /// Display name of a user label: from the label table, else the text an inline
+    /// label carries (`ramen_perf_record::inline_label`), else `label <id>`.
     pub fn label(&self, id: u64) -> String {
         u32::try_from(id)
             .ok()
             .and_then(|id| self.labels.get(&id).cloned())
+            .or_else(|| inline_label_text(id))
             .unwrap_or_else(|| format!("label {id}"))
     }
+}
+
+/// The text of an inline label: printable ASCII from the first byte, then only zero
+/// bytes; `None` for any other id.
+fn inline_label_text(id: u64) -> Option<String> {
+    let bytes = id.to_le_bytes();
+    let len = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    let (text, padding) = bytes.split_at(len);
+    let printable = |b: &u8| b.is_ascii_graphic() || *b == b' ';
+    (len > 0 && text.iter().all(printable) && padding.iter().all(|&b| b == 0))
+        .then(|| text.iter().map(|&b| char::from(b)).collect())
 }
 
 /// A bounds-checked cursor over the dump.
@@ -199,6 +212,8 @@ pub fn decode(bytes: &[u8]) -> Result<Trace, DecodeError> {
         labels: BTreeMap::new(),
         sources: BTreeMap::new(),
     };
+    // Names from `ThreadName` records; they override name sections.
+    let mut recorded_names = BTreeMap::new();
     loop {
         if reader.is_empty() {
             return Err(DecodeError::MissingEnd { offset: reader.at });
@@ -276,6 +291,16 @@ pub fn decode(bytes: &[u8]) -> Result<Trace, DecodeError> {
                     let offset = payload_at + payload.at;
                     let record = Record::from_bytes(&payload.array("record")?);
                     check_record(&record, offset, source, cpu_count)?;
+                    if record.event_kind() == Some(EventKind::ThreadName) {
+                        // The latest name wins: records come oldest first per source.
+                        let name = ThreadName::from_args(record.args).ok_or(DecodeError::BadName {
+                            offset,
+                            reason: "thread-name record is not a name",
+                        })?;
+                        if !name.is_empty() {
+                            recorded_names.insert(record.thread, name.as_str().to_owned());
+                        }
+                    }
                     entry.records.push(record);
                 }
             }
@@ -307,6 +332,7 @@ pub fn decode(bytes: &[u8]) -> Result<Trace, DecodeError> {
             offset.ok_or(DecodeError::MissingCore { cpu: u16::try_from(cpu).unwrap_or(u16::MAX) })?;
         trace.tsc_offsets.push(offset);
     }
+    trace.thread_names.extend(recorded_names);
     Ok(trace)
 }
 

@@ -237,7 +237,8 @@ fn ordered_events(trace: &Trace) -> Vec<Event> {
             SourceId::Thread(thread) => TrackId::Thread(*thread),
         };
         for record in &data.records {
-            let Some(kind) = record.event_kind() else {
+            // Metadata (thread names) went into the trace's tables when decoded.
+            let Some(kind) = record.event_kind().filter(|k| k.phase() != Phase::Metadata) else {
                 continue;
             };
             let offset = trace.tsc_offsets.get(usize::from(record.cpu)).copied().unwrap_or(0);
@@ -369,6 +370,7 @@ impl<'a> Builder<'a> {
                 let value = i64::from_le_bytes(record.args[1].to_le_bytes());
                 self.counters.push(CounterSample { track, ts, name, value });
             }
+            Phase::Metadata => {}
             Phase::Instant | Phase::FlowStart | Phase::FlowEnd => {
                 let depth = self.next_depth(track);
                 self.instants.push(Instant { track, ts, depth, kind, record });

@@ -8,7 +8,7 @@ use ramen_perf_export::synthetic::ipc_pingpong;
 use ramen_perf_record::dump::{
     Checksum, DumpWriter, FILE_HEADER_BYTES, NAME_THREAD, SECTION_HEADER_BYTES, SOURCE_CORE, SOURCE_THREAD,
 };
-use ramen_perf_record::{EventKind, Record};
+use ramen_perf_record::{EventKind, Record, ThreadName};
 
 fn dump(trace: &Trace) -> Vec<u8> {
     encode(trace).expect("valid trace encodes")
@@ -179,16 +179,17 @@ fn sections_from_one_source_merge_and_lost_counts_add_up() {
 
 fn arb_trace() -> impl Strategy<Value = Trace> {
     (1u16..4, 1u64..u64::MAX).prop_flat_map(|(cpus, tsc_hz)| {
-        let record = (0..EventKind::ALL.len(), 0..cpus, 0u32..8, any::<u64>(), any::<[u64; 2]>()).prop_map(
-            |(kind, cpu, thread, tsc, args)| Record {
-                tsc,
-                kind: EventKind::ALL[kind] as u16,
-                cpu,
-                thread,
-                args,
-            },
-        );
         let name = "[a-z][a-z0-9_]{0,15}";
+        let record = (0..EventKind::ALL.len(), 0..cpus, 0u32..8, any::<u64>(), any::<[u64; 2]>(), name)
+            .prop_map(|(kind, cpu, thread, tsc, args, name)| {
+                let kind = EventKind::ALL[kind];
+                // A thread-name record must carry a name; any other kind any arguments.
+                let args = match kind {
+                    EventKind::ThreadName => ThreadName::new(name.as_bytes()).map_or(args, |n| n.to_args()),
+                    _ => args,
+                };
+                Record { tsc, kind: kind as u16, cpu, thread, args }
+            });
         (
             Just(cpus),
             Just(tsc_hz),
@@ -197,7 +198,7 @@ fn arb_trace() -> impl Strategy<Value = Trace> {
             proptest::collection::btree_map(any::<u32>(), name, 0..4),
             proptest::collection::vec((any::<bool>(), any::<u64>(), record), 0..64),
         )
-            .prop_map(|(_, tsc_hz, tsc_offsets, thread_names, labels, records)| {
+            .prop_map(|(_, tsc_hz, tsc_offsets, mut thread_names, labels, records)| {
                 let mut sources: BTreeMap<SourceId, Source> = BTreeMap::new();
                 for (from_thread, lost, record) in records {
                     let id = if from_thread {
@@ -208,6 +209,14 @@ fn arb_trace() -> impl Strategy<Value = Trace> {
                     let source = sources.entry(id).or_default();
                     source.lost = lost % 1000;
                     source.records.push(record);
+                }
+                // The decoder takes names from thread-name records too, the latest
+                // in dump order winning over name sections.
+                for record in sources.values().flat_map(|s| &s.records) {
+                    if record.event_kind() == Some(EventKind::ThreadName) {
+                        let name = ThreadName::from_args(record.args).expect("generated as a name");
+                        thread_names.insert(record.thread, name.as_str().to_owned());
+                    }
                 }
                 Trace { tsc_hz, tsc_offsets, thread_names, labels, sources }
             })

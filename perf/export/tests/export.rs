@@ -4,12 +4,12 @@ use std::collections::{BTreeMap, HashMap};
 
 use proptest::prelude::*;
 use ramen_perf_export::chrome::to_chrome_json;
-use ramen_perf_export::decode::{Source, SourceId, Trace};
+use ramen_perf_export::decode::{Source, SourceId, Trace, decode, encode};
 use ramen_perf_export::summary::{Percentiles, summarize};
 use ramen_perf_export::svg::{SvgOptions, render_svg};
 use ramen_perf_export::synthetic::{self, ipc_pingpong};
 use ramen_perf_export::{ExportError, ExportOptions, Timeline, export_dir};
-use ramen_perf_record::{EventKind, IDLE_THREAD, IpcInfo, IpcPath, Record};
+use ramen_perf_record::{EventKind, IDLE_THREAD, IpcInfo, IpcPath, Record, ThreadName};
 use serde_json::Value;
 
 fn chrome(trace: &Trace) -> String {
@@ -408,4 +408,91 @@ fn preempting_interrupt_carries_over_to_the_incoming_thread() {
         timeline.logical.iter().map(|s| (s.name.as_str(), s.end - s.start)).collect();
     assert_eq!(logical, [("irq 32", 20), ("syscall 5", 50)]);
     check_chrome(&chrome(&trace));
+}
+
+/// A core's records as the kernel writes them for a named thread: its name first
+/// (recorded the first time it runs in the trace), then a switch to it and a syscall.
+fn named_thread_trace() -> Trace {
+    let name = ThreadName::new(b"pingpong").unwrap();
+    let records = vec![
+        Record::new(EventKind::ThreadName, 0, 5, 5, name.to_args()),
+        Record::new(EventKind::ContextSwitch, 0, IDLE_THREAD, 10, [5, 0]),
+        Record::new(EventKind::SyscallEnter, 0, 5, 20, [1, 0]),
+        Record::new(EventKind::SyscallExit, 0, 5, 30, [1, 0]),
+        Record::new(EventKind::ContextSwitch, 0, 5, 40, [u64::from(IDLE_THREAD), 0]),
+    ];
+    let trace = Trace {
+        tsc_hz: 1_000_000_000,
+        tsc_offsets: vec![0],
+        thread_names: BTreeMap::new(),
+        labels: BTreeMap::new(),
+        sources: BTreeMap::from([(SourceId::Core(0), Source { lost: 0, records })]),
+    };
+    decode(&encode(&trace).unwrap()).unwrap()
+}
+
+#[test]
+fn thread_name_records_name_the_thread_everywhere() {
+    let trace = named_thread_trace();
+    assert_eq!(trace.thread_names.get(&5).map(String::as_str), Some("pingpong"));
+    let timeline = Timeline::build(&trace);
+    // Metadata is not drawn, and does not make the named thread the running one.
+    assert!(timeline.instants.iter().all(|i| i.kind != EventKind::ThreadName));
+    let running: Vec<_> = timeline.spans.iter().filter(|s| s.category == "sched").collect();
+    assert!(running.iter().any(|s| s.name == "pingpong" && s.start == 0 && s.end == 30), "{running:?}");
+
+    let json = chrome(&trace);
+    check_chrome(&json);
+    let doc: Value = serde_json::from_str(&json).unwrap();
+    let track = doc["traceEvents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["ph"] == "M" && e["name"] == "thread_name" && e["tid"] == 1_000_005)
+        .expect("a named thread track");
+    assert_eq!(track["args"]["name"], "pingpong (thread 5)");
+
+    let fxt = ramen_perf_export::fxt::to_fxt(&trace, &timeline);
+    assert!(fxt.windows(8).any(|w| w == b"pingpong"), "the FXT thread record carries the name");
+    // Process, one core, one thread.
+    assert_eq!(walk_fxt(&fxt).kernel_objects, 3);
+}
+
+#[test]
+fn a_thread_name_record_that_is_not_a_name_is_rejected() {
+    let mut trace = named_thread_trace();
+    let source = trace.sources.get_mut(&SourceId::Core(0)).unwrap();
+    source.records[0].args = [u64::from_le_bytes(*b"ab\0\0\0\0\0\0"), 7];
+    let error = decode(&encode(&trace).unwrap()).unwrap_err();
+    assert!(error.to_string().contains("not a name"), "{error}");
+}
+
+#[test]
+fn inline_labels_name_themselves_unless_the_table_says_otherwise() {
+    use ramen_perf_record::inline_label;
+    let call = inline_label("call");
+    let records = vec![
+        Record::new(EventKind::UserSpanBegin, 0, 7, 10, [call, 0]),
+        Record::new(EventKind::UserSpanEnd, 0, 7, 20, [call, 0]),
+        Record::new(EventKind::UserInstant, 0, 7, 25, [3, 0]),
+    ];
+    let mut trace = Trace {
+        tsc_hz: 1_000_000_000,
+        tsc_offsets: vec![0],
+        thread_names: BTreeMap::new(),
+        labels: BTreeMap::new(),
+        sources: BTreeMap::from([(SourceId::Thread(7), Source { lost: 0, records })]),
+    };
+    assert_eq!(trace.label(call), "call");
+    assert_eq!(trace.label(3), "label 3", "not printable text");
+    assert_eq!(
+        trace.label(u64::from_le_bytes(*b"a\0b\0\0\0\0\0")),
+        format!("label {}", u64::from_le_bytes(*b"a\0b\0\0\0\0\0"))
+    );
+    let timeline = Timeline::build(&trace);
+    assert!(timeline.spans.iter().any(|s| s.name == "call"));
+    // The dump's label table wins.
+    trace.labels.insert(u32::try_from(call).unwrap(), "from the table".into());
+    assert_eq!(trace.label(call), "from the table");
+    assert_eq!(trace.label(inline_label("requests")), "requests", "beyond 32 bits: text only");
 }

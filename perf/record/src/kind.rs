@@ -33,6 +33,8 @@ pub enum Phase {
     Begin,
     /// Closes the span opened by [`EventKind::span_begin`].
     End,
+    /// Describes the trace rather than an event (a thread's name); not drawn.
+    Metadata,
     /// A point in time.
     Instant,
     /// A sampled value: `args[0]` names the counter, `args[1]` is the value.
@@ -81,6 +83,10 @@ pub enum EventKind {
     /// Thread moved to another core; recorded on the old core.
     /// Args: thread, new CPU.
     ThreadMigrate = 0x000D,
+    /// A thread's name ([`crate::ThreadName`]); the record's thread is the named
+    /// thread, not the running one. Recorded whenever any category is on.
+    /// Args: the name's bytes, zero-padded.
+    ThreadName = 0x000E,
     /// User span opened. Args: label id, user data.
     UserSpanBegin = 0x8001,
     /// User span closed. Args: label id, user data.
@@ -96,7 +102,7 @@ impl EventKind {
     pub const USER_BASE: u16 = 0x8000;
 
     /// Every kind, in wire order.
-    pub const ALL: [EventKind; 17] = [
+    pub const ALL: [EventKind; 18] = [
         EventKind::SyscallEnter,
         EventKind::SyscallExit,
         EventKind::IpcSend,
@@ -110,6 +116,7 @@ impl EventKind {
         EventKind::PageFaultEnter,
         EventKind::PageFaultExit,
         EventKind::ThreadMigrate,
+        EventKind::ThreadName,
         EventKind::UserSpanBegin,
         EventKind::UserSpanEnd,
         EventKind::UserInstant,
@@ -133,6 +140,7 @@ impl EventKind {
             0x000B => PageFaultEnter,
             0x000C => PageFaultExit,
             0x000D => ThreadMigrate,
+            0x000E => ThreadName,
             0x8001 => UserSpanBegin,
             0x8002 => UserSpanEnd,
             0x8003 => UserInstant,
@@ -163,6 +171,7 @@ impl EventKind {
             PageFaultEnter => "page_fault_enter",
             PageFaultExit => "page_fault_exit",
             ThreadMigrate => "thread_migrate",
+            ThreadName => "thread_name",
             UserSpanBegin => "user_span_begin",
             UserSpanEnd => "user_span_end",
             UserInstant => "user_instant",
@@ -180,6 +189,7 @@ impl EventKind {
             UserCounter => Phase::Counter,
             IpcSend | IpcReply | IpiSend => Phase::FlowStart,
             IpcRecv | IpiRecv => Phase::FlowEnd,
+            ThreadName => Phase::Metadata,
         }
     }
 
@@ -194,6 +204,8 @@ impl EventKind {
             IpiSend | IpiRecv => Categories::IPI,
             PageFaultEnter | PageFaultExit => Categories::FAULT,
             UserSpanBegin | UserSpanEnd | UserInstant | UserCounter => Categories::USER,
+            // Any category on records it: a name is needed whatever is traced.
+            ThreadName => Categories::all(),
         }
     }
 

@@ -13,10 +13,12 @@
 
 pub mod dump;
 mod kind;
+mod name;
 mod record;
 mod ring;
 pub mod user_buffer;
 
 pub use kind::{Categories, EventKind, IpcInfo, IpcPath, Phase};
+pub use name::{ThreadName, inline_label};
 pub use record::{IDLE_THREAD, RECORD_SIZE_BYTES, Record};
 pub use ring::{DEFAULT_RING_RECORDS, FullPolicy, TraceRing};

@@ -39,7 +39,10 @@ const MAGIC_AT: usize = 0;
 const VERSION_AT: usize = 4;
 const HEADER_SIZE_AT: usize = 6;
 const CAPACITY_AT: usize = 8;
-const ENABLED_AT: usize = 12;
+/// Offset of the enabled-categories field (a `u32`), which the kernel rewrites when
+/// tracing starts and stops.
+pub const ENABLED_OFFSET: usize = 12;
+const ENABLED_AT: usize = ENABLED_OFFSET;
 const WRITTEN_AT: usize = 16;
 const DROPPED_AT: usize = 24;
 const POLICY_AT: usize = 32;

@@ -6,6 +6,9 @@
 //! and sends malformed requests that must come back as protocol errors; it checks
 //! every answer and reports 1 (all correct) or 0 to the root task, printing the
 //! number of the first check that failed.
+//! With argument 2 the client makes the register-sized calls recording one trace span
+//! per call (Foundry's tracer hook) into a user trace buffer made from the frame in
+//! its `TRACE_FRAME` slot, and reports the records written.
 #![no_std]
 #![no_main]
 #![forbid(unsafe_code)]
@@ -15,9 +18,11 @@ use foundry_runtime::{
 };
 use ramen_rt::ipc::{CapSlots, Endpoint, Server};
 use ramen_rt::msgbuf::{Lease, MessageBuffer};
+use ramen_rt::slot;
+use ramen_rt::trace::{BUFFER_VADDR, CallSpans, Tracer};
 use ramen_user_tests::echo as contract;
 use ramen_user_tests::echo::echo;
-use ramen_user_tests::{WAIT, report};
+use ramen_user_tests::{TRACE_FRAME, WAIT, report};
 
 ramen_rt::entry!(main);
 
@@ -104,8 +109,8 @@ type EchoClient = echo::Client<Endpoint>;
 /// One check: false if an answer was wrong.
 type Check = fn(&mut EchoClient, CapSlots) -> bool;
 
-/// The register-sized methods.
-fn registers(client: &mut EchoClient) -> bool {
+/// The register-sized methods (seven calls), traced or not.
+fn registers<R: foundry_runtime::Tracer>(client: &mut echo::Client<Endpoint, R>) -> bool {
     client.null().is_ok()
         && client.echo4(1, 2, 3, 4) == Ok((1, 2, 3, 4))
         && client.echo6(1, 2, 3, 4, 5, u64::MAX) == Ok((1, 2, 3, 4, 5, u64::MAX))
@@ -210,6 +215,17 @@ fn client() -> u64 {
     0
 }
 
+/// The register-sized calls through a client that records one span per call;
+/// returns whether all were right and the trace records written.
+fn traced_client() -> (bool, u64) {
+    let Some(spans) = Tracer::attach(slot::THREAD, TRACE_FRAME, BUFFER_VADDR).ok().map(CallSpans::new) else {
+        return (false, 0);
+    };
+    let mut client = echo::Client::with_tracer(Endpoint::new(WAIT, MessageBuffer::program_thread(0)), &spans);
+    let ok = registers(&mut client);
+    (ok, spans.recorded())
+}
+
 fn main(arg: u64) {
     if arg == 0 {
         let mut server =
@@ -217,6 +233,12 @@ fn main(arg: u64) {
         let error = serve(&mut server, &mut echo::Dispatcher::new(Echo { pings: 0 }));
         ramen_rt::println!("echo server: stopped ({:?})", error as u8 as u32);
     } else {
+        if arg == 2 {
+            let (ok, recorded) = traced_client();
+            ramen_rt::println!("echo client: {}", if ok { "all calls correct" } else { "WRONG ANSWER" });
+            report(u64::from(ok), &[recorded]);
+            return;
+        }
         let failed = client();
         if failed == 0 {
             ramen_rt::println!("echo client: all calls correct");

@@ -2,8 +2,9 @@
 //! `chrome://tracing` open.
 //!
 //! One process ("RamenOS", pid 1); one thread track per core (kernel events, with
-//! the running thread as the bottom row) and one per thread that has a user buffer or
-//! a name (`thread_name` metadata carries the name). Spans are `X`
+//! the running thread as the bottom row), one per thread that has a user buffer or
+//! a name (`thread_name` metadata carries the name), and one per thread that ran,
+//! with a span per stay on a CPU (named after the CPU). Spans are `X`
 //! events built by [`crate::timeline`] so they always nest; IPC and IPI arrows are
 //! `s`/`f` flow pairs, the finish binding to the enclosing slice (`"bp":"e"`).
 
@@ -43,6 +44,21 @@ pub fn to_chrome_json(trace: &Trace, timeline: &Timeline) -> String {
         timeline.thread_tracks.iter().chain(trace.thread_names.keys()).copied().collect();
     for thread in threads {
         tracks.push((TrackId::Thread(thread), format!("{} (thread {thread})", trace.thread_name(thread))));
+    }
+    // A track per thread that ran: when, and on which CPU.
+    let ran: BTreeSet<u32> = timeline
+        .spans
+        .iter()
+        .filter_map(|span| match span.track {
+            TrackId::Running(thread) => Some(thread),
+            _ => None,
+        })
+        .collect();
+    for thread in ran {
+        tracks.push((
+            TrackId::Running(thread),
+            format!("{} (thread {thread}) running", trace.thread_name(thread)),
+        ));
     }
     for (index, (track, name)) in tracks.iter().enumerate() {
         let tid = tid(*track);

@@ -138,6 +138,7 @@ fn track_name(track: TrackId) -> String {
     match track {
         TrackId::Core(cpu) => format!("cpu {cpu}"),
         TrackId::Thread(thread) => format!("thread {thread}"),
+        TrackId::Running(thread) => format!("thread {thread} (running)"),
     }
 }
 

@@ -31,8 +31,11 @@ pub const PROCESS_ID: u64 = 1;
 pub const CORE_TRACK_BASE: u64 = 2;
 /// Exported thread id of thread `t`'s track: `THREAD_TRACK_BASE + t`, clear of the
 /// core ids. Viewers keep thread ids to 32 bits, so thread ids must stay below
-/// `u32::MAX - THREAD_TRACK_BASE`.
+/// `RUNNING_TRACK_BASE - THREAD_TRACK_BASE`.
 pub const THREAD_TRACK_BASE: u64 = 1_000_000;
+/// Exported thread id of thread `t`'s running track (when and on which CPU it ran):
+/// `RUNNING_TRACK_BASE + t`.
+pub const RUNNING_TRACK_BASE: u64 = 2_000_000_000;
 
 /// A row of the timeline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -41,6 +44,8 @@ pub enum TrackId {
     Core(u16),
     /// User events of one thread.
     Thread(u32),
+    /// When one thread ran, and where: a span per stay on a CPU.
+    Running(u32),
 }
 
 impl TrackId {
@@ -49,6 +54,7 @@ impl TrackId {
         match self {
             TrackId::Core(cpu) => CORE_TRACK_BASE + u64::from(cpu),
             TrackId::Thread(thread) => THREAD_TRACK_BASE + u64::from(thread),
+            TrackId::Running(thread) => RUNNING_TRACK_BASE + u64::from(thread),
         }
     }
 }
@@ -337,7 +343,7 @@ impl<'a> Builder<'a> {
         match track {
             // Row 0 of a core track is the running thread.
             TrackId::Core(_) => stack + 1,
-            TrackId::Thread(_) => stack,
+            TrackId::Thread(_) | TrackId::Running(_) => stack,
         }
     }
 
@@ -445,6 +451,21 @@ impl<'a> Builder<'a> {
             end_record: None,
             cut: false,
         });
+        // The same stay on the thread's own running track, named after the CPU.
+        if let (TrackId::Core(cpu), false) = (track, thread == ramen_perf_record::IDLE_THREAD) {
+            self.out.push(Span {
+                track: TrackId::Running(thread),
+                name: format!("cpu {cpu}"),
+                category: "sched",
+                start,
+                end,
+                depth: 0,
+                thread,
+                begin: None,
+                end_record: None,
+                cut: false,
+            });
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -474,7 +495,7 @@ impl<'a> Builder<'a> {
 
     fn thread_of(&self, track: TrackId) -> u32 {
         match track {
-            TrackId::Thread(thread) => thread,
+            TrackId::Thread(thread) | TrackId::Running(thread) => thread,
             TrackId::Core(_) => self.tracks.get(&track).and_then(|s| s.running).map_or(0, |(t, _)| t),
         }
     }

@@ -8,6 +8,7 @@ use ramen_perf_export::decode::{Source, SourceId, Trace, decode, encode};
 use ramen_perf_export::summary::{Percentiles, summarize};
 use ramen_perf_export::svg::{SvgOptions, render_svg};
 use ramen_perf_export::synthetic::{self, ipc_pingpong};
+use ramen_perf_export::timeline::TrackId;
 use ramen_perf_export::{ExportError, ExportOptions, Timeline, export_dir};
 use ramen_perf_record::{EventKind, IDLE_THREAD, IpcInfo, IpcPath, Record, ThreadName};
 use serde_json::Value;
@@ -118,7 +119,18 @@ fn chrome_json_names_process_cores_and_threads() {
         .filter(|e| e["ph"] == "M" && e["name"].as_str().is_some_and(|n| n.ends_with("_name")))
         .map(|e| e["args"]["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["RamenOS", "cpu 0 (kernel)", "cpu 1 (kernel)", "ping (thread 1)", "pong (thread 2)"]);
+    assert_eq!(
+        names,
+        [
+            "RamenOS",
+            "cpu 0 (kernel)",
+            "cpu 1 (kernel)",
+            "ping (thread 1)",
+            "pong (thread 2)",
+            "ping (thread 1) running",
+            "pong (thread 2) running"
+        ]
+    );
     assert_eq!(doc["otherData"]["tsc_hz"], synthetic::SYNTHETIC_TSC_HZ);
 }
 
@@ -245,7 +257,9 @@ fn svg_is_well_formed_with_lanes_and_arrows() {
     let with_class = |class: &str| doc.descendants().filter(|n| n.attribute("class") == Some(class)).count();
     assert_eq!(with_class("lane"), 2 + 2, "a lane per core and per user thread");
     assert_eq!(with_class("arrow"), timeline.flows.len());
-    assert_eq!(with_class("span"), timeline.spans.len());
+    // Every span but the per-thread running tracks (the cores' bottom rows show those).
+    let drawn = timeline.spans.iter().filter(|s| !matches!(s.track, TrackId::Running(_))).count();
+    assert_eq!(with_class("span"), drawn);
     assert!(svg.contains("handle_ping"));
 
     // A window around the first round trip only shows its arrows.
@@ -495,4 +509,29 @@ fn inline_labels_name_themselves_unless_the_table_says_otherwise() {
     trace.labels.insert(u32::try_from(call).unwrap(), "from the table".into());
     assert_eq!(trace.label(call), "from the table");
     assert_eq!(trace.label(inline_label("requests")), "requests", "beyond 32 bits: text only");
+}
+
+#[test]
+fn every_thread_that_ran_gets_a_running_track_with_its_cpus() {
+    let trace = ipc_pingpong(2, 3);
+    let timeline = Timeline::build(&trace);
+    let running = |thread: u32| -> Vec<&str> {
+        timeline
+            .spans
+            .iter()
+            .filter(|s| s.track == TrackId::Running(thread))
+            .map(|s| s.name.as_str())
+            .collect()
+    };
+    // Each thread's stays, all on the CPU it lives on, none for the idle thread.
+    assert!(!running(1).is_empty() && running(1).iter().all(|cpu| *cpu == "cpu 0"), "{:?}", running(1));
+    assert!(!running(2).is_empty() && running(2).iter().all(|cpu| *cpu == "cpu 1"), "{:?}", running(2));
+    assert!(running(IDLE_THREAD).is_empty());
+    // Stays on one track never overlap.
+    for thread in [1, 2] {
+        let mut spans: Vec<_> =
+            timeline.spans.iter().filter(|s| s.track == TrackId::Running(thread)).collect();
+        spans.sort_by_key(|s| s.start);
+        assert!(spans.windows(2).all(|w| w[0].end <= w[1].start));
+    }
 }

@@ -21,6 +21,7 @@ pub mod runqueue;
 pub mod topology;
 pub mod tsc;
 pub mod untyped;
+pub mod wake;
 
 #[cfg(test)]
 mod testing;

@@ -99,6 +99,7 @@ impl FpuArea {
     }
 
     /// Saves the running CPU's user FPU state here.
+    #[inline]
     pub fn save(&mut self) {
         let mask = XSAVE_MASK.load(Ordering::Relaxed);
         let ptr = self.0.as_mut_ptr();
@@ -115,6 +116,7 @@ impl FpuArea {
     }
 
     /// Loads this area into the running CPU's FPU.
+    #[inline]
     pub fn restore(&self) {
         let mask = XSAVE_MASK.load(Ordering::Relaxed);
         let ptr = self.0.as_ptr();

@@ -39,26 +39,24 @@ use crate::{ipc, syscall};
 pub fn attempt(ctx: &UserContext) -> Option<ThreadRef> {
     let cpu = this_cpu();
     let (number, cptr, info) = (ctx.rax, ctx.rdi, MessageInfo(ctx.rsi));
+    // Ok: switched to this thread; Err: the slow path runs for this one (if any).
     let outcome = cpu.sched.with(|s| {
-        let caller = sched::current_of(s)?;
+        let caller = sched::current_of(s).ok_or(None)?;
         crate::trace::syscall_enter(caller, number, cptr);
-        Some(match guards_and_commit(cpu, s, caller, number, cptr, info) {
-            Some((next, slice)) => Ok((next, slice)),
-            None => Err(caller),
-        })
+        guards_and_commit(cpu, s, caller, number, cptr, info).ok_or(Some(caller))
     });
-    match outcome? {
-        Ok((next, slice)) => {
+    match outcome {
+        Ok(next) => {
             cpu.ipc_fast.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
-            sched::finish_switch(next, slice)
+            sched::finish_switch(next)
         }
-        Err(caller) => Some(caller),
+        Err(caller) => caller,
     }
 }
 
 /// The fastpath proper, under the scheduler borrow `s`: the guards common to both
 /// calls, the call's own guards and commit, and the switch. Returns the thread
-/// switched to and what [`sched::finish_switch`] needs, or `None` (nothing changed).
+/// switched to, or `None` (nothing changed).
 #[inline(always)]
 fn guards_and_commit(
     cpu: &Cpu,
@@ -67,7 +65,7 @@ fn guards_and_commit(
     number: u64,
     cptr: u64,
     info: MessageInfo,
-) -> Option<(ThreadRef, Option<u64>)> {
+) -> Option<ThreadRef> {
     let is_call = match number {
         n if n == Sys::Call as u64 => true,
         n if n == Sys::ReplyRecv as u64 => false,
@@ -88,7 +86,8 @@ fn guards_and_commit(
         if is_call { call(s, caller, &cap, info, here)? } else { reply_recv(s, caller, &cap, info, here)? };
     // The lock guards capability slots and endpoint queues, all done with.
     drop(store);
-    Some((next, sched::switch_in(s, next)))
+    sched::switch_in(s, next);
+    Some(next)
 }
 
 /// `Call` on an endpoint with a receiver waiting: guards, then the hand-over.

@@ -449,20 +449,23 @@ pub fn slice_expired() {
 
 /// The IPC fastpath's direct switch: with this CPU's scheduler `s` (which the
 /// fastpath borrowed for its guards), makes `next` (owned here, not queued, its
-/// context sanitised) runnable and current. The current thread was blocked by the
-/// caller, so it is not queued again. Returns what [`finish_switch`] needs.
+/// context sanitised) runnable and current, arming the slice timer if it needs one.
+/// The current thread was blocked by the caller, so it is not queued again.
+/// [`finish_switch`] then returns to `next`.
 #[inline(always)]
-pub fn switch_in(s: &mut Sched, next: ThreadRef) -> Option<u64> {
+pub fn switch_in(s: &mut Sched, next: ThreadRef) {
     tcb(next).state = ThreadState::Runnable;
-    install(s, next)
+    if let Some(left) = install(s, next) {
+        arm_slice(left);
+    }
 }
 
 /// Ends the fastpath's direct switch to `next` ([`switch_in`]) outside the
-/// scheduler's borrow: tracing, the slice timer, and the return to user mode.
+/// scheduler's borrow: tracing, and the return to user mode.
 #[inline(always)]
-pub fn finish_switch(next: ThreadRef, slice: Option<u64>) -> ! {
+pub fn finish_switch(next: ThreadRef) -> ! {
     crate::trace::before_run(next);
-    enter_user(slice)
+    ramen_arch::user::return_to_user()
 }
 
 /// The highest priority waiting in `s`'s run queue (the fastpath's view).

@@ -54,12 +54,19 @@ pub fn set_message_registers(ctx: &mut UserContext, words: [u64; MSG_REGS]) {
     ctx.r13 = r5;
 }
 
-/// Entry for every `SYSCALL` (registered with arch).
+/// Entry for every `SYSCALL` (registered with arch): the fastpath first, which also
+/// finds the calling thread and records the entry, then the slow path.
 pub fn handle_syscall(ctx: &mut UserContext) {
-    // The fastpath also records the entry and finds the calling thread for us.
-    let Some(thread) = crate::fastpath::attempt(ctx) else {
-        sched::resume();
-    };
+    match crate::fastpath::attempt(ctx) {
+        Some(thread) => slow_path(thread, ctx),
+        None => sched::resume(),
+    }
+}
+
+/// Every system call the fastpath did not take. Out of line: its stack frame is
+/// large, and the fastpath should not pay for setting it up.
+#[inline(never)]
+fn slow_path(thread: ThreadRef, ctx: &mut UserContext) -> ! {
     match Sys::from_number(ctx.rax) {
         None => set_reply(ctx, Err(Error::UnknownSyscall), &[]),
         Some(Sys::Yield) => {

@@ -75,8 +75,13 @@ fn guards_and_commit(
         return None;
     }
     let store = CAP_LOCK.lock();
-    let root = store.slot(cspace_slot(caller)?).cap();
-    let slot = cpu.lookup.with(|cache| cache.lookup(&*store, &root, cptr, MAX_DEPTH)).ok()?;
+    // The thread's own memo first; a miss goes through this CPU's lookup cache.
+    let slot = tcb(caller)
+        .lookup_memo
+        .lookup(&*store, cspace_slot(caller)?, cptr, MAX_DEPTH, |root| {
+            cpu.lookup.with(|cache| cache.lookup(&*store, root, cptr, MAX_DEPTH))
+        })
+        .ok()?;
     let cap = store.slot(slot).cap();
     if cap.kind() != CapType::Endpoint {
         return None;

@@ -16,6 +16,7 @@ use ramen_arch::fpu::FpuArea;
 use ramen_arch::phys;
 use ramen_arch::user::UserContext;
 use ramen_core::cdt::Slot;
+use ramen_core::lookup_cache::LookupMemo;
 use ramen_core::object::{CapType, ObjRef, ObjectStore, PhysAddr, SlotRef, TCB_BITS};
 use ramen_core::runqueue::{RunLinks, ThreadLinks, ThreadRef};
 use spin::Mutex;
@@ -152,6 +153,10 @@ pub struct Tcb {
     pub last_fault: [u64; 3],
     /// What tracing records when the thread next runs.
     pub trace: crate::trace::ThreadTrace,
+    /// The fastpath's last lookup in this thread's CSpace (rooted in `cspace_root`,
+    /// whose CNode capability changes only with the generation; created afresh with
+    /// the TCB, so a TCB reborn at the same address remembers nothing).
+    pub lookup_memo: LookupMemo,
 }
 
 const _: () = assert!(core::mem::size_of::<Tcb>() <= 1 << TCB_BITS);
@@ -184,6 +189,7 @@ impl Tcb {
             faults: 0,
             last_fault: [0; 3],
             trace: crate::trace::ThreadTrace::new(),
+            lookup_memo: LookupMemo::new(),
         }
     }
 }

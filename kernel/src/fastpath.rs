@@ -91,7 +91,7 @@ fn guards_and_commit(
         if is_call { call(s, caller, &cap, info, here)? } else { reply_recv(s, caller, &cap, info, here)? };
     // The lock guards capability slots and endpoint queues, all done with.
     drop(store);
-    sched::switch_in(s, next);
+    sched::switch_in(s, caller, next);
     Some(next)
 }
 

@@ -73,7 +73,7 @@ pub fn has_senders(endpoint: u64) -> bool {
 }
 
 /// Appends `thread` to the endpoint's queue of the given kind.
-#[inline]
+#[inline(always)]
 pub(crate) fn enqueue(endpoint: u64, thread: ThreadRef, senders: bool) {
     tcb(thread).ipc_next = None;
     let queue = match (read_queue(endpoint), senders) {
@@ -90,7 +90,7 @@ pub(crate) fn enqueue(endpoint: u64, thread: ThreadRef, senders: bool) {
 }
 
 /// Takes the first thread of the queue if it is of the given kind.
-#[inline]
+#[inline(always)]
 pub(crate) fn dequeue(endpoint: u64, senders: bool) -> Option<ThreadRef> {
     let (head, tail) = match (read_queue(endpoint), senders) {
         (Queue::Senders(h, t), true) | (Queue::Receivers(h, t), false) => (h, t),

@@ -251,6 +251,7 @@ pub fn module_bytes(addr: u64, len: u64) -> &'static [u8] {
 
 /// Switches this CPU to the address space `root` (a VSpace object, whose kernel half
 /// `init_object` installed), or back to the kernel's own for 0.
+#[inline]
 pub fn activate_vspace(root: u64) {
     let root = if root == 0 { crate::cpus::machine().kernel_root } else { root };
     // SAFETY: every VSpace shares the kernel's upper half (install_kernel_half), so

@@ -362,6 +362,13 @@ fn install(s: &mut Sched, thread: ThreadRef) -> Option<u64> {
         }
     }
     s.current = Some(thread);
+    load(s, thread, switched)
+}
+
+/// The part of [`install`] after `thread` became current (`switched`: it was not
+/// before): FPU state, address space, context, slice.
+#[inline(always)]
+fn load(s: &mut Sched, thread: ThreadRef, switched: bool) -> Option<u64> {
     let t = tcb(thread);
     if s.fpu_owner != Some(thread) {
         // Eager switch of FPU state, skipped when the thread's state is still in
@@ -450,12 +457,18 @@ pub fn slice_expired() {
 /// The IPC fastpath's direct switch: with this CPU's scheduler `s` (which the
 /// fastpath borrowed for its guards), makes `next` (owned here, not queued, its
 /// context sanitised) runnable and current, arming the slice timer if it needs one.
-/// The current thread was blocked by the caller, so it is not queued again.
-/// [`finish_switch`] then returns to `next`.
+/// `blocked`, the current thread, was just blocked by the fastpath: what [`install`]
+/// does first comes down to counting the switch (a blocked thread is not queued
+/// again). [`finish_switch`] then returns to `next`.
 #[inline(always)]
-pub fn switch_in(s: &mut Sched, next: ThreadRef) {
+pub fn switch_in(s: &mut Sched, blocked: ThreadRef, next: ThreadRef) {
+    debug_assert!(s.current == Some(blocked) && blocked != next);
+    debug_assert!(tcb(blocked).state != ThreadState::Runnable);
     tcb(next).state = ThreadState::Runnable;
-    if let Some(left) = install(s, next) {
+    s.switches += 1;
+    s.slice_running = false;
+    s.current = Some(next);
+    if let Some(left) = load(s, next, true) {
         arm_slice(left);
     }
 }

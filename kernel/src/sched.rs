@@ -14,6 +14,7 @@
 
 use ramen_arch::apic::WAKE_VECTOR;
 use ramen_arch::cpu;
+use ramen_arch::fpu::FpuArea;
 use ramen_core::runqueue::{RunQueue, ThreadRef};
 use ramen_core::tsc::ns_to_ticks;
 
@@ -373,10 +374,8 @@ fn load(s: &mut Sched, thread: ThreadRef, switched: bool) -> Option<u64> {
     if s.fpu_owner != Some(thread) {
         // Eager switch of FPU state, skipped when the thread's state is still in
         // the registers (measured and discussed in docs/concurrency.md).
-        if let Some(previous) = s.fpu_owner {
-            tcb(previous).fpu.save();
-        }
-        t.fpu.restore();
+        // The owner is another thread (or none): two different TCBs.
+        FpuArea::switch(s.fpu_owner.map(|previous| &mut tcb(previous).fpu), &t.fpu);
         s.fpu_owner = Some(thread);
     }
     if s.loaded_vspace != t.vspace {

@@ -56,7 +56,7 @@ pub fn set_message_registers(ctx: &mut UserContext, words: [u64; MSG_REGS]) {
 
 /// Entry for every `SYSCALL` (registered with arch): the fastpath first, which also
 /// finds the calling thread and records the entry, then the slow path.
-pub fn handle_syscall(ctx: &mut UserContext) {
+pub extern "C" fn handle_syscall(ctx: &mut UserContext) {
     match crate::fastpath::attempt(ctx) {
         Some(thread) => slow_path(thread, ctx),
         None => sched::resume(),

@@ -119,7 +119,7 @@ impl FpuArea {
     /// of the thread whose state is live, if any) and loads `to`. The same as
     /// [`save`](Self::save) then [`restore`](Self::restore), reading the feature mask
     /// once (the IPC fastpath switches on every call).
-    #[inline]
+    #[inline(always)]
     pub fn switch(from: Option<&mut FpuArea>, to: &FpuArea) {
         let mask = XSAVE_MASK.load(Ordering::Relaxed);
         let (lo, hi) = (mask as u32, (mask >> 32) as u32);

@@ -33,9 +33,10 @@ use crate::{ipc, syscall};
 ///
 /// One borrow of this CPU's scheduler covers the whole attempt and the switch, and
 /// the CPU table is read once: each borrow is a check and two stores, which shows on
-/// a path this short. Kept out of line so the slow path's registers and stack frame
-/// do not weigh on it.
-#[inline(never)]
+/// a path this short. Inlined into the system-call entry, which calls the slow path
+/// (`syscall::slow_path`, out of line) only when this returns, so the slow path's
+/// registers and stack frame do not weigh on it.
+#[inline(always)]
 pub fn attempt(ctx: &UserContext) -> Option<ThreadRef> {
     let cpu = this_cpu();
     let (number, cptr, info) = (ctx.rax, ctx.rdi, MessageInfo(ctx.rsi));

@@ -40,24 +40,32 @@ use crate::{ipc, syscall};
 pub fn attempt(ctx: &UserContext) -> Option<ThreadRef> {
     let cpu = this_cpu();
     let (number, cptr, info) = (ctx.rax, ctx.rdi, MessageInfo(ctx.rsi));
+    // Whether tracing is on, read once for the three trace points on the way (each
+    // reads the categories again when it is on).
+    let tracing = crate::trace::on();
     // Ok: switched to this thread; Err: the slow path runs for this one (if any).
     let outcome = cpu.sched.with(|s| {
         let caller = sched::current_of(s).ok_or(None)?;
-        crate::trace::syscall_enter(caller, number, cptr);
-        guards_and_commit(cpu, s, caller, number, cptr, info).ok_or(Some(caller))
+        if tracing {
+            crate::trace::syscall_enter(caller, number, cptr);
+        }
+        guards_and_commit(cpu, s, caller, number, cptr, info, tracing).ok_or(Some(caller))
     });
     match outcome {
         Ok(next) => {
             cpu.ipc_fast.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
-            sched::finish_switch(next)
+            if tracing {
+                crate::trace::before_run(next);
+            }
+            ramen_arch::user::return_to_user()
         }
         Err(caller) => caller,
     }
 }
 
 /// The fastpath proper, under the scheduler borrow `s`: the guards common to both
-/// calls, the call's own guards and commit, and the switch. Returns the thread
-/// switched to, or `None` (nothing changed).
+/// calls, the call's own guards and commit, the IPC trace point, and the switch.
+/// Returns the thread switched to, or `None` (nothing changed).
 #[inline(always)]
 fn guards_and_commit(
     cpu: &Cpu,
@@ -66,6 +74,7 @@ fn guards_and_commit(
     number: u64,
     cptr: u64,
     info: MessageInfo,
+    tracing: bool,
 ) -> Option<ThreadRef> {
     let is_call = match number {
         n if n == Sys::Call as u64 => true,
@@ -79,8 +88,10 @@ fn guards_and_commit(
     // The thread's own memo first; a miss goes through this CPU's lookup cache.
     let slot = tcb(caller)
         .lookup_memo
-        .lookup(&*store, cspace_slot(caller)?, cptr, MAX_DEPTH, |root| {
-            cpu.lookup.with(|cache| cache.lookup(&*store, root, cptr, MAX_DEPTH))
+        .lookup(&*store, cptr, MAX_DEPTH, || {
+            let root_slot = cspace_slot(caller).ok_or(ramen_abi::Error::InvalidCapability)?;
+            let root = store.slot(root_slot).cap();
+            cpu.lookup.with(|cache| cache.lookup(&*store, &root, cptr, MAX_DEPTH))
         })
         .ok()?;
     let cap = store.slot(slot).cap();
@@ -90,6 +101,13 @@ fn guards_and_commit(
     let here = cpu.local.index;
     let next =
         if is_call { call(s, caller, &cap, info, here)? } else { reply_recv(s, caller, &cap, info, here)? };
+    if tracing {
+        if is_call {
+            crate::trace::ipc_send(caller, Some(next), info.len_words(), IpcPath::Fast);
+        } else {
+            crate::trace::ipc_reply(caller, next, info.len_words(), IpcPath::Fast);
+        }
+    }
     // The lock guards capability slots and endpoint queues, all done with.
     drop(store);
     sched::switch_in(s, caller, next);
@@ -124,7 +142,6 @@ fn call(s: &mut Sched, caller: ThreadRef, cap: &Cap, info: MessageInfo, here: u3
     c.replier = Some(server);
     c.ipc = IpcState::WaitingReply;
     c.state = ThreadState::Blocked;
-    crate::trace::ipc_send(caller, Some(server), info.len_words(), IpcPath::Fast);
     transfer(&c.context, &mut st.context, info, cap.badge());
     Some(server)
 }
@@ -158,7 +175,6 @@ fn reply_recv(
     st.caller = None;
     c.replier = None;
     c.ipc = IpcState::None;
-    crate::trace::ipc_reply(caller, client, info.len_words(), IpcPath::Fast);
     transfer(&st.context, &mut c.context, info, 0);
     ipc::enqueue(endpoint, caller, false);
     st.ipc = IpcState::Receiving(endpoint);

@@ -458,7 +458,7 @@ pub fn slice_expired() {
 /// context sanitised) runnable and current, arming the slice timer if it needs one.
 /// `blocked`, the current thread, was just blocked by the fastpath: what [`install`]
 /// does first comes down to counting the switch (a blocked thread is not queued
-/// again). [`finish_switch`] then returns to `next`.
+/// again). The fastpath then returns to `next` in user mode.
 #[inline(always)]
 pub fn switch_in(s: &mut Sched, blocked: ThreadRef, next: ThreadRef) {
     debug_assert!(s.current == Some(blocked) && blocked != next);
@@ -470,14 +470,6 @@ pub fn switch_in(s: &mut Sched, blocked: ThreadRef, next: ThreadRef) {
     if let Some(left) = load(s, next, true) {
         arm_slice(left);
     }
-}
-
-/// Ends the fastpath's direct switch to `next` ([`switch_in`]) outside the
-/// scheduler's borrow: tracing, and the return to user mode.
-#[inline(always)]
-pub fn finish_switch(next: ThreadRef) -> ! {
-    crate::trace::before_run(next);
-    ramen_arch::user::return_to_user()
 }
 
 /// The highest priority waiting in `s`'s run queue (the fastpath's view).

@@ -153,18 +153,17 @@ impl LookupMemo {
         Self { slot: None, generation: 0, cptr: 0, depth: 0 }
     }
 
-    /// Resolves `cptr` to `depth` bits in the CSpace whose root capability is in
-    /// `root_slot` (always the same slot for one memo), as [`resolve`] would.
-    /// `walk` does a miss, given the root capability: [`resolve`], or a
-    /// [`LookupCache`] lookup with the same `cptr` and `depth`.
+    /// Resolves `cptr` to `depth` bits in the memo's CSpace (the one rooted in its
+    /// root slot), as [`resolve`] would. `walk` does a miss: [`resolve`] from the
+    /// capability in the root slot, or a [`LookupCache`] lookup with it, the same
+    /// `cptr` and `depth`. A hit reads nothing but `store`'s generation.
     #[inline]
     pub fn lookup<S: ObjectStore>(
         &mut self,
         store: &S,
-        root_slot: SlotRef,
         cptr: u64,
         depth: u8,
-        walk: impl FnOnce(&Cap) -> Result<SlotRef, Error>,
+        walk: impl FnOnce() -> Result<SlotRef, Error>,
     ) -> Result<SlotRef, Error> {
         let generation = store.generation();
         if self.generation == generation
@@ -174,7 +173,7 @@ impl LookupMemo {
         {
             return Ok(slot);
         }
-        let slot = walk(&store.slot(root_slot).cap())?;
+        let slot = walk()?;
         *self = Self { slot: Some(slot), generation, cptr, depth };
         Ok(slot)
     }
@@ -267,12 +266,11 @@ mod tests {
     fn a_memo_hits_until_a_cnode_changes() {
         let mut fx = two_levels();
         let mut memo = LookupMemo::new();
-        let holder = testing::slot_ref(testing::ROOT_HOLDER);
         let walks = core::cell::Cell::new(0);
         let look = |fx: &Fixture, memo: &mut LookupMemo| {
-            memo.lookup(&fx.store, holder, 3 << 2 | 1, 6, |root| {
+            memo.lookup(&fx.store, 3 << 2 | 1, 6, || {
                 walks.set(walks.get() + 1);
-                resolve(&fx.store, root, 3 << 2 | 1, 6)
+                fx.resolve(3 << 2 | 1, 6)
             })
         };
         let first = look(&fx, &mut memo).unwrap();
@@ -324,14 +322,13 @@ mod tests {
             let mut fx = Fixture::new();
             let mut caches: Vec<LookupCache> = (0..CORES).map(|_| LookupCache::new()).collect();
             let mut memos = std::collections::BTreeMap::new();
-            let holder = testing::slot_ref(testing::ROOT_HOLDER);
             for op in &ops {
                 let _ = testing::apply(&mut fx, &mut caches, op);
                 for a in testing::reachable(&fx) {
                     memos.entry((a.cptr, a.depth)).or_insert_with(LookupMemo::new);
                 }
                 for (&(cptr, depth), memo) in memos.iter_mut() {
-                    let got = memo.lookup(&fx.store, holder, cptr, depth, |root| resolve(&fx.store, root, cptr, depth));
+                    let got = memo.lookup(&fx.store, cptr, depth, || fx.resolve(cptr, depth));
                     prop_assert_eq!(got, fx.resolve(cptr, depth), "stale memo of {:#x}/{}", cptr, depth);
                 }
             }

@@ -143,7 +143,8 @@ pub type SyscallHandler = extern "C" fn(context: &mut UserContext);
 static SYSCALL_HANDLER: AtomicPtr<()> = AtomicPtr::new(no_syscall_handler as *mut ());
 static USER_TRAP_HANDLER: Once<UserEntryHandler> = Once::new();
 
-/// Registers the system-call and user-trap handlers (once).
+/// Registers the system-call and user-trap handlers (once, at boot, before any user
+/// thread runs).
 pub fn set_handlers(syscall: SyscallHandler, trap: UserEntryHandler) {
     SYSCALL_HANDLER.store(syscall as *mut (), Ordering::Release);
     USER_TRAP_HANDLER.call_once(|| trap);

@@ -98,7 +98,7 @@ fn guards_and_commit(
     if cap.kind() != CapType::Endpoint {
         return None;
     }
-    let here = cpu.local.index;
+    let here = ramen_arch::percpu::index_fast();
     let next =
         if is_call { call(s, caller, &cap, info, here)? } else { reply_recv(s, caller, &cap, info, here)? };
     if tracing {

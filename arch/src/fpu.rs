@@ -99,6 +99,7 @@ impl FpuArea {
     }
 
     /// Saves the running CPU's user FPU state here.
+    #[inline]
     pub fn save(&mut self) {
         let mask = XSAVE_MASK.load(Ordering::Relaxed);
         let ptr = self.0.as_mut_ptr();
@@ -114,7 +115,36 @@ impl FpuArea {
         }
     }
 
+    /// A thread switch: saves the running CPU's user FPU state into `from` (the area
+    /// of the thread whose state is live, if any) and loads `to`. The same as
+    /// [`save`](Self::save) then [`restore`](Self::restore), reading the feature mask
+    /// once (the IPC fastpath switches on every call).
+    #[inline(always)]
+    pub fn switch(from: Option<&mut FpuArea>, to: &FpuArea) {
+        let mask = XSAVE_MASK.load(Ordering::Relaxed);
+        let (lo, hi) = (mask as u32, (mask >> 32) as u32);
+        let to = to.0.as_ptr();
+        // SAFETY: as for `save` and `restore`: both areas are 64-byte aligned and large
+        // enough; `to` was produced by `initial` or `save`.
+        unsafe {
+            if mask == 0 {
+                if let Some(from) = from {
+                    core::arch::asm!("fxsave64 [{}]", in(reg) from.0.as_mut_ptr(), options(nostack));
+                }
+                core::arch::asm!("fxrstor64 [{}]", in(reg) to, options(nostack));
+            } else {
+                if let Some(from) = from {
+                    core::arch::asm!("xsave64 [{}]", in(reg) from.0.as_mut_ptr(), in("eax") lo,
+                        in("edx") hi, options(nostack));
+                }
+                core::arch::asm!("xrstor64 [{}]", in(reg) to, in("eax") lo, in("edx") hi,
+                    options(nostack));
+            }
+        }
+    }
+
     /// Loads this area into the running CPU's FPU.
+    #[inline]
     pub fn restore(&self) {
         let mask = XSAVE_MASK.load(Ordering::Relaxed);
         let ptr = self.0.as_ptr();

@@ -11,7 +11,7 @@
 //! kernel sanitises ([`UserContext::sanitise`]) before every return.
 
 use core::arch::global_asm;
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicPtr, Ordering};
 
 use spin::Once;
 use x86_64::VirtAddr;
@@ -65,7 +65,7 @@ ramen_syscall_entry:
     push %rax
     mov %rsp, %rdi
     mov %gs:8, %rsp
-    call {syscall}
+    call *{syscall}(%rip)
     jmp ramen_return_to_user
 
     .global ramen_return_to_user
@@ -95,7 +95,7 @@ ramen_return_to_user:
     user_cs = const USER_CS,
     syscall_vector = const SYSCALL_VECTOR,
     context_bytes = const CONTEXT_BYTES,
-    syscall = sym syscall_entry,
+    syscall = sym SYSCALL_HANDLER,
     options(att_syntax)
 );
 
@@ -133,20 +133,24 @@ pub fn idle_on_kernel_stack(f: extern "C" fn() -> !) -> ! {
 /// [`set_current_context`], and returns; the thread current then is resumed.
 pub type UserEntryHandler = fn(context: &mut UserContext);
 
-static SYSCALL_HANDLER: Once<UserEntryHandler> = Once::new();
+/// The system-call handler: a [`UserEntryHandler`] with the C calling convention,
+/// because the entry stub calls it directly (context in RDI).
+pub type SyscallHandler = extern "C" fn(context: &mut UserContext);
+
+/// The system-call handler the entry stub calls through (`call *SYSCALL_HANDLER`):
+/// one indirect call, no check on the way. Until [`set_handlers`] it ignores the
+/// call (no user thread runs before then).
+static SYSCALL_HANDLER: AtomicPtr<()> = AtomicPtr::new(no_syscall_handler as *mut ());
 static USER_TRAP_HANDLER: Once<UserEntryHandler> = Once::new();
 
-/// Registers the system-call and user-trap handlers (once).
-pub fn set_handlers(syscall: UserEntryHandler, trap: UserEntryHandler) {
-    SYSCALL_HANDLER.call_once(|| syscall);
+/// Registers the system-call and user-trap handlers (once, at boot, before any user
+/// thread runs).
+pub fn set_handlers(syscall: SyscallHandler, trap: UserEntryHandler) {
+    SYSCALL_HANDLER.store(syscall as *mut (), Ordering::Release);
     USER_TRAP_HANDLER.call_once(|| trap);
 }
 
-extern "C" fn syscall_entry(context: &mut UserContext) {
-    if let Some(handler) = SYSCALL_HANDLER.get() {
-        handler(context);
-    }
-}
+extern "C" fn no_syscall_handler(_context: &mut UserContext) {}
 
 /// Called by the trap dispatcher for a trap taken in user mode: copies the frame
 /// into the thread's context, lets the kernel handle it, and resumes the current
@@ -187,7 +191,9 @@ pub unsafe fn set_current_context(context: *mut UserContext) {
 }
 
 /// Resumes the current thread in user mode; never returns. Requires a current
-/// context (see [`set_current_context`]).
+/// context (see [`set_current_context`]). Inlined: the fastpath ends here, and a
+/// wrapper would cost it a call of its own.
+#[inline(always)]
 pub fn return_to_user() -> ! {
     // SAFETY: the return path restores the context `gs:24` names, which
     // `set_current_context`'s contract keeps valid; the kernel has sanitised it.

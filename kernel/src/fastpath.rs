@@ -12,129 +12,198 @@
 //! the receiver running; `ipc::reply` then `ipc::receive`), except that the thread
 //! switched to never passes through the run queue.
 
-use ramen_abi::MessageInfo;
 use ramen_abi::syscall::Sys;
-use ramen_core::cap::Rights;
+use ramen_abi::{MSG_REGS, MessageInfo};
+use ramen_arch::user::UserContext;
+use ramen_core::cap::{Cap, Rights};
 use ramen_core::cspace::MAX_DEPTH;
 use ramen_core::object::{CapType, ObjectStore};
 use ramen_core::runqueue::ThreadRef;
 use ramen_perf_record::IpcPath;
 
-use crate::cpus::this_cpu;
+use crate::cpus::{Cpu, this_cpu};
 use crate::objects::{CAP_LOCK, IpcState, ThreadState, cspace_slot, tcb};
-use crate::{ipc, sched};
+use crate::sched::{self, Sched};
+use crate::{ipc, syscall};
 
-/// Tries the fastpath for the system call in `caller`'s saved registers. Returns the
-/// thread to switch to, with every state change done, or `None` for the slow path
-/// (nothing changed).
-pub fn attempt(caller: ThreadRef) -> Option<ThreadRef> {
-    let ctx = &tcb(caller).context;
+/// Runs first on every system call: finds the calling thread, records the entry, and
+/// tries the fastpath. On success it switches to the receiver and never returns. It
+/// returns the calling thread when the slow path must run (with nothing changed), or
+/// `None` when no thread is current.
+///
+/// One borrow of this CPU's scheduler covers the whole attempt and the switch, and
+/// the CPU table is read once: each borrow is a check and two stores, which shows on
+/// a path this short. Inlined into the system-call entry, which calls the slow path
+/// (`syscall::slow_path`, out of line) only when this returns, so the slow path's
+/// registers and stack frame do not weigh on it.
+#[inline(always)]
+pub fn attempt(ctx: &UserContext) -> Option<ThreadRef> {
+    let cpu = this_cpu();
     let (number, cptr, info) = (ctx.rax, ctx.rdi, MessageInfo(ctx.rsi));
-    let sys = Sys::from_number(number).filter(|s| matches!(s, Sys::Call | Sys::ReplyRecv))?;
+    // Whether tracing is on, read once for the three trace points on the way (each
+    // reads the categories again when it is on).
+    let tracing = crate::trace::on();
+    // Ok: switched to this thread; Err: the slow path runs for this one (if any).
+    let outcome = cpu.sched.with(|s| {
+        let caller = sched::current_of(s).ok_or(None)?;
+        if tracing {
+            crate::trace::syscall_enter(caller, number, cptr);
+        }
+        guards_and_commit(cpu, s, caller, number, cptr, info, tracing).ok_or(Some(caller))
+    });
+    match outcome {
+        Ok(next) => {
+            cpu.ipc_fast.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+            if tracing {
+                crate::trace::before_run(next);
+            }
+            ramen_arch::user::return_to_user()
+        }
+        Err(caller) => caller,
+    }
+}
+
+/// The fastpath proper, under the scheduler borrow `s`: the guards common to both
+/// calls, the call's own guards and commit, the IPC trace point, and the switch.
+/// Returns the thread switched to, or `None` (nothing changed).
+#[inline(always)]
+fn guards_and_commit(
+    cpu: &Cpu,
+    s: &mut Sched,
+    caller: ThreadRef,
+    number: u64,
+    cptr: u64,
+    info: MessageInfo,
+    tracing: bool,
+) -> Option<ThreadRef> {
+    let is_call = match number {
+        n if n == Sys::Call as u64 => true,
+        n if n == Sys::ReplyRecv as u64 => false,
+        _ => return None,
+    };
     if !info.fits_fastpath() {
         return None;
     }
     let store = CAP_LOCK.lock();
-    let root = store.slot(cspace_slot(caller)?).cap();
-    let slot = this_cpu().lookup.with(|cache| cache.lookup(&*store, &root, cptr, MAX_DEPTH)).ok()?;
+    // The thread's own memo first; a miss goes through this CPU's lookup cache.
+    let slot = tcb(caller)
+        .lookup_memo
+        .lookup(&*store, cptr, MAX_DEPTH, || {
+            let root_slot = cspace_slot(caller).ok_or(ramen_abi::Error::InvalidCapability)?;
+            let root = store.slot(root_slot).cap();
+            cpu.lookup.with(|cache| cache.lookup(&*store, &root, cptr, MAX_DEPTH))
+        })
+        .ok()?;
     let cap = store.slot(slot).cap();
     if cap.kind() != CapType::Endpoint {
         return None;
     }
-    let endpoint = cap.addr().0;
     let here = ramen_arch::percpu::index_fast();
-    let waiting = sched::highest_waiting();
-    match sys {
-        Sys::Call => {
-            if !cap.rights().contains(Rights::WRITE)
-                || !cap.rights().intersects(Rights::GRANT_REPLY | Rights::GRANT)
-            {
-                return None;
-            }
-            let server = ipc::first_receiver(endpoint)?;
-            let s = tcb(server);
-            let c = tcb(caller);
-            // A receiver still owing another caller its reply takes the slow path,
-            // which unlinks that abandoned reply.
-            if s.cpu != here
-                || s.priority < c.priority
-                || waiting.is_some_and(|p| p > s.priority)
-                || s.caller.is_some()
-            {
-                return None;
-            }
-            // ---- point of no return ----
-            ipc::dequeue(endpoint, false);
-            s.ipc = IpcState::None;
-            s.caller = Some(caller);
-            c.replier = Some(server);
-            c.ipc = IpcState::WaitingReply;
-            c.state = ThreadState::Blocked;
-            crate::trace::ipc_send(caller, Some(server), info.len_words(), IpcPath::Fast);
-            transfer(caller, server, info, cap.badge());
-            Some(server)
+    let next =
+        if is_call { call(s, caller, &cap, info, here)? } else { reply_recv(s, caller, &cap, info, here)? };
+    if tracing {
+        if is_call {
+            crate::trace::ipc_send(caller, Some(next), info.len_words(), IpcPath::Fast);
+        } else {
+            crate::trace::ipc_reply(caller, next, info.len_words(), IpcPath::Fast);
         }
-        Sys::ReplyRecv => {
-            // A bound notification may have a signal waiting: the slow path returns it.
-            if !cap.rights().contains(Rights::READ)
-                || ipc::has_senders(endpoint)
-                || tcb(caller).bound_notification != 0
-            {
-                return None;
-            }
-            let client = tcb(caller).caller?;
-            let c = tcb(client);
-            // Leases lent to this call are released on the slow path.
-            if c.ipc != IpcState::WaitingReply
-                || c.leases.any()
-                || c.state != ThreadState::Blocked
-                || c.cpu != here
-                || waiting.is_some_and(|p| p > c.priority)
-            {
-                return None;
-            }
-            // ---- point of no return ----
-            let s = tcb(caller);
-            s.caller = None;
-            c.replier = None;
-            c.ipc = IpcState::None;
-            crate::trace::ipc_reply(caller, client, info.len_words(), IpcPath::Fast);
-            transfer(caller, client, info, 0);
-            ipc::enqueue(endpoint, caller, false);
-            s.ipc = IpcState::Receiving(endpoint);
-            s.recv_grant = cap.rights().contains(Rights::GRANT);
-            s.state = ThreadState::Blocked;
-            Some(client)
-        }
-        _ => None,
     }
+    // The lock guards capability slots and endpoint queues, all done with.
+    drop(store);
+    sched::switch_in(s, caller, next);
+    Some(next)
 }
 
-/// Moves the message registers from `from`'s saved registers to `to`'s, with the
-/// result, info and badge; registers beyond the message are zeroed.
+/// `Call` on an endpoint with a receiver waiting: guards, then the hand-over.
 #[inline(always)]
-fn transfer(from: ThreadRef, to: ThreadRef, info: MessageInfo, badge: u64) {
-    let src = &tcb(from).context;
+fn call(s: &mut Sched, caller: ThreadRef, cap: &Cap, info: MessageInfo, here: u32) -> Option<ThreadRef> {
+    if !cap.rights().contains(Rights::WRITE) || !cap.rights().intersects(Rights::GRANT_REPLY | Rights::GRANT)
+    {
+        return None;
+    }
+    let endpoint = cap.addr().0;
+    let server = ipc::first_receiver(endpoint)?;
+    let st = tcb(server);
+    let c = tcb(caller);
+    // A receiver still owing another caller its reply takes the slow path, which
+    // unlinks that abandoned reply.
+    if st.cpu != here
+        || st.priority < c.priority
+        || sched::highest_queued(s).is_some_and(|p| p > st.priority)
+        || st.caller.is_some()
+        || !st.context.sanitise()
+    {
+        return None;
+    }
+    // ---- point of no return ----
+    ipc::dequeue(endpoint, false);
+    st.ipc = IpcState::None;
+    st.caller = Some(caller);
+    c.replier = Some(server);
+    c.ipc = IpcState::WaitingReply;
+    c.state = ThreadState::Blocked;
+    transfer(&c.context, &mut st.context, info, cap.badge());
+    Some(server)
+}
+
+/// `ReplyRecv` with a caller waiting on this CPU: guards, then the hand-over.
+#[inline(always)]
+fn reply_recv(
+    s: &mut Sched,
+    caller: ThreadRef,
+    cap: &Cap,
+    info: MessageInfo,
+    here: u32,
+) -> Option<ThreadRef> {
+    let endpoint = cap.addr().0;
+    let st = tcb(caller);
+    // A bound notification may have a signal waiting: the slow path returns it.
+    if !cap.rights().contains(Rights::READ) || ipc::has_senders(endpoint) || st.bound_notification != 0 {
+        return None;
+    }
+    let client = st.caller?;
+    let c = tcb(client);
+    // Leases lent to this call are released on the slow path.
+    if c.ipc != IpcState::WaitingReply
+        || c.leases.any()
+        || c.state != ThreadState::Blocked
+        || c.cpu != here
+        || sched::highest_queued(s).is_some_and(|p| p > c.priority)
+        || !c.context.sanitise()
+    {
+        return None;
+    }
+    // ---- point of no return ----
+    st.caller = None;
+    c.replier = None;
+    c.ipc = IpcState::None;
+    transfer(&st.context, &mut c.context, info, 0);
+    ipc::enqueue(endpoint, caller, false);
+    st.ipc = IpcState::Receiving(endpoint);
+    st.recv_grant = cap.rights().contains(Rights::GRANT);
+    st.state = ThreadState::Blocked;
+    Some(client)
+}
+
+/// Moves the message registers from the sender's saved registers `src` to the
+/// receiver's `dst`, with the result, info and badge; registers beyond the message
+/// are zeroed.
+#[inline(always)]
+fn transfer(src: &UserContext, dst: &mut UserContext, info: MessageInfo, badge: u64) {
     // The guards checked `info.fits_fastpath()`: at most MSG_REGS words, no
     // capabilities, no leases, so the info word is passed on as it is.
     let len = info.len_words();
-    let keep = |i: usize, value: u64| if i < len { value } else { 0 };
-    let (r0, r1, r2, r3, r4, r5) = (
-        keep(0, src.rdx),
-        keep(1, src.r8),
-        keep(2, src.r9),
-        keep(3, src.r10),
-        keep(4, src.r12),
-        keep(5, src.r13),
-    );
-    let ctx = &mut tcb(to).context;
-    ctx.rax = 0;
-    ctx.rdi = badge;
-    ctx.rsi = info.0;
-    ctx.rdx = r0;
-    ctx.r8 = r1;
-    ctx.r9 = r2;
-    ctx.r10 = r3;
-    ctx.r12 = r4;
-    ctx.r13 = r5;
+    let words = if len == 0 {
+        // The common empty message (a notification-like call, a bare reply): nothing
+        // to read, and six stores of zero instead of six compares.
+        [0; MSG_REGS]
+    } else {
+        let keep = |i: usize, value: u64| if i < len { value } else { 0 };
+        let m = syscall::message_registers(src);
+        [keep(0, m[0]), keep(1, m[1]), keep(2, m[2]), keep(3, m[3]), keep(4, m[4]), keep(5, m[5])]
+    };
+    dst.rax = 0;
+    dst.rdi = badge;
+    dst.rsi = info.0;
+    syscall::set_message_registers(dst, words);
 }

@@ -46,6 +46,7 @@ const KIND_SENDERS: u64 = 1;
 const KIND_RECEIVERS: u64 = 2;
 const KIND_MASK: u64 = 0xfff;
 
+#[inline]
 fn read_queue(endpoint: u64) -> Queue {
     let [head, tail] = phys_words(endpoint);
     let thread = ThreadRef::new(head & !KIND_MASK);
@@ -56,6 +57,7 @@ fn read_queue(endpoint: u64) -> Queue {
     }
 }
 
+#[inline]
 fn write_queue(endpoint: u64, queue: Queue) {
     let words = match queue {
         Queue::Empty => [0, 0],
@@ -66,6 +68,7 @@ fn write_queue(endpoint: u64, queue: Queue) {
 }
 
 /// The first thread waiting to receive on `endpoint`, if receivers wait there.
+#[inline]
 pub fn first_receiver(endpoint: u64) -> Option<ThreadRef> {
     match read_queue(endpoint) {
         Queue::Receivers(head, _) => Some(head),
@@ -74,11 +77,13 @@ pub fn first_receiver(endpoint: u64) -> Option<ThreadRef> {
 }
 
 /// True if senders wait on `endpoint`.
+#[inline]
 pub fn has_senders(endpoint: u64) -> bool {
     matches!(read_queue(endpoint), Queue::Senders(..))
 }
 
 /// Appends `thread` to the endpoint's queue of the given kind.
+#[inline(always)]
 pub(crate) fn enqueue(endpoint: u64, thread: ThreadRef, senders: bool) {
     tcb(thread).ipc_next = None;
     let queue = match (read_queue(endpoint), senders) {
@@ -95,6 +100,7 @@ pub(crate) fn enqueue(endpoint: u64, thread: ThreadRef, senders: bool) {
 }
 
 /// Takes the first thread of the queue if it is of the given kind.
+#[inline(always)]
 pub(crate) fn dequeue(endpoint: u64, senders: bool) -> Option<ThreadRef> {
     let (head, tail) = match (read_queue(endpoint), senders) {
         (Queue::Senders(h, t), true) | (Queue::Receivers(h, t), false) => (h, t),

@@ -17,6 +17,7 @@ use ramen_arch::phys;
 use ramen_arch::user::UserContext;
 use ramen_core::cap::Cap;
 use ramen_core::cdt::Slot;
+use ramen_core::lookup_cache::LookupMemo;
 use ramen_core::object::{CapType, ObjRef, ObjectStore, PhysAddr, SlotRef, TCB_BITS};
 use ramen_core::runqueue::{RunLinks, ThreadLinks, ThreadRef};
 use spin::Mutex;
@@ -38,15 +39,25 @@ pub static CAP_LOCK: CapLock = CapLock(Mutex::new(Store));
 pub struct CapLock(Mutex<Store>);
 
 impl CapLock {
-    /// Takes the lock.
-    #[inline]
+    /// Takes the lock: one compare-exchange when it is free (the IPC fastpath's
+    /// case), the servicing spin out of line otherwise.
+    #[inline(always)]
     pub fn lock(&self) -> spin::MutexGuard<'_, Store> {
+        match self.0.try_lock() {
+            Some(guard) => guard,
+            None => self.lock_contended(),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn lock_contended(&self) -> spin::MutexGuard<'_, Store> {
         loop {
+            crate::tlb::service();
+            core::hint::spin_loop();
             if let Some(guard) = self.0.try_lock() {
                 return guard;
             }
-            crate::tlb::service();
-            core::hint::spin_loop();
         }
     }
 }
@@ -227,6 +238,10 @@ pub struct Tcb {
     pub last_fault: [u64; 3],
     /// What tracing records when the thread next runs.
     pub trace: crate::trace::ThreadTrace,
+    /// The fastpath's last lookup in this thread's CSpace (rooted in `cspace_root`,
+    /// whose CNode capability changes only with the generation; created afresh with
+    /// the TCB, so a TCB reborn at the same address remembers nothing).
+    pub lookup_memo: LookupMemo,
 }
 
 const _: () = assert!(core::mem::size_of::<Tcb>() <= 1 << TCB_BITS);
@@ -263,6 +278,7 @@ impl Tcb {
             faults: 0,
             last_fault: [0; 3],
             trace: crate::trace::ThreadTrace::new(),
+            lookup_memo: LookupMemo::new(),
         }
     }
 }
@@ -335,6 +351,7 @@ pub fn module_bytes(addr: u64, len: u64) -> &'static [u8] {
 
 /// Switches this CPU to the address space `root` (a VSpace object, whose kernel half
 /// `init_object` installed), or back to the kernel's own for 0.
+#[inline]
 pub fn activate_vspace(root: u64) {
     let root = if root == 0 { crate::cpus::machine().kernel_root } else { root };
     // SAFETY: every VSpace shares the kernel's upper half (install_kernel_half), so

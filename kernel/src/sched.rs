@@ -14,6 +14,7 @@
 
 use ramen_arch::apic::WAKE_VECTOR;
 use ramen_arch::cpu;
+use ramen_arch::fpu::FpuArea;
 use ramen_core::runqueue::{RunQueue, ThreadRef};
 use ramen_core::tsc::ns_to_ticks;
 
@@ -381,62 +382,84 @@ fn run(thread: ThreadRef) -> ! {
         resume();
     }
     crate::trace::before_run(thread);
-    let slice = with_sched(|s| {
-        if s.current != Some(thread) {
-            s.switches += 1;
-        }
-        if let Some(previous) = s.current.filter(|p| *p != thread) {
+    let slice = with_sched(|s| install(s, thread));
+    enter_user(slice)
+}
+
+/// Makes `thread` (sanitised, owned here) the current thread: its FPU state, address
+/// space and context. Returns the ticks left of its slice when the slice timer must
+/// be armed. Shared by [`run`] and the IPC fastpath's direct switch, so both leave
+/// the scheduler in the same state.
+#[inline(always)]
+fn install(s: &mut Sched, thread: ThreadRef) -> Option<u64> {
+    let switched = s.current != Some(thread);
+    if switched {
+        s.switches += 1;
+        s.slice_running = false;
+        if let Some(previous) = s.current {
             // A preempted thread that is still runnable goes back in the queue.
             if tcb(previous).state == ThreadState::Runnable {
                 push(s, previous, false);
             }
         }
-        let switched = s.current != Some(thread);
-        if switched {
-            s.slice_running = false;
-        }
-        s.current = Some(thread);
-        let t = tcb(thread);
-        if s.fpu_owner != Some(thread) {
-            // Eager switch of FPU state, skipped when the thread's state is still in
-            // the registers (measured and discussed in docs/concurrency.md).
-            if let Some(previous) = s.fpu_owner {
-                tcb(previous).fpu.save();
-            }
-            t.fpu.restore();
-            s.fpu_owner = Some(thread);
-        }
-        if s.loaded_vspace != t.vspace {
-            crate::tlb::loading(t.vspace);
-            crate::objects::activate_vspace(t.vspace);
-            s.loaded_vspace = t.vspace;
-        }
-        crate::objects::install_context(thread);
-        // Time-slice only when someone else is waiting at this priority or above. The
-        // slice belongs to the thread: neither its own system calls nor a preemption
-        // by a higher-priority thread restart it, or a thread that makes them often
-        // would never yield to its equals.
-        let contended = s.queue.highest().is_some_and(|p| p >= t.priority);
-        if !contended {
-            return None;
-        }
-        let now = cpu::rdtsc();
-        if t.slice_end_tsc == 0 || t.slice_end_tsc <= now {
-            let slice_ns = this_cpu().slice_ns.load(core::sync::atomic::Ordering::Relaxed);
-            t.slice_end_tsc = now + ns_to_ticks(slice_ns, cpus::machine().tsc_hz);
-        }
-        (switched || !s.slice_running).then(|| {
-            s.slice_running = true;
-            t.slice_end_tsc - now
-        })
-    });
+    }
+    s.current = Some(thread);
+    load(s, thread, switched)
+}
+
+/// The part of [`install`] after `thread` became current (`switched`: it was not
+/// before): FPU state, address space, context, slice.
+#[inline(always)]
+fn load(s: &mut Sched, thread: ThreadRef, switched: bool) -> Option<u64> {
+    let t = tcb(thread);
+    if s.fpu_owner != Some(thread) {
+        // Eager switch of FPU state, skipped when the thread's state is still in
+        // the registers (measured and discussed in docs/concurrency.md).
+        // The owner is another thread (or none): two different TCBs.
+        FpuArea::switch(s.fpu_owner.map(|previous| &mut tcb(previous).fpu), &t.fpu);
+        s.fpu_owner = Some(thread);
+    }
+    if s.loaded_vspace != t.vspace {
+        crate::tlb::loading(t.vspace);
+        crate::objects::activate_vspace(t.vspace);
+        s.loaded_vspace = t.vspace;
+    }
+    crate::objects::install_context(thread);
+    // Time-slice only when someone else is waiting at this priority or above. The
+    // slice belongs to the thread: neither its own system calls nor a preemption
+    // by a higher-priority thread restart it, or a thread that makes them often
+    // would never yield to its equals.
+    let contended = s.queue.highest().is_some_and(|p| p >= t.priority);
+    if !contended {
+        return None;
+    }
+    let now = cpu::rdtsc();
+    if t.slice_end_tsc == 0 || t.slice_end_tsc <= now {
+        let slice_ns = this_cpu().slice_ns.load(core::sync::atomic::Ordering::Relaxed);
+        t.slice_end_tsc = now + ns_to_ticks(slice_ns, cpus::machine().tsc_hz);
+    }
+    (switched || !s.slice_running).then(|| {
+        s.slice_running = true;
+        t.slice_end_tsc - now
+    })
+}
+
+/// Arms the slice timer if [`install`] asked for it, then returns to the current
+/// thread in user mode.
+#[inline(always)]
+fn enter_user(slice: Option<u64>) -> ! {
     if let Some(left) = slice {
-        let m = cpus::machine();
-        let left_ns = ramen_core::tsc::ticks_to_ns(left, m.tsc_hz);
-        let apic_ticks = u32::try_from(left_ns / APIC_TICK_NS).unwrap_or(u32::MAX).max(1);
-        this_cpu().lapic.with(|l| l.arm_timer(cpu::rdtsc() + left, apic_ticks));
+        arm_slice(left);
     }
     ramen_arch::user::return_to_user()
+}
+
+#[inline(never)]
+fn arm_slice(left: u64) {
+    let m = cpus::machine();
+    let left_ns = ramen_core::tsc::ticks_to_ns(left, m.tsc_hz);
+    let apic_ticks = u32::try_from(left_ns / APIC_TICK_NS).unwrap_or(u32::MAX).max(1);
+    this_cpu().lapic.with(|l| l.arm_timer(cpu::rdtsc() + left, apic_ticks));
 }
 
 /// Forgets `thread` on this CPU before its TCB memory is reused.
@@ -496,21 +519,35 @@ pub fn slice_expired() {
     }
 }
 
-/// The highest priority waiting in this CPU's run queue.
-pub fn highest_waiting() -> Option<u8> {
-    with_sched(|s| s.queue.highest())
+/// The IPC fastpath's direct switch: with this CPU's scheduler `s` (which the
+/// fastpath borrowed for its guards), makes `next` (owned here, not queued, its
+/// context sanitised) runnable and current, arming the slice timer if it needs one.
+/// `blocked`, the current thread, was just blocked by the fastpath: what [`install`]
+/// does first comes down to counting the switch (a blocked thread is not queued
+/// again). The fastpath then returns to `next` in user mode.
+#[inline(always)]
+pub fn switch_in(s: &mut Sched, blocked: ThreadRef, next: ThreadRef) {
+    debug_assert!(s.current == Some(blocked) && blocked != next);
+    debug_assert!(tcb(blocked).state != ThreadState::Runnable);
+    tcb(next).state = ThreadState::Runnable;
+    s.switches += 1;
+    s.slice_running = false;
+    s.current = Some(next);
+    if let Some(left) = load(s, next, true) {
+        arm_slice(left);
+    }
 }
 
-/// Switches straight to `next` (owned by this CPU, not queued), leaving the current
-/// thread as it is (the caller has blocked it): the IPC fastpath's direct switch.
-pub fn switch_to(next: ThreadRef) -> ! {
-    with_sched(|s| {
-        if s.current.is_some_and(|c| tcb(c).state != ThreadState::Runnable) {
-            s.current = None;
-        }
-    });
-    tcb(next).state = ThreadState::Runnable;
-    run(next)
+/// The highest priority waiting in `s`'s run queue (the fastpath's view).
+#[inline(always)]
+pub fn highest_queued(s: &Sched) -> Option<u8> {
+    s.queue.highest()
+}
+
+/// The thread whose context is installed in `s` (the fastpath's view of [`current`]).
+#[inline(always)]
+pub fn current_of(s: &Sched) -> Option<ThreadRef> {
+    s.current
 }
 
 /// Checks this CPU's run queue: every queued thread is marked queued, owned here,

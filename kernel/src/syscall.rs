@@ -21,6 +21,7 @@ use crate::objects::{CAP_LOCK, ThreadState, tcb};
 use crate::{invoke, kprintln, sched};
 
 /// The message registers of a saved context, in ABI order.
+#[inline(always)]
 pub fn message_registers(ctx: &UserContext) -> [u64; MSG_REGS] {
     [ctx.rdx, ctx.r8, ctx.r9, ctx.r10, ctx.r12, ctx.r13]
 }
@@ -38,7 +39,13 @@ pub fn set_reply(ctx: &mut UserContext, result: Result<(), Error>, words: &[u64]
     for (reg, word) in regs.iter_mut().zip(words) {
         *reg = *word;
     }
-    let [r0, r1, r2, r3, r4, r5] = regs;
+    set_message_registers(ctx, regs);
+}
+
+/// Writes the message registers of a saved context, in ABI order.
+#[inline(always)]
+pub fn set_message_registers(ctx: &mut UserContext, words: [u64; MSG_REGS]) {
+    let [r0, r1, r2, r3, r4, r5] = words;
     ctx.rdx = r0;
     ctx.r8 = r1;
     ctx.r9 = r2;
@@ -47,16 +54,19 @@ pub fn set_reply(ctx: &mut UserContext, result: Result<(), Error>, words: &[u64]
     ctx.r13 = r5;
 }
 
-/// Entry for every `SYSCALL` (registered with arch).
-pub fn handle_syscall(ctx: &mut UserContext) {
-    let Some(thread) = sched::current() else {
-        sched::resume();
-    };
-    crate::trace::syscall_enter(thread, ctx.rax, ctx.rdi);
-    if let Some(next) = crate::fastpath::attempt(thread) {
-        this_cpu().ipc_fast.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
-        sched::switch_to(next);
+/// Entry for every `SYSCALL` (registered with arch): the fastpath first, which also
+/// finds the calling thread and records the entry, then the slow path.
+pub extern "C" fn handle_syscall(ctx: &mut UserContext) {
+    match crate::fastpath::attempt(ctx) {
+        Some(thread) => slow_path(thread, ctx),
+        None => sched::resume(),
     }
+}
+
+/// Every system call the fastpath did not take. Out of line: its stack frame is
+/// large, and the fastpath should not pay for setting it up.
+#[inline(never)]
+fn slow_path(thread: ThreadRef, ctx: &mut UserContext) -> ! {
     match Sys::from_number(ctx.rax) {
         None => set_reply(ctx, Err(Error::UnknownSyscall), &[]),
         Some(Sys::Yield) => {

@@ -171,6 +171,13 @@ pub fn thread_id(thread: ThreadRef) -> u32 {
     (thread.addr() >> TCB_BITS) as u32
 }
 
+/// True if any category is being recorded. A hot path with several trace points
+/// (the IPC fastpath) reads this once and skips them all while tracing is off.
+#[inline(always)]
+pub fn on() -> bool {
+    ENABLED.load(Ordering::Relaxed) != 0
+}
+
 #[inline(always)]
 fn enabled(category: Categories) -> bool {
     ENABLED.load(Ordering::Relaxed) & category.bits() != 0

@@ -17,6 +17,13 @@
 //!
 //! Invariant: a hit returns exactly what [`resolve`] would return now; errors are
 //! never cached.
+//!
+//! In front of it, a [`LookupMemo`] remembers one walk for one thread (the IPC
+//! fastpath keeps one in each TCB). Its root is implied, not compared: it is the
+//! capability in the thread's CSpace-root slot, which within one generation either
+//! holds the same CNode capability throughout or holds no CNode capability (and then
+//! every walk fails and nothing is remembered). So a hit compares the generation,
+//! the capability pointer and the depth: three words instead of a root capability.
 
 use ramen_abi::Error;
 
@@ -60,6 +67,10 @@ impl LookupCache {
 
     /// Resolves `cptr` in the CSpace rooted at `root`, as [`resolve`] does (same
     /// result, same errors), from the cache when it can.
+    ///
+    /// Inlined: a hit is a handful of compares, which the IPC fastpath makes against
+    /// the root capability where it lies, without copying it; a miss calls out.
+    #[inline]
     pub fn lookup<S: ObjectStore>(
         &mut self,
         store: &S,
@@ -70,15 +81,29 @@ impl LookupCache {
         let generation = store.generation();
         let index = Self::index(root, cptr, depth);
         if let Some(entry) = self.entries.get(index)
-            && let Some(slot) = entry.slot
             && entry.generation == generation
             && entry.cptr == cptr
             && entry.depth == depth
             && entry.root == *root
+            && let Some(slot) = entry.slot
         {
             self.hits = self.hits.wrapping_add(1);
             return Ok(slot);
         }
+        self.fill(store, root, cptr, depth, index, generation)
+    }
+
+    /// A miss: walks, and remembers the result at `index` if the walk succeeded.
+    #[inline(never)]
+    fn fill<S: ObjectStore>(
+        &mut self,
+        store: &S,
+        root: &Cap,
+        cptr: u64,
+        depth: u8,
+        index: usize,
+        generation: u64,
+    ) -> Result<SlotRef, Error> {
         self.misses = self.misses.wrapping_add(1);
         let slot = resolve(store, root, cptr, depth)?;
         if let Some(entry) = self.entries.get_mut(index) {
@@ -97,11 +122,60 @@ impl LookupCache {
         (self.hits, self.misses)
     }
 
+    #[inline]
     fn index(root: &Cap, cptr: u64, depth: u8) -> usize {
         let key = cptr ^ root.addr().0.rotate_left(29) ^ u64::from(depth) << 56;
         // Fibonacci hashing: the top bits of the product are well mixed.
         let hash = key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - LOOKUP_CACHE_ENTRIES.trailing_zeros());
         hash as usize
+    }
+}
+
+/// One remembered walk from a fixed root slot (see the module doc): the last
+/// successful lookup of a thread's own CSpace.
+///
+/// Sound only where the root slot's CNode capability can change only through the
+/// derivation-tree write helper (which advances the generation), and where the memo
+/// is created afresh with the slot it belongs to: a TCB's CSpace-root slot and a memo
+/// in the same TCB.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LookupMemo {
+    /// `None`: nothing remembered.
+    slot: Option<SlotRef>,
+    generation: u64,
+    cptr: u64,
+    depth: u8,
+}
+
+impl LookupMemo {
+    /// Remembers nothing.
+    pub const fn new() -> Self {
+        Self { slot: None, generation: 0, cptr: 0, depth: 0 }
+    }
+
+    /// Resolves `cptr` to `depth` bits in the memo's CSpace (the one rooted in its
+    /// root slot), as [`resolve`] would. `walk` does a miss: [`resolve`] from the
+    /// capability in the root slot, or a [`LookupCache`] lookup with it, the same
+    /// `cptr` and `depth`. A hit reads nothing but `store`'s generation.
+    #[inline]
+    pub fn lookup<S: ObjectStore>(
+        &mut self,
+        store: &S,
+        cptr: u64,
+        depth: u8,
+        walk: impl FnOnce() -> Result<SlotRef, Error>,
+    ) -> Result<SlotRef, Error> {
+        let generation = store.generation();
+        if self.generation == generation
+            && self.cptr == cptr
+            && self.depth == depth
+            && let Some(slot) = self.slot
+        {
+            return Ok(slot);
+        }
+        let slot = walk()?;
+        *self = Self { slot: Some(slot), generation, cptr, depth };
+        Ok(slot)
     }
 }
 
@@ -188,6 +262,27 @@ mod tests {
         assert_eq!(cache.stats(), (0, 2));
     }
 
+    #[test]
+    fn a_memo_hits_until_a_cnode_changes() {
+        let mut fx = two_levels();
+        let mut memo = LookupMemo::new();
+        let walks = core::cell::Cell::new(0);
+        let look = |fx: &Fixture, memo: &mut LookupMemo| {
+            memo.lookup(&fx.store, 3 << 2 | 1, 6, || {
+                walks.set(walks.get() + 1);
+                fx.resolve(3 << 2 | 1, 6)
+            })
+        };
+        let first = look(&fx, &mut memo).unwrap();
+        assert_eq!(look(&fx, &mut memo), Ok(first));
+        assert_eq!(walks.get(), 1, "the second lookup is a hit");
+        let (from, to) = (fx.root_slot(3), fx.root_slot(4));
+        move_cap(&mut fx.store, from, to).unwrap();
+        assert_eq!(look(&fx, &mut memo), Err(Error::InvalidCapability));
+        assert_eq!(look(&fx, &mut memo), Err(Error::InvalidCapability));
+        assert_eq!(walks.get(), 3, "errors are not remembered");
+    }
+
     const CORES: usize = 3;
 
     proptest! {
@@ -215,6 +310,27 @@ mod tests {
                 }
                 check_invariants(&fx.store);
                 check_caches(&fx, &mut caches, &mut seen);
+            }
+        }
+
+        /// The same random operations against one memo per address, kept across
+        /// steps: a memo never returns anything but what the walk returns now.
+        #[test]
+        fn memos_always_agree_with_the_walk(
+            ops in proptest::collection::vec(testing::op(CORES), 1..64)
+        ) {
+            let mut fx = Fixture::new();
+            let mut caches: Vec<LookupCache> = (0..CORES).map(|_| LookupCache::new()).collect();
+            let mut memos = std::collections::BTreeMap::new();
+            for op in &ops {
+                let _ = testing::apply(&mut fx, &mut caches, op);
+                for a in testing::reachable(&fx) {
+                    memos.entry((a.cptr, a.depth)).or_insert_with(LookupMemo::new);
+                }
+                for (&(cptr, depth), memo) in memos.iter_mut() {
+                    let got = memo.lookup(&fx.store, cptr, depth, || fx.resolve(cptr, depth));
+                    prop_assert_eq!(got, fx.resolve(cptr, depth), "stale memo of {:#x}/{}", cptr, depth);
+                }
             }
         }
     }

@@ -88,6 +88,7 @@ impl RunQueue {
     }
 
     /// The highest non-empty level.
+    #[inline(always)]
     pub fn highest(&self) -> Option<u8> {
         let word = 63u32.checked_sub(self.summary.leading_zeros())?;
         let bits = *self.words.get(word as usize)?;

@@ -47,10 +47,8 @@ pub struct Cpu {
     pub ipc_slow: AtomicU64,
     /// This CPU's trace ring (`trace` explains the lock).
     pub trace: crate::trace::TraceCell,
-    /// Set by a sender after posting to this CPU's inbox; cleared when it drains.
-    pub inbox_pending: core::sync::atomic::AtomicBool,
-    /// This CPU is idle and polling its inbox: senders need not interrupt it.
-    pub polling: core::sync::atomic::AtomicBool,
+    /// Something was posted to the inbox; this CPU is polling it (`ramen_core::wake`).
+    pub wake: ramen_core::wake::WakeFlags,
     /// Another CPU asks this one to flush its TLB.
     pub tlb_flush_requested: core::sync::atomic::AtomicBool,
     /// Flushes done on request.
@@ -169,8 +167,7 @@ pub fn register(local: &'static CpuLocal, lapic: Lapic) -> &'static Cpu {
                 ipc_fast: AtomicU64::new(0),
                 ipc_slow: AtomicU64::new(0),
                 trace: spin::Mutex::new(crate::trace::CpuTrace::new()),
-                inbox_pending: core::sync::atomic::AtomicBool::new(false),
-                polling: core::sync::atomic::AtomicBool::new(false),
+                wake: ramen_core::wake::WakeFlags::new(),
                 tlb_flush_requested: core::sync::atomic::AtomicBool::new(false),
                 tlb_flushes: AtomicU64::new(0),
             },

@@ -202,12 +202,9 @@ pub fn post(target: u32, request: Request) {
         crate::tlb::service();
         cpu::relax();
     }
-    // A CPU polling its inbox sees the request without an interrupt. The fence pairs
-    // with the idle loop's: either we see it polling, or it sees the request after
-    // it stops polling (and does not halt).
-    cpu.inbox_pending.store(true, core::sync::atomic::Ordering::Relaxed);
-    core::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);
-    if cpu.polling.load(core::sync::atomic::Ordering::Relaxed) {
+    // A CPU polling its inbox sees the request without an interrupt
+    // (`ramen_core::wake`: the handshake, model-checked with loom).
+    if !cpu.wake.posted() {
         return;
     }
     let apic_id = cpu.local.apic_id;
@@ -236,7 +233,7 @@ pub fn drain_inbox() {
     // Every post sets the flag after its push, then interrupts this CPU (or finds it
     // polling): an empty flag means nothing to take yet, and skips the lock and the
     // copy. Cleared before the take: a request posted after it sets the flag again.
-    if !this_cpu().inbox_pending.swap(false, core::sync::atomic::Ordering::Acquire) {
+    if !this_cpu().wake.take() {
         return;
     }
     loop {
@@ -475,22 +472,18 @@ pub fn forget(thread: ThreadRef) {
 /// Polls this CPU's inbox up to `IDLE_POLL` times, advertising it so senders skip
 /// the IPI; true if a request came (the caller drains instead of halting).
 fn poll_inbox() -> bool {
-    use core::sync::atomic::{Ordering, fence};
-    let polls = IDLE_POLL.load(Ordering::Relaxed);
+    let polls = IDLE_POLL.load(core::sync::atomic::Ordering::Relaxed);
     if polls == 0 {
         return false;
     }
-    let me = this_cpu();
-    me.polling.store(true, Ordering::Relaxed);
-    fence(Ordering::SeqCst);
+    let wake = &this_cpu().wake;
+    wake.start_polling();
     let mut left = polls;
-    while left > 0 && !me.inbox_pending.load(Ordering::Relaxed) {
+    while left > 0 && !wake.pending() {
         cpu::relax();
         left -= 1;
     }
-    me.polling.store(false, Ordering::Relaxed);
-    fence(Ordering::SeqCst);
-    me.inbox_pending.load(Ordering::Relaxed)
+    wake.stop_polling()
 }
 
 /// The idle loop, on the kernel stack with interrupts enabled only while halted.

@@ -450,6 +450,20 @@ fn host_tests() -> anyhow::Result<bool> {
         .args(&exclude)
         .status()
         .context("could not start cargo test")?;
+    Ok(status.success() && loom_tests()?)
+}
+
+/// The loom model checks of ramen-core's lock-free protocols (`cfg(loom)` builds, in
+/// their own target directory so the normal build is not invalidated).
+fn loom_tests() -> anyhow::Result<bool> {
+    println!("test: loom models (RUSTFLAGS=\"--cfg loom\" cargo test -p ramen-core --release --lib loom)");
+    let target = image::repo_root().join("target").join("loom");
+    let status = image::cargo()
+        .env("RUSTFLAGS", "--cfg loom")
+        .env("CARGO_TARGET_DIR", &target)
+        .args(["test", "-p", "ramen-core", "--release", "--lib", "loom"])
+        .status()
+        .context("could not start cargo test for the loom models")?;
     Ok(status.success())
 }
 

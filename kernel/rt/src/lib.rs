@@ -33,7 +33,7 @@ pub use sys::vm::boot_info;
 
 /// The time-stamp counter (`rdtsc` before, `rdtscp` after what is timed), for benchmarks.
 pub mod tsc {
-    pub use crate::sys::tsc::{rdtsc, rdtscp};
+    pub use crate::sys::tsc::{rdtsc, rdtsc32, rdtscp, rdtscp32};
 }
 
 #[doc(hidden)]

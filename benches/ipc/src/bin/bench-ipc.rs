@@ -15,7 +15,7 @@ use ramen_bench_ipc::{
     SAMPLES_PER_LINE, START, label,
 };
 use ramen_rt::msgbuf::{Lease, MessageBuffer};
-use ramen_rt::tsc::{rdtsc, rdtscp};
+use ramen_rt::tsc::{rdtsc, rdtsc32, rdtscp, rdtscp32};
 use ramen_rt::{Console, MSG_REGS, Message, SysError, call, nb_send, println, recv, reply_recv};
 use ramen_rt::{kobj, slot};
 use ufmt::uwrite;
@@ -75,7 +75,7 @@ fn server(job: &Job) -> Result<(), SysError> {
     let (_, mut request) = recv(ENDPOINT)?;
     let mut index = 0usize;
     loop {
-        let arrived = rdtscp();
+        let arrived = rdtscp32();
         if request.label() == label::DUMP {
             break;
         }
@@ -90,7 +90,7 @@ fn server(job: &Job) -> Result<(), SysError> {
             &missing
         };
         // Read last so that storing it is not timed; stored after the next arrival.
-        let leaving = rdtsc();
+        let leaving = rdtsc32();
         request = reply_recv(ENDPOINT, reply)?.1;
         stamps.record(index, arrived, leaving);
         index += 1;
@@ -106,8 +106,8 @@ fn notification_server(job: &Job) -> Result<(), SysError> {
     let signal = Message::new(0, &[]);
     recv(PING)?;
     for index in 0..total {
-        let arrived = rdtscp();
-        let leaving = rdtsc();
+        let arrived = rdtscp32();
+        let leaving = rdtsc32();
         nb_send(PONG, &signal)?;
         // The client signals once more after its last sample, so this always returns.
         recv(PING)?;
@@ -128,9 +128,9 @@ impl Stamps {
         Self { arrivals: vec![0; capacity], departures: vec![0; capacity] }
     }
 
-    fn record(&mut self, index: usize, arrived: u64, left: u64) {
+    fn record(&mut self, index: usize, arrived: u32, left: u32) {
         if let (Some(a), Some(d)) = (self.arrivals.get_mut(index), self.departures.get_mut(index)) {
-            (*a, *d) = (arrived as u32, left as u32);
+            (*a, *d) = (arrived, left);
         }
     }
 }
@@ -147,12 +147,12 @@ fn serve_dumps(stamps: &Stamps, mut request: Message) -> Result<(), SysError> {
 fn empty_window() -> u64 {
     (0..EMPTY_WINDOW_READS)
         .map(|_| {
-            let start = rdtsc();
-            let end = rdtscp();
+            let start = rdtsc32();
+            let end = rdtscp32();
             end.wrapping_sub(start)
         })
         .min()
-        .unwrap_or(0)
+        .map_or(0, u64::from)
 }
 
 /// Times `total` round trips of `round_trip` (inlined: nothing but it between the
@@ -165,12 +165,12 @@ fn time_round_trips(
     let mut starts = vec![0u32; total];
     let mut ends = vec![0u32; total];
     for i in 0..total {
-        let start = rdtsc();
+        let start = rdtsc32();
         let result = round_trip();
-        let end = rdtscp();
+        let end = rdtscp32();
         result?;
         if let (Some(s), Some(e)) = (starts.get_mut(i), ends.get_mut(i)) {
-            (*s, *e) = (start as u32, end as u32);
+            (*s, *e) = (start, end);
         }
     }
     Ok((starts, ends))
@@ -318,7 +318,7 @@ struct Timed {
     inner: KernelServer,
     stamps: Stamps,
     index: usize,
-    arrived: u64,
+    arrived: u32,
 }
 
 impl Timed {
@@ -345,18 +345,18 @@ impl Timed {
 impl ServerTransport for Timed {
     fn recv(&mut self, msg: &mut foundry_runtime::Message) -> Result<(), TransportError> {
         self.inner.recv(msg)?;
-        self.arrived = rdtscp();
+        self.arrived = rdtscp32();
         self.settle(msg)
     }
 
     #[inline(always)]
     fn reply_recv(&mut self, msg: &mut foundry_runtime::Message) -> Result<(), TransportError> {
         let arrived = self.arrived;
-        let leaving = rdtsc();
+        let leaving = rdtsc32();
         self.inner.reply_recv(msg)?;
         self.stamps.record(self.index, arrived, leaving);
         self.index += 1;
-        self.arrived = rdtscp();
+        self.arrived = rdtscp32();
         self.settle(msg)
     }
 

@@ -20,3 +20,32 @@ pub fn rdtscp() -> u64 {
     // `aux`, a local this function owns; CR4.TSD is clear, so it is allowed in user mode.
     unsafe { core::arch::x86_64::__rdtscp(&mut aux) }
 }
+
+/// The low 32 bits of [`rdtsc`]: what a latency sample keeps (a window is far shorter
+/// than 2^32 ticks), without combining EDX into the result inside the timed window.
+#[inline(always)]
+pub fn rdtsc32() -> u32 {
+    let low: u32;
+    // SAFETY: as for `rdtsc`; EDX (the high half) is declared clobbered and dropped.
+    unsafe {
+        core::arch::asm!("rdtsc", out("eax") low, out("edx") _, options(nomem, nostack, preserves_flags));
+    }
+    low
+}
+
+/// The low 32 bits of [`rdtscp`].
+#[inline(always)]
+pub fn rdtscp32() -> u32 {
+    let low: u32;
+    // SAFETY: as for `rdtscp`; EDX and ECX (high half, TSC_AUX) are clobbered and dropped.
+    unsafe {
+        core::arch::asm!(
+            "rdtscp",
+            out("eax") low,
+            out("edx") _,
+            out("ecx") _,
+            options(nomem, nostack, preserves_flags)
+        );
+    }
+    low
+}

@@ -136,13 +136,18 @@ pub fn cargo() -> Command {
 /// `cargo <subcommand> --release -p ramen-kernel` for the bare target with the kernel flags.
 /// The flags are set on this child only, never in xtask's own environment.
 pub fn bare_cargo(subcommand: &str) -> anyhow::Result<Command> {
+    bare_cargo_in(subcommand, &bare_target_dir())
+}
+
+/// [`bare_cargo`] with its own target directory.
+fn bare_cargo_in(subcommand: &str, target_dir: &std::path::Path) -> anyhow::Result<Command> {
     let flags = format!("{BARE_RUSTFLAGS}{}", wrapped_panic_flags()?);
     let mut command = cargo();
     command
         .arg(subcommand)
         .args(["--release", "-p", KERNEL_PACKAGE, "--target", BARE_TARGET])
         .arg("--target-dir")
-        .arg(bare_target_dir());
+        .arg(target_dir);
     set_target_rustflags(&mut command, &flags);
     Ok(command)
 }
@@ -154,6 +159,24 @@ pub fn set_target_rustflags(command: &mut Command, flags: &str) {
     for var in OVERRIDING_RUSTFLAGS_VARS {
         command.env_remove(var);
     }
+}
+
+/// Builds the kernel with the IPC fastpath compiled out (feature `slowpath-only`), in
+/// its own target directory, and returns the path of its ELF.
+pub fn build_slowpath_kernel() -> anyhow::Result<PathBuf> {
+    eprintln!("build: {KERNEL_PACKAGE} with --features slowpath-only (the fast/slow differential)");
+    let dir = repo_root().join("target").join("bare-slowpath");
+    let mut command = bare_cargo_in("build", &dir)?;
+    command.args(["--features", "slowpath-only"]);
+    let status = command.status().context("could not start cargo")?;
+    if !status.success() {
+        bail!("the slow-path-only kernel did not build; see errors above");
+    }
+    let elf = dir.join(BARE_TARGET).join("release").join(KERNEL_PACKAGE);
+    if !elf.is_file() {
+        bail!("cargo reported success but {} does not exist", elf.display());
+    }
+    Ok(elf)
 }
 
 /// Builds the kernel image and returns the path of its ELF.

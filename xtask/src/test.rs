@@ -83,6 +83,8 @@ pub struct QemuCase {
     acpi_tables: &'static [ExtraAcpiTable],
     /// Capture COM2 and require a trace dump there with IPC flows on every CPU.
     trace_dump: bool,
+    /// Boot the kernel built with the IPC fastpath compiled out (the differential).
+    slowpath_kernel: bool,
     expect: Expect,
 }
 
@@ -116,6 +118,7 @@ impl QemuCase {
             kernel_args: "test",
             acpi_tables: &[],
             trace_dump: false,
+            slowpath_kernel: false,
             expect: Expect {
                 exit: KernelExit::Success,
                 kernel_tests_pass: true,
@@ -142,6 +145,7 @@ impl QemuCase {
             kernel_args,
             acpi_tables: &[],
             trace_dump: false,
+            slowpath_kernel: false,
             expect: Expect {
                 exit: KernelExit::Failure,
                 kernel_tests_pass: false,
@@ -165,6 +169,7 @@ impl QemuCase {
             kernel_args: "trace",
             acpi_tables: &[],
             trace_dump: true,
+            slowpath_kernel: false,
             expect: Expect {
                 exit: KernelExit::Success,
                 kernel_tests_pass: false,
@@ -187,6 +192,11 @@ impl QemuCase {
 
     const fn with_console(mut self, console_contains: &'static [&'static str]) -> Self {
         self.expect.console_contains = console_contains;
+        self
+    }
+
+    const fn with_slowpath_kernel(mut self) -> Self {
+        self.slowpath_kernel = true;
         self
     }
 
@@ -220,6 +230,11 @@ impl QemuCase {
 pub const QEMU_CASES: &[QemuCase] = &[
     QemuCase::kernel_tests("smp1", 1, 1, "cpus online: 1 sockets: 1 nodes: 1"),
     QemuCase::kernel_tests("smp4-sockets2", 4, 2, "cpus online: 4 sockets: 2 nodes: 2"),
+    // The same user suite with the IPC fastpath compiled out: every operation the
+    // fastpath takes above takes the slow path here, with the same results.
+    QemuCase::kernel_tests("smp2-slowpath-only", 2, 1, "cpus online: 2 sockets: 1 nodes: 1")
+        .with_args("test expect_slowpath")
+        .with_slowpath_kernel(),
     QemuCase::fault("fault-pf", "fault=pf", Some("#PF"), &[]),
     QemuCase::fault("fault-ud", "fault=ud", Some("#UD"), &[]),
     QemuCase::fault("fault-gp", "fault=gp", Some("#GP"), &[]),
@@ -349,6 +364,9 @@ pub fn run(args: &TestArgs) -> anyhow::Result<bool> {
         None => image::build_kernel()?,
     };
     let image_ok = simd::check_elf(&elf)?;
+    let wants_slowpath = selected(QEMU_CASES, args.filter.as_deref()).iter().any(|c| c.slowpath_kernel);
+    let slowpath_elf =
+        if wants_slowpath && args.kernel.is_none() { Some(image::build_slowpath_kernel()?) } else { None };
     let initrd = match &args.initrd {
         Some(initrd) => initrd.clone(),
         None => user::build_boot_archive()?,
@@ -369,7 +387,11 @@ pub fn run(args: &TestArgs) -> anyhow::Result<bool> {
         let config = BootConfig {
             machine,
             accel: accel.accel,
-            kernel: elf.clone(),
+            kernel: if case.slowpath_kernel {
+                slowpath_elf.clone().unwrap_or_else(|| elf.clone())
+            } else {
+                elf.clone()
+            },
             initrd: Some(initrd.clone()),
             kernel_args: case.kernel_args.into(),
             gdb: false,

@@ -44,6 +44,9 @@ struct Ctx {
     next_badge: u64,
     cpus: u64,
     fuzz_count: u64,
+    /// The kernel was built without the IPC fastpath (`expect_slowpath` on the command
+    /// line, the fast/slow differential case): no operation may take it.
+    expect_slowpath: bool,
 }
 
 fn expect_err<T>(result: Result<T, SysError>, error: Error, what: &'static str) -> Outcome {
@@ -74,7 +77,17 @@ pub fn run(info: &'static BootInfo) -> bool {
         .find_map(|w| w.strip_prefix("fuzz="))
         .and_then(|n| n.trim_end_matches('\0').parse().ok())
         .unwrap_or(FUZZ_DEFAULT);
-    let mut ctx = Ctx { alloc, files, report, next_badge: 1, cpus: u64::from(info.cpu_count), fuzz_count };
+    let expect_slowpath =
+        cmdline.split_ascii_whitespace().any(|w| w.trim_end_matches('\0') == "expect_slowpath");
+    let mut ctx = Ctx {
+        alloc,
+        files,
+        report,
+        next_badge: 1,
+        cpus: u64::from(info.cpu_count),
+        fuzz_count,
+        expect_slowpath,
+    };
 
     type Case = (&'static str, fn(&mut Ctx) -> Outcome);
     let cases: [Case; 26] = [
@@ -624,7 +637,12 @@ fn foundry_echo(ctx: &mut Ctx) -> Outcome {
     let (fast_before, _) = ok(kobj::ipc_stats(slot::DEBUG), "ipc stats")?;
     echo_round(ctx, 0)?;
     let (fast_after, slow_mid) = ok(kobj::ipc_stats(slot::DEBUG), "ipc stats")?;
-    if fast_after < fast_before + 6 {
+    if ctx.expect_slowpath {
+        // The same answers from the slow path alone.
+        if fast_after != fast_before {
+            return Err("an IPC took the fastpath in the kernel built without it");
+        }
+    } else if fast_after < fast_before + 6 {
         return Err("same-CPU echo calls did not take the fastpath");
     }
     if ctx.cpus > 1 {

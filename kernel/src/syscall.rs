@@ -80,13 +80,7 @@ fn slow_path(thread: ThreadRef, ctx: &mut UserContext) -> ! {
                 set_reply(&mut tcb(thread).context, Err(e), &[]);
             }
         }
-        Some(Sys::Call) if is_endpoint(thread, ctx.rdi) => {
-            this_cpu().ipc_slow.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
-            let cptr = ctx.rdi;
-            if let Err(e) = ipc_syscall(thread, Sys::Call, cptr) {
-                set_reply(&mut tcb(thread).context, Err(e), &[]);
-            }
-        }
+        Some(Sys::Call) if call_endpoint(thread, ctx.rdi) => {}
         Some(Sys::Call) => {
             let info = MessageInfo(ctx.rsi);
             let regs = message_registers(ctx);
@@ -103,9 +97,22 @@ fn slow_path(thread: ThreadRef, ctx: &mut UserContext) -> ! {
     sched::resume()
 }
 
-fn is_endpoint(thread: ThreadRef, cptr: u64) -> bool {
-    let store = CAP_LOCK.lock();
-    invoke::lookup_cap(thread, &store, cptr).is_ok_and(|(_, cap)| cap.kind() == CapType::Endpoint)
+/// `Call` on an endpoint: the IPC slow path, with the one lookup that found the
+/// endpoint (false, nothing done: `cptr` names something else, which `invoke` handles).
+fn call_endpoint(thread: ThreadRef, cptr: u64) -> bool {
+    let mut guard = CAP_LOCK.lock();
+    let store = &mut *guard;
+    let Ok((_, cap)) = invoke::lookup_cap(thread, store, cptr) else {
+        return false;
+    };
+    if cap.kind() != CapType::Endpoint {
+        return false;
+    }
+    this_cpu().ipc_slow.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+    if let Err(e) = ipc::send(store, thread, &cap, SendKind::Call) {
+        set_reply(&mut tcb(thread).context, Err(e), &[]);
+    }
+    true
 }
 
 /// The IPC system calls. They touch the caller's registers through its TCB only.

@@ -175,12 +175,12 @@ pub fn thread_id(thread: ThreadRef) -> u32 {
 /// (the IPC fastpath) reads this once and skips them all while tracing is off.
 #[inline(always)]
 pub fn on() -> bool {
-    ENABLED.load(Ordering::Relaxed) != 0
+    !cfg!(feature = "trace-compiled-out") && ENABLED.load(Ordering::Relaxed) != 0
 }
 
 #[inline(always)]
 fn enabled(category: Categories) -> bool {
-    ENABLED.load(Ordering::Relaxed) & category.bits() != 0
+    !cfg!(feature = "trace-compiled-out") && ENABLED.load(Ordering::Relaxed) & category.bits() != 0
 }
 
 /// Runs `f` on this CPU's ring, unless another CPU holds it (clearing or dumping).

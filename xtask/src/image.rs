@@ -164,13 +164,23 @@ pub fn set_target_rustflags(command: &mut Command, flags: &str) {
 /// Builds the kernel with the IPC fastpath compiled out (feature `slowpath-only`), in
 /// its own target directory, and returns the path of its ELF.
 pub fn build_slowpath_kernel() -> anyhow::Result<PathBuf> {
-    eprintln!("build: {KERNEL_PACKAGE} with --features slowpath-only (the fast/slow differential)");
-    let dir = repo_root().join("target").join("bare-slowpath");
+    build_kernel_variant("slowpath-only", "bare-slowpath")
+}
+
+/// Builds the kernel with its trace points compiled out (feature `trace-compiled-out`).
+pub fn build_untraced_kernel() -> anyhow::Result<PathBuf> {
+    build_kernel_variant("trace-compiled-out", "bare-untraced")
+}
+
+/// Builds the kernel with `feature` in `target/<dir_name>`; returns the ELF's path.
+fn build_kernel_variant(feature: &str, dir_name: &str) -> anyhow::Result<PathBuf> {
+    eprintln!("build: {KERNEL_PACKAGE} with --features {feature}");
+    let dir = repo_root().join("target").join(dir_name);
     let mut command = bare_cargo_in("build", &dir)?;
-    command.args(["--features", "slowpath-only"]);
+    command.args(["--features", feature]);
     let status = command.status().context("could not start cargo")?;
     if !status.success() {
-        bail!("the slow-path-only kernel did not build; see errors above");
+        bail!("the kernel with feature {feature} did not build; see errors above");
     }
     let elf = dir.join(BARE_TARGET).join("release").join(KERNEL_PACKAGE);
     if !elf.is_file() {

@@ -141,10 +141,15 @@ pub fn run(info: &'static BootInfo) -> bool {
         Pair::on("foundry_echo_same_core", 0, Some(0), Kind::Foundry),
         Pair::on("foundry_echo_same_core", 6, Some(0), Kind::Foundry),
     ];
-    let latency_cases = pairs.iter().flatten().count() as u64;
+    // `bench_headline` (a second boot comparing kernel builds): only the headline
+    // case, no scaling or bulk.
+    let headline_only =
+        cmdline.split_ascii_whitespace().any(|w| w.trim_end_matches('\0') == "bench_headline");
+    let chosen = |pair: &&Pair| !headline_only || (pair.case == "same_core_cross_as" && pair.words == 0);
+    let latency_cases = pairs.iter().flatten().filter(chosen).count() as u64;
 
     let mut all_ok = true;
-    for (n, pair) in pairs.iter().flatten().enumerate() {
+    for (n, pair) in pairs.iter().flatten().filter(chosen).enumerate() {
         println!(
             "bench: [{}/{}] {} words={} client cpu {} server cpu {}",
             n as u64 + 1,
@@ -161,6 +166,10 @@ pub fn run(info: &'static BootInfo) -> bool {
             );
             all_ok = false;
         }
+    }
+    if headline_only {
+        println!("BENCH {{\"kind\":\"end\"}}");
+        return all_ok;
     }
     let mut kept = [None; MAX_PAIRS as usize];
     for pairs in 1..=cpus.min(MAX_PAIRS) {

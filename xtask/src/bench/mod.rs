@@ -189,7 +189,10 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<bool> {
             accel_line: choice.describe(),
             cpu_model: cpu_model(choice.accel, &host_cpu),
         };
-        let run = report::build(&console, info)?;
+        let mut run = report::build(&console, info)?;
+        if icount {
+            run.headline_trace_compiled_out = untraced_headline(&config, args)?;
+        }
         all_finished &= run.skipped.iter().all(|s| s.status != "failed");
         println!();
         print!("{}", run.render());
@@ -233,6 +236,32 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<bool> {
         write_plots(dir, &runs)?;
     }
     Ok(all_finished && check.is_none_or(|c| c.passed))
+}
+
+/// Boots the kernel built with its trace points compiled out, for the headline case
+/// only, with `config`'s machine and accelerator; its Call + ReplyRecv median.
+fn untraced_headline(config: &BootConfig, args: &BenchArgs) -> anyhow::Result<Option<u64>> {
+    let elf = image::build_untraced_kernel()?;
+    let samples = args.samples.unwrap_or(300);
+    let config = BootConfig {
+        kernel: elf,
+        kernel_args: format!("bench bench_headline bench_samples={samples}"),
+        ..config.clone()
+    };
+    let command = qemu::command(&config);
+    println!("bench: the headline case again on a kernel with its trace points compiled out");
+    let outcome = process::run_with_timeout(command, Duration::from_secs(args.timeout), Echo::Capture)?;
+    let console = parse::parse_console(&outcome.console)?;
+    if qemu::verdict(&outcome) != qemu::Verdict::Success || !console.finished() {
+        println!("bench: the compiled-out boot did not finish; its figure is left out");
+        return Ok(None);
+    }
+    let info =
+        RunInfo { mode: "icount", accel: config.accel, accel_line: String::new(), cpu_model: String::new() };
+    let run = report::build(&console, info)?;
+    Ok(run
+        .latency_of(report::HEADLINE_CASE.0, report::HEADLINE_CASE.1)
+        .map(|r| r.call_plus_reply_recv.median))
 }
 
 /// The kernel command line of a benchmark boot.

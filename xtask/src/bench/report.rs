@@ -147,6 +147,9 @@ pub struct RunReport {
     pub latency: Vec<LatencyResult>,
     pub scaling: Vec<ScalingResult>,
     pub bulk: Vec<BulkResult>,
+    /// The headline round trip (Call + ReplyRecv median) of a kernel built with its
+    /// trace points compiled out, booted beside this run (icount runs only).
+    pub headline_trace_compiled_out: Option<u64>,
     pub skipped: Vec<Skipped>,
 }
 
@@ -179,6 +182,7 @@ pub fn build(console: &Console, info: RunInfo) -> anyhow::Result<RunReport> {
         latency: Vec::new(),
         scaling: Vec::new(),
         bulk: Vec::new(),
+        headline_trace_compiled_out: None,
         skipped: Vec::new(),
     };
     let mut one_pair_rate = None;
@@ -544,9 +548,17 @@ impl RunReport {
             let _ = writeln!(
                 out,
                 "tracing on (every kernel category) costs {} {unit} per round trip: {t} against {p} \
-                 (a round trip records 10 events; compiled in but off: see docs/tracing.md)",
+                 (a round trip records 10 events)",
                 t.saturating_sub(p)
             );
+            if let Some(out_of_kernel) = self.headline_trace_compiled_out {
+                let _ = writeln!(
+                    out,
+                    "tracing compiled in but off costs {} {unit} per round trip: {p} against {out_of_kernel} \
+                     with the trace points compiled out (the same case on a second kernel build)",
+                    p as i64 - out_of_kernel as i64
+                );
+            }
         }
         let comparable =
             if self.unit == Unit::TscCycles { "" } else { "; not comparable with this run's unit" };

@@ -12,13 +12,20 @@
 //!
 //! The VSpace keeps its own ASID in a non-present entry of its top-level table
 //! (index [`TAG_INDEX`], in the kernel half the kernel never uses: kernel memory
-//! user space cannot write). The table is static: [`MAX_ASIDS`] - 1 address spaces
+//! user space cannot write), and beside it, from bit 32, how many threads are
+//! configured to run in it: the last capability of a VSpace that threads still use
+//! cannot be deleted (`Busy`), so no thread ever runs on a freed top-level table. The table is static: [`MAX_ASIDS`] - 1 address spaces
 //! at once (ASID 0 means none); mapping into one more returns `NotEnoughMemory`.
 //! Every access is under `CAP_LOCK`.
 
 use ramen_abi::Error;
 
 use crate::objects::Store;
+
+/// Bits of the tag below the thread count: the ASID, shifted past the present bit.
+const ASID_MASK: u64 = (1 << 32) - 1;
+/// Where the thread count starts in the tag.
+const THREADS_SHIFT: u32 = 32;
 
 /// Address spaces that can have mappings at once, plus one (ASID 0 is "none").
 pub const MAX_ASIDS: usize = 1 << 14;
@@ -35,26 +42,49 @@ static ROOTS: spin::Mutex<[u64; MAX_ASIDS]> = spin::Mutex::new([0; MAX_ASIDS]);
 /// The ASID of the VSpace at `root`, giving it one if it has none.
 pub fn of(_: &mut Store, root: u64) -> Result<u64, Error> {
     let tag = crate::objects::vspace_tag(root);
-    if tag != 0 {
-        return Ok(tag >> 1);
+    if tag & ASID_MASK != 0 {
+        return Ok((tag & ASID_MASK) >> 1);
     }
     let mut roots = ROOTS.lock();
     let asid = roots.iter().skip(1).position(|r| *r == 0).map(|i| i + 1).ok_or(Error::NotEnoughMemory)?;
     roots[asid] = root;
     // Bit 0 (present) stays clear: the MMU never follows this entry.
-    crate::objects::set_vspace_tag(root, (asid as u64) << 1);
+    crate::objects::set_vspace_tag(root, (tag & !ASID_MASK) | (asid as u64) << 1);
     Ok(asid as u64)
+}
+
+/// A thread was configured to run in the VSpace at `root` (0: none).
+pub fn thread_added(_: &mut Store, root: u64) {
+    if root != 0 {
+        let tag = crate::objects::vspace_tag(root);
+        crate::objects::set_vspace_tag(root, tag + (1 << THREADS_SHIFT));
+    }
+}
+
+/// A thread stopped using the VSpace at `root` (reconfigured or destroyed).
+pub fn thread_removed(_: &mut Store, root: u64) {
+    if root != 0 {
+        let tag = crate::objects::vspace_tag(root);
+        if tag >> THREADS_SHIFT != 0 {
+            crate::objects::set_vspace_tag(root, tag - (1 << THREADS_SHIFT));
+        }
+    }
+}
+
+/// Threads configured to run in the VSpace at `root`.
+pub fn threads(_: &Store, root: u64) -> u64 {
+    crate::objects::vspace_tag(root) >> THREADS_SHIFT
 }
 
 /// Frees the ASID of a VSpace being destroyed.
 pub fn release(_: &mut Store, root: u64) {
     let tag = crate::objects::vspace_tag(root);
-    if tag != 0 {
-        if let Some(slot) = ROOTS.lock().get_mut((tag >> 1) as usize) {
-            *slot = 0;
-        }
-        crate::objects::set_vspace_tag(root, 0);
+    if tag & ASID_MASK != 0
+        && let Some(slot) = ROOTS.lock().get_mut(((tag & ASID_MASK) >> 1) as usize)
+    {
+        *slot = 0;
     }
+    crate::objects::set_vspace_tag(root, 0);
 }
 
 /// The address word of a mapping record: `vaddr` with the ASID above it.

@@ -290,7 +290,9 @@ fn configure(
     }
     ops::copy(&mut *store, cnode_slot, dest)?;
     let t = tcb(target);
+    crate::asid::thread_removed(&mut store, t.vspace);
     t.vspace = vspace_cap.addr().0;
+    crate::asid::thread_added(&mut store, t.vspace);
     t.fault_endpoint = fault;
     t.ipc_buffer = ipc_buffer;
     Ok(())
@@ -329,6 +331,7 @@ fn tear_down(store: &mut Store, object: Destroyed) {
         Destroyed::Thread(addr) => {
             crate::trace::forget_user_buffer(addr.0);
             if let Some(thread) = ThreadRef::new(addr.0) {
+                crate::asid::thread_removed(store, tcb(thread).vspace);
                 leave_ipc(thread);
                 crate::ipc::sever_reply_links(thread);
                 let _ = crate::ipc::bind(thread, 0);

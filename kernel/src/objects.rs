@@ -97,7 +97,12 @@ impl ObjectStore for Store {
                 .and_then(|(root, packed)| crate::asid::resolve(self, root.0, packed))
                 .is_some_and(|(root, vaddr)| address_space(root).is_pinned(vaddr)),
             // The last capability, or the one whose deletion unlinks the table.
-            CapType::VSpace if is_final => ramen_arch::paging::table_has_pins(cap.addr().0, 4),
+            // Threads still configured to run in it keep it (they must be deleted or
+            // reconfigured first), like pinned entries do.
+            CapType::VSpace if is_final => {
+                crate::asid::threads(self, cap.addr().0) != 0
+                    || ramen_arch::paging::table_has_pins(cap.addr().0, 4)
+            }
             kind @ (CapType::Pdpt | CapType::PageDirectory | CapType::PageTable)
                 if is_final || cap.mapping().is_some() =>
             {

@@ -168,6 +168,7 @@ pub fn create(params: &BootParams) -> Result<ThreadRef, RootError> {
     t.priority = ROOT_PRIORITY;
     t.cpu = 0;
     t.vspace = pml4;
+    crate::asid::thread_added(&mut store, pml4);
     t.ipc_buffer = ROOT_IPC_BUFFER;
     t.context = UserContext::new_user(program.entry(), ROOT_STACK_TOP, BOOT_INFO_VADDR);
     crate::trace::set_name(thread, crate::trace::ThreadName::new(b"root").unwrap_or_default());

@@ -1143,7 +1143,25 @@ fn delete_installed_table(ctx: &mut Ctx) -> Outcome {
     ok(kobj::map_frame(other, vspace, AT + 4096, 1), "map through the new table")?;
     // The frame mapped through the deleted table: its record no longer matches
     // anything, and deleting it touches nothing.
-    ok(kobj::delete(slot::CNODE, frame, 64), "delete a frame whose table went")
+    ok(kobj::delete(slot::CNODE, frame, 64), "delete a frame whose table went")?;
+    vspace_in_use(ctx)
+}
+
+/// The last capability of an address space a thread is configured to run in cannot
+/// be deleted (`Busy`): the thread would run on a freed top-level table. Once the
+/// thread is gone, it can.
+fn vspace_in_use(ctx: &mut Ctx) -> Outcome {
+    let vspace = ok(ctx.alloc.make(object::VSPACE, 0), "vspace")?;
+    let thread = ok(ctx.alloc.make(object::THREAD, 0), "thread")?;
+    ok(kobj::configure(thread, slot::CNODE, vspace, 0, 0), "configure a thread in it")?;
+    expect_err(kobj::delete(slot::CNODE, vspace, 64), Error::Busy, "an address space in use deleted")?;
+    // Moving the thread to another address space releases the first.
+    let other = ok(ctx.alloc.make(object::VSPACE, 0), "vspace")?;
+    ok(kobj::configure(thread, slot::CNODE, other, 0, 0), "reconfigure the thread")?;
+    ok(kobj::delete(slot::CNODE, vspace, 64), "delete the address space the thread left")?;
+    expect_err(kobj::delete(slot::CNODE, other, 64), Error::Busy, "the new one deleted under the thread")?;
+    ok(kobj::delete(slot::CNODE, thread, 64), "delete the thread")?;
+    ok(kobj::delete(slot::CNODE, other, 64), "delete the address space after its thread")
 }
 
 /// Only the holder of the TraceControl capability starts, stops or reads tracing: a

@@ -33,6 +33,53 @@ pub struct Child {
     pub cspace: u64,
     /// Its ELF entry point.
     pub entry: u64,
+    /// Its file name (cut to a thread name's length): further threads are named
+    /// after it.
+    name: [u8; ramen_abi::invocation::thread::NAME_MAX],
+    name_len: usize,
+}
+
+impl Child {
+    /// The program's name.
+    pub fn name(&self) -> &str {
+        core::str::from_utf8(self.name.get(..self.name_len).unwrap_or(&[])).unwrap_or("")
+    }
+}
+
+/// `program` and `/index` in a thread name's length (the program's name is cut to
+/// make room): "bench-ipc/1".
+fn extra_thread_name(
+    program: &str,
+    index: u64,
+    out: &mut [u8; ramen_abi::invocation::thread::NAME_MAX],
+) -> usize {
+    let mut suffix = [0u8; 21];
+    let mut at = suffix.len();
+    let mut n = index;
+    loop {
+        at -= 1;
+        suffix[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    at -= 1;
+    suffix[at] = b'/';
+    let suffix = &suffix[at..];
+    let keep = thread_name(program).len().min(out.len().saturating_sub(suffix.len()));
+    let mut keep_end = keep;
+    while !program.is_char_boundary(keep_end) {
+        keep_end -= 1;
+    }
+    let mut len = 0;
+    for byte in program.as_bytes().iter().take(keep_end).chain(suffix) {
+        if let Some(slot) = out.get_mut(len) {
+            *slot = *byte;
+            len += 1;
+        }
+    }
+    len
 }
 
 /// What to give a program.
@@ -147,14 +194,18 @@ pub fn spawn(alloc: &mut Alloc, files: &Files, spec: &Spawn<'_>) -> Result<Child
     kobj::set_priority(tcb, spec.priority)?;
     kobj::set_affinity(tcb, spec.cpu)?;
     kobj::resume(tcb)?;
-    Ok(Child { tcb, vspace, cspace: root, entry: program.entry() })
+    let mut name = [0u8; ramen_abi::invocation::thread::NAME_MAX];
+    let short = thread_name(spec.name);
+    name.get_mut(..short.len()).unwrap_or(&mut []).copy_from_slice(short.as_bytes());
+    Ok(Child { tcb, vspace, cspace: root, entry: program.entry(), name, name_len: short.len() })
 }
 
 /// A further thread's stack and IPC buffer sit this far below the previous thread's.
 const THREAD_SPACING: u64 = ramen_rt::msgbuf::THREAD_SPACING;
 
-/// Starts another thread of the program `child` at its entry point with argument
-/// `arg`: same address space and CSpace, its own stack and IPC buffer. `index`
+/// Starts another thread of the program `child` (named `<program>/<index>`) at its
+/// entry point with argument `arg`: same address space and CSpace, its own stack and
+/// IPC buffer. `index`
 /// (1, 2, ...) numbers the program's extra threads and picks where those go.
 pub fn spawn_thread(
     alloc: &mut Alloc,
@@ -178,6 +229,11 @@ pub fn spawn_thread(
     kobj::write_entry(tcb, child.entry, stack_top, arg)?;
     kobj::set_priority(tcb, priority)?;
     kobj::set_affinity(tcb, cpu)?;
+    let mut name = [0u8; ramen_abi::invocation::thread::NAME_MAX];
+    let len = extra_thread_name(child.name(), index, &mut name);
+    if let Ok(text) = core::str::from_utf8(name.get(..len).unwrap_or(&[])) {
+        kobj::set_name(tcb, text)?;
+    }
     kobj::resume(tcb)?;
     Ok(Child { tcb, ..*child })
 }

@@ -47,6 +47,9 @@ pub struct Cpu {
     pub ipc_slow: AtomicU64,
     /// This CPU's trace ring (`trace` explains the lock).
     pub trace: crate::trace::TraceCell,
+    /// This CPU is in the IPC fastpath, reading capabilities and endpoints without
+    /// holding `CAP_LOCK` (`objects::CapLock::read_fast`).
+    pub reading: AtomicBool,
     /// Something was posted to the inbox; this CPU is polling it (`ramen_core::wake`).
     pub wake: ramen_core::wake::WakeFlags,
     /// Another CPU asks this one to flush its TLB.
@@ -60,6 +63,10 @@ pub static CPUS: [Once<&'static Cpu>; MAX_CPUS] = [const { Once::new() }; MAX_CP
 
 /// CPUs that finished bring-up.
 pub static ONLINE: AtomicU32 = AtomicU32::new(0);
+
+/// One past the highest index of a CPU that registered: how far `CAP_LOCK`'s writers
+/// look for fastpath readers.
+pub static INDEX_BOUND: AtomicU32 = AtomicU32::new(0);
 
 /// CPUs the firmware listed that did not come up.
 pub static FAILED: AtomicU32 = AtomicU32::new(0);
@@ -168,6 +175,7 @@ pub fn register(local: &'static CpuLocal, lapic: Lapic) -> &'static Cpu {
                 ipc_slow: AtomicU64::new(0),
                 trace: spin::Mutex::new(crate::trace::CpuTrace::new()),
                 wake: ramen_core::wake::WakeFlags::new(),
+                reading: AtomicBool::new(false),
                 tlb_flush_requested: core::sync::atomic::AtomicBool::new(false),
                 tlb_flushes: AtomicU64::new(0),
             },
@@ -177,6 +185,7 @@ pub fn register(local: &'static CpuLocal, lapic: Lapic) -> &'static Cpu {
         flag.store(true, Ordering::Release);
     }
     ONLINE.fetch_add(1, Ordering::AcqRel);
+    INDEX_BOUND.fetch_max(index as u32 + 1, Ordering::AcqRel);
     cpu
 }
 

@@ -22,7 +22,7 @@ use ramen_core::runqueue::ThreadRef;
 use ramen_perf_record::IpcPath;
 
 use crate::cpus::{Cpu, this_cpu};
-use crate::objects::{CAP_LOCK, IpcState, ThreadState, cspace_slot, tcb};
+use crate::objects::{CAP_LOCK, EndpointLock, IpcState, ThreadState, cspace_slot, tcb};
 use crate::sched::{self, Sched};
 use crate::{ipc, syscall};
 
@@ -88,7 +88,8 @@ fn guards_and_commit(
     if !info.fits_fastpath() {
         return None;
     }
-    let store = CAP_LOCK.lock();
+    // A read section, not the write lock: no shared line written (see `CapLock`).
+    let store = CAP_LOCK.read_fast(cpu);
     // The thread's own memo first; a miss goes through this CPU's lookup cache.
     let slot = tcb(caller)
         .lookup_memo
@@ -112,7 +113,7 @@ fn guards_and_commit(
             crate::trace::ipc_reply(caller, next, info.len_words(), IpcPath::Fast);
         }
     }
-    // The lock guards capability slots and endpoint queues, all done with.
+    // The read section covers capability slots and endpoint queues, all done with.
     drop(store);
     sched::switch_in(s, caller, next);
     Some(next)
@@ -126,6 +127,7 @@ fn call(s: &mut Sched, caller: ThreadRef, cap: &Cap, info: MessageInfo, here: u3
         return None;
     }
     let endpoint = cap.addr().0;
+    let _queue = EndpointLock::take(endpoint);
     let server = ipc::first_receiver(endpoint)?;
     let st = tcb(server);
     let c = tcb(caller);
@@ -160,6 +162,7 @@ fn reply_recv(
     here: u32,
 ) -> Option<ThreadRef> {
     let endpoint = cap.addr().0;
+    let _queue = EndpointLock::take(endpoint);
     let st = tcb(caller);
     // A bound notification may have a signal waiting: the slow path returns it.
     if !cap.rights().contains(Rights::READ) || ipc::has_senders(endpoint) || st.bound_notification != 0 {

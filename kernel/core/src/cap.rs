@@ -409,7 +409,7 @@ mod tests {
 
     #[test]
     fn derive_only_shrinks_rights_and_badges_once() {
-        let ep = Cap::try_object(CapType::Endpoint, PhysAddr(0x10)).unwrap();
+        let ep = Cap::try_object(CapType::Endpoint, PhysAddr(0x40)).unwrap();
         assert_eq!(ep.check_derive(Rights::READ, CapData::Badge(7)), Ok(()));
         let badged = ep.derive(Rights::READ, CapData::Badge(7));
         assert_eq!((badged.badge(), badged.rights()), (7, Rights::READ));
@@ -428,9 +428,9 @@ mod tests {
 
     #[test]
     fn same_object_compares_identity_not_rights() {
-        let ep = Cap::try_object(CapType::Endpoint, PhysAddr(0x10)).unwrap();
+        let ep = Cap::try_object(CapType::Endpoint, PhysAddr(0x40)).unwrap();
         assert!(ep.same_object(&ep.derive(Rights::READ, CapData::Badge(3))));
-        assert!(!ep.same_object(&Cap::try_object(CapType::Endpoint, PhysAddr(0x20)).unwrap()));
+        assert!(!ep.same_object(&Cap::try_object(CapType::Endpoint, PhysAddr(0x80)).unwrap()));
         assert!(Cap::irq_handler(3).same_object(&Cap::irq_handler(3)));
         assert!(!Cap::irq_handler(3).same_object(&Cap::irq_handler(4)));
         let untyped = Cap::try_untyped(PhysAddr(0x1000), 12, false).unwrap();

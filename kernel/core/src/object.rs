@@ -27,8 +27,10 @@ pub const SLOT_BYTES: u64 = 1 << SLOT_BITS;
 /// Thread control block: registers, an XSAVE area large enough for AVX-512 state
 /// (2.7 KiB) and the scheduler and IPC fields.
 pub const TCB_BITS: u8 = 12;
-/// Endpoint: the head and tail of its queue of blocked threads and a state word.
-pub const ENDPOINT_BITS: u8 = 4;
+/// Endpoint: the head and tail of its queue of blocked threads and a lock word, in
+/// one cache line of its own (two endpoints never share a line the IPC fastpath
+/// writes).
+pub const ENDPOINT_BITS: u8 = 6;
 /// Notification: the signalled word, a waiter queue and a bound thread.
 pub const NOTIFICATION_BITS: u8 = 5;
 /// Reply object: the caller it will answer and its state.

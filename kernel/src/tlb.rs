@@ -24,9 +24,13 @@ use crate::cpus::{self, this_cpu};
 const INVLPG_LIMIT: usize = 32;
 
 /// Does a flush another CPU asked of this one, if any.
+#[inline]
 pub fn service() {
     let cpu = this_cpu();
-    if cpu.tlb_flush_requested.swap(false, Ordering::AcqRel) {
+    // A plain load first: the swap (a locked instruction) only when asked.
+    if cpu.tlb_flush_requested.load(Ordering::Relaxed)
+        && cpu.tlb_flush_requested.swap(false, Ordering::AcqRel)
+    {
         ramen_arch::paging::flush_all_local();
         cpu.tlb_flushes.fetch_add(1, Ordering::Release);
     }

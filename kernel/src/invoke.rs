@@ -335,10 +335,12 @@ fn tear_down(store: &mut Store, object: Destroyed) {
                 leave_ipc(thread);
                 crate::ipc::sever_reply_links(thread);
                 let _ = crate::ipc::bind(thread, 0);
-                // Take it off its CPU before the memory can be reused.
+                // Take it off its CPU before the memory can be reused: at once here,
+                // by request on its owner (retype refuses the memory until it is done).
                 if tcb(thread).cpu == ramen_arch::percpu::index_fast() {
                     sched::forget(thread);
                 } else {
+                    crate::objects::destroyed_thread_in_flight(addr.0);
                     sched::suspend(thread);
                 }
             }
@@ -393,6 +395,14 @@ fn invoke_untyped(caller: ThreadRef, cptr: u64, label: u64, regs: &[u64; MSG_REG
     let mut store = CAP_LOCK.lock();
     let untyped_slot = lookup(caller, &store, cptr)?;
     let dest = lookup(caller, &store, dest_cnode)?;
+    // A thread destroyed on another CPU may still run there for a moment: until that
+    // CPU takes it off, the memory it lived in is not handed out again.
+    let region = store.slot(untyped_slot).cap();
+    if region.kind() == CapType::Untyped
+        && crate::objects::retype_would_reuse_running_thread(region.addr().0, 1 << region.size_bits())
+    {
+        return Err(Error::Busy);
+    }
     retype(&mut *store, untyped_slot, RetypeRequest { kind, size_bits, count }, dest, offset)?;
     Ok(0)
 }

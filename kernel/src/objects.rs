@@ -577,6 +577,38 @@ impl Drop for EndpointLock {
     }
 }
 
+/// Threads destroyed while another CPU owned them, until that CPU has taken them off
+/// (it may run one for a moment after the delete returns): their memory must not be
+/// retyped before (`retype_would_reuse_running_thread`). A full table makes the
+/// destroyer wait for a free entry; 64 in flight at once is far more than a CPU
+/// posts between two kernel entries.
+static DESTROYED_RUNNING: spin::Mutex<[u64; 64]> = spin::Mutex::new([0; 64]);
+
+/// Records that the thread at `addr`, owned by another CPU, was destroyed.
+pub fn destroyed_thread_in_flight(addr: u64) {
+    loop {
+        if let Some(slot) = DESTROYED_RUNNING.lock().iter_mut().find(|a| **a == 0) {
+            *slot = addr;
+            return;
+        }
+        crate::tlb::service();
+        core::hint::spin_loop();
+    }
+}
+
+/// The owner CPU took the thread at `addr` off (a suspend request it served).
+pub fn destroyed_thread_stopped(addr: u64) {
+    for slot in DESTROYED_RUNNING.lock().iter_mut().filter(|a| **a == addr) {
+        *slot = 0;
+    }
+}
+
+/// True if retyping `[base, base + bytes)` could reuse the memory of a destroyed
+/// thread another CPU has not taken off yet.
+pub fn retype_would_reuse_running_thread(base: u64, bytes: u64) -> bool {
+    DESTROYED_RUNNING.lock().iter().any(|a| *a != 0 && *a >= base && *a - base < bytes)
+}
+
 /// The paging level of a table object (1: last-level page table ... 4: VSpace).
 pub fn table_level(kind: CapType) -> u32 {
     match kind {

@@ -246,7 +246,12 @@ pub fn drain_inbox() {
         for request in batch.iter().take(len).flatten() {
             match *request {
                 Request::Wake(t) => with_sched(|s| wake_local(s, t)),
-                Request::Suspend(t) => suspend(t),
+                Request::Suspend(t) => {
+                    suspend(t);
+                    // A thread destroyed from another CPU is off this one now: its
+                    // memory may be retyped.
+                    crate::objects::destroyed_thread_stopped(t.addr());
+                }
                 Request::Adopt(t) => with_sched(|s| {
                     if tcb(t).state == ThreadState::Runnable && s.current != Some(t) {
                         push(s, t, false);

@@ -50,7 +50,7 @@ impl Alloc {
         if kind == object::FRAME_2M {
             for index in self.untyped..self.info.untyped_count as usize {
                 let untyped = self.info.untyped_first + index as u64;
-                match kobj::retype(untyped, kind, size_bits, slot::CNODE, dest, 1) {
+                match retype_retrying(untyped, kind, size_bits, dest) {
                     Ok(()) => return Ok(dest),
                     Err(e) if e == Error::NotEnoughMemory => {}
                     Err(e) => return Err(e),
@@ -60,7 +60,7 @@ impl Alloc {
         }
         while self.untyped < self.info.untyped_count as usize {
             let untyped = self.info.untyped_first + self.untyped as u64;
-            match kobj::retype(untyped, kind, size_bits, slot::CNODE, dest, 1) {
+            match retype_retrying(untyped, kind, size_bits, dest) {
                 Ok(()) => return Ok(dest),
                 // This region is used up for objects of this size: try the next.
                 Err(e) if e == Error::NotEnoughMemory => self.untyped += 1,
@@ -74,6 +74,18 @@ impl Alloc {
     pub fn info(&self) -> &'static BootInfo {
         self.info
     }
+}
+
+/// One retype into the root CNode's slot `dest`. `Busy` means a thread destroyed
+/// on another CPU still lived in that memory a moment ago: yield and try again.
+fn retype_retrying(untyped: u64, kind: u64, size_bits: u64, dest: u64) -> Result<(), SysError> {
+    for _ in 0..1000 {
+        match kobj::retype(untyped, kind, size_bits, slot::CNODE, dest, 1) {
+            Err(e) if e == Error::Busy => ramen_rt::yield_now(),
+            other => return other,
+        }
+    }
+    kobj::retype(untyped, kind, size_bits, slot::CNODE, dest, 1)
 }
 
 impl vm::Tables for Alloc {

@@ -165,6 +165,19 @@ pub fn index_fast() -> u32 {
 const INDEX_OFFSET: usize = core::mem::offset_of!(CpuLocal, index);
 const LOADED_VSPACE_OFFSET: usize = core::mem::offset_of!(CpuLocal, loaded_vspace);
 
+/// The address space this CPU has loaded ([`set_loaded_vspace`]), in one GS load.
+#[inline(always)]
+pub fn loaded_vspace_fast() -> u64 {
+    let root: u64;
+    // SAFETY: reads the 8-byte `loaded_vspace` field of this CPU's block (offset from
+    // `offset_of!`); only this CPU writes it, so the plain load sees its last store.
+    unsafe {
+        core::arch::asm!("mov {}, gs:[{}]", out(reg) root, const LOADED_VSPACE_OFFSET,
+            options(nostack, readonly, preserves_flags));
+    }
+    root
+}
+
 /// Records in this CPU's block that it is about to load the address space `root`
 /// (one store through GS; the CR3 write that follows serialises it).
 #[inline(always)]

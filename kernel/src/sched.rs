@@ -96,8 +96,6 @@ pub struct Sched {
     current: Option<ThreadRef>,
     /// The thread whose FPU state is in this CPU's registers.
     fpu_owner: Option<ThreadRef>,
-    /// The user address space loaded in CR3 (0: the kernel's).
-    loaded_vspace: u64,
     /// Context switches, for statistics and tests.
     pub switches: u64,
     /// The current thread's time slice is armed on the timer.
@@ -113,7 +111,6 @@ impl Sched {
             queue: RunQueue::new(),
             current: None,
             fpu_owner: None,
-            loaded_vspace: 0,
             switches: 0,
             slice_running: false,
             handoff: None,
@@ -421,10 +418,11 @@ fn load(s: &mut Sched, thread: ThreadRef, switched: bool) -> Option<u64> {
         FpuArea::switch(s.fpu_owner.map(|previous| &mut tcb(previous).fpu), &t.fpu);
         s.fpu_owner = Some(thread);
     }
-    if s.loaded_vspace != t.vspace {
+    // The CPU block's record of the loaded space is the one copy (others read it
+    // for shootdowns).
+    if ramen_arch::percpu::loaded_vspace_fast() != t.vspace {
         crate::tlb::loading(t.vspace);
         crate::objects::activate_vspace(t.vspace);
-        s.loaded_vspace = t.vspace;
     }
     crate::objects::install_context(thread);
     // Time-slice only when someone else is waiting at this priority or above. The

@@ -67,7 +67,8 @@ fn shoot_down_inner(vspace: u64, pages: impl Iterator<Item = u64> + Clone, all: 
         }
     }
     let mut waiting = [None; ramen_core::topology::MAX_CPUS];
-    for (index, slot) in waiting.iter_mut().enumerate() {
+    let bound = cpus::INDEX_BOUND.load(Ordering::Acquire) as usize;
+    for (index, slot) in waiting.iter_mut().enumerate().take(bound) {
         let index = index as u32;
         let Some(cpu) = cpus::cpu(index).filter(|_| index != here) else {
             continue;

@@ -971,7 +971,7 @@ fn lease_round(ctx: &mut Ctx, cpu: u64, caller_dies: bool) -> Outcome {
             "reply to the dead",
         );
     }
-    let served = serve_lease_call(ctx, &child, &frames, rw, ro);
+    let served = serve_lease_call(&child, &frames, rw, ro);
     ok(ramen_rt::reply(&Message::new(1, &[])), "reply")?;
     served?;
     // The reply unpinned the pages; the server's write is in the caller's frame.
@@ -1005,7 +1005,6 @@ fn lease_round(ctx: &mut Ctx, cpu: u64, caller_dies: bool) -> Outcome {
 
 /// What the server checks while it holds the call.
 fn serve_lease_call(
-    ctx: &mut Ctx,
     child: &Child,
     frames: &[u64; 4],
     rw: ramen_rt::msgbuf::Lease,
@@ -1038,7 +1037,6 @@ fn serve_lease_call(
     )?;
     expect_err(kobj::delete(slot::CNODE, frames[1], 64), Error::Busy, "a leased frame deleted")?;
     expect_err(kobj::set_lease_window(slot::THREAD, 0, 0), Error::Busy, "the window moved mid-call")?;
-    let _ = ctx;
     Ok(())
 }
 

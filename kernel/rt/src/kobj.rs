@@ -125,15 +125,20 @@ pub fn set_slice(sched_control: u64, slice_ns: u64) -> Result<u64, SysError> {
 /// Kernel IPC statistics through the debug console: (fastpath operations, slow-path
 /// IPC system calls), summed over CPUs.
 pub fn ipc_stats(console: u64) -> Result<(u64, u64), SysError> {
+    let [fast, slow, _] = stats(console)?;
+    Ok((fast, slow))
+}
+
+/// The debug console's `IPC_STATS` words: fastpath, slow path, shootdown flushes.
+fn stats(console: u64) -> Result<[u64; 3], SysError> {
     let reply = invoke(console, ramen_abi::invocation::debug::IPC_STATS, &[])?;
-    let words = reply.words();
-    Ok((words.first().copied().unwrap_or(0), words.get(1).copied().unwrap_or(0)))
+    let word = |i: usize| reply.words().get(i).copied().unwrap_or(0);
+    Ok([word(0), word(1), word(2)])
 }
 
 /// TLB flushes CPUs did at another CPU's request since boot (all CPUs).
 pub fn tlb_shootdowns(console: u64) -> Result<u64, SysError> {
-    let reply = invoke(console, ramen_abi::invocation::debug::IPC_STATS, &[])?;
-    Ok(reply.words().get(2).copied().unwrap_or(0))
+    Ok(stats(console)?[2])
 }
 
 /// Issues the handler capability for IRQ `irq` into slot `dest` of this CSpace.

@@ -439,7 +439,7 @@ impl<'a> Builder<'a> {
     }
 
     fn running_span(&mut self, track: TrackId, thread: u32, start: u64, end: u64) {
-        self.out.push(Span {
+        let span = Span {
             track,
             name: self.trace.thread_name(thread),
             category: "sched",
@@ -450,22 +450,16 @@ impl<'a> Builder<'a> {
             begin: None,
             end_record: None,
             cut: false,
-        });
+        };
         // The same stay on the thread's own running track, named after the CPU.
         if let (TrackId::Core(cpu), false) = (track, thread == ramen_perf_record::IDLE_THREAD) {
             self.out.push(Span {
                 track: TrackId::Running(thread),
                 name: format!("cpu {cpu}"),
-                category: "sched",
-                start,
-                end,
-                depth: 0,
-                thread,
-                begin: None,
-                end_record: None,
-                cut: false,
+                ..span.clone()
             });
         }
+        self.out.push(span);
     }
 
     #[allow(clippy::too_many_arguments)]

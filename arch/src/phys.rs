@@ -4,8 +4,22 @@
 //! retyping handed to them. These functions are the one door to that memory; their
 //! callers (the kernel's object layer) state in a `SAFETY` comment why the address
 //! holds what they say it does, which the capability model guarantees.
+//!
+//! They reach memory through the direct map at its fixed base ([`direct_map`], a
+//! constant the compiler folds into each access), so they are for use once the
+//! kernel runs on its own tables (`paging::KernelSpace::build_and_switch`, the first
+//! thing the boot CPU does after finding free memory): every caller's object is
+//! made after that.
 
-use crate::paging::phys_to_virt;
+use crate::PHYS_MAP_BASE;
+
+/// Where physical address `phys` is in the direct map.
+#[inline(always)]
+pub const fn direct_map(phys: u64) -> u64 {
+    phys + PHYS_MAP_BASE
+}
+
+use direct_map as phys_to_virt;
 
 /// Reads a `T` at physical address `phys`.
 ///

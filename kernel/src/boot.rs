@@ -96,7 +96,7 @@ pub fn bsp_main(boot: Result<BootParams, StartInfoError>) -> ! {
     let local = install_cpu(CpuIdentity { index: 0, apic_id: bsp_apic_id, ..CpuIdentity::default() });
     ramen_arch::trap::load_idt();
     ramen_arch::trap::set_interrupt_handler(crate::interrupts::handle);
-    ramen_arch::user::set_handlers(crate::syscall::handle_syscall, crate::syscall::handle_user_trap);
+    ramen_arch::user::set_handlers(crate::syscall::handle_syscall::<false>, crate::syscall::handle_user_trap);
     apic::disable_legacy_pic();
     enable_user_mode(&features);
     let p = cpu::protections();

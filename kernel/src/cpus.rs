@@ -45,7 +45,7 @@ pub struct Cpu {
     pub ipc_fast: AtomicU64,
     /// IPC system calls on this CPU that took the slow path.
     pub ipc_slow: AtomicU64,
-    /// This CPU's trace ring (`trace` explains the lock).
+    /// This CPU's trace ring (`trace` gives the rule that replaces a lock).
     pub trace: crate::trace::TraceCell,
     /// This CPU is in the IPC fastpath, reading capabilities and endpoints without
     /// holding `CAP_LOCK` (`objects::CapLock::read_fast`).
@@ -173,7 +173,7 @@ pub fn register(local: &'static CpuLocal, lapic: Lapic) -> &'static Cpu {
                 tsc_offset: core::sync::atomic::AtomicI64::new(0),
                 ipc_fast: AtomicU64::new(0),
                 ipc_slow: AtomicU64::new(0),
-                trace: spin::Mutex::new(crate::trace::CpuTrace::new()),
+                trace: crate::trace::TraceCell::new(),
                 wake: ramen_core::wake::WakeFlags::new(),
                 reading: AtomicBool::new(false),
                 tlb_flush_requested: core::sync::atomic::AtomicBool::new(false),

@@ -17,12 +17,12 @@ use ramen_abi::{MSG_REGS, MessageInfo};
 use ramen_arch::user::UserContext;
 use ramen_core::cap::{Cap, Rights};
 use ramen_core::cspace::MAX_DEPTH;
-use ramen_core::object::{CapType, ObjectStore};
+use ramen_core::object::{CapType, ObjectStore, SlotRef};
 use ramen_core::runqueue::ThreadRef;
 use ramen_perf_record::IpcPath;
 
 use crate::cpus::{Cpu, this_cpu};
-use crate::objects::{CAP_LOCK, EndpointLock, IpcState, ThreadState, cspace_slot, tcb};
+use crate::objects::{CAP_LOCK, EndpointLock, IpcState, Store, ThreadState, cspace_slot, tcb};
 use crate::sched::{self, Sched};
 use crate::{ipc, syscall};
 
@@ -37,17 +37,18 @@ use crate::{ipc, syscall};
 /// (`syscall::slow_path`, out of line) only when this returns, so the slow path's
 /// registers and stack frame do not weigh on it.
 #[inline(always)]
-pub fn attempt(ctx: &UserContext) -> Option<ThreadRef> {
+pub fn attempt<const TRACED: bool>(ctx: &UserContext) -> Option<ThreadRef> {
     let cpu = this_cpu();
     let (number, cptr, info) = (ctx.rax, ctx.rdi, MessageInfo(ctx.rsi));
     // Whether tracing is on, read once for the three trace points on the way (each
-    // reads the categories again when it is on).
-    let tracing = crate::trace::on();
+    // reads the categories again when it is on). The untraced build (the handler
+    // while tracing is off) has no trace point: `false` here removes them all.
+    let tracing = TRACED && crate::trace::on();
     // Ok: switched to this thread; Err: the slow path runs for this one (if any).
     let outcome = cpu.sched.with(|s| {
         let caller = sched::current_of(s).ok_or(None)?;
         if tracing {
-            crate::trace::syscall_enter(caller, number, cptr);
+            crate::trace::syscall_enter(cpu, caller, number, cptr);
         }
         guards_and_commit(cpu, s, caller, number, cptr, info, tracing).ok_or(Some(caller))
     });
@@ -55,7 +56,7 @@ pub fn attempt(ctx: &UserContext) -> Option<ThreadRef> {
         Ok(next) => {
             cpu.ipc_fast.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
             if tracing {
-                crate::trace::before_run(next);
+                crate::trace::before_run(Some(cpu), next);
             }
             ramen_arch::user::return_to_user()
         }
@@ -68,7 +69,7 @@ pub fn attempt(ctx: &UserContext) -> Option<ThreadRef> {
 /// Returns the thread switched to, or `None` (nothing changed).
 #[inline(always)]
 fn guards_and_commit(
-    cpu: &Cpu,
+    cpu: &'static Cpu,
     s: &mut Sched,
     caller: ThreadRef,
     number: u64,
@@ -90,15 +91,12 @@ fn guards_and_commit(
     }
     // A read section, not the write lock: no shared line written (see `CapLock`).
     let store = CAP_LOCK.read_fast(cpu);
-    // The thread's own memo first; a miss goes through this CPU's lookup cache.
-    let slot = tcb(caller)
-        .lookup_memo
-        .lookup(&*store, cptr, MAX_DEPTH, || {
-            let root_slot = cspace_slot(caller).ok_or(ramen_abi::Error::InvalidCapability)?;
-            let root = store.slot(root_slot).cap();
-            cpu.lookup.with(|cache| cache.lookup(&*store, &root, cptr, MAX_DEPTH))
-        })
-        .ok()?;
+    // The thread's own memo first; a miss goes through this CPU's lookup cache, out of
+    // line so that a hit keeps everything in registers.
+    let slot = match tcb(caller).lookup_memo.hit(&*store, cptr, MAX_DEPTH) {
+        Some(slot) => slot,
+        None => lookup_miss(cpu, &store, caller, cptr)?,
+    };
     let cap = store.slot(slot).cap();
     if cap.kind() != CapType::Endpoint {
         return None;
@@ -108,15 +106,27 @@ fn guards_and_commit(
         if is_call { call(s, caller, &cap, info, here)? } else { reply_recv(s, caller, &cap, info, here)? };
     if tracing {
         if is_call {
-            crate::trace::ipc_send(caller, Some(next), info.len_words(), IpcPath::Fast);
+            crate::trace::ipc_send(Some(cpu), caller, Some(next), info.len_words(), IpcPath::Fast);
         } else {
-            crate::trace::ipc_reply(caller, next, info.len_words(), IpcPath::Fast);
+            crate::trace::ipc_reply(Some(cpu), caller, next, info.len_words(), IpcPath::Fast);
         }
     }
     // The read section covers capability slots and endpoint queues, all done with.
     drop(store);
     sched::switch_in(s, caller, next);
     Some(next)
+}
+
+/// A memo miss: resolves `cptr` through this CPU's lookup cache and remembers it.
+#[cold]
+#[inline(never)]
+fn lookup_miss(cpu: &Cpu, store: &Store, caller: ThreadRef, cptr: u64) -> Option<SlotRef> {
+    let generation = store.generation();
+    let root_slot = cspace_slot(caller)?;
+    let root = store.slot(root_slot).cap();
+    let slot = cpu.lookup.with(|cache| cache.lookup(store, &root, cptr, MAX_DEPTH)).ok()?;
+    tcb(caller).lookup_memo.remember(generation, cptr, MAX_DEPTH, slot);
+    Some(slot)
 }
 
 /// `Call` on an endpoint with a receiver waiting: guards, then the hand-over.

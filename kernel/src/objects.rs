@@ -488,7 +488,7 @@ impl IpcBufferPage {
         if index >= ramen_abi::ipc_buffer::WORDS {
             return 0;
         }
-        let virt = ramen_arch::paging::phys_to_virt(self.phys + 8 * index as u64);
+        let virt = ramen_arch::phys::direct_map(self.phys + 8 * index as u64);
         // SAFETY: the word lies inside a user frame that stays allocated while
         // CAP_LOCK is held (type doc); a volatile u64 read of user memory cannot
         // produce an invalid value.
@@ -500,7 +500,7 @@ impl IpcBufferPage {
         if index >= ramen_abi::ipc_buffer::WORDS {
             return;
         }
-        let virt = ramen_arch::paging::phys_to_virt(self.phys + 8 * index as u64);
+        let virt = ramen_arch::phys::direct_map(self.phys + 8 * index as u64);
         // SAFETY: as for `read`; the page is mapped writable for its owner, who
         // asked for the message to be written there.
         unsafe { core::ptr::write_volatile(virt as *mut u64, value) }
@@ -550,7 +550,7 @@ impl EndpointLock {
     /// Locks the endpoint at physical address `endpoint`.
     #[inline(always)]
     pub fn take(endpoint: u64) -> Self {
-        let virt = ramen_arch::paging::phys_to_virt(endpoint + 16);
+        let virt = ramen_arch::phys::direct_map(endpoint + 16);
         // SAFETY: `endpoint` comes from an endpoint capability resolved in a fastpath
         // read section (no writer can delete it meanwhile): a 64-byte object retype
         // zeroed, whose third word only this lock uses, as an atomic byte.

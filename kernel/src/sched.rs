@@ -380,7 +380,7 @@ fn run(thread: ThreadRef) -> ! {
         with_sched(|s| stop(s, thread, ThreadState::Faulted));
         resume();
     }
-    crate::trace::before_run(thread);
+    crate::trace::before_run(None, thread);
     let slice = with_sched(|s| install(s, thread));
     enter_user(slice)
 }

@@ -56,8 +56,14 @@ pub fn set_message_registers(ctx: &mut UserContext, words: [u64; MSG_REGS]) {
 
 /// Entry for every `SYSCALL` (registered with arch): the fastpath first, which also
 /// finds the calling thread and records the entry, then the slow path.
-pub extern "C" fn handle_syscall(ctx: &mut UserContext) {
-    match crate::fastpath::attempt(ctx) {
+///
+/// Two builds: `TRACED = false` has no trace point in the fastpath at all and is the
+/// handler while tracing is off; `trace::start` installs the `TRACED = true` build
+/// (`ramen_arch::user::set_syscall_handler`) and `trace::stop` puts the plain one
+/// back, so tracing compiled in but off costs the fastpath nothing. The slow path is
+/// shared (out of line) and checks the enabled categories at each trace point.
+pub extern "C" fn handle_syscall<const TRACED: bool>(ctx: &mut UserContext) {
+    match crate::fastpath::attempt::<TRACED>(ctx) {
         Some(thread) => slow_path(thread, ctx),
         None => sched::resume(),
     }

@@ -46,20 +46,30 @@ pub fn loading(vspace: u64) {
 /// address space `vspace`, whose entries the caller has just cleared. Returns once
 /// no CPU can use them any more.
 pub fn shoot_down(vspace: u64, pages: impl Iterator<Item = u64> + Clone) {
-    shoot_down_inner(vspace, pages, false);
+    shoot_down_inner(Some(vspace), pages, false);
 }
 
 /// [`shoot_down`] for a change that may affect any address of the space (a page
 /// table unlinked): every CPU that has it loaded flushes everything.
 pub fn shoot_down_all(vspace: u64) {
-    shoot_down_inner(vspace, core::iter::empty(), true);
+    shoot_down_inner(Some(vspace), core::iter::empty(), true);
 }
 
-fn shoot_down_inner(vspace: u64, pages: impl Iterator<Item = u64> + Clone, all: bool) {
+/// Makes every other CPU answer a flush request and waits for all of them: when it
+/// returns, each has been, since the call began, at a point where it answers
+/// requests (a kernel entry, or a spin for a lock or the inbox). Tracing uses it to
+/// know that no CPU is still inside a record.
+pub fn sync_all() {
+    shoot_down_inner(None, core::iter::empty(), true);
+}
+
+/// Flushes `pages` (or everything, `all`) of `vspace` on the CPUs that have it
+/// loaded; `None`: every other CPU flushes everything.
+fn shoot_down_inner(vspace: Option<u64>, pages: impl Iterator<Item = u64> + Clone, all: bool) {
     // The cleared entries must be visible before we read who has the space loaded.
     fence(Ordering::SeqCst);
     let here = ramen_arch::percpu::index_fast();
-    if this_cpu().local.loaded_vspace.load(Ordering::Relaxed) == vspace {
+    if vspace.is_some_and(|v| this_cpu().local.loaded_vspace.load(Ordering::Relaxed) == v) {
         if all || pages.clone().count() > INVLPG_LIMIT {
             ramen_arch::paging::flush_all_local();
         } else {
@@ -73,7 +83,7 @@ fn shoot_down_inner(vspace: u64, pages: impl Iterator<Item = u64> + Clone, all: 
         let Some(cpu) = cpus::cpu(index).filter(|_| index != here) else {
             continue;
         };
-        if cpu.local.loaded_vspace.load(Ordering::SeqCst) != vspace {
+        if vspace.is_some_and(|v| cpu.local.loaded_vspace.load(Ordering::SeqCst) != v) {
             continue;
         }
         // Any flush that completes from now on is after the entries were cleared.

@@ -10,22 +10,25 @@
 //! Control: only through the `TraceControl` capability (`trace_control::START` /
 //! `STOP` / `DUMP`, dispatched in `invoke.rs`), which the root task alone gets at boot.
 //!
-//! Cost when compiled in but off: every call site first loads [`ENABLED`] (a word
-//! written only by the control operations, so it sits read-only
-//! in every CPU's cache) and tests its category: one load, one test, one branch.
+//! Cost when compiled in but off: the system-call handler has two builds
+//! (`syscall::handle_syscall::<TRACED>`); while tracing is off the one installed has
+//! no trace point in the IPC fastpath at all, and `start` / `stop` swap them. Every
+//! other call site first loads [`ENABLED`] (a word written only by the control
+//! operations, so it sits read-only in every CPU's cache) and tests its category:
+//! one load, one test, one branch.
 //!
-//! Ownership: CPU `i`'s ring is `cpus::CPUS[i].trace`, in that CPU's entry, and only
-//! CPU `i` records into it. It sits behind a `spin::Mutex` rather than a `CpuCell`
-//! because the dump must read every CPU's ring from the one CPU serving the dump
-//! request, which `CpuCell` forbids by design. The recording CPU only ever
-//! `try_lock`s its own ring (never spins), so the lock word is a line of that CPU's
-//! own that no other CPU writes while tracing runs; `START` (clearing) and `DUMP`
-//! (reading) take other CPUs' ring locks only with tracing off, and a
-//! record that would collide with them is dropped.
-//!
-//! Stopping all CPUs: `STOP` and `DUMP` clear [`ENABLED`], a global flag
-//! each CPU honours at its next event (no IPI): a CPU already past the check finishes
-//! that one record under its ring lock, which the dumper waits for.
+//! Ownership, with no lock on the recording path: CPU `i`'s ring is
+//! `cpus::CPUS[i].trace`, in that CPU's entry. Two phases alternate:
+//! - while [`ENABLED`] is non-zero only CPU `i` touches its ring, and only right
+//!   after reading a non-zero [`ENABLED`] in the same stretch of kernel code (no
+//!   interrupt, spin or wait between the check and the record: the kernel runs with
+//!   interrupts off);
+//! - the control operations (`start` clearing, `dump` reading) touch other CPUs'
+//!   rings only after [`quiesce`]: [`ENABLED`] cleared, then every CPU made to
+//!   answer a request (the TLB shootdown's, `tlb::sync_all`) which a CPU answers only
+//!   between kernel stretches or while it spins, never between a check and its
+//!   record. After that no CPU can be inside a record, and none starts one until
+//!   [`ENABLED`] is set again. Control operations are serialised by [`CONTROL`].
 //!
 //! Thread ids in records are TCB physical addresses shifted right by `TCB_BITS`
 //! (TCBs are 4 KiB-aligned, so the id is unique and fits 32 bits for 16 TiB of
@@ -42,7 +45,8 @@
 //! Each CPU's TSC offset from the boot CPU is measured at bring-up (a handshake,
 //! fastest of 16 rounds) and written into the dump.
 
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::Ordering::{self, Relaxed};
+use core::sync::atomic::{AtomicU32, AtomicU64};
 
 use ramen_abi::Error;
 use ramen_abi::invocation::thread::TRACE_BUFFER_RECORDS;
@@ -56,7 +60,7 @@ use ramen_perf_record::{
     Categories, EventKind, FullPolicy, IDLE_THREAD, IpcInfo, IpcPath, Record, TraceRing,
 };
 
-use crate::cpus::{self, this_cpu};
+use crate::cpus::{self, Cpu, this_cpu};
 use crate::objects::{self, tcb};
 
 /// Records per CPU ring (32 bytes each: 16 KiB per CPU). The ring lives in the static
@@ -67,6 +71,10 @@ pub const RING_RECORDS: usize = 512;
 
 /// The categories being recorded, on every CPU; 0 when tracing is off.
 static ENABLED: AtomicU32 = AtomicU32::new(0);
+
+/// Serialises the control operations (`start`, `stop`, `dump`, `set_name` while
+/// tracing runs is not one: it records like any event).
+static CONTROL: spin::Mutex<()> = spin::Mutex::new(());
 
 /// Which trace this is: `start` counts up, so a thread whose `named_in` differs has
 /// not had its name recorded in this trace yet. Starts at 1 (a new TCB says 0).
@@ -102,37 +110,70 @@ static USER_BUFFERS: spin::Mutex<UserBuffers> =
 /// One CPU's tracing state (in its `cpus::Cpu` entry).
 pub struct CpuTrace {
     ring: TraceRing<RING_RECORDS>,
-    /// The thread this CPU runs, as of its last recorded switch (0: idle or unknown).
-    running: u32,
-    /// Flow ids handed out on this CPU (the low 48 bits of each id).
-    flows: u64,
+    /// `cpu << 16 | running << 32`: the head of a record about the thread this CPU
+    /// runs (as of its last recorded switch; 0: idle or unknown), less the kind
+    /// (`Record::head`). Set for this CPU's index at `start`.
+    head: AtomicU64,
+    /// The last flow id handed out on this CPU: `cpu << 48 | counter`.
+    flows: AtomicU64,
 }
 
 impl CpuTrace {
     /// An empty ring; overwrite mode keeps the newest records.
     pub const fn new() -> Self {
-        Self { ring: TraceRing::new(FullPolicy::Overwrite), running: IDLE_THREAD, flows: 0 }
+        Self {
+            ring: TraceRing::new(FullPolicy::Overwrite),
+            head: AtomicU64::new(0),
+            flows: AtomicU64::new(0),
+        }
     }
 
-    fn push(&mut self, cpu: u16, kind: EventKind, args: [u64; 2]) {
-        self.push_for(cpu, kind, self.running, args);
+    /// Records `kind` about the running thread.
+    #[inline(always)]
+    fn push(&self, kind: EventKind, args: [u64; 2]) {
+        let head = self.head.load(Relaxed) | kind as u64;
+        self.ring.record_words(ramen_arch::cpu::rdtsc(), head, args);
     }
 
     /// Records an event about `thread`, which need not be the one running here.
-    fn push_for(&mut self, cpu: u16, kind: EventKind, thread: u32, args: [u64; 2]) {
-        let record = Record::new(kind, cpu, thread, ramen_arch::cpu::rdtsc(), args);
-        self.ring.record(record);
+    #[inline(always)]
+    fn push_for(&self, kind: EventKind, thread: u32, args: [u64; 2]) {
+        let head = (self.head.load(Relaxed) & 0xffff_0000) | Record::head(kind as u16, 0, thread);
+        self.ring.record_words(ramen_arch::cpu::rdtsc(), head, args);
     }
 
-    /// A new flow id, unique among this trace's flows: `cpu << 48 | counter`.
-    fn flow(&mut self, cpu: u16) -> u64 {
-        self.flows = self.flows.wrapping_add(1);
-        (u64::from(cpu) << 48) | (self.flows & ((1 << 48) - 1))
+    /// The thread this CPU runs as far as the trace knows.
+    #[inline(always)]
+    fn running(&self) -> u32 {
+        (self.head.load(Relaxed) >> 32) as u32
+    }
+
+    #[inline(always)]
+    fn set_running(&self, thread: u32) {
+        self.head.store((self.head.load(Relaxed) & 0xffff_0000) | u64::from(thread) << 32, Relaxed);
+    }
+
+    /// Empties the ring and makes it CPU `cpu`'s, running `thread`.
+    fn reset(&self, cpu: u16, thread: u32) {
+        self.ring.clear();
+        self.head.store(Record::head(0, cpu, thread), Relaxed);
+        self.flows.store(u64::from(cpu) << 48, Relaxed);
+    }
+
+    /// A new flow id, unique among this trace's flows: `cpu << 48 | counter` (the
+    /// counter would reach the CPU bits after 2^48 flows).
+    #[inline(always)]
+    fn flow(&self) -> u64 {
+        let flow = self.flows.load(Relaxed).wrapping_add(1);
+        self.flows.store(flow, Relaxed);
+        flow
     }
 }
 
-/// A CPU's ring and its lock (see the module doc for why a lock).
-pub type TraceCell = spin::Mutex<CpuTrace>;
+/// A CPU's tracing state. It needs no lock: its fields are atomics used with plain
+/// loads and stores, and the module doc's two-phase rule keeps the owning CPU (the
+/// only writer while tracing runs) and the control operations apart.
+pub type TraceCell = CpuTrace;
 
 /// Per-thread tracing state, in each TCB: what is recorded when the thread next runs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -183,11 +224,31 @@ fn enabled(category: Categories) -> bool {
     !cfg!(feature = "trace-compiled-out") && ENABLED.load(Ordering::Relaxed) & category.bits() != 0
 }
 
-/// Runs `f` on this CPU's ring, unless another CPU holds it (clearing or dumping).
-fn with_ring<R>(f: impl FnOnce(&mut CpuTrace, u16) -> R) -> Option<R> {
-    let cpu = this_cpu();
-    let mut trace = cpu.trace.try_lock()?;
-    Some(f(&mut trace, cpu.local.index as u16))
+/// This CPU's tracing state. Every user has just read a non-zero [`ENABLED`] (its
+/// category check), with nothing that waits since.
+#[inline(always)]
+fn here() -> &'static CpuTrace {
+    &this_cpu().trace
+}
+
+/// Stops all recording: clears [`ENABLED`], puts the untraced system-call handler
+/// back, and waits until no CPU can be inside a record (see the module doc).
+fn quiesce() {
+    ENABLED.store(0, Ordering::SeqCst);
+    ramen_arch::user::set_syscall_handler(crate::syscall::handle_syscall::<false>);
+    crate::tlb::sync_all();
+}
+
+/// Takes [`CONTROL`], answering other CPUs' requests while it waits (one of them may
+/// be quiescing and waiting for this CPU).
+fn control() -> spin::MutexGuard<'static, ()> {
+    loop {
+        if let Some(guard) = CONTROL.try_lock() {
+            return guard;
+        }
+        crate::tlb::service();
+        core::hint::spin_loop();
+    }
 }
 
 /// Records `kind` on this CPU if its category is on.
@@ -200,14 +261,15 @@ pub fn record(kind: EventKind, args: [u64; 2]) {
 
 #[inline(never)]
 fn record_now(kind: EventKind, args: [u64; 2]) {
-    with_ring(|t, cpu| t.push(cpu, kind, args));
+    here().push(kind, args);
 }
 
-/// `thread` entered the kernel with system call `number` (first argument `arg0`).
+/// `thread` entered the kernel on `cpu` (this CPU) with system call `number` (first
+/// argument `arg0`).
 #[inline(always)]
-pub fn syscall_enter(thread: ThreadRef, number: u64, arg0: u64) {
+pub fn syscall_enter(cpu: &Cpu, thread: ThreadRef, number: u64, arg0: u64) {
     if enabled(Categories::SYSCALL) {
-        record_now(EventKind::SyscallEnter, [number, arg0]);
+        cpu.trace.push(EventKind::SyscallEnter, [number, arg0]);
         tcb(thread).trace.open_syscall = number.wrapping_add(1);
     }
 }
@@ -215,40 +277,56 @@ pub fn syscall_enter(thread: ThreadRef, number: u64, arg0: u64) {
 /// This CPU is about to return to `thread` in user mode: records the switch if the
 /// thread changed, a message it received while blocked, and the end of its system
 /// call, all attributed to `thread`.
+/// `cpu`: this CPU's entry, if the caller has it at hand (the IPC fastpath, which
+/// then gets the recording inline; other callers call out to it).
 #[inline(always)]
-pub fn before_run(thread: ThreadRef) {
-    if ENABLED.load(Ordering::Relaxed) != 0 {
-        record_run(thread);
+pub fn before_run(cpu: Option<&'static Cpu>, thread: ThreadRef) {
+    let enabled = ENABLED.load(Ordering::Relaxed);
+    if enabled != 0 {
+        match cpu {
+            Some(cpu) => record_run(&cpu.trace, thread, Categories::from_bits_retain(enabled)),
+            None => record_run_here(thread, Categories::from_bits_retain(enabled)),
+        }
     }
 }
 
 #[inline(never)]
-fn record_run(thread: ThreadRef) {
+fn record_run_here(thread: ThreadRef, enabled: Categories) {
+    record_run(here(), thread, enabled);
+}
+
+/// The records of [`before_run`], as one batch with one timestamp (they describe one
+/// moment: the return to `thread`).
+#[inline(always)]
+fn record_run(t: &CpuTrace, thread: ThreadRef, enabled: Categories) {
     let id = thread_id(thread);
     let result = tcb(thread).context.rax;
     let state = &mut tcb(thread).trace;
+    let tsc = ramen_arch::cpu::rdtsc();
+    let mut head = t.head.load(Relaxed);
+    let mut batch = t.ring.batch();
+    // A thread's name goes into each trace the first time the thread runs in it.
     let epoch = EPOCH.load(Ordering::Relaxed);
-    with_ring(|t, cpu| {
-        // A thread's name goes into each trace the first time the thread runs in it.
-        if state.named_in != epoch {
-            state.named_in = epoch;
-            if !state.name.is_empty() {
-                t.push_for(cpu, EventKind::ThreadName, id, state.name.to_args());
-            }
+    if state.named_in != epoch {
+        state.named_in = epoch;
+        if !state.name.is_empty() {
+            let named = (head & 0xffff_0000) | Record::head(EventKind::ThreadName as u16, 0, id);
+            batch.push(tsc, named, state.name.to_args());
         }
-        if t.running != id {
-            if enabled(Categories::SCHED) {
-                t.push(cpu, EventKind::ContextSwitch, [u64::from(id), 0]);
-            }
-            t.running = id;
+    }
+    if (head >> 32) as u32 != id {
+        head = (head & 0xffff_0000) | u64::from(id) << 32;
+        t.head.store(head, Relaxed);
+        if enabled.contains(Categories::SCHED) {
+            batch.push(tsc, head | EventKind::ContextSwitch as u64, [u64::from(id), 0]);
         }
-        if state.pending_flow != 0 && enabled(Categories::IPC) {
-            t.push(cpu, EventKind::IpcRecv, [state.pending_flow, state.pending_peer]);
-        }
-        if state.open_syscall != 0 && enabled(Categories::SYSCALL) {
-            t.push(cpu, EventKind::SyscallExit, [state.open_syscall - 1, result]);
-        }
-    });
+    }
+    if state.pending_flow != 0 && enabled.contains(Categories::IPC) {
+        batch.push(tsc, head | EventKind::IpcRecv as u64, [state.pending_flow, state.pending_peer]);
+    }
+    if state.open_syscall != 0 && enabled.contains(Categories::SYSCALL) {
+        batch.push(tsc, head | EventKind::SyscallExit as u64, [state.open_syscall - 1, result]);
+    }
     state.pending_flow = 0;
     state.open_syscall = 0;
 }
@@ -257,12 +335,13 @@ fn record_run(thread: ThreadRef) {
 #[inline(always)]
 pub fn before_idle() {
     if ENABLED.load(Ordering::Relaxed) != 0 {
-        with_ring(|t, cpu| {
-            if t.running != IDLE_THREAD && enabled(Categories::SCHED) {
-                t.push(cpu, EventKind::ContextSwitch, [u64::from(IDLE_THREAD), 0]);
+        let t = here();
+        if t.running() != IDLE_THREAD {
+            t.set_running(IDLE_THREAD);
+            if enabled(Categories::SCHED) {
+                t.push(EventKind::ContextSwitch, [u64::from(IDLE_THREAD), 0]);
             }
-            t.running = IDLE_THREAD;
-        });
+        }
     }
 }
 
@@ -274,30 +353,66 @@ fn info(peer: Option<ThreadRef>, path: IpcPath, len_words: usize) -> u64 {
 /// `sender` sent a message of `len_words` words: straight into `receiver` (which
 /// records `IpcRecv` when it next runs), or, with no receiver, into an endpoint queue
 /// (the receiver that dequeues it records `IpcRecv`, see [`ipc_dequeued`]).
+/// `cpu`: this CPU's entry, if the caller has it at hand.
 #[inline(always)]
-pub fn ipc_send(sender: ThreadRef, receiver: Option<ThreadRef>, len_words: usize, path: IpcPath) {
+pub fn ipc_send(
+    cpu: Option<&'static Cpu>,
+    sender: ThreadRef,
+    receiver: Option<ThreadRef>,
+    len_words: usize,
+    path: IpcPath,
+) {
     if enabled(Categories::IPC) {
-        ipc_flow_start(EventKind::IpcSend, sender, receiver, len_words, path);
+        match cpu {
+            Some(cpu) => ipc_flow_start(&cpu.trace, EventKind::IpcSend, sender, receiver, len_words, path),
+            None => ipc_flow_start_here(EventKind::IpcSend, sender, receiver, len_words, path),
+        }
     }
 }
 
-/// `server` replied to `caller` with `len_words` words.
+/// `server` replied to `caller` with `len_words` words; `cpu`: this CPU's entry, if
+/// the caller has it at hand.
 #[inline(always)]
-pub fn ipc_reply(server: ThreadRef, caller: ThreadRef, len_words: usize, path: IpcPath) {
+pub fn ipc_reply(
+    cpu: Option<&'static Cpu>,
+    server: ThreadRef,
+    caller: ThreadRef,
+    len_words: usize,
+    path: IpcPath,
+) {
     if enabled(Categories::IPC) {
-        ipc_flow_start(EventKind::IpcReply, server, Some(caller), len_words, path);
+        let to = Some(caller);
+        match cpu {
+            Some(cpu) => ipc_flow_start(&cpu.trace, EventKind::IpcReply, server, to, len_words, path),
+            None => ipc_flow_start_here(EventKind::IpcReply, server, to, len_words, path),
+        }
     }
 }
 
 #[inline(never)]
-fn ipc_flow_start(kind: EventKind, from: ThreadRef, to: Option<ThreadRef>, len_words: usize, path: IpcPath) {
-    let Some(flow) = with_ring(|t, cpu| {
-        let flow = t.flow(cpu);
-        t.push(cpu, kind, [flow, info(to, path, len_words)]);
-        flow
-    }) else {
-        return;
-    };
+fn ipc_flow_start_here(
+    kind: EventKind,
+    from: ThreadRef,
+    to: Option<ThreadRef>,
+    len_words: usize,
+    path: IpcPath,
+) {
+    ipc_flow_start(here(), kind, from, to, len_words, path);
+}
+
+/// Records the start of an IPC flow and leaves its id where the other end's record
+/// will find it.
+#[inline(always)]
+fn ipc_flow_start(
+    t: &CpuTrace,
+    kind: EventKind,
+    from: ThreadRef,
+    to: Option<ThreadRef>,
+    len_words: usize,
+    path: IpcPath,
+) {
+    let flow = t.flow();
+    t.push(kind, [flow, info(to, path, len_words)]);
     match to {
         Some(to) => {
             let state = &mut tcb(to).trace;
@@ -326,12 +441,10 @@ pub fn ipi_send(target: u32) -> u64 {
     if !enabled(Categories::IPI) {
         return 0;
     }
-    with_ring(|t, cpu| {
-        let flow = t.flow(cpu);
-        t.push(cpu, EventKind::IpiSend, [flow, u64::from(target)]);
-        flow
-    })
-    .unwrap_or(0)
+    let t = here();
+    let flow = t.flow();
+    t.push(EventKind::IpiSend, [flow, u64::from(target)]);
+    flow
 }
 
 /// This CPU took requests that came with a wake-up IPI whose flow id is `flow`.
@@ -349,11 +462,8 @@ pub fn set_name(thread: ThreadRef, name: ThreadName) {
     state.name = name;
     state.named_in = 0;
     if ENABLED.load(Ordering::Relaxed) != 0 && !name.is_empty() {
-        let recorded =
-            with_ring(|t, cpu| t.push_for(cpu, EventKind::ThreadName, thread_id(thread), name.to_args()));
-        if recorded.is_some() {
-            state.named_in = EPOCH.load(Ordering::Relaxed);
-        }
+        here().push_for(EventKind::ThreadName, thread_id(thread), name.to_args());
+        state.named_in = EPOCH.load(Ordering::Relaxed);
     }
 }
 
@@ -408,14 +518,15 @@ pub fn forget_user_buffer(addr: u64) {
 pub fn start(categories: u64, caller: ThreadRef) -> Result<(), Error> {
     let categories =
         u32::try_from(categories).ok().and_then(Categories::from_bits).ok_or(Error::InvalidArgument)?;
-    ENABLED.store(0, Ordering::SeqCst);
+    let _control = control();
+    quiesce();
     EPOCH.fetch_add(1, Ordering::Relaxed);
     let here = ramen_arch::percpu::index_fast();
     for (index, cpu) in cpus::CPUS.iter().enumerate() {
         let Some(cpu) = cpu.get() else { continue };
-        let mut t = cpu.trace.lock();
-        t.ring.clear();
-        t.running = if index as u32 == here { thread_id(caller) } else { IDLE_THREAD };
+        // Quiesced above, and `ENABLED` is set only below: no CPU records now.
+        let running = if index as u32 == here { thread_id(caller) } else { IDLE_THREAD };
+        cpu.trace.reset(index as u16, running);
     }
     {
         let mut buffers = USER_BUFFERS.lock();
@@ -424,14 +535,21 @@ pub fn start(categories: u64, caller: ThreadRef) -> Result<(), Error> {
             reset_user_buffer(scratch, buffer.frame, categories);
         }
     }
+    ramen_arch::user::set_syscall_handler(crate::syscall::handle_syscall::<true>);
     ENABLED.store(categories.bits(), Ordering::SeqCst);
     Ok(())
 }
 
-/// `trace_control::STOP`: every CPU stops recording at its next event, and every
-/// thread with a user buffer at its next record.
+/// `trace_control::STOP`: no CPU records once this returns, and every thread with a
+/// user buffer stops at its next record.
 pub fn stop() {
-    ENABLED.store(0, Ordering::SeqCst);
+    let _control = control();
+    stop_quiesced();
+}
+
+/// [`stop`], with [`CONTROL`] held.
+fn stop_quiesced() {
+    quiesce();
     for buffer in USER_BUFFERS.lock().table.iter().flatten() {
         enable_user_buffer(buffer.frame, Categories::empty());
     }
@@ -441,7 +559,8 @@ pub fn stop() {
 /// every CPU's ring, oldest record first) to the trace port. Returns records written.
 /// Runs with interrupts off for as long as the UART takes (a debugging operation).
 pub fn dump() -> u64 {
-    stop();
+    let _control = control();
+    stop_quiesced();
     let cpu_count = cpus::CPUS.iter().rposition(|c| c.get().is_some()).map_or(1, |last| last + 1);
     let Ok(cpu_count) = u16::try_from(cpu_count) else {
         return 0;
@@ -460,7 +579,8 @@ pub fn dump() -> u64 {
     }
     for cpu in 0..cpu_count {
         let Some(entry) = cpus::cpu(u32::from(cpu)) else { continue };
-        let mut t = entry.trace.lock();
+        // Quiesced by `stop_quiesced`; nothing enables while `CONTROL` is held.
+        let t = &entry.trace;
         let lost = t.ring.lost();
         written += t.ring.len() as u64;
         if writer.records(SOURCE_CORE, u32::from(cpu), lost, t.ring.drain()).is_err() {

@@ -333,6 +333,11 @@ fn trace_problems(trace: &ramen_perf_export::Trace, cpus: u32) -> Vec<String> {
     if crate::trace::cross_cpu_flows(trace) == 0 {
         problems.push("no IPC delivery crossed CPUs".into());
     }
+    // The workload's same-CPU pair calls on the fastpath, which only the traced build
+    // of the system-call handler records.
+    if crate::trace::fastpath_flows(trace) == 0 {
+        problems.push("no IPC recorded on the fastpath".into());
+    }
     // Client and server record spans into their user trace buffers, and are named.
     let user_threads = crate::trace::threads_with_user_spans(trace);
     if user_threads.len() < 2 {
@@ -534,6 +539,19 @@ mod tests {
         assert!(problems.iter().any(|p| p.contains("expected 3")), "{problems:?}");
         assert!(problems.iter().any(|p| p.contains("cpu 2")), "{problems:?}");
         let one_cpu = ramen_perf_export::synthetic::ipc_pingpong(1, 3);
+        assert!(trace_problems(&one_cpu, 1).iter().all(|p| !p.contains("fastpath")));
+        let mut slow_only = trace.clone();
+        for record in slow_only.sources.values_mut().flat_map(|s| s.records.iter_mut()) {
+            let mut info = ramen_perf_record::IpcInfo::unpack(record.args[1]);
+            info.path = ramen_perf_record::IpcPath::Slow;
+            if matches!(
+                record.event_kind(),
+                Some(ramen_perf_record::EventKind::IpcSend | ramen_perf_record::EventKind::IpcReply)
+            ) {
+                record.args[1] = info.pack();
+            }
+        }
+        assert!(trace_problems(&slow_only, 2).iter().any(|p| p.contains("fastpath")));
         assert!(trace_problems(&one_cpu, 1).iter().any(|p| p.contains("crossed")));
         let mut unnamed = trace.clone();
         unnamed.thread_names.clear();

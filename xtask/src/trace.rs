@@ -178,6 +178,18 @@ pub fn cross_cpu_flows(trace: &Trace) -> usize {
         .count()
 }
 
+/// IPC deliveries recorded on the fastpath (`IpcSend` / `IpcReply` marked fast): the
+/// traced build of the system-call handler is in use while tracing runs.
+pub fn fastpath_flows(trace: &Trace) -> usize {
+    trace
+        .sources
+        .values()
+        .flat_map(|s| s.records.iter())
+        .filter(|r| matches!(r.event_kind(), Some(EventKind::IpcSend | EventKind::IpcReply)))
+        .filter(|r| IpcInfo::unpack(r.args[1]).path == ramen_perf_record::IpcPath::Fast)
+        .count()
+}
+
 /// `cargo xtask trace`: returns whether the run and the export worked.
 pub fn run(args: &TraceArgs) -> anyhow::Result<bool> {
     if args.smp < 2 {

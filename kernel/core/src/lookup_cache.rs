@@ -165,17 +165,31 @@ impl LookupMemo {
         depth: u8,
         walk: impl FnOnce() -> Result<SlotRef, Error>,
     ) -> Result<SlotRef, Error> {
-        let generation = store.generation();
-        if self.generation == generation
-            && self.cptr == cptr
-            && self.depth == depth
-            && let Some(slot) = self.slot
-        {
+        if let Some(slot) = self.hit(store, cptr, depth) {
             return Ok(slot);
         }
+        let generation = store.generation();
         let slot = walk()?;
-        *self = Self { slot: Some(slot), generation, cptr, depth };
+        self.remember(generation, cptr, depth, slot);
         Ok(slot)
+    }
+
+    /// The hit half of [`Self::lookup`]: the slot remembered for `cptr` and `depth`
+    /// if nothing changed since. The IPC fastpath calls this inline and its miss out
+    /// of line, so a hit keeps every value in registers (four compares).
+    #[inline(always)]
+    pub fn hit<S: ObjectStore>(&self, store: &S, cptr: u64, depth: u8) -> Option<SlotRef> {
+        if self.generation == store.generation() && self.cptr == cptr && self.depth == depth {
+            self.slot
+        } else {
+            None
+        }
+    }
+
+    /// The miss half: remembers `slot`, which a walk of this memo's CSpace found for
+    /// `cptr` and `depth` at `generation` (read before the walk).
+    pub fn remember(&mut self, generation: u64, cptr: u64, depth: u8, slot: SlotRef) {
+        *self = Self { slot: Some(slot), generation, cptr, depth };
     }
 }
 

@@ -21,4 +21,4 @@ pub mod user_buffer;
 pub use kind::{Categories, EventKind, IpcInfo, IpcPath, Phase};
 pub use name::{ThreadName, inline_label};
 pub use record::{IDLE_THREAD, RECORD_SIZE_BYTES, Record};
-pub use ring::{DEFAULT_RING_RECORDS, FullPolicy, TraceRing};
+pub use ring::{Batch, DEFAULT_RING_RECORDS, FullPolicy, TraceRing};

@@ -53,6 +53,19 @@ impl Record {
         Record { tsc, kind: kind as u16, cpu, thread, args }
     }
 
+    /// The second word of a record as a ring slot keeps it: `kind | cpu << 16 |
+    /// thread << 32` (the encoded form's bytes 8..16 read as one little-endian word).
+    /// A recorder that keeps `cpu << 16 | thread << 32` at hand ORs in the kind.
+    #[inline(always)]
+    pub const fn head(kind: u16, cpu: u16, thread: u32) -> u64 {
+        kind as u64 | (cpu as u64) << 16 | (thread as u64) << 32
+    }
+
+    /// The inverse of [`Record::head`]: `(kind, cpu, thread)`.
+    pub const fn split_head(head: u64) -> (u16, u16, u32) {
+        (head as u16, (head >> 16) as u16, (head >> 32) as u32)
+    }
+
     /// The event kind, or `None` if `kind` is not one this version knows.
     pub const fn event_kind(&self) -> Option<crate::EventKind> {
         crate::EventKind::from_raw(self.kind)

@@ -1,13 +1,20 @@
 //! The per-core trace ring.
 //!
-//! Only the owning core records, so the producer side takes `&mut self` and needs no
-//! atomics, locks or shared cache lines: `written` (and `dropped` in drop mode) are
-//! the only fields the hot path writes, and they live in the core's own memory. The
-//! consumer reads when tracing is stopped on that core (the kernel stops it with an
-//! IPI before reading another core's ring), so producer and consumer never race.
+//! Only the owning core records. Every field is an atomic used with plain loads and
+//! stores (never a read-modify-write), which on x86_64 compile to the same `mov`s as
+//! plain fields: the ring can be shared with the core that reads it (`&self`
+//! everywhere, no lock, no `unsafe`) at no cost to the producer. `written` (and
+//! `dropped` in drop mode) are the only fields the hot path writes, and they live in
+//! the core's own memory.
+//!
+//! The consumer side (`drain`, `clear`, `set_policy`) must run while the producer is
+//! stopped: the kernel quiesces every core before it reads another core's ring. If
+//! the two ever overlapped, a record read could mix two events, but nothing worse.
 //!
 //! Overwrite mode never touches `read` on the hot path: the records a wrapped ring
 //! overwrote are counted lazily, when the consumer looks, from `written - read`.
+
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::Release};
 
 use crate::{Categories, EventKind, Record};
 
@@ -25,25 +32,56 @@ pub enum FullPolicy {
     Drop,
 }
 
+/// One record slot: the record's 32 bytes as four words (`tsc`; the head,
+/// [`Record::head`]; the two arguments).
+#[derive(Debug)]
+struct Slot([AtomicU64; 4]);
+
+impl Slot {
+    const fn empty() -> Slot {
+        Slot([const { AtomicU64::new(0) }; 4])
+    }
+
+    #[inline(always)]
+    fn store(&self, tsc: u64, head: u64, args: [u64; 2]) {
+        let [t, h, a0, a1] = &self.0;
+        t.store(tsc, Relaxed);
+        h.store(head, Relaxed);
+        a0.store(args[0], Relaxed);
+        a1.store(args[1], Relaxed);
+    }
+
+    fn load(&self) -> Record {
+        let [tsc, head, arg0, arg1] = &self.0;
+        let (kind, cpu, thread) = Record::split_head(head.load(Relaxed));
+        Record { tsc: tsc.load(Relaxed), kind, cpu, thread, args: [arg0.load(Relaxed), arg1.load(Relaxed)] }
+    }
+}
+
 /// A single-producer ring of `N` records; `N` must be a power of two.
 ///
 /// Cache-line aligned (64 bytes) so that rings of neighbouring cores laid out in one
 /// array never share a line: one core's counters cannot sit next to another core's
 /// first slot.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 #[repr(C, align(64))]
 pub struct TraceRing<const N: usize> {
-    slots: [Record; N],
+    slots: [Slot; N],
     /// Records ever accepted; the next one goes to slot `written % N`.
-    written: u64,
+    written: AtomicU64,
     /// Index (in the `written` numbering) of the oldest record not yet consumed.
     /// May lag more than `N` behind `written` in overwrite mode until [`Self::settle`].
-    read: u64,
+    read: AtomicU64,
+    /// The `written` count at which a new record is refused: `read + N` in drop mode,
+    /// `u64::MAX` (never) in overwrite mode. Kept by the consumer side, so that the
+    /// producer's "full and dropping" test is one compare.
+    limit: AtomicU64,
     /// Records refused in drop mode.
-    dropped: u64,
+    dropped: AtomicU64,
     /// Records overwritten before anyone read them, as of the last settle.
-    overwritten: u64,
-    policy: FullPolicy,
+    overwritten: AtomicU64,
+    /// Drop mode ([`FullPolicy::Drop`]) when set.
+    drop_when_full: AtomicBool,
 }
 
 impl<const N: usize> Default for TraceRing<N> {
@@ -61,35 +99,46 @@ impl<const N: usize> TraceRing<N> {
     /// An empty ring.
     pub const fn new(policy: FullPolicy) -> Self {
         let _ = Self::CAPACITY;
-        TraceRing { slots: [Record::EMPTY; N], written: 0, read: 0, dropped: 0, overwritten: 0, policy }
+        TraceRing {
+            slots: [const { Slot::empty() }; N],
+            written: AtomicU64::new(0),
+            read: AtomicU64::new(0),
+            limit: AtomicU64::new(match policy {
+                FullPolicy::Drop => Self::CAPACITY,
+                FullPolicy::Overwrite => u64::MAX,
+            }),
+            dropped: AtomicU64::new(0),
+            overwritten: AtomicU64::new(0),
+            drop_when_full: AtomicBool::new(matches!(policy, FullPolicy::Drop)),
+        }
     }
 
-    /// Appends a record; returns whether it was stored.
+    /// Appends a record; returns whether it was stored. Only the owning core calls it.
     ///
-    /// The hot path: two loads, a subtract and compare for "full", a policy test that
-    /// is only reached when full, one masked index, a 32-byte store and an increment
-    /// (about 12 instructions on x86_64, see `docs/tracing.md`).
     #[inline]
-    pub fn record(&mut self, record: Record) -> bool {
-        let full = self.written.wrapping_sub(self.read) >= Self::CAPACITY;
-        if full && self.policy == FullPolicy::Drop {
-            self.dropped = self.dropped.wrapping_add(1);
-            return false;
-        }
-        // N is a power of two, so this is a mask and the index is provably in bounds.
-        let slot = (self.written % Self::CAPACITY) as usize;
-        if let Some(cell) = self.slots.get_mut(slot) {
-            *cell = record;
-        }
-        self.written = self.written.wrapping_add(1);
-        true
+    pub fn record(&self, record: Record) -> bool {
+        let head = Record::head(record.kind, record.cpu, record.thread);
+        self.record_words(record.tsc, head, record.args)
+    }
+
+    /// [`Self::record`] with the record's head already packed ([`Record::head`]).
+    #[inline(always)]
+    pub fn record_words(&self, tsc: u64, head: u64, args: [u64; 2]) -> bool {
+        self.batch().push(tsc, head, args)
+    }
+
+    /// Starts appending several records at once: the counters are read once, and
+    /// written back once when the batch is dropped. Only the owning core batches.
+    #[inline(always)]
+    pub fn batch(&self) -> Batch<'_, N> {
+        Batch { ring: self, written: self.written.load(Relaxed), limit: self.limit.load(Relaxed) }
     }
 
     /// Records `kind` only if its category is enabled; the timestamp is read only
     /// then, so a disabled category costs a load, a test and a branch.
     #[inline(always)]
     pub fn record_if(
-        &mut self,
+        &self,
         enabled: Categories,
         kind: EventKind,
         cpu: u16,
@@ -108,14 +157,25 @@ impl<const N: usize> TraceRing<N> {
     }
 
     /// What a full ring does with a new record.
-    pub const fn policy(&self) -> FullPolicy {
-        self.policy
+    pub fn policy(&self) -> FullPolicy {
+        if self.drop_when_full.load(Relaxed) { FullPolicy::Drop } else { FullPolicy::Overwrite }
     }
 
-    /// Changes the full policy. Records already held stay.
-    pub fn set_policy(&mut self, policy: FullPolicy) {
+    /// Changes the full policy. Records already held stay. Consumer side.
+    pub fn set_policy(&self, policy: FullPolicy) {
         self.settle();
-        self.policy = policy;
+        self.drop_when_full.store(matches!(policy, FullPolicy::Drop), Relaxed);
+        self.set_limit();
+    }
+
+    /// Recomputes `limit` after `read` or the policy changed.
+    fn set_limit(&self) {
+        let limit = if self.drop_when_full.load(Relaxed) {
+            self.read.load(Relaxed).wrapping_add(Self::CAPACITY)
+        } else {
+            u64::MAX
+        };
+        self.limit.store(limit, Relaxed);
     }
 
     /// Records held and not yet consumed.
@@ -132,61 +192,105 @@ impl<const N: usize> TraceRing<N> {
     /// Records lost so far, dropped or overwritten, since the ring was made or cleared.
     pub fn lost(&self) -> u64 {
         let pending = self.live().saturating_sub(Self::CAPACITY);
-        self.dropped.wrapping_add(self.overwritten).wrapping_add(pending)
+        self.dropped.load(Relaxed).wrapping_add(self.overwritten.load(Relaxed)).wrapping_add(pending)
     }
 
     /// The held records, oldest first, without consuming them.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = Record> + '_ {
         let len = self.len();
-        let first = self.written.wrapping_sub(len as u64);
+        let first = self.written.load(Relaxed).wrapping_sub(len as u64);
         (0..len).map(move |i| self.slot(first.wrapping_add(i as u64)))
     }
 
     /// Removes and yields the held records, oldest first. Lost counts are kept.
-    pub fn drain(&mut self) -> Drain<'_, N> {
+    /// Consumer side.
+    pub fn drain(&self) -> Drain<'_, N> {
         self.settle();
         Drain { ring: self }
     }
 
-    /// Forgets every record and the lost counts.
-    pub fn clear(&mut self) {
-        self.written = 0;
-        self.read = 0;
-        self.dropped = 0;
-        self.overwritten = 0;
+    /// Forgets every record and the lost counts. Consumer side.
+    pub fn clear(&self) {
+        for counter in [&self.written, &self.read, &self.dropped, &self.overwritten] {
+            counter.store(0, Relaxed);
+        }
+        self.set_limit();
     }
 
     fn live(&self) -> u64 {
-        self.written.wrapping_sub(self.read)
+        self.written.load(Relaxed).wrapping_sub(self.read.load(Relaxed))
     }
 
     fn slot(&self, index: u64) -> Record {
-        self.slots.get((index % Self::CAPACITY) as usize).copied().unwrap_or(Record::EMPTY)
+        self.slots.get((index % Self::CAPACITY) as usize).map_or(Record::EMPTY, Slot::load)
     }
 
     /// Moves `read` past records that overwrite mode has already replaced.
-    fn settle(&mut self) {
+    fn settle(&self) {
         let pending = self.live().saturating_sub(Self::CAPACITY);
-        self.overwritten = self.overwritten.wrapping_add(pending);
-        self.read = self.read.wrapping_add(pending);
+        self.overwritten.store(self.overwritten.load(Relaxed).wrapping_add(pending), Relaxed);
+        self.read.store(self.read.load(Relaxed).wrapping_add(pending), Relaxed);
+        self.set_limit();
+    }
+}
+
+/// Records being appended to a ring ([`TraceRing::batch`]); they count as written
+/// when the batch is dropped.
+#[derive(Debug)]
+pub struct Batch<'a, const N: usize> {
+    ring: &'a TraceRing<N>,
+    written: u64,
+    limit: u64,
+}
+
+impl<const N: usize> Batch<'_, N> {
+    /// Appends a record (its head packed, [`Record::head`]); returns whether it was
+    /// stored.
+    ///
+    /// The hot path: a compare for "full and dropping" (the limit is `u64::MAX` in
+    /// overwrite mode), one masked index, four 8-byte stores and an increment (see
+    /// `docs/tracing.md` for the instruction count).
+    #[inline(always)]
+    pub fn push(&mut self, tsc: u64, head: u64, args: [u64; 2]) -> bool {
+        if self.written >= self.limit {
+            let dropped = &self.ring.dropped;
+            dropped.store(dropped.load(Relaxed).wrapping_add(1), Relaxed);
+            return false;
+        }
+        // N is a power of two, so this is a mask and the index is provably in bounds.
+        let slot = (self.written % TraceRing::<N>::CAPACITY) as usize;
+        if let Some(cell) = self.ring.slots.get(slot) {
+            cell.store(tsc, head, args);
+        }
+        self.written = self.written.wrapping_add(1);
+        true
+    }
+}
+
+impl<const N: usize> Drop for Batch<'_, N> {
+    #[inline(always)]
+    fn drop(&mut self) {
+        self.ring.written.store(self.written, Release);
     }
 }
 
 /// Iterator returned by [`TraceRing::drain`]; records not yet yielded stay in the ring.
 #[derive(Debug)]
 pub struct Drain<'a, const N: usize> {
-    ring: &'a mut TraceRing<N>,
+    ring: &'a TraceRing<N>,
 }
 
 impl<const N: usize> Iterator for Drain<'_, N> {
     type Item = Record;
 
     fn next(&mut self) -> Option<Record> {
-        if self.ring.read == self.ring.written {
+        let read = self.ring.read.load(Relaxed);
+        if read == self.ring.written.load(Relaxed) {
             return None;
         }
-        let record = self.ring.slot(self.ring.read);
-        self.ring.read = self.ring.read.wrapping_add(1);
+        let record = self.ring.slot(read);
+        self.ring.read.store(read.wrapping_add(1), Relaxed);
+        self.ring.set_limit();
         Some(record)
     }
 
@@ -216,7 +320,7 @@ mod tests {
 
     #[test]
     fn overwrite_keeps_newest_and_counts_lost() {
-        let mut ring = TraceRing::<4>::new(FullPolicy::Overwrite);
+        let ring = TraceRing::<4>::new(FullPolicy::Overwrite);
         for n in 0..10 {
             assert!(ring.record(rec(n)));
         }
@@ -232,7 +336,7 @@ mod tests {
 
     #[test]
     fn drop_keeps_oldest_and_counts_lost() {
-        let mut ring = TraceRing::<4>::new(FullPolicy::Drop);
+        let ring = TraceRing::<4>::new(FullPolicy::Drop);
         let stored: Vec<bool> = (0..6).map(|n| ring.record(rec(n))).collect();
         assert_eq!(stored, [true, true, true, true, false, false]);
         assert_eq!(ring.lost(), 2);
@@ -242,8 +346,24 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_counts_its_records_when_dropped() {
+        let ring = TraceRing::<4>::new(FullPolicy::Drop);
+        {
+            let mut batch = ring.batch();
+            for n in 0..6 {
+                assert_eq!(batch.push(n, Record::head(EventKind::UserInstant as u16, 2, 7), [n, 1]), n < 4);
+            }
+            assert!(ring.is_empty(), "nothing counts before the batch is dropped");
+        }
+        assert_eq!(ring.len(), 4);
+        assert_eq!(ring.lost(), 2);
+        let first = ring.iter().next().unwrap();
+        assert_eq!(first, Record::new(EventKind::UserInstant, 2, 7, 0, [0, 1]));
+    }
+
+    #[test]
     fn disabled_category_reads_no_timestamp() {
-        let mut ring = TraceRing::<4>::default();
+        let ring = TraceRing::<4>::default();
         ring.record_if(Categories::IPC, EventKind::IrqEnter, 0, 0, [0; 2], || panic!("tsc read"));
         assert!(ring.is_empty());
         ring.record_if(Categories::IRQ, EventKind::IrqEnter, 3, 9, [32, 0], || 77);
@@ -273,7 +393,7 @@ mod tests {
         #[test]
         fn matches_a_bounded_queue(ops in proptest::collection::vec(op(), 0..200)) {
             const CAP: usize = 8;
-            let mut ring = TraceRing::<CAP>::new(FullPolicy::Overwrite);
+            let ring = TraceRing::<CAP>::new(FullPolicy::Overwrite);
             let mut model = VecDeque::new();
             let mut lost = 0u64;
             let mut drop_mode = false;

@@ -2,7 +2,7 @@
 //! `cargo xtask trace`. The argument word is `rounds << 1 | role`: role 0 serves
 //! (answers each call with its first word plus one, forever), role 1 is the client
 //! (makes `rounds` calls, checks every answer, and reports 1 if all were right, else
-//! 0, with its CPU and the TSC ticks the calls took, to the root task).
+//! 0, with its CPU, the TSC ticks the calls took and its rounds, to the root task).
 //!
 //! Given a frame in its `TRACE_FRAME` slot, it also records into a user trace
 //! buffer: the server a `serve` span per request, the client a `call` span per call
@@ -69,8 +69,9 @@ fn main(arg: u64) {
         serve();
     } else {
         let start = ramen_rt::tsc::rdtsc();
-        let ok = client(arg >> 1);
+        let rounds = arg >> 1;
+        let ok = client(rounds);
         let ticks = ramen_rt::tsc::rdtscp().wrapping_sub(start);
-        report(u64::from(ok), &[u64::from(ramen_rt::current_cpu()), ticks]);
+        report(u64::from(ok), &[u64::from(ramen_rt::current_cpu()), ticks, rounds]);
     }
 }

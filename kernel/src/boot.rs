@@ -100,7 +100,14 @@ pub fn bsp_main(boot: Result<BootParams, StartInfoError>) -> ! {
     apic::disable_legacy_pic();
     enable_user_mode(&features);
     let p = cpu::protections();
-    kprintln!("protections: nx {} wp {} smep {} smap {}", p.nx, p.write_protect, p.smep, p.smap);
+    kprintln!(
+        "protections: nx {} wp {} smep {} smap {} (pcid available {})",
+        p.nx,
+        p.write_protect,
+        p.smep,
+        p.smap,
+        features.pcid
+    );
 
     let tsc_hz = measure_tsc(&features);
     let (topology, lapic_phys, memory_nodes, memory_node_count) =

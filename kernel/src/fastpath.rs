@@ -19,7 +19,7 @@ use ramen_core::cap::{Cap, Rights};
 use ramen_core::cspace::MAX_DEPTH;
 use ramen_core::object::{CapType, ObjectStore, SlotRef};
 use ramen_core::runqueue::ThreadRef;
-use ramen_perf_record::IpcPath;
+use ramen_perf_record::{Categories, EventKind};
 
 use crate::cpus::{Cpu, this_cpu};
 use crate::objects::{CAP_LOCK, EndpointLock, IpcState, Store, ThreadState, cspace_slot, tcb};
@@ -40,23 +40,30 @@ use crate::{ipc, syscall};
 pub fn attempt<const TRACED: bool>(ctx: &UserContext) -> Option<ThreadRef> {
     let cpu = this_cpu();
     let (number, cptr, info) = (ctx.rax, ctx.rdi, MessageInfo(ctx.rsi));
-    // Whether tracing is on, read once for the three trace points on the way (each
-    // reads the categories again when it is on). The untraced build (the handler
-    // while tracing is off) has no trace point: `false` here removes them all.
-    let tracing = TRACED && crate::trace::on();
-    // Ok: switched to this thread; Err: the slow path runs for this one (if any).
+    // Whether tracing is on, read once for the three trace points on the way (the
+    // later two read the categories again: a spin may come between). The untraced
+    // build (the handler while tracing is off) has no trace point: `false` here
+    // removes them all.
+    let categories = if TRACED { crate::trace::categories() } else { Categories::empty() };
+    let tracing = !categories.is_empty();
+    // Ok: switched from the caller to this thread, the message sent at this TSC
+    // (read only when tracing); Err: the slow path runs for this one (if any).
     let outcome = cpu.sched.with(|s| {
         let caller = sched::current_of(s).ok_or(None)?;
         if tracing {
-            crate::trace::syscall_enter(cpu, caller, number, cptr);
+            crate::trace::syscall_enter(cpu, categories, caller, number, cptr);
         }
-        guards_and_commit(cpu, s, caller, number, cptr, info, tracing).ok_or(Some(caller))
+        let (next, tsc) =
+            guards_and_commit(cpu, s, caller, number, cptr, info, tracing).ok_or(Some(caller))?;
+        Ok((caller, next, tsc))
     });
     match outcome {
-        Ok(next) => {
+        Ok((caller, next, tsc)) => {
             cpu.ipc_fast.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
             if tracing {
-                crate::trace::before_run(Some(cpu), next);
+                let kind = if number == Sys::Call as u64 { EventKind::IpcSend } else { EventKind::IpcReply };
+                let ipc = crate::trace::FastIpc { kind, len_words: info.len_words(), tsc };
+                crate::trace::fastpath_switch(cpu, caller, next, ipc);
             }
             ramen_arch::user::return_to_user()
         }
@@ -65,8 +72,9 @@ pub fn attempt<const TRACED: bool>(ctx: &UserContext) -> Option<ThreadRef> {
 }
 
 /// The fastpath proper, under the scheduler borrow `s`: the guards common to both
-/// calls, the call's own guards and commit, the IPC trace point, and the switch.
-/// Returns the thread switched to, or `None` (nothing changed).
+/// calls, the call's own guards and commit, and the switch. Returns the thread
+/// switched to and, when `tracing`, the TSC at the hand-over (else 0), or `None`
+/// (nothing changed).
 #[inline(always)]
 fn guards_and_commit(
     cpu: &'static Cpu,
@@ -76,7 +84,7 @@ fn guards_and_commit(
     cptr: u64,
     info: MessageInfo,
     tracing: bool,
-) -> Option<ThreadRef> {
+) -> Option<(ThreadRef, u64)> {
     // The differential build (feature `slowpath-only`) sends everything the slow way.
     if cfg!(feature = "slowpath-only") {
         return None;
@@ -104,17 +112,13 @@ fn guards_and_commit(
     let here = ramen_arch::percpu::index_fast();
     let next =
         if is_call { call(s, caller, &cap, info, here)? } else { reply_recv(s, caller, &cap, info, here)? };
-    if tracing {
-        if is_call {
-            crate::trace::ipc_send(Some(cpu), caller, Some(next), info.len_words(), IpcPath::Fast);
-        } else {
-            crate::trace::ipc_reply(Some(cpu), caller, next, info.len_words(), IpcPath::Fast);
-        }
-    }
+    // The IPC's trace records are written on the way out (`trace::fastpath_switch`),
+    // with this time.
+    let tsc = if tracing { ramen_arch::cpu::rdtsc() } else { 0 };
     // The read section covers capability slots and endpoint queues, all done with.
     drop(store);
     sched::switch_in(s, caller, next);
-    Some(next)
+    Some((next, tsc))
 }
 
 /// A memo miss: resolves `cptr` through this CPU's lookup cache and remembers it.

@@ -313,7 +313,7 @@ pub fn send(store: &mut Store, sender: ThreadRef, cap: &Cap, kind: SendKind) -> 
     let message = message_of(sender, cap.badge());
     match dequeue(endpoint, false) {
         Some(receiver) => {
-            crate::trace::ipc_send(None, sender, Some(receiver), message.info.len_words(), IpcPath::Slow);
+            crate::trace::ipc_send(sender, Some(receiver), message.info.len_words(), IpcPath::Slow);
             tcb(receiver).ipc = IpcState::None;
             deliver(store, receiver, &message);
             if kind == SendKind::Call {
@@ -330,7 +330,7 @@ pub fn send(store: &mut Store, sender: ThreadRef, cap: &Cap, kind: SendKind) -> 
             Ok(())
         }
         None => {
-            crate::trace::ipc_send(None, sender, None, message.info.len_words(), IpcPath::Slow);
+            crate::trace::ipc_send(sender, None, message.info.len_words(), IpcPath::Slow);
             tcb(sender).ipc_badge = cap.badge();
             let state = if kind == SendKind::Call {
                 IpcState::Calling(endpoint)
@@ -399,7 +399,7 @@ pub fn reply(store: &mut Store, server: ThreadRef) -> Result<bool, Error> {
         return Ok(false);
     }
     let message = message_of(server, 0);
-    crate::trace::ipc_reply(None, server, caller, message.info.len_words(), IpcPath::Slow);
+    crate::trace::ipc_reply(server, caller, message.info.len_words(), IpcPath::Slow);
     crate::lease::release(caller);
     tcb(caller).ipc = IpcState::None;
     if tcb(caller).state == ThreadState::Faulted {

@@ -57,7 +57,7 @@ pub use ramen_perf_record::ThreadName;
 use ramen_perf_record::dump::{DumpWriter, SOURCE_CORE, SOURCE_THREAD};
 use ramen_perf_record::user_buffer::{self, ENABLED_OFFSET, USER_HEADER_BYTES, UserBufferView};
 use ramen_perf_record::{
-    Categories, EventKind, FullPolicy, IDLE_THREAD, IpcInfo, IpcPath, Record, TraceRing,
+    Batch, Categories, EventKind, FullPolicy, IDLE_THREAD, IpcInfo, IpcPath, Record, TraceRing,
 };
 
 use crate::cpus::{self, Cpu, this_cpu};
@@ -212,11 +212,15 @@ pub fn thread_id(thread: ThreadRef) -> u32 {
     (thread.addr() >> TCB_BITS) as u32
 }
 
-/// True if any category is being recorded. A hot path with several trace points
-/// (the IPC fastpath) reads this once and skips them all while tracing is off.
+/// The categories being recorded (empty while tracing is off). A hot path with
+/// several trace points (the IPC fastpath) reads this once and skips them all while
+/// tracing is off.
 #[inline(always)]
-pub fn on() -> bool {
-    !cfg!(feature = "trace-compiled-out") && ENABLED.load(Ordering::Relaxed) != 0
+pub fn categories() -> Categories {
+    if cfg!(feature = "trace-compiled-out") {
+        return Categories::empty();
+    }
+    Categories::from_bits_retain(ENABLED.load(Ordering::Relaxed))
 }
 
 #[inline(always)]
@@ -265,10 +269,11 @@ fn record_now(kind: EventKind, args: [u64; 2]) {
 }
 
 /// `thread` entered the kernel on `cpu` (this CPU) with system call `number` (first
-/// argument `arg0`).
+/// argument `arg0`); `now` is what [`categories`] just returned, with nothing that
+/// waits since.
 #[inline(always)]
-pub fn syscall_enter(cpu: &Cpu, thread: ThreadRef, number: u64, arg0: u64) {
-    if enabled(Categories::SYSCALL) {
+pub fn syscall_enter(cpu: &Cpu, now: Categories, thread: ThreadRef, number: u64, arg0: u64) {
+    if now.contains(Categories::SYSCALL) {
         cpu.trace.push(EventKind::SyscallEnter, [number, arg0]);
         tcb(thread).trace.open_syscall = number.wrapping_add(1);
     }
@@ -299,12 +304,60 @@ fn record_run_here(thread: ThreadRef, enabled: Categories) {
 /// moment: the return to `thread`).
 #[inline(always)]
 fn record_run(t: &CpuTrace, thread: ThreadRef, enabled: Categories) {
+    let state = &mut tcb(thread).trace;
+    let received = (state.pending_flow != 0).then_some((state.pending_flow, state.pending_peer));
+    state.pending_flow = 0;
+    run_records(t, &mut t.ring.batch(), thread, enabled, received);
+}
+
+/// An IPC the fastpath made, recorded by [`fastpath_switch`].
+pub struct FastIpc {
+    /// `IpcSend` (a call) or `IpcReply`.
+    pub kind: EventKind,
+    /// Message words.
+    pub len_words: usize,
+    /// The TSC when the message went.
+    pub tsc: u64,
+}
+
+/// The fastpath on `cpu` (this CPU) moved a message from `from` to `to` and is about
+/// to return to `to`: records the send or reply (at `ipc.tsc`) and what
+/// [`before_run`] records, as one batch; the receive needs no trip through `to`'s
+/// TCB.
+#[inline(always)]
+pub fn fastpath_switch(cpu: &Cpu, from: ThreadRef, to: ThreadRef, ipc: FastIpc) {
+    let enabled = Categories::from_bits_retain(ENABLED.load(Ordering::Relaxed));
+    if enabled.is_empty() {
+        return;
+    }
+    let t = &cpu.trace;
+    let mut batch = t.ring.batch();
+    let received = enabled.contains(Categories::IPC).then(|| {
+        let flow = t.flow();
+        let args = [flow, info(Some(to), IpcPath::Fast, ipc.len_words)];
+        batch.push(ipc.tsc, t.head.load(Relaxed) | ipc.kind as u64, args);
+        (flow, info(Some(from), IpcPath::Fast, ipc.len_words))
+    });
+    run_records(t, &mut batch, to, enabled, received);
+}
+
+/// The records of a return to `thread`: its name (first time in this trace), the
+/// switch if it was not running, the message it `received` (flow id, sender info;
+/// the caller takes it from `pending_flow` and clears that), and the end of its
+/// system call; one timestamp.
+#[inline(always)]
+fn run_records(
+    t: &CpuTrace,
+    batch: &mut Batch<'_, RING_RECORDS>,
+    thread: ThreadRef,
+    enabled: Categories,
+    received: Option<(u64, u64)>,
+) {
     let id = thread_id(thread);
     let result = tcb(thread).context.rax;
     let state = &mut tcb(thread).trace;
     let tsc = ramen_arch::cpu::rdtsc();
     let mut head = t.head.load(Relaxed);
-    let mut batch = t.ring.batch();
     // A thread's name goes into each trace the first time the thread runs in it.
     let epoch = EPOCH.load(Ordering::Relaxed);
     if state.named_in != epoch {
@@ -321,13 +374,14 @@ fn record_run(t: &CpuTrace, thread: ThreadRef, enabled: Categories) {
             batch.push(tsc, head | EventKind::ContextSwitch as u64, [u64::from(id), 0]);
         }
     }
-    if state.pending_flow != 0 && enabled.contains(Categories::IPC) {
-        batch.push(tsc, head | EventKind::IpcRecv as u64, [state.pending_flow, state.pending_peer]);
+    if let Some((flow, peer)) = received
+        && enabled.contains(Categories::IPC)
+    {
+        batch.push(tsc, head | EventKind::IpcRecv as u64, [flow, peer]);
     }
     if state.open_syscall != 0 && enabled.contains(Categories::SYSCALL) {
         batch.push(tsc, head | EventKind::SyscallExit as u64, [state.open_syscall - 1, result]);
     }
-    state.pending_flow = 0;
     state.open_syscall = 0;
 }
 
@@ -350,67 +404,30 @@ fn info(peer: Option<ThreadRef>, path: IpcPath, len_words: usize) -> u64 {
     IpcInfo { peer, path, len_words: len_words.min(usize::from(u8::MAX)) as u8 }.pack()
 }
 
-/// `sender` sent a message of `len_words` words: straight into `receiver` (which
-/// records `IpcRecv` when it next runs), or, with no receiver, into an endpoint queue
-/// (the receiver that dequeues it records `IpcRecv`, see [`ipc_dequeued`]).
-/// `cpu`: this CPU's entry, if the caller has it at hand.
+/// `sender` sent a message of `len_words` words on the slow path: straight into
+/// `receiver` (which records `IpcRecv` when it next runs), or, with no receiver, into
+/// an endpoint queue (the receiver that dequeues it records `IpcRecv`, see
+/// [`ipc_dequeued`]). The fastpath records through [`fastpath_switch`].
 #[inline(always)]
-pub fn ipc_send(
-    cpu: Option<&'static Cpu>,
-    sender: ThreadRef,
-    receiver: Option<ThreadRef>,
-    len_words: usize,
-    path: IpcPath,
-) {
+pub fn ipc_send(sender: ThreadRef, receiver: Option<ThreadRef>, len_words: usize, path: IpcPath) {
     if enabled(Categories::IPC) {
-        match cpu {
-            Some(cpu) => ipc_flow_start(&cpu.trace, EventKind::IpcSend, sender, receiver, len_words, path),
-            None => ipc_flow_start_here(EventKind::IpcSend, sender, receiver, len_words, path),
-        }
+        ipc_flow_start(EventKind::IpcSend, sender, receiver, len_words, path);
     }
 }
 
-/// `server` replied to `caller` with `len_words` words; `cpu`: this CPU's entry, if
-/// the caller has it at hand.
+/// `server` replied to `caller` with `len_words` words (slow path).
 #[inline(always)]
-pub fn ipc_reply(
-    cpu: Option<&'static Cpu>,
-    server: ThreadRef,
-    caller: ThreadRef,
-    len_words: usize,
-    path: IpcPath,
-) {
+pub fn ipc_reply(server: ThreadRef, caller: ThreadRef, len_words: usize, path: IpcPath) {
     if enabled(Categories::IPC) {
-        let to = Some(caller);
-        match cpu {
-            Some(cpu) => ipc_flow_start(&cpu.trace, EventKind::IpcReply, server, to, len_words, path),
-            None => ipc_flow_start_here(EventKind::IpcReply, server, to, len_words, path),
-        }
+        ipc_flow_start(EventKind::IpcReply, server, Some(caller), len_words, path);
     }
-}
-
-#[inline(never)]
-fn ipc_flow_start_here(
-    kind: EventKind,
-    from: ThreadRef,
-    to: Option<ThreadRef>,
-    len_words: usize,
-    path: IpcPath,
-) {
-    ipc_flow_start(here(), kind, from, to, len_words, path);
 }
 
 /// Records the start of an IPC flow and leaves its id where the other end's record
 /// will find it.
-#[inline(always)]
-fn ipc_flow_start(
-    t: &CpuTrace,
-    kind: EventKind,
-    from: ThreadRef,
-    to: Option<ThreadRef>,
-    len_words: usize,
-    path: IpcPath,
-) {
+#[inline(never)]
+fn ipc_flow_start(kind: EventKind, from: ThreadRef, to: Option<ThreadRef>, len_words: usize, path: IpcPath) {
+    let t = here();
     let flow = t.flow();
     t.push(kind, [flow, info(to, path, len_words)]);
     match to {

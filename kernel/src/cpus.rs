@@ -132,10 +132,14 @@ pub fn cpu(index: u32) -> Option<&'static Cpu> {
     CPUS.get(index as usize).and_then(Once::get).copied()
 }
 
-/// Frames for CPU `index`'s entry: inside its node's memory when the firmware
-/// described it, otherwise anywhere.
+/// Bytes of a CPU's home frames before its trace ring: the entry, page-rounded.
+const RING_OFFSET: u64 = (core::mem::size_of::<Cpu>() as u64).next_multiple_of(ramen_arch::PAGE_SIZE);
+
+/// Frames for CPU `index`'s entry and its trace ring (at [`RING_OFFSET`]): inside its
+/// node's memory when the firmware described it, otherwise anywhere.
 fn home_frames(node: u32) -> u64 {
-    let frames = (core::mem::size_of::<Cpu>() as u64).div_ceil(ramen_arch::PAGE_SIZE);
+    let bytes = RING_OFFSET + core::mem::size_of::<crate::trace::Ring>() as u64;
+    let frames = bytes.div_ceil(ramen_arch::PAGE_SIZE);
     let m = machine();
     let mut allocator = crate::boot::FRAMES.lock();
     let local = m.memory_nodes.iter().take(m.memory_node_count).filter(|(_, _, n)| *n == node).find_map(
@@ -173,7 +177,7 @@ pub fn register(local: &'static CpuLocal, lapic: Lapic) -> &'static Cpu {
                 tsc_offset: core::sync::atomic::AtomicI64::new(0),
                 ipc_fast: AtomicU64::new(0),
                 ipc_slow: AtomicU64::new(0),
-                trace: crate::trace::TraceCell::new(),
+                trace: crate::trace::TraceCell::new(crate::objects::place_trace_ring(home + RING_OFFSET)),
                 wake: ramen_core::wake::WakeFlags::new(),
                 reading: AtomicBool::new(false),
                 tlb_flush_requested: core::sync::atomic::AtomicBool::new(false),

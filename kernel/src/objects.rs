@@ -519,6 +519,21 @@ pub fn place_cpu(phys: u64, cpu: crate::cpus::Cpu) -> &'static crate::cpus::Cpu 
     }
 }
 
+/// Makes the frames at `phys` (fresh from the boot allocator, reserved for one CPU's
+/// entry) an empty trace ring and returns it for good.
+pub fn place_trace_ring(phys: u64) -> &'static crate::trace::Ring {
+    let bytes = core::mem::size_of::<crate::trace::Ring>() as u64;
+    // SAFETY: `phys` is page-aligned (so 64-byte aligned, as the ring needs), starts
+    // `bytes` of boot frames reserved for this CPU and never handed to user space,
+    // reachable through the direct map; nothing else refers to them. All-zero memory
+    // is a valid empty ring (overwrite mode): the ring is atomics only, and
+    // `ramen_perf_record` documents and tests that its empty state is all zeros.
+    unsafe {
+        phys::zero(phys, bytes);
+        phys::object_mut::<crate::trace::Ring>(phys)
+    }
+}
+
 /// A writer that holds the mutex waits until every CPU has left its fastpath read
 /// section (new ones back off when they see the mutex held).
 #[inline(never)]

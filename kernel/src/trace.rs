@@ -63,11 +63,15 @@ use ramen_perf_record::{
 use crate::cpus::{self, Cpu, this_cpu};
 use crate::objects::{self, tcb};
 
-/// Records per CPU ring (32 bytes each: 16 KiB per CPU). The ring lives in the static
-/// CPU table, which has an entry for each of `MAX_CPUS` (256) possible CPUs, so this
-/// costs 4 MiB of `.bss`; enough for a few dozen cross-CPU IPC round trips per CPU
-/// before the oldest records are overwritten (counted as lost in the dump).
-pub const RING_RECORDS: usize = 512;
+/// Records per CPU ring (32 bytes each: 128 KiB per CPU). Each CPU's ring sits in
+/// the frames of its own CPU entry, in its node's memory, taken at bring-up for the
+/// CPUs present (`cpus::register`); enough for a few hundred IPC round trips per CPU
+/// with every category on before the oldest records are overwritten (counted as lost
+/// in the dump).
+pub const RING_RECORDS: usize = 4096;
+
+/// A CPU's trace ring.
+pub type Ring = TraceRing<RING_RECORDS>;
 
 /// The categories being recorded, on every CPU; 0 when tracing is off.
 static ENABLED: AtomicU32 = AtomicU32::new(0);
@@ -109,7 +113,7 @@ static USER_BUFFERS: spin::Mutex<UserBuffers> =
 
 /// One CPU's tracing state (in its `cpus::Cpu` entry).
 pub struct CpuTrace {
-    ring: TraceRing<RING_RECORDS>,
+    ring: &'static Ring,
     /// `cpu << 16 | running << 32`: the head of a record about the thread this CPU
     /// runs (as of its last recorded switch; 0: idle or unknown), less the kind
     /// (`Record::head`). Set for this CPU's index at `start`.
@@ -119,13 +123,9 @@ pub struct CpuTrace {
 }
 
 impl CpuTrace {
-    /// An empty ring; overwrite mode keeps the newest records.
-    pub const fn new() -> Self {
-        Self {
-            ring: TraceRing::new(FullPolicy::Overwrite),
-            head: AtomicU64::new(0),
-            flows: AtomicU64::new(0),
-        }
+    /// Tracing state around `ring` (empty, in overwrite mode: zeroed memory).
+    pub const fn new(ring: &'static Ring) -> Self {
+        Self { ring, head: AtomicU64::new(0), flows: AtomicU64::new(0) }
     }
 
     /// Records `kind` about the running thread.

@@ -83,6 +83,8 @@ pub struct QemuCase {
     acpi_tables: &'static [ExtraAcpiTable],
     /// Capture COM2 and require a trace dump there with IPC flows on every CPU.
     trace_dump: bool,
+    /// The trace must also hold user spans from two named threads.
+    trace_user_spans: bool,
     /// Boot the kernel built with the IPC fastpath compiled out (the differential).
     slowpath_kernel: bool,
     expect: Expect,
@@ -118,6 +120,7 @@ impl QemuCase {
             kernel_args: "test",
             acpi_tables: &[],
             trace_dump: false,
+            trace_user_spans: false,
             slowpath_kernel: false,
             expect: Expect {
                 exit: KernelExit::Success,
@@ -145,6 +148,7 @@ impl QemuCase {
             kernel_args,
             acpi_tables: &[],
             trace_dump: false,
+            trace_user_spans: false,
             slowpath_kernel: false,
             expect: Expect {
                 exit: KernelExit::Failure,
@@ -169,6 +173,7 @@ impl QemuCase {
             kernel_args: "trace",
             acpi_tables: &[],
             trace_dump: true,
+            trace_user_spans: true,
             slowpath_kernel: false,
             expect: Expect {
                 exit: KernelExit::Success,
@@ -177,6 +182,18 @@ impl QemuCase {
                 fault_report: None,
                 console_contains: &["trace: ping-pong correct", "trace: dumped"],
             },
+        }
+    }
+
+    /// The IPC benchmark traced, as `cargo xtask trace` runs it by default: the same
+    /// flow checks, no user buffers.
+    const fn bench_trace(name: &'static str, cpus: u32) -> Self {
+        let base = Self::trace(name, cpus);
+        Self {
+            kernel_args: BENCH_TRACE_ARGS,
+            trace_user_spans: false,
+            expect: Expect { console_contains: &["bench: trace dumped"], ..base.expect },
+            ..base
         }
     }
 
@@ -260,7 +277,12 @@ pub const QEMU_CASES: &[QemuCase] = &[
         .with_console(&["ACPI"]),
     // Kernel tracing end to end: record on two CPUs, dump to COM2, decode.
     QemuCase::trace("trace-smp2", 2),
+    // The same with the IPC benchmark as the workload (`cargo xtask trace`'s default).
+    QemuCase::bench_trace("trace-bench-smp2", 2),
 ];
+
+/// `cargo xtask trace`'s default kernel command line (a unit test keeps the two equal).
+const BENCH_TRACE_ARGS: &str = "bench bench_trace bench_samples=10 bench_warmup=1 bench_cases=same_core_cross_as:0,cross_core_same_socket";
 
 /// The cases selected by `--filter`.
 fn selected<'a>(cases: &'a [QemuCase], filter: Option<&str>) -> Vec<&'a QemuCase> {
@@ -317,7 +339,7 @@ fn evaluate(expect: &Expect, outcome: &Outcome) -> Result<(), String> {
 }
 
 /// What a trace dump from `cpus` CPUs running the ping-pong lacks.
-fn trace_problems(trace: &ramen_perf_export::Trace, cpus: u32) -> Vec<String> {
+fn trace_problems(trace: &ramen_perf_export::Trace, cpus: u32, user_spans: bool) -> Vec<String> {
     let mut problems = Vec::new();
     if u32::from(trace.cpu_count()) != cpus {
         problems.push(format!("the dump lists {} CPUs, expected {cpus}", trace.cpu_count()));
@@ -340,7 +362,7 @@ fn trace_problems(trace: &ramen_perf_export::Trace, cpus: u32) -> Vec<String> {
     }
     // Client and server record spans into their user trace buffers, and are named.
     let user_threads = crate::trace::threads_with_user_spans(trace);
-    if user_threads.len() < 2 {
+    if user_spans && user_threads.len() < 2 {
         problems.push(format!("user spans from {} threads, expected client and server", user_threads.len()));
     }
     for thread in user_threads.iter().filter(|t| !trace.thread_names.contains_key(t)) {
@@ -350,9 +372,9 @@ fn trace_problems(trace: &ramen_perf_export::Trace, cpus: u32) -> Vec<String> {
 }
 
 /// Checks a `trace_dump` case's COM2 capture.
-fn evaluate_trace_capture(raw: &std::path::Path, cpus: u32) -> Result<(), String> {
+fn evaluate_trace_capture(raw: &std::path::Path, cpus: u32, user_spans: bool) -> Result<(), String> {
     let (_, trace) = crate::trace::read_capture(raw).map_err(|e| format!("{e:#}"))?;
-    let problems = trace_problems(&trace, cpus);
+    let problems = trace_problems(&trace, cpus, user_spans);
     if problems.is_empty() { Ok(()) } else { Err(problems.join("; ")) }
 }
 
@@ -414,7 +436,7 @@ pub fn run(args: &TestArgs) -> anyhow::Result<bool> {
         let outcome = process::run_with_timeout(command, Duration::from_secs(args.timeout), Echo::Capture)?;
         let mut result = evaluate(&case.expect, &outcome);
         if case.trace_dump && result.is_ok() {
-            result = evaluate_trace_capture(&case.com2_capture(), case.cpus);
+            result = evaluate_trace_capture(&case.com2_capture(), case.cpus, case.trace_user_spans);
         }
         match &result {
             Ok(()) => {
@@ -534,12 +556,12 @@ mod tests {
         assert!(trace_case.trace_dump);
         assert_eq!(trace_case.kernel_args, "trace");
         let trace = ramen_perf_export::synthetic::ipc_pingpong(2, 3);
-        assert!(trace_problems(&trace, 2).is_empty());
-        let problems = trace_problems(&trace, 3);
+        assert!(trace_problems(&trace, 2, true).is_empty());
+        let problems = trace_problems(&trace, 3, true);
         assert!(problems.iter().any(|p| p.contains("expected 3")), "{problems:?}");
         assert!(problems.iter().any(|p| p.contains("cpu 2")), "{problems:?}");
         let one_cpu = ramen_perf_export::synthetic::ipc_pingpong(1, 3);
-        assert!(trace_problems(&one_cpu, 1).iter().all(|p| !p.contains("fastpath")));
+        assert!(trace_problems(&one_cpu, 1, true).iter().all(|p| !p.contains("fastpath")));
         let mut slow_only = trace.clone();
         for record in slow_only.sources.values_mut().flat_map(|s| s.records.iter_mut()) {
             let mut info = ramen_perf_record::IpcInfo::unpack(record.args[1]);
@@ -551,16 +573,29 @@ mod tests {
                 record.args[1] = info.pack();
             }
         }
-        assert!(trace_problems(&slow_only, 2).iter().any(|p| p.contains("fastpath")));
-        assert!(trace_problems(&one_cpu, 1).iter().any(|p| p.contains("crossed")));
+        assert!(trace_problems(&slow_only, 2, true).iter().any(|p| p.contains("fastpath")));
+        assert!(trace_problems(&one_cpu, 1, true).iter().any(|p| p.contains("crossed")));
         let mut unnamed = trace.clone();
         unnamed.thread_names.clear();
-        assert!(trace_problems(&unnamed, 2).iter().any(|p| p.contains("no name")));
+        assert!(trace_problems(&unnamed, 2, true).iter().any(|p| p.contains("no name")));
         let mut kernel_only = trace;
         kernel_only
             .sources
             .retain(|source, _| matches!(source, ramen_perf_export::decode::SourceId::Core(_)));
-        assert!(trace_problems(&kernel_only, 2).iter().any(|p| p.contains("user spans from 0")));
+        assert!(trace_problems(&kernel_only, 2, true).iter().any(|p| p.contains("user spans from 0")));
+    }
+
+    #[test]
+    fn bench_trace_case_boots_what_xtask_trace_boots() {
+        let bench = case("trace-bench-smp2");
+        assert!(bench.trace_dump && !bench.trace_user_spans);
+        assert_eq!(bench.kernel_args, crate::trace::kernel_command_line(crate::trace::Workload::Bench, &[]));
+        // Without user spans expected, a kernel-only trace passes.
+        let mut kernel_only = ramen_perf_export::synthetic::ipc_pingpong(2, 3);
+        kernel_only
+            .sources
+            .retain(|source, _| matches!(source, ramen_perf_export::decode::SourceId::Core(_)));
+        assert!(trace_problems(&kernel_only, 2, false).is_empty());
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! `cargo xtask trace`: boot the kernel with the `trace` workload, capture the trace
-//! dump the kernel writes to COM2, and export it (Perfetto JSON, FXT, summary, SVG).
+//! `cargo xtask trace`: boot the kernel with a traced workload (the IPC benchmark by
+//! default, or the `trace` ping-pong), capture the trace dump the kernel writes to
+//! COM2, and export it (Perfetto JSON, FXT, summary, SVG).
 //!
 //! The console stays on COM1 (`-serial stdio`, the first `-serial` option); a second
 //! `-serial file:...` makes COM2 a file that receives the binary dump and nothing
@@ -21,12 +22,31 @@ use crate::user;
 /// Name of the raw COM2 capture in the output folder.
 pub const RAW_FILE: &str = "trace.raw";
 
+/// What `cargo xtask trace` runs while the kernel records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Workload {
+    /// The IPC benchmark's latency cases (the root task's `bench bench_trace`):
+    /// by default a same-CPU fastpath pair and a cross-CPU pair, 20 samples each.
+    Bench,
+    /// A client/server ping-pong across CPUs and one on a CPU, both with user trace
+    /// buffers (the root task's `trace`).
+    Pingpong,
+}
+
+/// The benchmark's words for a traced run, unless the user gives the same knob.
+pub const BENCH_TRACE_DEFAULTS: [&str; 3] =
+    ["bench_samples=10", "bench_warmup=1", "bench_cases=same_core_cross_as:0,cross_core_same_socket"];
+
 /// Flags for `cargo xtask trace`.
 #[derive(clap::Args)]
 pub struct TraceArgs {
-    /// Number of CPUs (the ping-pong server runs on the last one).
+    /// Number of CPUs (the cross-CPU server runs on CPU 1 for the benchmark, on the
+    /// last CPU for the ping-pong).
     #[arg(long, default_value_t = 2)]
     smp: u32,
+    /// The workload to trace.
+    #[arg(long, value_enum, default_value_t = Workload::Bench)]
+    workload: Workload,
     /// Folder for trace.raw, trace.json, trace.fxt, summary.txt and timeline.svg.
     #[arg(long, value_name = "DIR", default_value = "target/trace")]
     out: PathBuf,
@@ -39,15 +59,30 @@ pub struct TraceArgs {
     /// Kill QEMU and fail after this many seconds.
     #[arg(long, value_name = "SECS", default_value_t = 120)]
     timeout: u64,
-    /// Further kernel command-line words (e.g. `trace_rounds=50`); `trace` is always passed.
+    /// Further kernel command-line words (e.g. `bench_samples=50`, or `trace_rounds=50`
+    /// for the ping-pong); the workload's own words are always passed.
     #[arg(last = true, value_name = "KERNEL_ARGS")]
     kernel_args: Vec<String>,
 }
 
-/// The kernel command line for a trace run: `trace` first, then the user's words.
-pub fn kernel_command_line(extra: &[String]) -> String {
-    std::iter::once("trace")
-        .chain(extra.iter().map(String::as_str).filter(|w| *w != "trace"))
+/// The kernel command line for a trace run: the workload's words first, then the
+/// user's; for the benchmark, [`BENCH_TRACE_DEFAULTS`] for the knobs the user did not
+/// give.
+pub fn kernel_command_line(workload: Workload, extra: &[String]) -> String {
+    let base: &[&str] = match workload {
+        Workload::Bench => &["bench", "bench_trace"],
+        Workload::Pingpong => &["trace"],
+    };
+    let knob = |word: &str| word.split_once('=').map_or(word, |(name, _)| name).to_string();
+    let given: Vec<String> = extra.iter().map(|w| knob(w)).collect();
+    let defaults = match workload {
+        Workload::Bench => &BENCH_TRACE_DEFAULTS[..],
+        Workload::Pingpong => &[],
+    };
+    base.iter()
+        .copied()
+        .chain(extra.iter().map(String::as_str).filter(|w| !base.contains(w)))
+        .chain(defaults.iter().copied().filter(|d| !given.contains(&knob(d))))
         .collect::<Vec<_>>()
         .join(" ")
 }
@@ -193,14 +228,14 @@ pub fn fastpath_flows(trace: &Trace) -> usize {
 /// `cargo xtask trace`: returns whether the run and the export worked.
 pub fn run(args: &TraceArgs) -> anyhow::Result<bool> {
     if args.smp < 2 {
-        bail!("--smp must be at least 2: the workload ping-pongs between two CPUs");
+        bail!("--smp must be at least 2: the workload calls across two CPUs");
     }
     qemu::ensure_installed()?;
     let accel = qemu::choose_accel_for_host(args.accel, args.icount)?;
     println!("{}", accel.describe());
     let out = if args.out.is_absolute() { args.out.clone() } else { image::repo_root().join(&args.out) };
     let raw = out.join(RAW_FILE);
-    let kernel_args = kernel_command_line(&args.kernel_args);
+    let kernel_args = kernel_command_line(args.workload, &args.kernel_args);
     let (verdict, _) =
         boot(args.smp, accel.accel, &kernel_args, &raw, Duration::from_secs(args.timeout), Echo::Stream)?;
     println!("run: {}", verdict.describe());
@@ -227,10 +262,23 @@ mod tests {
     use ramen_perf_export::synthetic;
 
     #[test]
-    fn command_line_starts_with_trace_and_keeps_extra_words() {
-        assert_eq!(kernel_command_line(&[]), "trace");
-        assert_eq!(kernel_command_line(&["trace_rounds=5".into()]), "trace trace_rounds=5");
-        assert_eq!(kernel_command_line(&["trace".into(), "x".into()]), "trace x");
+    fn command_line_starts_with_the_workload_and_keeps_extra_words() {
+        let ping = Workload::Pingpong;
+        assert_eq!(kernel_command_line(ping, &[]), "trace");
+        assert_eq!(kernel_command_line(ping, &["trace_rounds=5".into()]), "trace trace_rounds=5");
+        assert_eq!(kernel_command_line(ping, &["trace".into(), "x".into()]), "trace x");
+        let bench = Workload::Bench;
+        assert_eq!(
+            kernel_command_line(bench, &[]),
+            format!("bench bench_trace {}", BENCH_TRACE_DEFAULTS.join(" "))
+        );
+        // A knob the user gives replaces the default; the others stay.
+        let line = kernel_command_line(bench, &["bench_samples=50".into()]);
+        assert_eq!(
+            line,
+            "bench bench_trace bench_samples=50 bench_warmup=1 \
+             bench_cases=same_core_cross_as:0,cross_core_same_socket"
+        );
     }
 
     #[test]

@@ -14,7 +14,14 @@
 //!
 //! Command-line knobs: `bench_samples=N` (latency samples per case, default
 //! [`DEFAULT_SAMPLES`]), `bench_warmup=N` (calls discarded first), `bench_rounds=N`
-//! (round trips per pair in the scaling runs).
+//! (round trips per pair in the scaling runs), `bench_cases=A,B,...` (only these
+//! latency cases: a case name, or `name:words` for one message length).
+//!
+//! `bench_trace` (what `cargo xtask trace` boots by default) records the benchmark:
+//! kernel tracing (every kernel category) starts before the first latency case and
+//! the dump goes to the trace port after the last; the scaling and bulk runs are
+//! left out (the per-CPU rings would keep only their last round trips), as are the
+//! cases that start and stop tracing themselves.
 
 use ramen_abi::bootinfo::BootInfo;
 use ramen_abi::{object, slot};
@@ -90,6 +97,14 @@ impl Pair {
     }
 }
 
+/// Whether `bench_cases` entry `name` (`case` or `case:words`) picks `pair`.
+fn case_matches(name: &str, pair: &Pair) -> bool {
+    match name.split_once(':') {
+        Some((case, words)) => case == pair.case && words.parse() == Ok(pair.words),
+        None => name == pair.case,
+    }
+}
+
 fn knob(cmdline: &str, name: &str, default: u64) -> u64 {
     cmdline
         .split_ascii_whitespace()
@@ -145,10 +160,28 @@ pub fn run(info: &'static BootInfo) -> bool {
     // case, no scaling or bulk.
     let headline_only =
         cmdline.split_ascii_whitespace().any(|w| w.trim_end_matches('\0') == "bench_headline");
-    let chosen = |pair: &&Pair| !headline_only || (pair.case == "same_core_cross_as" && pair.words == 0);
+    let traced = cmdline.split_ascii_whitespace().any(|w| w.trim_end_matches('\0') == "bench_trace");
+    let cases =
+        cmdline.split_ascii_whitespace().find_map(|w| w.trim_end_matches('\0').strip_prefix("bench_cases="));
+    let chosen = |pair: &&Pair| {
+        (!headline_only || (pair.case == "same_core_cross_as" && pair.words == 0))
+            && cases.is_none_or(|list| list.split(',').any(|name| case_matches(name, pair)))
+            && !(traced && pair.kind == Kind::Traced)
+    };
     let latency_cases = pairs.iter().flatten().filter(chosen).count() as u64;
+    if latency_cases == 0 && cases.is_some() {
+        println!("bench: no latency case matches bench_cases");
+        return false;
+    }
 
     let mut all_ok = true;
+    if traced {
+        let all_kernel = u64::from((Categories::all() - Categories::USER).bits());
+        if kobj::trace_start(slot::TRACE_CONTROL, all_kernel).is_err() {
+            println!("bench: the kernel refused to start tracing");
+            return false;
+        }
+    }
     for (n, pair) in pairs.iter().flatten().filter(chosen).enumerate() {
         println!(
             "bench: [{}/{}] {} words={} client cpu {} server cpu {}",
@@ -167,7 +200,16 @@ pub fn run(info: &'static BootInfo) -> bool {
             all_ok = false;
         }
     }
-    if headline_only {
+    if traced {
+        match kobj::trace_dump(slot::TRACE_CONTROL) {
+            Ok(records) => println!("bench: trace dumped {} records", records),
+            Err(e) => {
+                println!("bench: trace DUMP failed with error {}", e.code());
+                all_ok = false;
+            }
+        }
+    }
+    if headline_only || traced {
         println!("BENCH {{\"kind\":\"end\"}}");
         return all_ok;
     }

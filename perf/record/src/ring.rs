@@ -60,6 +60,10 @@ impl Slot {
 
 /// A single-producer ring of `N` records; `N` must be a power of two.
 ///
+/// All-zero memory is a valid empty ring in overwrite mode (what
+/// `TraceRing::new(FullPolicy::Overwrite)` makes), so a kernel can place a large ring
+/// in zeroed frames rather than build it on a stack.
+///
 /// Cache-line aligned (64 bytes) so that rings of neighbouring cores laid out in one
 /// array never share a line: one core's counters cannot sit next to another core's
 /// first slot.
@@ -72,10 +76,11 @@ pub struct TraceRing<const N: usize> {
     /// Index (in the `written` numbering) of the oldest record not yet consumed.
     /// May lag more than `N` behind `written` in overwrite mode until [`Self::settle`].
     read: AtomicU64,
-    /// The `written` count at which a new record is refused: `read + N` in drop mode,
-    /// `u64::MAX` (never) in overwrite mode. Kept by the consumer side, so that the
-    /// producer's "full and dropping" test is one compare.
-    limit: AtomicU64,
+    /// The `written` count at which a new record is refused, negated: `-(read + N)` in
+    /// drop mode, 0 (never) in overwrite mode, so that zero is the overwrite state.
+    /// Kept by the consumer side; the producer's "full and dropping" test is one add
+    /// and its carry (`written + neg_limit` carries exactly when `written >= limit`).
+    neg_limit: AtomicU64,
     /// Records refused in drop mode.
     dropped: AtomicU64,
     /// Records overwritten before anyone read them, as of the last settle.
@@ -103,9 +108,9 @@ impl<const N: usize> TraceRing<N> {
             slots: [const { Slot::empty() }; N],
             written: AtomicU64::new(0),
             read: AtomicU64::new(0),
-            limit: AtomicU64::new(match policy {
-                FullPolicy::Drop => Self::CAPACITY,
-                FullPolicy::Overwrite => u64::MAX,
+            neg_limit: AtomicU64::new(match policy {
+                FullPolicy::Drop => Self::CAPACITY.wrapping_neg(),
+                FullPolicy::Overwrite => 0,
             }),
             dropped: AtomicU64::new(0),
             overwritten: AtomicU64::new(0),
@@ -131,7 +136,7 @@ impl<const N: usize> TraceRing<N> {
     /// written back once when the batch is dropped. Only the owning core batches.
     #[inline(always)]
     pub fn batch(&self) -> Batch<'_, N> {
-        Batch { ring: self, written: self.written.load(Relaxed), limit: self.limit.load(Relaxed) }
+        Batch { ring: self, written: self.written.load(Relaxed), neg_limit: self.neg_limit.load(Relaxed) }
     }
 
     /// Records `kind` only if its category is enabled; the timestamp is read only
@@ -168,14 +173,14 @@ impl<const N: usize> TraceRing<N> {
         self.set_limit();
     }
 
-    /// Recomputes `limit` after `read` or the policy changed.
+    /// Recomputes `neg_limit` after `read` or the policy changed.
     fn set_limit(&self) {
-        let limit = if self.drop_when_full.load(Relaxed) {
-            self.read.load(Relaxed).wrapping_add(Self::CAPACITY)
+        let neg_limit = if self.drop_when_full.load(Relaxed) {
+            self.read.load(Relaxed).wrapping_add(Self::CAPACITY).wrapping_neg()
         } else {
-            u64::MAX
+            0
         };
-        self.limit.store(limit, Relaxed);
+        self.neg_limit.store(neg_limit, Relaxed);
     }
 
     /// Records held and not yet consumed.
@@ -240,19 +245,19 @@ impl<const N: usize> TraceRing<N> {
 pub struct Batch<'a, const N: usize> {
     ring: &'a TraceRing<N>,
     written: u64,
-    limit: u64,
+    neg_limit: u64,
 }
 
 impl<const N: usize> Batch<'_, N> {
     /// Appends a record (its head packed, [`Record::head`]); returns whether it was
     /// stored.
     ///
-    /// The hot path: a compare for "full and dropping" (the limit is `u64::MAX` in
-    /// overwrite mode), one masked index, four 8-byte stores and an increment (see
+    /// The hot path: an add and its carry for "full and dropping" (never in overwrite
+    /// mode), one masked index, four 8-byte stores and an increment (see
     /// `docs/tracing.md` for the instruction count).
     #[inline(always)]
     pub fn push(&mut self, tsc: u64, head: u64, args: [u64; 2]) -> bool {
-        if self.written >= self.limit {
+        if self.written.overflowing_add(self.neg_limit).1 {
             let dropped = &self.ring.dropped;
             dropped.store(dropped.load(Relaxed).wrapping_add(1), Relaxed);
             return false;
@@ -343,6 +348,30 @@ mod tests {
         let drained: Vec<u64> = ring.drain().map(|r| r.tsc).collect();
         assert_eq!(drained, [0, 1, 2, 3]);
         assert!(ring.record(rec(6)), "space frees up once drained");
+    }
+
+    /// Every word of the ring, counters and slots.
+    fn words<const N: usize>(ring: &TraceRing<N>) -> Vec<u64> {
+        let counters = [&ring.written, &ring.read, &ring.neg_limit, &ring.dropped, &ring.overwritten];
+        counters
+            .iter()
+            .map(|c| c.load(Relaxed))
+            .chain([u64::from(ring.drop_when_full.load(Relaxed))])
+            .chain(ring.slots.iter().flat_map(|s| s.0.iter().map(|w| w.load(Relaxed))))
+            .collect()
+    }
+
+    #[test]
+    fn an_empty_overwrite_ring_is_all_zero() {
+        // The kernel places its rings in zeroed frames and relies on this.
+        assert!(words(&TraceRing::<8>::new(FullPolicy::Overwrite)).iter().all(|w| *w == 0));
+        assert!(words(&TraceRing::<8>::new(FullPolicy::Drop)).iter().any(|w| *w != 0));
+        let ring = TraceRing::<8>::new(FullPolicy::Overwrite);
+        for n in 0..20 {
+            assert!(ring.record(rec(n)), "overwrite mode never refuses");
+        }
+        ring.clear();
+        assert!(words(&ring).iter().take(6).all(|w| *w == 0), "cleared counters are zero again");
     }
 
     #[test]

@@ -87,7 +87,7 @@ fn invoke_trace_control(
     out: &mut [u64; MSG_REGS],
 ) -> Result<usize, Error> {
     match label {
-        trace_control::START => crate::trace::start(regs[0], caller).map(|()| 0),
+        trace_control::START => crate::trace::start(regs[0], regs[1], caller).map(|()| 0),
         trace_control::STOP => {
             crate::trace::stop();
             Ok(0)
@@ -95,6 +95,11 @@ fn invoke_trace_control(
         trace_control::DUMP => {
             out[0] = crate::trace::dump();
             Ok(1)
+        }
+        trace_control::STATS => {
+            let [held, dropped, overwritten] = crate::trace::stats(regs[0])?;
+            out[..3].copy_from_slice(&[held, dropped, overwritten]);
+            Ok(3)
         }
         _ => Err(Error::IllegalOperation),
     }

@@ -50,6 +50,7 @@ use core::sync::atomic::{AtomicU32, AtomicU64};
 
 use ramen_abi::Error;
 use ramen_abi::invocation::thread::TRACE_BUFFER_RECORDS;
+use ramen_abi::invocation::trace_control;
 use ramen_core::object::PhysAddr;
 use ramen_core::object::TCB_BITS;
 use ramen_core::runqueue::ThreadRef;
@@ -153,9 +154,11 @@ impl CpuTrace {
         self.head.store((self.head.load(Relaxed) & 0xffff_0000) | u64::from(thread) << 32, Relaxed);
     }
 
-    /// Empties the ring and makes it CPU `cpu`'s, running `thread`.
-    fn reset(&self, cpu: u16, thread: u32) {
+    /// Empties the ring, sets what it does when full, and makes it CPU `cpu`'s,
+    /// running `thread`.
+    fn reset(&self, cpu: u16, thread: u32, policy: FullPolicy) {
         self.ring.clear();
+        self.ring.set_policy(policy);
         self.head.store(Record::head(0, cpu, thread), Relaxed);
         self.flows.store(u64::from(cpu) << 48, Relaxed);
     }
@@ -532,9 +535,14 @@ pub fn forget_user_buffer(addr: u64) {
 
 /// `trace_control::START`: clears every CPU's ring and records `categories` from now
 /// on. `caller` is the thread running here (the first records are attributed to it).
-pub fn start(categories: u64, caller: ThreadRef) -> Result<(), Error> {
+pub fn start(categories: u64, flags: u64, caller: ThreadRef) -> Result<(), Error> {
     let categories =
         u32::try_from(categories).ok().and_then(Categories::from_bits).ok_or(Error::InvalidArgument)?;
+    let policy = match flags {
+        0 => FullPolicy::Overwrite,
+        trace_control::KEEP_OLDEST => FullPolicy::Drop,
+        _ => return Err(Error::InvalidArgument),
+    };
     let _control = control();
     quiesce();
     EPOCH.fetch_add(1, Ordering::Relaxed);
@@ -543,7 +551,7 @@ pub fn start(categories: u64, caller: ThreadRef) -> Result<(), Error> {
         let Some(cpu) = cpu.get() else { continue };
         // Quiesced above, and `ENABLED` is set only below: no CPU records now.
         let running = if index as u32 == here { thread_id(caller) } else { IDLE_THREAD };
-        cpu.trace.reset(index as u16, running);
+        cpu.trace.reset(index as u16, running, policy);
     }
     {
         let mut buffers = USER_BUFFERS.lock();
@@ -570,6 +578,19 @@ fn stop_quiesced() {
     for buffer in USER_BUFFERS.lock().table.iter().flatten() {
         enable_user_buffer(buffer.frame, Categories::empty());
     }
+}
+
+/// `trace_control::STATS`: CPU `cpu`'s ring as `[held, dropped, overwritten]`, while
+/// tracing is stopped (`Busy` otherwise: the owner may be recording).
+pub fn stats(cpu: u64) -> Result<[u64; 3], Error> {
+    let _control = control();
+    if ENABLED.load(Ordering::SeqCst) != 0 {
+        return Err(Error::Busy);
+    }
+    let entry = u32::try_from(cpu).ok().and_then(cpus::cpu).ok_or(Error::RangeError)?;
+    // Tracing is off and `CONTROL` held: every stop quiesced, nothing records.
+    let ring = entry.trace.ring;
+    Ok([ring.len() as u64, ring.dropped(), ring.overwritten()])
 }
 
 /// `trace_control::DUMP`: stops tracing and writes the dump (header, every CPU's core section,

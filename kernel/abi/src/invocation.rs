@@ -160,14 +160,22 @@ pub mod sched_control {
 /// neither start, stop nor read tracing.
 pub mod trace_control {
     /// Start tracing on every CPU: MR0 = categories to record (the
-    /// `ramen_perf_record::Categories` bits; kernel categories only). Clears every
-    /// CPU's trace ring first.
+    /// `ramen_perf_record::Categories` bits), MR1 = flags ([`KEEP_OLDEST`]; 0: a full
+    /// ring overwrites its oldest records). Clears every CPU's trace ring first.
+    /// Unknown category or flag bits: `InvalidArgument`, nothing changed.
     pub const START: u64 = 0x80;
+    /// START flag: a full ring keeps its oldest records and drops new ones (counted).
+    pub const KEEP_OLDEST: u64 = 1;
     /// Stop tracing on every CPU; the rings keep what they hold.
     pub const STOP: u64 = 0x81;
     /// Stop tracing, then write every CPU's ring as one trace dump to the trace port
     /// (COM2). Returns MR0 = records written.
     pub const DUMP: u64 = 0x82;
+    /// The state of CPU MR0's ring while tracing is stopped: MR0 = records held, MR1 =
+    /// records dropped (rings that keep their oldest), MR2 = records overwritten
+    /// (rings that keep their newest), since the last START. `Busy` while tracing
+    /// runs; `RangeError` for a CPU that is not online.
+    pub const STATS: u64 = 0x83;
 }
 
 /// Operations on the `IrqControl` capability.

@@ -90,7 +90,7 @@ pub fn run(info: &'static BootInfo) -> bool {
     };
 
     type Case = (&'static str, fn(&mut Ctx) -> Outcome);
-    let cases: [Case; 26] = [
+    let cases: [Case; 27] = [
         ("invalid_capability_pointers_are_rejected", invalid_capability_pointers),
         ("wrong_types_and_labels_are_rejected", wrong_types_and_labels),
         ("retype_rejects_bad_input_and_changes_nothing", retype_bad_input),
@@ -114,6 +114,7 @@ pub fn run(info: &'static BootInfo) -> bool {
         ("lease_release_shoots_down_cpus_running_the_server", lease_shootdown),
         ("deleting_a_mapped_frame_or_installed_table_unmaps_it", delete_mapped_frame),
         ("tracing_needs_the_trace_control_capability", trace_control),
+        ("full_trace_rings_keep_newest_or_oldest_as_asked", trace_ring_policies),
         ("thread_names_are_checked", thread_names),
         ("user_trace_buffers_follow_trace_control", user_trace_buffer),
         ("foundry_clients_record_one_span_per_call", foundry_spans),
@@ -1200,6 +1201,44 @@ fn trace_control(ctx: &mut Ctx) -> Outcome {
     )?;
     ok(kobj::trace_start(slot::TRACE_CONTROL, SCHED), "the root task cannot start tracing")?;
     ok(kobj::trace_stop(slot::TRACE_CONTROL), "the root task cannot stop tracing")
+}
+
+/// A full kernel trace ring overwrites its oldest records, or with `KEEP_OLDEST`
+/// drops new ones, and `STATS` counts each kind of loss; bad flags, a running trace
+/// and a CPU that is not there are refused.
+fn trace_ring_policies(ctx: &mut Ctx) -> Outcome {
+    const SYSCALL: u64 = Categories::SYSCALL.bits() as u64;
+    // Two records (entry, exit) per call: more than a ring holds (4096).
+    const CALLS: u64 = 3000;
+    let tc = slot::TRACE_CONTROL;
+    expect_err(
+        kobj::trace_start_with(tc, SYSCALL, 2),
+        Error::InvalidArgument,
+        "unknown START flag accepted",
+    )?;
+    expect_err(kobj::trace_stats(tc, u64::from(ctx.cpus)), Error::RangeError, "STATS of a missing CPU")?;
+    let here = u64::from(ramen_rt::current_cpu());
+    let mut seen = [(0, 0, 0); 2];
+    for (flags, seen) in [0, trace_control::KEEP_OLDEST].into_iter().zip(&mut seen) {
+        ok(kobj::trace_start_with(tc, SYSCALL, flags), "START refused")?;
+        expect_err(kobj::trace_stats(tc, here), Error::Busy, "STATS while tracing runs")?;
+        for _ in 0..CALLS {
+            ok(kobj::ipc_stats(slot::DEBUG), "IPC_STATS failed")?;
+        }
+        ok(kobj::trace_stop(tc), "STOP refused")?;
+        *seen = ok(kobj::trace_stats(tc, here), "STATS refused")?;
+    }
+    let [(held, dropped, overwritten), (kept, refused, replaced)] = seen;
+    let full = 4096;
+    if held != full || dropped != 0 || overwritten < 2 * CALLS - full {
+        println!("    overwrite: held {} dropped {} overwritten {}", held, dropped, overwritten);
+        return Err("a full ring in overwrite mode did not keep the newest records");
+    }
+    if kept != full || replaced != 0 || refused < 2 * CALLS - full {
+        println!("    keep oldest: held {} dropped {} overwritten {}", kept, refused, replaced);
+        return Err("a full ring in KEEP_OLDEST mode did not drop the new records");
+    }
+    Ok(())
 }
 
 /// `SET_NAME` takes at most 16 bytes of UTF-8 without NUL and changes nothing on error.

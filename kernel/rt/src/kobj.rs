@@ -182,6 +182,18 @@ pub fn trace_start(trace_control: u64, categories: u64) -> Result<(), SysError> 
     invoke(trace_control, ramen_abi::invocation::trace_control::START, &[categories]).map(drop)
 }
 
+/// [`trace_start`] with START's flags (`trace_control::KEEP_OLDEST`).
+pub fn trace_start_with(trace_control: u64, categories: u64, flags: u64) -> Result<(), SysError> {
+    invoke(trace_control, ramen_abi::invocation::trace_control::START, &[categories, flags]).map(drop)
+}
+
+/// CPU `cpu`'s ring while tracing is stopped: (records held, dropped, overwritten).
+pub fn trace_stats(trace_control: u64, cpu: u64) -> Result<(u64, u64, u64), SysError> {
+    let reply = invoke(trace_control, ramen_abi::invocation::trace_control::STATS, &[cpu])?;
+    let word = |i: usize| reply.words().get(i).copied().unwrap_or(0);
+    Ok((word(0), word(1), word(2)))
+}
+
 /// Stops kernel tracing on every CPU.
 pub fn trace_stop(trace_control: u64) -> Result<(), SysError> {
     invoke(trace_control, ramen_abi::invocation::trace_control::STOP, &[]).map(drop)

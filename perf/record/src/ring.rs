@@ -200,6 +200,17 @@ impl<const N: usize> TraceRing<N> {
         self.dropped.load(Relaxed).wrapping_add(self.overwritten.load(Relaxed)).wrapping_add(pending)
     }
 
+    /// Records refused because the ring was full in drop mode.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Relaxed)
+    }
+
+    /// Records overwritten before they were read (overwrite mode).
+    pub fn overwritten(&self) -> u64 {
+        let pending = self.live().saturating_sub(Self::CAPACITY);
+        self.overwritten.load(Relaxed).wrapping_add(pending)
+    }
+
     /// The held records, oldest first, without consuming them.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = Record> + '_ {
         let len = self.len();
@@ -337,6 +348,7 @@ mod tests {
         assert_eq!(drained, [6, 7, 8, 9]);
         assert!(ring.is_empty());
         assert_eq!(ring.lost(), 6, "draining keeps the lost count");
+        assert_eq!((ring.dropped(), ring.overwritten()), (0, 6));
     }
 
     #[test]
@@ -347,6 +359,7 @@ mod tests {
         assert_eq!(ring.lost(), 2);
         let drained: Vec<u64> = ring.drain().map(|r| r.tsc).collect();
         assert_eq!(drained, [0, 1, 2, 3]);
+        assert_eq!((ring.dropped(), ring.overwritten()), (2, 0));
         assert!(ring.record(rec(6)), "space frees up once drained");
     }
 

@@ -1216,7 +1216,7 @@ fn trace_ring_policies(ctx: &mut Ctx) -> Outcome {
         Error::InvalidArgument,
         "unknown START flag accepted",
     )?;
-    expect_err(kobj::trace_stats(tc, u64::from(ctx.cpus)), Error::RangeError, "STATS of a missing CPU")?;
+    expect_err(kobj::trace_stats(tc, ctx.cpus), Error::RangeError, "STATS of a missing CPU")?;
     let here = u64::from(ramen_rt::current_cpu());
     let mut seen = [(0, 0, 0); 2];
     for (flags, seen) in [0, trace_control::KEEP_OLDEST].into_iter().zip(&mut seen) {

@@ -605,11 +605,32 @@ impl Gen<'_> {
             "fn dispatch(&mut self, msg: &mut rt::Message, buf: &mut rt::IpcBuffer, leases: &mut dyn rt::LeaseAccess) -> rt::Disposition {",
         );
         self.out.line("let server = &mut self.server;");
+        // Register-only requests of a fixed shape are recognised first by their whole
+        // info word (label and shape: one mask and one compare each), and their decoder
+        // skips the shape check; everything else goes through the label.
+        let exact: Vec<&Method> = iface.methods.iter().filter(|m| exact_request(m)).collect();
+        if !exact.is_empty() {
+            self.out.line("// Fixed register-only requests: label and shape in one compare each.");
+        }
+        for method in &exact {
+            let upper = method.name.to_uppercase();
+            let r = &method.request;
+            self.out.open(format!(
+                "if rt::has_label_and_shape(msg.info, ordinal::{upper}, {}, {}, {}) {{",
+                r.max_words, r.caps, r.leases
+            ));
+            self.out.line(format!(
+                "return rt::traced(&self.tracer, &span::{upper}_SERVER, || serve_{}::<true, S>(server, msg, buf, leases));",
+                method.name
+            ));
+            self.out.close("}");
+        }
         self.out.open("match msg.info.label() {");
         for method in &iface.methods {
             let upper = method.name.to_uppercase();
+            let generics = if exact_request(method) { "::<false, S>" } else { "" };
             self.out.line(format!(
-                "ordinal::{upper} => rt::traced(&self.tracer, &span::{upper}_SERVER, || serve_{}(server, msg, buf, leases)),",
+                "ordinal::{upper} => rt::traced(&self.tracer, &span::{upper}_SERVER, || serve_{}{generics}(server, msg, buf, leases)),",
                 method.name
             ));
         }
@@ -634,13 +655,22 @@ impl Gen<'_> {
             format!("({})", types.join(", "))
         };
         let buf = if method.request.fits_registers() { "_buf" } else { "buf" };
+        // `SHAPE_CHECKED`: the dispatcher already compared the whole info word.
+        let generics = if exact_request(method) { "<const SHAPE_CHECKED: bool>" } else { "" };
         self.out.line("#[inline]");
         self.out.open(format!(
-            "fn decode_{}(msg: &rt::Message, {buf}: &rt::IpcBuffer) -> Result<{tuple}, rt::ProtocolError> {{",
+            "fn decode_{}{generics}(msg: &rt::Message, {buf}: &rt::IpcBuffer) -> Result<{tuple}, rt::ProtocolError> {{",
             method.name
         ));
         let fixed = method.request.fixed_size;
-        if fixed {
+        if fixed && exact_request(method) {
+            self.out.open("if !SHAPE_CHECKED {");
+            self.out.line(format!(
+                "rt::check_shape(msg.info, {}, {}, {})?;",
+                method.request.max_words, method.request.caps, method.request.leases
+            ));
+            self.out.close("}");
+        } else if fixed {
             self.out.line(format!(
                 "rt::check_shape(msg.info, {}, {}, {})?;",
                 method.request.max_words, method.request.caps, method.request.leases
@@ -713,14 +743,19 @@ impl Gen<'_> {
         let leases = if method.request.leases > 0 { "leases" } else { "_leases" };
         self.out.line("#[allow(deprecated)]");
         self.out.line("#[inline]");
+        let (generics, decode) = if exact_request(method) {
+            ("<const SHAPE_CHECKED: bool, S: Server + ?Sized>", "::<SHAPE_CHECKED>")
+        } else {
+            ("<S: Server + ?Sized>", "")
+        };
         self.out.open(format!(
-            "fn serve_{}<S: Server + ?Sized>(server: &mut S, msg: &mut rt::Message, {buf}: &mut rt::IpcBuffer, {leases}: &mut dyn rt::LeaseAccess) -> rt::Disposition {{",
+            "fn serve_{}{generics}(server: &mut S, msg: &mut rt::Message, {buf}: &mut rt::IpcBuffer, {leases}: &mut dyn rt::LeaseAccess) -> rt::Disposition {{",
             method.name
         ));
         let args: Vec<String> = method.params.iter().map(|field| format!("arg_{}", field.name)).collect();
         let pattern =
             if args.len() == 1 { format!("({},)", args.join("")) } else { format!("({})", args.join(", ")) };
-        self.out.open(format!("let {pattern} = match decode_{}(msg, {buf}) {{", method.name));
+        self.out.open(format!("let {pattern} = match decode_{}{decode}(msg, {buf}) {{", method.name));
         self.out.line("Ok(args) => args,");
         if method.oneway {
             self.out.line("// Nobody waits for a one-way reply: drop the bad request.");
@@ -787,4 +822,10 @@ impl Gen<'_> {
         self.out.close("}");
         self.out.close("}");
     }
+}
+
+/// A request the dispatcher recognises by its whole info word: a fixed shape that
+/// fits the registers (no buffer words, capabilities or leases).
+fn exact_request(method: &Method) -> bool {
+    method.request.fixed_size && method.request.fits_fastpath()
 }

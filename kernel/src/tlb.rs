@@ -11,8 +11,12 @@
 //! next kernel entry (the request comes with the wake-up IPI) or while it spins for
 //! `CAP_LOCK`, so two CPUs never wait on each other with interrupts off.
 //!
-//! With PCIDs a space stays cached after a switch; this then needs a per-space set
-//! of CPUs that ran it (docs/ipc.md).
+//! With PCIDs a space stays cached after a switch; this then needs a per-space TLB
+//! generation that switches compare (docs/ipc.md, "Address-space switches and
+//! PCID": not implemented, the QEMU here offers no PCID).
+//!
+//! [`sync_all`] reuses the request for a second purpose: tracing waits with it until
+//! every CPU has passed a point where it answers requests (`trace::quiesce`).
 
 use core::sync::atomic::{Ordering, fence};
 

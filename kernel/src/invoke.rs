@@ -96,6 +96,13 @@ fn invoke_trace_control(
             out[0] = crate::trace::dump();
             Ok(1)
         }
+        trace_control::SET_FASTPATH => match regs[0] {
+            0 | 1 => {
+                crate::trace::set_fastpath(regs[0] == 1);
+                Ok(0)
+            }
+            _ => Err(Error::InvalidArgument),
+        },
         trace_control::STATS => {
             let [held, dropped, overwritten] = crate::trace::stats(regs[0])?;
             out[..3].copy_from_slice(&[held, dropped, overwritten]);

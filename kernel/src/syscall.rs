@@ -69,6 +69,23 @@ pub extern "C" fn handle_syscall<const TRACED: bool>(ctx: &mut UserContext) {
     }
 }
 
+/// The handler while the fastpath is switched off (`trace_control::SET_FASTPATH`):
+/// every system call takes the slow path, recorded like the traced build's when
+/// tracing is on.
+pub extern "C" fn handle_syscall_slow(ctx: &mut UserContext) {
+    let cpu = this_cpu();
+    let categories = crate::trace::categories();
+    match cpu.sched.with(|s| sched::current_of(s)) {
+        Some(thread) => {
+            if !categories.is_empty() {
+                crate::trace::syscall_enter(cpu, categories, thread, ctx.rax, ctx.rdi);
+            }
+            slow_path(thread, ctx)
+        }
+        None => sched::resume(),
+    }
+}
+
 /// Every system call the fastpath did not take. Out of line: its stack frame is
 /// large, and the fastpath should not pay for setting it up.
 #[inline(never)]

@@ -46,7 +46,7 @@
 //! fastest of 16 rounds) and written into the dump.
 
 use core::sync::atomic::Ordering::{self, Relaxed};
-use core::sync::atomic::{AtomicU32, AtomicU64};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
 
 use ramen_abi::Error;
 use ramen_abi::invocation::thread::TRACE_BUFFER_RECORDS;
@@ -242,8 +242,33 @@ fn here() -> &'static CpuTrace {
 /// back, and waits until no CPU can be inside a record (see the module doc).
 fn quiesce() {
     ENABLED.store(0, Ordering::SeqCst);
-    ramen_arch::user::set_syscall_handler(crate::syscall::handle_syscall::<false>);
+    install_handler(false);
     crate::tlb::sync_all();
+}
+
+/// Whether the IPC fastpath is on (`trace_control::SET_FASTPATH`). Written under
+/// [`CONTROL`].
+static FASTPATH: AtomicBool = AtomicBool::new(true);
+
+/// Points the system-call entry at the handler build for `tracing` and the fastpath
+/// setting: the plain or traced fastpath build, or the slow-path-only handler.
+/// Called with [`CONTROL`] held (or at boot).
+fn install_handler(tracing: bool) {
+    let handler = match (FASTPATH.load(Ordering::Relaxed), tracing) {
+        (true, false) => crate::syscall::handle_syscall::<false>,
+        (true, true) => crate::syscall::handle_syscall::<true>,
+        (false, _) => crate::syscall::handle_syscall_slow,
+    };
+    ramen_arch::user::set_syscall_handler(handler);
+}
+
+/// `trace_control::SET_FASTPATH`: sends every IPC on every CPU down the slow path
+/// (`on` false) or lets the fastpath take what it can again. A system call already
+/// in a handler finishes there.
+pub fn set_fastpath(on: bool) {
+    let _control = control();
+    FASTPATH.store(on, Ordering::Relaxed);
+    install_handler(ENABLED.load(Ordering::Relaxed) != 0);
 }
 
 /// Takes [`CONTROL`], answering other CPUs' requests while it waits (one of them may
@@ -560,7 +585,7 @@ pub fn start(categories: u64, flags: u64, caller: ThreadRef) -> Result<(), Error
             reset_user_buffer(scratch, buffer.frame, categories);
         }
     }
-    ramen_arch::user::set_syscall_handler(crate::syscall::handle_syscall::<true>);
+    install_handler(true);
     ENABLED.store(categories.bits(), Ordering::SeqCst);
     Ok(())
 }

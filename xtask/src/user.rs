@@ -32,6 +32,7 @@ pub const BOOT_PROGRAMS: &[(&str, &str)] = &[
     ("leaser", "leaser"),
     ("leasesrv", "leasesrv"),
     ("notrace", "notrace"),
+    ("mirror", "mirror"),
     ("bench-ipc", "bench-ipc"),
 ];
 

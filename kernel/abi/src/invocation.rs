@@ -176,6 +176,11 @@ pub mod trace_control {
     /// (rings that keep their newest), since the last START. `Busy` while tracing
     /// runs; `RangeError` for a CPU that is not online.
     pub const STATS: u64 = 0x83;
+    /// MR0 = 0: every CPU sends every IPC down the slow path from now on (the
+    /// fastpath's handler is swapped out, at no cost to it); 1: the fastpath is back.
+    /// For differential tests and for tracing the slow path. Other values:
+    /// `InvalidArgument`.
+    pub const SET_FASTPATH: u64 = 0x84;
 }
 
 /// Operations on the `IrqControl` capability.

@@ -90,7 +90,7 @@ pub fn run(info: &'static BootInfo) -> bool {
     };
 
     type Case = (&'static str, fn(&mut Ctx) -> Outcome);
-    let cases: [Case; 27] = [
+    let cases: [Case; 28] = [
         ("invalid_capability_pointers_are_rejected", invalid_capability_pointers),
         ("wrong_types_and_labels_are_rejected", wrong_types_and_labels),
         ("retype_rejects_bad_input_and_changes_nothing", retype_bad_input),
@@ -115,6 +115,7 @@ pub fn run(info: &'static BootInfo) -> bool {
         ("deleting_a_mapped_frame_or_installed_table_unmaps_it", delete_mapped_frame),
         ("tracing_needs_the_trace_control_capability", trace_control),
         ("full_trace_rings_keep_newest_or_oldest_as_asked", trace_ring_policies),
+        ("fastpath_and_slow_path_give_identical_registers", fast_slow_differential),
         ("thread_names_are_checked", thread_names),
         ("user_trace_buffers_follow_trace_control", user_trace_buffer),
         ("foundry_clients_record_one_span_per_call", foundry_spans),
@@ -1237,6 +1238,63 @@ fn trace_ring_policies(ctx: &mut Ctx) -> Outcome {
     if kept != full || replaced != 0 || refused < 2 * CALLS - full {
         println!("    keep oldest: held {} dropped {} overwritten {}", kept, refused, replaced);
         return Err("a full ring in KEEP_OLDEST mode did not drop the new records");
+    }
+    Ok(())
+}
+
+/// The same calls, once with the IPC fastpath on and once with it switched off
+/// (`SET_FASTPATH`): the `mirror` client folds every register of every reply into a
+/// digest, and the server's replies depend on every register it received, so equal
+/// digests mean both paths handed over the same registers in both directions. The
+/// kernel's counters show which path ran: nearly all fast, then none.
+fn fast_slow_differential(ctx: &mut Ctx) -> Outcome {
+    const ROUNDS: u64 = 210;
+    let tc = slot::TRACE_CONTROL;
+    expect_err(
+        call(tc, &Message::new(trace_control::SET_FASTPATH, &[2])),
+        Error::InvalidArgument,
+        "SET_FASTPATH 2 accepted",
+    )?;
+    let here = u64::from(ramen_rt::current_cpu());
+    let mut runs = [(0u64, 0u64); 2];
+    for (on, run) in [true, false].into_iter().zip(&mut runs) {
+        ok(kobj::set_fastpath(tc, on), "SET_FASTPATH refused")?;
+        let endpoint = ok(ctx.alloc.make(object::ENDPOINT, 0), "endpoint")?;
+        let (server, _) = start(ctx, "mirror", 0, here, &[(WAIT, endpoint)], false)?;
+        let (fast_before, _) = ok(kobj::ipc_stats(slot::DEBUG), "IPC_STATS")?;
+        let client = start(ctx, "mirror", ROUNDS << 1 | 1, here, &[(WAIT, endpoint)], false);
+        let mut digest = None;
+        if let Ok((_, badge)) = client {
+            collect(ctx, 100, |b, message| {
+                if b == badge {
+                    digest = (message.label() == 1).then(|| message.words().first().copied().unwrap_or(0));
+                    return true;
+                }
+                false
+            });
+        }
+        let (fast_after, _) = ok(kobj::ipc_stats(slot::DEBUG), "IPC_STATS")?;
+        if let Ok((client, _)) = client {
+            stop(&client);
+        }
+        stop(&server);
+        *run = (digest.ok_or("a mirror client failed or never reported")?, fast_after - fast_before);
+    }
+    ok(kobj::set_fastpath(tc, true), "SET_FASTPATH back on refused")?;
+    let [(fast_digest, fast_ops), (slow_digest, slow_ops)] = runs;
+    println!("    fastpath on: {} fast operations; off: {}", fast_ops, slow_ops);
+    // (A kernel built without the fastpath takes the slow path both times.)
+    if ctx.expect_slowpath && fast_ops != 0 {
+        return Err("a kernel built without the fastpath took it");
+    }
+    if !ctx.expect_slowpath && fast_ops < 2 * ROUNDS - 4 {
+        return Err("with the fastpath on, the calls did not take it");
+    }
+    if slow_ops != 0 {
+        return Err("with the fastpath off, an operation took it");
+    }
+    if fast_digest != slow_digest {
+        return Err("the fastpath and the slow path handed over different registers");
     }
     Ok(())
 }

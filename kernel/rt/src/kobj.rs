@@ -194,6 +194,11 @@ pub fn trace_stats(trace_control: u64, cpu: u64) -> Result<(u64, u64, u64), SysE
     Ok((word(0), word(1), word(2)))
 }
 
+/// Turns the kernel's IPC fastpath on or off on every CPU (`trace_control::SET_FASTPATH`).
+pub fn set_fastpath(trace_control: u64, on: bool) -> Result<(), SysError> {
+    invoke(trace_control, ramen_abi::invocation::trace_control::SET_FASTPATH, &[u64::from(on)]).map(drop)
+}
+
 /// Stops kernel tracing on every CPU.
 pub fn trace_stop(trace_control: u64) -> Result<(), SysError> {
     invoke(trace_control, ramen_abi::invocation::trace_control::STOP, &[]).map(drop)

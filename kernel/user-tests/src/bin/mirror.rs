@@ -1,0 +1,90 @@
+//! Fastpath/slow-path differential workload over the endpoint in its `WAIT` slot.
+//! Requests and replies fill the registers past their length with junk, which the
+//! kernel must not pass on.
+//! With argument 0 it serves: each request is answered with label + 1 and
+//! `label % 7` words made of everything it received (info word, badge, a digest of
+//! all six message registers, the first three registers), so every reply shape from
+//! 0 to 6 words occurs and the reply depends on every register the kernel handed
+//! over, including the ones past the message, which must be zero. With argument
+//! `rounds << 1 | 1` it is the client: `rounds` calls of every length from 0 to 6
+//! words with pseudo-random labels and words, folding every register of every reply
+//! (result, info, badge, six message registers) into a digest it reports to the root
+//! task. The root task runs the pair with the IPC fastpath on and off and compares.
+#![no_std]
+#![no_main]
+#![forbid(unsafe_code)]
+
+use ramen_abi::{MSG_REGS, MessageInfo};
+use ramen_rt::{Message, call, recv, reply_recv};
+use ramen_user_tests::{WAIT, XorShift, report};
+
+ramen_rt::entry!(main);
+
+/// FNV-1a over 64-bit words.
+fn fold(digest: u64, word: u64) -> u64 {
+    word.to_le_bytes().iter().fold(digest, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// The answer to `request` (badge `badge`): label + 1, `label % 7` words.
+fn answer(badge: u64, request: &Message) -> Message {
+    let mix = request.regs.iter().fold(0xcbf2_9ce4_8422_2325, |h, w| fold(h, *w));
+    let words = [request.info.0, badge, mix, request.regs[0], request.regs[1], request.regs[2]];
+    let label = request.label();
+    let len = (label % (MSG_REGS as u64 + 1)) as usize;
+    // Every register is set, the ones past the length to junk the kernel must not
+    // pass on.
+    with_junk(Message::new(label + 1, words.get(..len).unwrap_or(&[])), len, mix)
+}
+
+/// `message` with its registers from `len` on filled with junk derived from `seed`.
+fn with_junk(mut message: Message, len: usize, seed: u64) -> Message {
+    for (i, reg) in message.regs.iter_mut().enumerate().skip(len) {
+        *reg = seed.rotate_left(i as u32) | 1;
+    }
+    message
+}
+
+fn serve() {
+    let Ok((mut badge, mut request)) = recv(WAIT) else {
+        return;
+    };
+    loop {
+        match reply_recv(WAIT, &answer(badge, &request)) {
+            Ok((b, next)) => (badge, request) = (b, next),
+            Err(_) => return,
+        }
+    }
+}
+
+/// Makes the calls; returns the digest of every reply register, or `None` if a call
+/// failed.
+fn client(rounds: u64) -> Option<u64> {
+    let mut random = XorShift::new(0x5eed_f00d);
+    let mut digest = 0xcbf2_9ce4_8422_2325;
+    for i in 0..rounds {
+        let len = (i % (MSG_REGS as u64 + 1)) as usize;
+        let words: [u64; MSG_REGS] = core::array::from_fn(|_| random.next_u64());
+        let label = 1 + random.below(1000);
+        let request = with_junk(Message::new(label, words.get(..len).unwrap_or(&[])), len, random.next_u64());
+        let reply = call(WAIT, &request).ok()?;
+        digest = fold(digest, reply.info.0);
+        digest = reply.regs.iter().fold(digest, |h, w| fold(h, *w));
+        // The answer's own checks: the label and the sender's view of the request.
+        let sent = MessageInfo::try_new(label, len, 0, 0)?.0;
+        if reply.label() != label + 1 || (reply.info.len_words() > 0 && reply.regs[0] != sent) {
+            return None;
+        }
+    }
+    Some(digest)
+}
+
+fn main(arg: u64) {
+    if arg & 1 == 0 {
+        serve();
+    } else {
+        match client(arg >> 1) {
+            Some(digest) => report(1, &[digest]),
+            None => report(0, &[]),
+        }
+    }
+}

@@ -19,7 +19,7 @@ use ramen_core::cap::{Cap, Rights};
 use ramen_core::cspace::MAX_DEPTH;
 use ramen_core::object::{CapType, ObjectStore, SlotRef};
 use ramen_core::runqueue::ThreadRef;
-use ramen_perf_record::{Categories, EventKind};
+use ramen_perf_record::{Categories, EventKind, IpcPath};
 
 use crate::cpus::{Cpu, this_cpu};
 use crate::objects::{CAP_LOCK, EndpointLock, IpcState, Store, ThreadState, cspace_slot, tcb};
@@ -53,9 +53,12 @@ pub fn attempt<const TRACED: bool>(ctx: &UserContext) -> Option<ThreadRef> {
         if tracing {
             crate::trace::syscall_enter(cpu, categories, caller, number, cptr);
         }
-        let (next, tsc) =
-            guards_and_commit(cpu, s, caller, number, cptr, info, tracing).ok_or(Some(caller))?;
-        Ok((caller, next, tsc))
+        match guards_and_commit(cpu, s, caller, number, cptr, info, tracing) {
+            Some(Next::Here(next, tsc)) => Ok((caller, next, tsc)),
+            // Handed to another CPU; this one runs whatever is next here.
+            Some(Next::Remote) => Err(None),
+            None => Err(Some(caller)),
+        }
     });
     match outcome {
         Ok((caller, next, tsc)) => {
@@ -71,10 +74,18 @@ pub fn attempt<const TRACED: bool>(ctx: &UserContext) -> Option<ThreadRef> {
     }
 }
 
+/// Where a committed fastpath goes next.
+enum Next {
+    /// Switch to this thread here; the TSC at the hand-over when tracing (else 0).
+    Here(ThreadRef, u64),
+    /// The message went to a thread on another CPU, woken there; the caller is
+    /// blocked and this CPU runs whatever is next in its queue (`sched::resume`).
+    Remote,
+}
+
 /// The fastpath proper, under the scheduler borrow `s`: the guards common to both
-/// calls, the call's own guards and commit, and the switch. Returns the thread
-/// switched to and, when `tracing`, the TSC at the hand-over (else 0), or `None`
-/// (nothing changed).
+/// calls, the call's own guards and commit, and the switch. Returns where to go
+/// next, or `None` (nothing changed).
 #[inline(always)]
 fn guards_and_commit(
     cpu: &'static Cpu,
@@ -84,7 +95,7 @@ fn guards_and_commit(
     cptr: u64,
     info: MessageInfo,
     tracing: bool,
-) -> Option<(ThreadRef, u64)> {
+) -> Option<Next> {
     // The differential build (feature `slowpath-only`) sends everything the slow way.
     if cfg!(feature = "slowpath-only") {
         return None;
@@ -110,15 +121,73 @@ fn guards_and_commit(
         return None;
     }
     let here = ramen_arch::percpu::index_fast();
-    let next =
-        if is_call { call(s, caller, &cap, info, here)? } else { reply_recv(s, caller, &cap, info, here)? };
+    let next = if is_call {
+        call(s, caller, &cap, info, here, tracing)?
+    } else {
+        reply_recv(s, caller, &cap, info, here, tracing)?
+    };
+    let Some(next) = next else {
+        // Delivered to another CPU (inside the read section: see `Handover::Remote`).
+        drop(store);
+        sched::stop_current_in(s, ThreadState::Blocked);
+        cpu.ipc_fast.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+        return Some(Next::Remote);
+    };
     // The IPC's trace records are written on the way out (`trace::fastpath_switch`),
     // with this time.
     let tsc = if tracing { ramen_arch::cpu::rdtsc() } else { 0 };
     // The read section covers capability slots and endpoint queues, all done with.
     drop(store);
     sched::switch_in(s, caller, next);
-    Some((next, tsc))
+    Some(Next::Here(next, tsc))
+}
+
+/// `Call` to a receiver owned by another CPU, after the common guards, with the
+/// endpoint locked: one more guard, a slot in that CPU's inbox for the wake-up,
+/// promised before anything changes (a CPU inside a read section must never wait for
+/// inbox space: the inbox's owner may be a writer waiting for this CPU to leave the
+/// section); then the hand-over, and the receiver is woken on its CPU. Out of line:
+/// the same-CPU path does not carry its registers.
+#[cold]
+#[inline(never)]
+fn remote_call(
+    endpoint: u64,
+    caller: ThreadRef,
+    server: ThreadRef,
+    cap: &Cap,
+    info: MessageInfo,
+    tracing: bool,
+) -> Option<Option<ThreadRef>> {
+    let slot = sched::reserve(tcb(server).cpu)?;
+    // ---- point of no return (the receiver runs on its own CPU) ----
+    ipc::dequeue(endpoint, false);
+    link_call(caller, server, cap, info);
+    if tracing {
+        crate::trace::ipc_send(caller, Some(server), info.len_words(), IpcPath::Fast);
+    }
+    slot.wake(server);
+    Some(None)
+}
+
+/// `ReplyRecv` to a caller owned by another CPU: as [`remote_call`].
+#[cold]
+#[inline(never)]
+fn remote_reply(
+    server: ThreadRef,
+    client: ThreadRef,
+    endpoint: u64,
+    cap: &Cap,
+    info: MessageInfo,
+    tracing: bool,
+) -> Option<Option<ThreadRef>> {
+    let slot = sched::reserve(tcb(client).cpu)?;
+    // ---- point of no return (the client runs on its own CPU) ----
+    link_reply(server, client, endpoint, cap, info);
+    if tracing {
+        crate::trace::ipc_reply(server, client, info.len_words(), IpcPath::Fast);
+    }
+    slot.wake(client);
+    Some(None)
 }
 
 /// A memo miss: resolves `cptr` through this CPU's lookup cache and remembers it.
@@ -134,8 +203,17 @@ fn lookup_miss(cpu: &Cpu, store: &Store, caller: ThreadRef, cptr: u64) -> Option
 }
 
 /// `Call` on an endpoint with a receiver waiting: guards, then the hand-over.
+/// `Some(Some(server))`: switch to it here; `Some(None)`: it runs on another CPU,
+/// woken there.
 #[inline(always)]
-fn call(s: &mut Sched, caller: ThreadRef, cap: &Cap, info: MessageInfo, here: u32) -> Option<ThreadRef> {
+fn call(
+    s: &mut Sched,
+    caller: ThreadRef,
+    cap: &Cap,
+    info: MessageInfo,
+    here: u32,
+    tracing: bool,
+) -> Option<Option<ThreadRef>> {
     if !cap.rights().contains(Rights::WRITE) || !cap.rights().intersects(Rights::GRANT_REPLY | Rights::GRANT)
     {
         return None;
@@ -147,26 +225,36 @@ fn call(s: &mut Sched, caller: ThreadRef, cap: &Cap, info: MessageInfo, here: u3
     let c = tcb(caller);
     // A receiver still owing another caller its reply takes the slow path, which
     // unlinks that abandoned reply.
-    if st.cpu != here
-        || st.priority < c.priority
-        || sched::highest_queued(s).is_some_and(|p| p > st.priority)
-        || st.caller.is_some()
-        || !st.context.sanitise()
-    {
+    if st.caller.is_some() || !st.context.sanitise() {
+        return None;
+    }
+    if st.cpu != here {
+        return remote_call(endpoint, caller, server, cap, info, tracing);
+    }
+    if st.priority < c.priority || sched::highest_queued(s).is_some_and(|p| p > st.priority) {
         return None;
     }
     // ---- point of no return ----
     ipc::dequeue(endpoint, false);
+    link_call(caller, server, cap, info);
+    Some(Some(server))
+}
+
+/// The state a call leaves: `server` (dequeued) owes `caller` a reply and holds the
+/// message; `caller` waits for the reply.
+#[inline(always)]
+fn link_call(caller: ThreadRef, server: ThreadRef, cap: &Cap, info: MessageInfo) {
+    let (st, c) = (tcb(server), tcb(caller));
     st.ipc = IpcState::None;
     st.caller = Some(caller);
     c.replier = Some(server);
     c.ipc = IpcState::WaitingReply;
     c.state = ThreadState::Blocked;
     transfer(&c.context, &mut st.context, info, cap.badge());
-    Some(server)
 }
 
-/// `ReplyRecv` with a caller waiting on this CPU: guards, then the hand-over.
+/// `ReplyRecv` with a caller waiting: guards, then the hand-over. `Some(Some(client))`:
+/// switch to it here; `Some(None)`: it runs on another CPU, woken there.
 #[inline(always)]
 fn reply_recv(
     s: &mut Sched,
@@ -174,7 +262,8 @@ fn reply_recv(
     cap: &Cap,
     info: MessageInfo,
     here: u32,
-) -> Option<ThreadRef> {
+    tracing: bool,
+) -> Option<Option<ThreadRef>> {
     let endpoint = cap.addr().0;
     let _queue = EndpointLock::take(endpoint);
     let st = tcb(caller);
@@ -188,22 +277,34 @@ fn reply_recv(
     if c.ipc != IpcState::WaitingReply
         || c.leases.any()
         || c.state != ThreadState::Blocked
-        || c.cpu != here
-        || sched::highest_queued(s).is_some_and(|p| p > c.priority)
         || !c.context.sanitise()
     {
         return None;
     }
+    if c.cpu != here {
+        return remote_reply(caller, client, endpoint, cap, info, tracing);
+    }
+    if sched::highest_queued(s).is_some_and(|p| p > c.priority) {
+        return None;
+    }
     // ---- point of no return ----
+    link_reply(caller, client, endpoint, cap, info);
+    Some(Some(client))
+}
+
+/// The state a reply-and-receive leaves: `client` has the reply and owes nothing;
+/// `server` waits on `endpoint` again.
+#[inline(always)]
+fn link_reply(server: ThreadRef, client: ThreadRef, endpoint: u64, cap: &Cap, info: MessageInfo) {
+    let (st, c) = (tcb(server), tcb(client));
     st.caller = None;
     c.replier = None;
     c.ipc = IpcState::None;
     transfer(&st.context, &mut c.context, info, 0);
-    ipc::enqueue(endpoint, caller, false);
+    ipc::enqueue(endpoint, server, false);
     st.ipc = IpcState::Receiving(endpoint);
     st.recv_grant = cap.rights().contains(Rights::GRANT);
     st.state = ThreadState::Blocked;
-    Some(client)
 }
 
 /// Moves the message registers from the sender's saved registers `src` to the

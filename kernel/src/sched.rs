@@ -51,6 +51,9 @@ const BATCH: usize = 4;
 pub struct Inbox {
     items: [Option<Request>; INBOX_CAPACITY],
     len: usize,
+    /// Slots promised to posters ([`reserve`]) that have not posted yet: a push that
+    /// is not one of them finds the inbox full this much earlier.
+    reserved: usize,
     /// Flow id of the last traced wake-up IPI that came with these requests (0: none).
     ipi_flow: u64,
 }
@@ -58,10 +61,13 @@ pub struct Inbox {
 impl Inbox {
     /// An empty inbox.
     pub const fn new() -> Self {
-        Self { items: [None; INBOX_CAPACITY], len: 0, ipi_flow: 0 }
+        Self { items: [None; INBOX_CAPACITY], len: 0, reserved: 0, ipi_flow: 0 }
     }
 
     fn push(&mut self, request: Request) -> bool {
+        if self.len + self.reserved >= INBOX_CAPACITY {
+            return false;
+        }
         match self.items.get_mut(self.len) {
             Some(slot) => {
                 *slot = Some(request);
@@ -208,6 +214,63 @@ pub fn post(target: u32, request: Request) {
     this_cpu().lapic.with(|l| l.send_ipi(WAKE_VECTOR, apic_id));
 }
 
+/// A slot promised in CPU `target`'s inbox ([`reserve`]), to be used by
+/// [`Reservation::wake`]; dropping it unused gives the slot back.
+pub struct Reservation {
+    target: u32,
+    used: bool,
+}
+
+/// Promises a slot in CPU `target`'s inbox without waiting: `None` if the inbox is
+/// full (or `target` is not up). For code that must not spin on a full inbox (a CPU
+/// inside a `CAP_LOCK` read section: the inbox's owner may be a writer waiting for
+/// it), decided before anything changes.
+pub fn reserve(target: u32) -> Option<Reservation> {
+    let cpu = cpus::cpu(target)?;
+    let mut inbox = cpu.inbox.lock();
+    if inbox.len + inbox.reserved >= INBOX_CAPACITY {
+        return None;
+    }
+    inbox.reserved += 1;
+    Some(Reservation { target, used: false })
+}
+
+impl Reservation {
+    /// Wakes `thread` (owned by the reserved CPU) through the promised slot: never
+    /// waits for space. Kicks the CPU as [`post`] does.
+    pub fn wake(mut self, thread: ThreadRef) {
+        self.used = true;
+        let Some(cpu) = cpus::cpu(self.target) else {
+            return;
+        };
+        let flow = crate::trace::ipi_send(self.target);
+        {
+            let mut inbox = cpu.inbox.lock();
+            inbox.reserved = inbox.reserved.saturating_sub(1);
+            // Room is certain: the reservation held it.
+            let _ = inbox.push(Request::Wake(thread));
+            if flow != 0 {
+                inbox.ipi_flow = flow;
+            }
+        }
+        if cpu.wake.posted() {
+            let apic_id = cpu.local.apic_id;
+            this_cpu().lapic.with(|l| l.send_ipi(WAKE_VECTOR, apic_id));
+        }
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if !self.used
+            && let Some(cpu) = cpus::cpu(self.target)
+        {
+            let mut inbox = cpu.inbox.lock();
+            inbox.reserved = inbox.reserved.saturating_sub(1);
+        }
+    }
+}
+
 /// Makes `thread` runnable on its CPU, from any CPU.
 pub fn wake(thread: ThreadRef) {
     let owner = tcb(thread).cpu;
@@ -276,6 +339,13 @@ pub fn suspend(thread: ThreadRef) {
         with_sched(|s| stop(s, thread, ThreadState::Inactive));
     } else {
         post(owner, Request::Suspend(thread));
+    }
+}
+
+/// [`stop_current`] inside a borrow of this CPU's scheduler (the IPC fastpath's).
+pub fn stop_current_in(s: &mut Sched, state: ThreadState) {
+    if let Some(t) = s.current.take() {
+        tcb(t).state = state;
     }
 }
 

@@ -90,7 +90,7 @@ pub fn run(info: &'static BootInfo) -> bool {
     };
 
     type Case = (&'static str, fn(&mut Ctx) -> Outcome);
-    let cases: [Case; 28] = [
+    let cases: [Case; 29] = [
         ("invalid_capability_pointers_are_rejected", invalid_capability_pointers),
         ("wrong_types_and_labels_are_rejected", wrong_types_and_labels),
         ("retype_rejects_bad_input_and_changes_nothing", retype_bad_input),
@@ -116,6 +116,7 @@ pub fn run(info: &'static BootInfo) -> bool {
         ("tracing_needs_the_trace_control_capability", trace_control),
         ("full_trace_rings_keep_newest_or_oldest_as_asked", trace_ring_policies),
         ("fastpath_and_slow_path_give_identical_registers", fast_slow_differential),
+        ("cross_cpu_calls_run_beside_capability_changes", cross_cpu_churn),
         ("thread_names_are_checked", thread_names),
         ("user_trace_buffers_follow_trace_control", user_trace_buffer),
         ("foundry_clients_record_one_span_per_call", foundry_spans),
@@ -633,8 +634,10 @@ fn sched_control(ctx: &mut Ctx) -> Outcome {
 }
 
 /// The Foundry-generated echo client and server over a real endpoint, once on the
-/// same CPU (where calls and replies take the fastpath) and once on different CPUs
-/// (the slow path): the same calls must give the same, correct answers either way.
+/// same CPU (where register-sized calls and replies take the fastpath's direct
+/// switch) and once on different CPUs (register-sized ones take its cross-CPU
+/// hand-over, the rest the slow path): the same calls must give the same, correct
+/// answers either way.
 fn foundry_echo(ctx: &mut Ctx) -> Outcome {
     let (fast_before, _) = ok(kobj::ipc_stats(slot::DEBUG), "ipc stats")?;
     echo_round(ctx, 0)?;
@@ -650,8 +653,11 @@ fn foundry_echo(ctx: &mut Ctx) -> Outcome {
     if ctx.cpus > 1 {
         echo_round(ctx, ctx.cpus - 1)?;
         let (_, slow_after) = ok(kobj::ipc_stats(slot::DEBUG), "ipc stats")?;
+        // Buffer words, capabilities and leases always go the slow way.
         if slow_after < slow_mid + 6 {
-            return Err("cross-CPU echo calls did not take the slow path");
+            return Err(
+                "cross-CPU echo calls with buffer words, capabilities or leases did not take the slow path",
+            );
         }
     }
     Ok(())
@@ -1245,8 +1251,10 @@ fn trace_ring_policies(ctx: &mut Ctx) -> Outcome {
 /// The same calls, once with the IPC fastpath on and once with it switched off
 /// (`SET_FASTPATH`): the `mirror` client folds every register of every reply into a
 /// digest, and the server's replies depend on every register it received, so equal
-/// digests mean both paths handed over the same registers in both directions. The
-/// kernel's counters show which path ran: nearly all fast, then none.
+/// digests mean both paths handed over the same registers in both directions. Run
+/// with the server on the client's CPU (the direct switch) and, with two CPUs or
+/// more, on another (the cross-CPU hand-over with a remote wake-up). The kernel's
+/// counters show which path ran: nearly all fast, then none.
 fn fast_slow_differential(ctx: &mut Ctx) -> Outcome {
     const ROUNDS: u64 = 210;
     let tc = slot::TRACE_CONTROL;
@@ -1256,47 +1264,161 @@ fn fast_slow_differential(ctx: &mut Ctx) -> Outcome {
         "SET_FASTPATH 2 accepted",
     )?;
     let here = u64::from(ramen_rt::current_cpu());
-    let mut runs = [(0u64, 0u64); 2];
-    for (on, run) in [true, false].into_iter().zip(&mut runs) {
-        ok(kobj::set_fastpath(tc, on), "SET_FASTPATH refused")?;
-        let endpoint = ok(ctx.alloc.make(object::ENDPOINT, 0), "endpoint")?;
-        let (server, _) = start(ctx, "mirror", 0, here, &[(WAIT, endpoint)], false)?;
-        let (fast_before, _) = ok(kobj::ipc_stats(slot::DEBUG), "IPC_STATS")?;
-        let client = start(ctx, "mirror", ROUNDS << 1 | 1, here, &[(WAIT, endpoint)], false);
-        let mut digest = None;
-        if let Ok((_, badge)) = client {
-            collect(ctx, 100, |b, message| {
-                if b == badge {
-                    digest = (message.label() == 1).then(|| message.words().first().copied().unwrap_or(0));
-                    return true;
-                }
-                false
-            });
+    let other = (here + 1) % ctx.cpus;
+    let placements: &[u64] = if other == here { &[here] } else { &[here, other] };
+    for &server_cpu in placements {
+        let mut runs = [(0u64, 0u64); 2];
+        for (on, run) in [true, false].into_iter().zip(&mut runs) {
+            ok(kobj::set_fastpath(tc, on), "SET_FASTPATH refused")?;
+            *run = mirror_run(ctx, ROUNDS, here, server_cpu);
+            ok(kobj::set_fastpath(tc, true), "SET_FASTPATH back on refused")?;
         }
-        let (fast_after, _) = ok(kobj::ipc_stats(slot::DEBUG), "IPC_STATS")?;
-        if let Ok((client, _)) = client {
-            stop(&client);
+        let [(fast_digest, fast_ops), (slow_digest, slow_ops)] = runs;
+        println!(
+            "    server on cpu {} (client {}): fastpath on: {} fast operations; off: {}",
+            server_cpu, here, fast_ops, slow_ops
+        );
+        if fast_digest == 0 || slow_digest == 0 {
+            return Err("a mirror client failed or never reported");
         }
-        stop(&server);
-        *run = (digest.ok_or("a mirror client failed or never reported")?, fast_after - fast_before);
-    }
-    ok(kobj::set_fastpath(tc, true), "SET_FASTPATH back on refused")?;
-    let [(fast_digest, fast_ops), (slow_digest, slow_ops)] = runs;
-    println!("    fastpath on: {} fast operations; off: {}", fast_ops, slow_ops);
-    // (A kernel built without the fastpath takes the slow path both times.)
-    if ctx.expect_slowpath && fast_ops != 0 {
-        return Err("a kernel built without the fastpath took it");
-    }
-    if !ctx.expect_slowpath && fast_ops < 2 * ROUNDS - 4 {
-        return Err("with the fastpath on, the calls did not take it");
-    }
-    if slow_ops != 0 {
-        return Err("with the fastpath off, an operation took it");
-    }
-    if fast_digest != slow_digest {
-        return Err("the fastpath and the slow path handed over different registers");
+        // (A kernel built without the fastpath takes the slow path both times.)
+        if ctx.expect_slowpath && fast_ops != 0 {
+            return Err("a kernel built without the fastpath took it");
+        }
+        if !ctx.expect_slowpath && fast_ops < 2 * ROUNDS - 4 {
+            return Err("with the fastpath on, the calls did not take it");
+        }
+        if slow_ops != 0 {
+            return Err("with the fastpath off, an operation took it");
+        }
+        if fast_digest != slow_digest {
+            return Err("the fastpath and the slow path handed over different registers");
+        }
     }
     Ok(())
+}
+
+/// Cross-CPU calls on every CPU but the root task's, in a ring (the client on CPU
+/// `i` calls a server on the next), while the root task changes capabilities (copy
+/// and delete, each taking `CAP_LOCK`'s write side, which waits out every CPU's
+/// fastpath read section) as fast as it can. Every client must finish with the digest
+/// a lone run gives (the calls are the same). Needs three CPUs or more.
+fn cross_cpu_churn(ctx: &mut Ctx) -> Outcome {
+    const ROUNDS: u64 = 1000;
+    const MAX_PAIRS: usize = 8;
+    let here = u64::from(ramen_rt::current_cpu());
+    let others: heapless_cpus::List = heapless_cpus::others(ctx.cpus, here);
+    if others.len() < 2 {
+        return Ok(());
+    }
+    let (reference, _) = mirror_run(ctx, ROUNDS, others.get(0), others.get(1));
+    if reference == 0 {
+        return Err("the reference mirror run failed");
+    }
+    let pairs = others.len().min(MAX_PAIRS);
+    let mut children: [Option<(Child, Child, u64)>; MAX_PAIRS] = [const { None }; MAX_PAIRS];
+    for (i, pair) in children.iter_mut().enumerate().take(pairs) {
+        let (client_cpu, server_cpu) = (others.get(i), others.get((i + 1) % pairs));
+        let endpoint = ok(ctx.alloc.make(object::ENDPOINT, 0), "endpoint")?;
+        let (server, _) = start(ctx, "mirror", 0, server_cpu, &[(WAIT, endpoint)], false)?;
+        let (client, badge) = start(ctx, "mirror", ROUNDS << 1 | 1, client_cpu, &[(WAIT, endpoint)], false)?;
+        *pair = Some((client, server, badge));
+    }
+    // Churn: copy a capability into a free slot and delete it again, until every
+    // client has reported.
+    let source = ok(ctx.alloc.make(object::ENDPOINT, 0), "churn endpoint")?;
+    let spare = ok(ctx.alloc.slot(), "churn slot")?;
+    let (mut reported, mut wrong, mut changes) = (0usize, 0usize, 0u64);
+    let mut spins = 0u64;
+    while reported < pairs && spins < 2_000_000 {
+        spins += 1;
+        ok(kobj::copy(slot::CNODE, spare, 64, source), "churn copy")?;
+        ok(kobj::delete(slot::CNODE, spare, 64), "churn delete")?;
+        changes += 1;
+        if let Ok((badge, message)) = ramen_rt::nb_recv(ctx.report)
+            && children.iter().flatten().any(|(_, _, b)| *b == badge)
+        {
+            reported += 1;
+            if message.label() != 1 || message.words().first() != Some(&reference) {
+                wrong += 1;
+            }
+        }
+    }
+    for (client, server, _) in children.iter().flatten() {
+        stop(client);
+        stop(server);
+    }
+    println!("    {} cross-CPU pairs, {} capability changes meanwhile", pairs, changes);
+    if reported < pairs {
+        return Err("a cross-CPU client never finished");
+    }
+    if wrong > 0 {
+        return Err("a cross-CPU client got different answers than a lone run");
+    }
+    Ok(())
+}
+
+/// CPU lists without allocation.
+mod heapless_cpus {
+    /// Up to 64 CPU indices.
+    pub struct List {
+        cpus: [u64; 64],
+        len: usize,
+    }
+
+    impl List {
+        pub fn len(&self) -> usize {
+            self.len
+        }
+
+        pub fn get(&self, i: usize) -> u64 {
+            self.cpus.get(i % self.len.max(1)).copied().unwrap_or(0)
+        }
+    }
+
+    /// Every CPU below `count` but `except`.
+    pub fn others(count: u64, except: u64) -> List {
+        let mut list = List { cpus: [0; 64], len: 0 };
+        for cpu in (0..count).filter(|c| *c != except).take(64) {
+            if let Some(slot) = list.cpus.get_mut(list.len) {
+                *slot = cpu;
+                list.len += 1;
+            }
+        }
+        list
+    }
+}
+
+/// One `mirror` pair: the client on `client_cpu` makes `rounds` calls to a server on
+/// `server_cpu`. Returns the client's digest (0: it failed) and the fastpath
+/// operations the kernel counted meanwhile.
+fn mirror_run(ctx: &mut Ctx, rounds: u64, client_cpu: u64, server_cpu: u64) -> (u64, u64) {
+    let Ok(endpoint) = ctx.alloc.make(object::ENDPOINT, 0) else {
+        return (0, 0);
+    };
+    let Ok((server, _)) = start(ctx, "mirror", 0, server_cpu, &[(WAIT, endpoint)], false) else {
+        return (0, 0);
+    };
+    let (fast_before, _) = kobj::ipc_stats(slot::DEBUG).unwrap_or((0, 0));
+    let client = start(ctx, "mirror", rounds << 1 | 1, client_cpu, &[(WAIT, endpoint)], false);
+    let mut digest = 0;
+    if let Ok((_, badge)) = client {
+        collect(ctx, 100, |b, message| {
+            if b == badge {
+                if message.label() == 1 {
+                    digest = message.words().first().copied().unwrap_or(0);
+                }
+                return true;
+            }
+            false
+        });
+    }
+    let (fast_after, _) = kobj::ipc_stats(slot::DEBUG).unwrap_or((0, 0));
+    if let Ok((client, _)) = client {
+        stop(&client);
+    }
+    stop(&server);
+    (digest, fast_after - fast_before)
 }
 
 /// `SET_NAME` takes at most 16 bytes of UTF-8 without NUL and changes nothing on error.

@@ -22,7 +22,10 @@ use ramen_core::runqueue::ThreadRef;
 use ramen_perf_record::{Categories, EventKind, IpcPath};
 
 use crate::cpus::{Cpu, this_cpu};
-use crate::objects::{CAP_LOCK, EndpointLock, IpcState, Store, ThreadState, cspace_slot, tcb};
+use crate::objects::{
+    CAP_LOCK, EndpointLock, IpcState, NotificationLock, Store, ThreadState, cspace_slot, notification_words,
+    set_notification_words, tcb,
+};
 use crate::sched::{self, Sched};
 use crate::{ipc, syscall};
 
@@ -55,8 +58,8 @@ pub fn attempt<const TRACED: bool>(ctx: &UserContext) -> Option<ThreadRef> {
         }
         match guards_and_commit(cpu, s, caller, number, cptr, info, tracing) {
             Some(Next::Here(next, tsc)) => Ok((caller, next, tsc)),
-            // Handed to another CPU; this one runs whatever is next here.
-            Some(Next::Remote) => Err(None),
+            // Handed to another CPU: this CPU runs whatever is best here now.
+            Some(Next::Resume) => Err(None),
             None => Err(Some(caller)),
         }
     });
@@ -78,9 +81,9 @@ pub fn attempt<const TRACED: bool>(ctx: &UserContext) -> Option<ThreadRef> {
 enum Next {
     /// Switch to this thread here; the TSC at the hand-over when tracing (else 0).
     Here(ThreadRef, u64),
-    /// The message went to a thread on another CPU, woken there; the caller is
-    /// blocked and this CPU runs whatever is next in its queue (`sched::resume`).
-    Remote,
+    /// The message went to a thread on another CPU, woken there, and the caller
+    /// blocked: this CPU runs whatever is best now (`sched::resume`).
+    Resume,
 }
 
 /// The fastpath proper, under the scheduler borrow `s`: the guards common to both
@@ -127,11 +130,12 @@ fn guards_and_commit(
         reply_recv(s, caller, &cap, info, here, tracing)?
     };
     let Some(next) = next else {
-        // Delivered to another CPU (inside the read section: see `Handover::Remote`).
+        // Delivered to another CPU (its wake-up posted inside the read section: see
+        // `remote_call`).
         drop(store);
         sched::stop_current_in(s, ThreadState::Blocked);
         cpu.ipc_fast.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
-        return Some(Next::Remote);
+        return Some(Next::Resume);
     };
     // The IPC's trace records are written on the way out (`trace::fastpath_switch`),
     // with this time.
@@ -140,6 +144,93 @@ fn guards_and_commit(
     drop(store);
     sched::switch_in(s, caller, next);
     Some(Next::Here(next, tsc))
+}
+
+/// `Send` / `NbSend` (signal) and `Recv` / `NbRecv` (wait, poll) on a notification,
+/// without `CAP_LOCK`'s write side: in a read section with the notification's own
+/// lock, as the slow path's `ipc::signal` / `ipc::wait` would do them. A waiter
+/// owned by another CPU is woken through a reserved inbox slot (see
+/// [`remote_call`]). Left to the slow path (nothing changed): other capabilities,
+/// missing rights (it reports the error), and a signal with no waiter on a
+/// notification bound to a thread (which may be waiting on an endpoint, whose queue
+/// the slow path edits). Called first by the slow path (`syscall::slow_path`), so
+/// the call fastpath carries none of it; returns whether it did the operation (the
+/// CPU then resumes whatever is best).
+pub fn notification(caller: ThreadRef, number: u64, cptr: u64) -> bool {
+    if cfg!(feature = "slowpath-only") || !crate::trace::fastpath_enabled() {
+        return false;
+    }
+    let signal = number == Sys::Send as u64 || number == Sys::NbSend as u64;
+    let blocking = number == Sys::Recv as u64;
+    if !signal && !blocking && number != Sys::NbRecv as u64 {
+        return false;
+    }
+    let cpu = this_cpu();
+    cpu.sched.with(|s| notification_in(cpu, s, caller, signal, blocking, cptr)).is_some()
+}
+
+fn notification_in(
+    cpu: &'static Cpu,
+    s: &mut Sched,
+    caller: ThreadRef,
+    signal: bool,
+    blocking: bool,
+    cptr: u64,
+) -> Option<()> {
+    let store = CAP_LOCK.read_fast(cpu);
+    let slot = match tcb(caller).lookup_memo.hit(&*store, cptr, MAX_DEPTH) {
+        Some(slot) => slot,
+        None => lookup_miss(cpu, &store, caller, cptr)?,
+    };
+    let cap = store.slot(slot).cap();
+    let needed = if signal { Rights::WRITE } else { Rights::READ };
+    if cap.kind() != CapType::Notification || !cap.rights().contains(needed) {
+        return None;
+    }
+    let addr = cap.addr().0;
+    let _lock = NotificationLock::notification(addr);
+    let [pending, head, tail, bound] = notification_words(addr);
+    if signal {
+        let bits = if cap.badge() == 0 { 1 } else { cap.badge() };
+        match ThreadRef::new(head) {
+            Some(waiter) => {
+                let here = ramen_arch::percpu::index_fast();
+                let owner = tcb(waiter).cpu;
+                let slot = if owner == here { None } else { Some(sched::reserve(owner)?) };
+                // ---- point of no return ----
+                let next = tcb(waiter).ipc_next.take();
+                let (new_head, new_tail) = next.map_or((0, 0), |n| (n.addr(), tail));
+                set_notification_words(addr, [0, new_head, new_tail, bound]);
+                tcb(waiter).ipc = IpcState::None;
+                ipc::deliver_signal(waiter, pending | bits);
+                match slot {
+                    Some(slot) => slot.wake(waiter),
+                    None => sched::wake_in(s, waiter),
+                }
+            }
+            None if bound != 0 => return None,
+            None => set_notification_words(addr, [pending | bits, head, tail, bound]),
+        }
+        syscall::set_reply(&mut tcb(caller).context, Ok(()), &[]);
+    } else if pending != 0 || !blocking {
+        set_notification_words(addr, [0, head, tail, bound]);
+        ipc::deliver_signal(caller, pending);
+    } else {
+        // Queue behind the last waiter and block.
+        tcb(caller).ipc_next = None;
+        let (new_head, new_tail) = match ThreadRef::new(tail) {
+            Some(last) => {
+                tcb(last).ipc_next = Some(caller);
+                (head, caller.addr())
+            }
+            None => (caller.addr(), caller.addr()),
+        };
+        set_notification_words(addr, [0, new_head, new_tail, bound]);
+        tcb(caller).ipc = IpcState::Waiting(addr);
+        sched::stop_current_in(s, ThreadState::Blocked);
+    }
+    cpu.ipc_fast.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+    Some(())
 }
 
 /// `Call` to a receiver owned by another CPU, after the common guards, with the

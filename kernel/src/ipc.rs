@@ -501,7 +501,9 @@ fn fault_message(words: [u64; 5], badge: u64) -> Message {
 use crate::objects::{notification_words, set_notification_words};
 use ramen_abi::syscall::NOTIFICATION_LABEL;
 
-fn deliver_signal(thread: ThreadRef, bits: u64) {
+/// Hands `bits` to `thread` as a notification's message (label
+/// `NOTIFICATION_LABEL`, the bits in the badge register).
+pub(crate) fn deliver_signal(thread: ThreadRef, bits: u64) {
     let ctx = &mut tcb(thread).context;
     crate::syscall::set_reply(ctx, Ok(()), &[]);
     ctx.rsi = MessageInfo::try_new(NOTIFICATION_LABEL, 0, 0, 0).map_or(0, |i| i.0);

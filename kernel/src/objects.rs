@@ -556,19 +556,36 @@ fn wait_for_readers() {
 /// Per-endpoint exclusion between fastpaths on different CPUs: the endpoint's third
 /// word, in the cache line of its queue (an endpoint is one line: `ENDPOINT_BITS`),
 /// so taking it touches no line the queue does not. Writers of `CAP_LOCK` need none:
-/// they exclude every fastpath.
+/// they exclude every fastpath. A notification has the same kind of lock in its
+/// fifth word (`NotificationLock`).
 pub struct EndpointLock {
     lock: &'static core::sync::atomic::AtomicBool,
 }
+
+/// The lock word of the notification at a physical address (its fifth word, in its
+/// own cache line), taken by the fastpath's signal and wait: see [`EndpointLock`].
+pub type NotificationLock = EndpointLock;
 
 impl EndpointLock {
     /// Locks the endpoint at physical address `endpoint`.
     #[inline(always)]
     pub fn take(endpoint: u64) -> Self {
-        let virt = ramen_arch::phys::direct_map(endpoint + 16);
-        // SAFETY: `endpoint` comes from an endpoint capability resolved in a fastpath
-        // read section (no writer can delete it meanwhile): a 64-byte object retype
-        // zeroed, whose third word only this lock uses, as an atomic byte.
+        Self::at(endpoint + 16)
+    }
+
+    /// Locks the notification at physical address `notification`.
+    #[inline(always)]
+    pub fn notification(notification: u64) -> Self {
+        Self::at(notification + 32)
+    }
+
+    #[inline(always)]
+    fn at(word: u64) -> Self {
+        let virt = ramen_arch::phys::direct_map(word);
+        // SAFETY: `word` is the lock word of an endpoint (third word) or notification
+        // (fifth) whose capability was resolved in a fastpath read section (no writer
+        // can delete it meanwhile): a 64-byte object retype zeroed, whose lock word
+        // nothing else uses, as an atomic byte.
         let lock = unsafe { &*(virt as *const core::sync::atomic::AtomicBool) };
         if lock.swap(true, Ordering::Acquire) {
             Self::spin(lock);
@@ -701,8 +718,9 @@ pub fn set_phys_words(addr: u64, words: [u64; 2]) {
 /// The four words of a notification: signalled bits, waiter queue head and tail, and
 /// the bound thread.
 pub fn notification_words(addr: u64) -> [u64; 4] {
-    // SAFETY: `addr` comes from a notification capability: a 32-byte object retype
-    // zeroed, read and written only under CAP_LOCK.
+    // SAFETY: `addr` comes from a notification capability: a 64-byte object retype
+    // zeroed, read and written under CAP_LOCK's write side, or in a fastpath read
+    // section with the notification's lock held.
     unsafe { phys::read::<[u64; 4]>(addr) }
 }
 

@@ -164,6 +164,12 @@ fn unqueue(s: &mut Sched, thread: ThreadRef) {
     }
 }
 
+/// [`wake_local`] inside a borrow of this CPU's scheduler (the IPC fastpath's), for a
+/// thread this CPU owns.
+pub fn wake_in(s: &mut Sched, thread: ThreadRef) {
+    wake_local(s, thread);
+}
+
 /// Makes `thread` runnable here if this CPU owns it; otherwise forwards the wake to
 /// its owner (it may have migrated since the request was posted).
 fn wake_local(s: &mut Sched, thread: ThreadRef) {

@@ -262,6 +262,13 @@ fn install_handler(tracing: bool) {
     ramen_arch::user::set_syscall_handler(handler);
 }
 
+/// Whether the IPC fastpath is on (the notification operations the slow path's
+/// entry does without the write lock follow it too).
+#[inline]
+pub fn fastpath_enabled() -> bool {
+    FASTPATH.load(Ordering::Relaxed)
+}
+
 /// `trace_control::SET_FASTPATH`: sends every IPC on every CPU down the slow path
 /// (`on` false) or lets the fastpath take what it can again. A system call already
 /// in a handler finishes there.

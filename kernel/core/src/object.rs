@@ -31,8 +31,9 @@ pub const TCB_BITS: u8 = 12;
 /// one cache line of its own (two endpoints never share a line the IPC fastpath
 /// writes).
 pub const ENDPOINT_BITS: u8 = 6;
-/// Notification: the signalled word, a waiter queue and a bound thread.
-pub const NOTIFICATION_BITS: u8 = 5;
+/// Notification: the signalled word, a waiter queue, a bound thread and a lock word,
+/// in one cache line of its own (as an endpoint).
+pub const NOTIFICATION_BITS: u8 = 6;
 /// Reply object: the caller it will answer and its state.
 pub const REPLY_BITS: u8 = 5;
 /// A small page.

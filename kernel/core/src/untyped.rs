@@ -271,7 +271,8 @@ mod tests {
         let first = fx.root_slot(2);
         delete(&mut fx.store, first).unwrap();
         make(&mut fx, request(CapType::Notification, 0, 1), 2).unwrap();
-        assert_eq!(fx.cap(fx.root_slot(2)).addr().0, UNTYPED_BASE + 64, "one child left: no reuse");
+        let two = 2u64 << crate::object::NOTIFICATION_BITS;
+        assert_eq!(fx.cap(fx.root_slot(2)).addr().0, UNTYPED_BASE + two, "one child left: no reuse");
         for slot in [2, 3] {
             let at = fx.root_slot(slot);
             delete(&mut fx.store, at).unwrap();

@@ -90,7 +90,7 @@ pub fn run(info: &'static BootInfo) -> bool {
     };
 
     type Case = (&'static str, fn(&mut Ctx) -> Outcome);
-    let cases: [Case; 29] = [
+    let cases: [Case; 30] = [
         ("invalid_capability_pointers_are_rejected", invalid_capability_pointers),
         ("wrong_types_and_labels_are_rejected", wrong_types_and_labels),
         ("retype_rejects_bad_input_and_changes_nothing", retype_bad_input),
@@ -117,6 +117,7 @@ pub fn run(info: &'static BootInfo) -> bool {
         ("full_trace_rings_keep_newest_or_oldest_as_asked", trace_ring_policies),
         ("fastpath_and_slow_path_give_identical_registers", fast_slow_differential),
         ("cross_cpu_calls_run_beside_capability_changes", cross_cpu_churn),
+        ("notifications_behave_the_same_with_the_fastpath_off", notifications_slow),
         ("thread_names_are_checked", thread_names),
         ("user_trace_buffers_follow_trace_control", user_trace_buffer),
         ("foundry_clients_record_one_span_per_call", foundry_spans),
@@ -786,6 +787,22 @@ fn notifications(ctx: &mut Ctx) -> Outcome {
     )
 }
 
+/// [`notifications`] and [`bound_notification`] again with the fastpath switched off
+/// (`SET_FASTPATH`): signal, poll and wait then all take the slow path under the
+/// write lock, and must behave exactly as they do without it.
+fn notifications_slow(ctx: &mut Ctx) -> Outcome {
+    ok(kobj::set_fastpath(slot::TRACE_CONTROL, false), "SET_FASTPATH off")?;
+    let (fast_before, _) = ok(kobj::ipc_stats(slot::DEBUG), "IPC_STATS")?;
+    let result = notifications(ctx).and_then(|()| bound_notification(ctx));
+    let (fast_after, _) = ok(kobj::ipc_stats(slot::DEBUG), "IPC_STATS")?;
+    ok(kobj::set_fastpath(slot::TRACE_CONTROL, true), "SET_FASTPATH on")?;
+    result?;
+    if fast_after != fast_before {
+        return Err("a notification operation took the fastpath while it was off");
+    }
+    Ok(())
+}
+
 fn bound_notification(ctx: &mut Ctx) -> Outcome {
     let endpoint = ok(ctx.alloc.make(object::ENDPOINT, 0), "endpoint")?;
     let note = ok(ctx.alloc.make(object::NOTIFICATION, 0), "notification")?;
@@ -1299,7 +1316,8 @@ fn fast_slow_differential(ctx: &mut Ctx) -> Outcome {
 }
 
 /// Cross-CPU calls on every CPU but the root task's, in a ring (the client on CPU
-/// `i` calls a server on the next), while the root task changes capabilities (copy
+/// `i` calls a server on the next; a notification ping-pong runs the other way),
+/// while the root task changes capabilities (copy
 /// and delete, each taking `CAP_LOCK`'s write side, which waits out every CPU's
 /// fastpath read section) as fast as it can. Every client must finish with the digest
 /// a lone run gives (the calls are the same). Needs three CPUs or more.
@@ -1317,12 +1335,20 @@ fn cross_cpu_churn(ctx: &mut Ctx) -> Outcome {
     }
     let pairs = others.len().min(MAX_PAIRS);
     let mut children: [Option<(Child, Child, u64)>; MAX_PAIRS] = [const { None }; MAX_PAIRS];
-    for (i, pair) in children.iter_mut().enumerate().take(pairs) {
+    let mut notes: [Option<(Child, Child, u64)>; MAX_PAIRS] = [const { None }; MAX_PAIRS];
+    for (i, (pair, note)) in children.iter_mut().zip(&mut notes).enumerate().take(pairs) {
         let (client_cpu, server_cpu) = (others.get(i), others.get((i + 1) % pairs));
         let endpoint = ok(ctx.alloc.make(object::ENDPOINT, 0), "endpoint")?;
         let (server, _) = start(ctx, "mirror", 0, server_cpu, &[(WAIT, endpoint)], false)?;
         let (client, badge) = start(ctx, "mirror", ROUNDS << 1 | 1, client_cpu, &[(WAIT, endpoint)], false)?;
         *pair = Some((client, server, badge));
+        // Beside it, a notification ping-pong the other way round the ring.
+        let ping = ok(ctx.alloc.make(object::NOTIFICATION, 0), "notification")?;
+        let pong = ok(ctx.alloc.make(object::NOTIFICATION, 0), "notification")?;
+        let grants = [(WAIT, ping), (MIRROR_PONG, pong)];
+        let (server, _) = start(ctx, "mirror", 2, client_cpu, &grants, false)?;
+        let (client, badge) = start(ctx, "mirror", ROUNDS << 2 | 3, server_cpu, &grants, false)?;
+        *note = Some((client, server, badge));
     }
     // Churn: copy a capability into a free slot and delete it again, until every
     // client has reported.
@@ -1330,26 +1356,34 @@ fn cross_cpu_churn(ctx: &mut Ctx) -> Outcome {
     let spare = ok(ctx.alloc.slot(), "churn slot")?;
     let (mut reported, mut wrong, mut changes) = (0usize, 0usize, 0u64);
     let mut spins = 0u64;
-    while reported < pairs && spins < 2_000_000 {
+    while reported < 2 * pairs && spins < 2_000_000 {
         spins += 1;
         ok(kobj::copy(slot::CNODE, spare, 64, source), "churn copy")?;
         ok(kobj::delete(slot::CNODE, spare, 64), "churn delete")?;
         changes += 1;
-        if let Ok((badge, message)) = ramen_rt::nb_recv(ctx.report)
-            && children.iter().flatten().any(|(_, _, b)| *b == badge)
-        {
-            reported += 1;
-            if message.label() != 1 || message.words().first() != Some(&reference) {
-                wrong += 1;
+        if let Ok((badge, message)) = ramen_rt::nb_recv(ctx.report) {
+            if children.iter().flatten().any(|(_, _, b)| *b == badge) {
+                reported += 1;
+                if message.label() != 1 || message.words().first() != Some(&reference) {
+                    wrong += 1;
+                }
+            } else if notes.iter().flatten().any(|(_, _, b)| *b == badge) {
+                reported += 1;
+                if message.label() != 1 || message.words().first() != Some(&ROUNDS) {
+                    wrong += 1;
+                }
             }
         }
     }
-    for (client, server, _) in children.iter().flatten() {
+    for (client, server, _) in children.iter().chain(&notes).flatten() {
         stop(client);
         stop(server);
     }
-    println!("    {} cross-CPU pairs, {} capability changes meanwhile", pairs, changes);
-    if reported < pairs {
+    println!(
+        "    {} cross-CPU call pairs and {} notification pairs, {} capability changes meanwhile",
+        pairs, pairs, changes
+    );
+    if reported < 2 * pairs {
         return Err("a cross-CPU client never finished");
     }
     if wrong > 0 {
@@ -1388,6 +1422,9 @@ mod heapless_cpus {
         list
     }
 }
+
+/// Child slot of the `mirror` notification ping-pong's second notification.
+const MIRROR_PONG: u64 = 11;
 
 /// One `mirror` pair: the client on `client_cpu` makes `rounds` calls to a server on
 /// `server_cpu`. Returns the client's digest (0: it failed) and the fastpath

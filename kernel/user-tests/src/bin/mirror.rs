@@ -10,15 +10,23 @@
 //! words with pseudo-random labels and words, folding every register of every reply
 //! (result, info, badge, six message registers) into a digest it reports to the root
 //! task. The root task runs the pair with the IPC fastpath on and off and compares.
+//!
+//! With argument `rounds << 2 | 2` it is a notification ping-pong server (waits on
+//! the notification in `WAIT`, signals the one in [`PONG`], forever), with
+//! `rounds << 2 | 3` its client (signals `WAIT`'s, waits on `PONG`'s, `rounds` times,
+//! then reports 1 and the rounds done).
 #![no_std]
 #![no_main]
 #![forbid(unsafe_code)]
 
 use ramen_abi::{MSG_REGS, MessageInfo};
-use ramen_rt::{Message, call, recv, reply_recv};
+use ramen_rt::{Message, call, nb_send, recv, reply_recv};
 use ramen_user_tests::{WAIT, XorShift, report};
 
 ramen_rt::entry!(main);
+
+/// Child slot of the second notification of the ping-pong.
+pub const PONG: u64 = 11;
 
 /// FNV-1a over 64-bit words.
 fn fold(digest: u64, word: u64) -> u64 {
@@ -78,8 +86,22 @@ fn client(rounds: u64) -> Option<u64> {
     Some(digest)
 }
 
+/// The notification ping-pong (see the module doc).
+fn ping_pong(client: bool, rounds: u64) {
+    let signal = || nb_send(if client { WAIT } else { PONG }, &Message::new(0, &[])).is_ok();
+    let wait = || recv(if client { PONG } else { WAIT }).is_ok();
+    if !client {
+        while wait() && signal() {}
+        return;
+    }
+    let done = (0..rounds).take_while(|_| signal() && wait()).count() as u64;
+    report(u64::from(done == rounds), &[done]);
+}
+
 fn main(arg: u64) {
-    if arg & 1 == 0 {
+    if arg & 2 != 0 {
+        ping_pong(arg & 1 == 1, arg >> 2);
+    } else if arg & 1 == 0 {
         serve();
     } else {
         match client(arg >> 1) {

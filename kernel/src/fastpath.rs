@@ -153,18 +153,21 @@ fn guards_and_commit(
 /// [`remote_call`]). Left to the slow path (nothing changed): other capabilities,
 /// missing rights (it reports the error), and a signal with no waiter on a
 /// notification bound to a thread (which may be waiting on an endpoint, whose queue
-/// the slow path edits). Called first by the slow path (`syscall::slow_path`), so
-/// the call fastpath carries none of it; returns whether it did the operation (the
-/// CPU then resumes whatever is best).
-pub fn notification(caller: ThreadRef, number: u64, cptr: u64) -> bool {
+/// the slow path edits). Called by the slow path (`syscall::slow_path`) for those
+/// four system calls only, so neither the call fastpath nor the other slow calls
+/// carry any of it; returns whether it did the operation (the CPU then resumes
+/// whatever is best).
+#[inline(never)]
+pub fn notification(caller: ThreadRef, sys: Sys, cptr: u64) -> bool {
     if cfg!(feature = "slowpath-only") || !crate::trace::fastpath_enabled() {
         return false;
     }
-    let signal = number == Sys::Send as u64 || number == Sys::NbSend as u64;
-    let blocking = number == Sys::Recv as u64;
-    if !signal && !blocking && number != Sys::NbRecv as u64 {
-        return false;
-    }
+    let (signal, blocking) = match sys {
+        Sys::Send | Sys::NbSend => (true, false),
+        Sys::Recv => (false, true),
+        Sys::NbRecv => (false, false),
+        _ => return false,
+    };
     let cpu = this_cpu();
     cpu.sched.with(|s| notification_in(cpu, s, caller, signal, blocking, cptr)).is_some()
 }

@@ -90,15 +90,17 @@ pub extern "C" fn handle_syscall_slow(ctx: &mut UserContext) {
 /// large, and the fastpath should not pay for setting it up.
 #[inline(never)]
 fn slow_path(thread: ThreadRef, ctx: &mut UserContext) -> ! {
-    // Notifications first: signal and wait without `CAP_LOCK`'s write side when they can.
-    if crate::fastpath::notification(thread, ctx.rax, ctx.rdi) {
-        sched::resume();
-    }
     match Sys::from_number(ctx.rax) {
         None => set_reply(ctx, Err(Error::UnknownSyscall), &[]),
         Some(Sys::Yield) => {
             set_reply(ctx, Ok(()), &[]);
             sched::rotate_current();
+        }
+        // Notifications: signal and wait without `CAP_LOCK`'s write side when they can.
+        Some(sys @ (Sys::Send | Sys::NbSend | Sys::Recv | Sys::NbRecv))
+            if crate::fastpath::notification(thread, sys, ctx.rdi) =>
+        {
+            sched::resume()
         }
         Some(sys @ (Sys::Send | Sys::NbSend | Sys::Recv | Sys::NbRecv | Sys::Reply | Sys::ReplyRecv)) => {
             this_cpu().ipc_slow.fetch_add(1, core::sync::atomic::Ordering::Relaxed);

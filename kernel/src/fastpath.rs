@@ -168,8 +168,9 @@ pub fn notification(caller: ThreadRef, sys: Sys, cptr: u64) -> bool {
         Sys::NbRecv => (false, false),
         _ => return false,
     };
+    let blocking_send = sys == Sys::Send;
     let cpu = this_cpu();
-    cpu.sched.with(|s| notification_in(cpu, s, caller, signal, blocking, cptr)).is_some()
+    cpu.sched.with(|s| notification_in(cpu, s, caller, signal, blocking, blocking_send, cptr)).is_some()
 }
 
 fn notification_in(
@@ -178,6 +179,7 @@ fn notification_in(
     caller: ThreadRef,
     signal: bool,
     blocking: bool,
+    blocking_send: bool,
     cptr: u64,
 ) -> Option<()> {
     let store = CAP_LOCK.read_fast(cpu);
@@ -187,6 +189,15 @@ fn notification_in(
     };
     let cap = store.slot(slot).cap();
     let needed = if signal { Rights::WRITE } else { Rights::READ };
+    if cap.kind() == CapType::Endpoint && cap.rights().contains(needed) {
+        if signal {
+            send(s, caller, &cap, blocking_send)?;
+        } else {
+            receive(s, caller, &cap, blocking)?;
+        }
+        cpu.ipc_fast.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+        return Some(());
+    }
     if cap.kind() != CapType::Notification || !cap.rights().contains(needed) {
         return None;
     }
@@ -233,6 +244,102 @@ fn notification_in(
         sched::stop_current_in(s, ThreadState::Blocked);
     }
     cpu.ipc_fast.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+    Some(())
+}
+
+/// `Send` / `NbSend` of a register-sized message on an endpoint (write right
+/// checked), as the slow path's `ipc::send` would do it: straight into a waiting
+/// receiver (woken here or through a reserved slot on its CPU), or, blocking, into
+/// the endpoint's queue of senders; `NbSend` with nobody waiting drops it. The caller
+/// holds a read section; this takes the endpoint's lock. `None`: nothing changed.
+fn send(s: &mut Sched, sender: ThreadRef, cap: &Cap, blocking: bool) -> Option<()> {
+    let info = MessageInfo(tcb(sender).context.rsi);
+    if !info.fits_fastpath() {
+        return None;
+    }
+    let endpoint = cap.addr().0;
+    let _queue = EndpointLock::take(endpoint);
+    match ipc::first_receiver(endpoint) {
+        Some(receiver) => {
+            let r = tcb(receiver);
+            let here = ramen_arch::percpu::index_fast();
+            let slot = if r.cpu == here { None } else { Some(sched::reserve(r.cpu)?) };
+            // ---- point of no return ----
+            ipc::dequeue(endpoint, false);
+            crate::trace::ipc_send(sender, Some(receiver), info.len_words(), IpcPath::Fast);
+            r.ipc = IpcState::None;
+            transfer(&tcb(sender).context, &mut r.context, info, cap.badge());
+            syscall::set_reply(&mut tcb(sender).context, Ok(()), &[]);
+            match slot {
+                Some(slot) => slot.wake(receiver),
+                None => sched::wake_in(s, receiver),
+            }
+        }
+        None if !blocking => syscall::set_reply(&mut tcb(sender).context, Ok(()), &[]),
+        None => {
+            crate::trace::ipc_send(sender, None, info.len_words(), IpcPath::Fast);
+            tcb(sender).ipc_badge = cap.badge();
+            ipc::enqueue(endpoint, sender, true);
+            tcb(sender).ipc = IpcState::Sending(endpoint);
+            sched::stop_current_in(s, ThreadState::Blocked);
+        }
+    }
+    Some(())
+}
+
+/// `Recv` / `NbRecv` on an endpoint (read right checked), as the slow path's
+/// `ipc::receive` would do it: the first queued sender's register-sized message
+/// (a caller then waits for this thread's reply; a plain sender is woken here or
+/// through a reserved slot on its CPU), or, blocking, a place in the queue of
+/// receivers; `NbRecv` with nobody queued is `Busy`. Left to the slow path: a
+/// receiver with a bound notification, one that still owes a reply, a queued
+/// sender with a fault message or a message past the registers.
+fn receive(s: &mut Sched, receiver: ThreadRef, cap: &Cap, blocking: bool) -> Option<()> {
+    let r = tcb(receiver);
+    if r.bound_notification != 0 || r.caller.is_some() {
+        return None;
+    }
+    let endpoint = cap.addr().0;
+    let _queue = EndpointLock::take(endpoint);
+    r.recv_grant = cap.rights().contains(Rights::GRANT);
+    match ipc::first_sender(endpoint) {
+        Some(sender) => {
+            let t = tcb(sender);
+            let info = MessageInfo(t.context.rsi);
+            let calling = match t.ipc {
+                IpcState::Calling(_) => true,
+                IpcState::Sending(_) => false,
+                _ => return None,
+            };
+            if t.pending_fault.is_some() || !info.fits_fastpath() {
+                return None;
+            }
+            let here = ramen_arch::percpu::index_fast();
+            let slot = if calling || t.cpu == here { None } else { Some(sched::reserve(t.cpu)?) };
+            // ---- point of no return ----
+            ipc::dequeue(endpoint, true);
+            crate::trace::ipc_dequeued(sender, info.len_words());
+            transfer(&t.context, &mut r.context, info, t.ipc_badge);
+            if calling {
+                r.caller = Some(sender);
+                t.replier = Some(receiver);
+                t.ipc = IpcState::WaitingReply;
+            } else {
+                t.ipc = IpcState::None;
+                syscall::set_reply(&mut t.context, Ok(()), &[]);
+                match slot {
+                    Some(slot) => slot.wake(sender),
+                    None => sched::wake_in(s, sender),
+                }
+            }
+        }
+        None if !blocking => syscall::set_reply(&mut r.context, Err(ramen_abi::Error::Busy), &[]),
+        None => {
+            ipc::enqueue(endpoint, receiver, false);
+            r.ipc = IpcState::Receiving(endpoint);
+            sched::stop_current_in(s, ThreadState::Blocked);
+        }
+    }
     Some(())
 }
 

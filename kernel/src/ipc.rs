@@ -76,6 +76,15 @@ pub fn first_receiver(endpoint: u64) -> Option<ThreadRef> {
     }
 }
 
+/// The first thread waiting to send on `endpoint`, if senders wait there.
+#[inline]
+pub fn first_sender(endpoint: u64) -> Option<ThreadRef> {
+    match read_queue(endpoint) {
+        Queue::Senders(head, _) => Some(head),
+        _ => None,
+    }
+}
+
 /// True if senders wait on `endpoint`.
 #[inline]
 pub fn has_senders(endpoint: u64) -> bool {

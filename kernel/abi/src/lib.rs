@@ -135,8 +135,12 @@ impl MessageInfo {
 
     /// True if the message can take the register fastpath: it fits in the message
     /// registers and transfers neither capabilities nor leases.
+    ///
+    /// A message with any reserved bit set does not: the slow path, which rebuilds
+    /// the info word from its fields, clears them, and both paths must deliver the
+    /// same word (the same single mask test covers caps, leases and reserved bits).
     pub const fn fits_fastpath(self) -> bool {
-        self.len_words() <= MSG_REGS && self.caps() == 0 && self.leases() == 0
+        self.len_words() <= MSG_REGS && self.0 & 0xff80 == 0
     }
 }
 
@@ -228,6 +232,8 @@ mod tests {
         assert_eq!((info.label(), info.len_words(), info.caps(), info.leases()), (0xABCDE, 9, 2, 3));
         assert!(!info.fits_fastpath());
         assert!(MessageInfo::try_new(7, MSG_REGS, 0, 0).unwrap().fits_fastpath());
+        let reserved = MessageInfo(MessageInfo::try_new(7, 1, 0, 0).unwrap().0 | 0x1000);
+        assert!(!reserved.fits_fastpath(), "reserved bits go the slow way, which clears them");
     }
 
     #[test]

@@ -1283,17 +1283,21 @@ fn fast_slow_differential(ctx: &mut Ctx) -> Outcome {
     let here = u64::from(ramen_rt::current_cpu());
     let other = (here + 1) % ctx.cpus;
     let placements: &[u64] = if other == here { &[here] } else { &[here, other] };
-    for &server_cpu in placements {
+    for (&server_cpu, one_way) in placements.iter().flat_map(|c| [(c, false), (c, true)]) {
         let mut runs = [(0u64, 0u64); 2];
         for (on, run) in [true, false].into_iter().zip(&mut runs) {
             ok(kobj::set_fastpath(tc, on), "SET_FASTPATH refused")?;
-            *run = mirror_run(ctx, ROUNDS, here, server_cpu);
+            *run = mirror_run(ctx, ROUNDS, here, server_cpu, one_way);
             ok(kobj::set_fastpath(tc, true), "SET_FASTPATH back on refused")?;
         }
         let [(fast_digest, fast_ops), (slow_digest, slow_ops)] = runs;
         println!(
-            "    server on cpu {} (client {}): fastpath on: {} fast operations; off: {}",
-            server_cpu, here, fast_ops, slow_ops
+            "    {} server on cpu {} (client {}): fastpath on: {} fast operations; off: {}",
+            if one_way { "send/recv" } else { "call" },
+            server_cpu,
+            here,
+            fast_ops,
+            slow_ops
         );
         if fast_digest == 0 || slow_digest == 0 {
             return Err("a mirror client failed or never reported");
@@ -1302,7 +1306,9 @@ fn fast_slow_differential(ctx: &mut Ctx) -> Outcome {
         if ctx.expect_slowpath && fast_ops != 0 {
             return Err("a kernel built without the fastpath took it");
         }
-        if !ctx.expect_slowpath && fast_ops < 2 * ROUNDS - 4 {
+        // Every fourth call sets reserved info bits and takes the slow path (which
+        // clears them); the others and every reply take the fastpath.
+        if !ctx.expect_slowpath && fast_ops < 2 * ROUNDS - (ROUNDS / 4 + 1) - 4 {
             return Err("with the fastpath on, the calls did not take it");
         }
         if slow_ops != 0 {
@@ -1316,7 +1322,8 @@ fn fast_slow_differential(ctx: &mut Ctx) -> Outcome {
 }
 
 /// Cross-CPU calls on every CPU but the root task's, in a ring (the client on CPU
-/// `i` calls a server on the next; a notification ping-pong runs the other way),
+/// `i` calls a server on the next, by `Call` or by `Send` + `Recv` in turn; a
+/// notification ping-pong runs the other way),
 /// while the root task changes capabilities (copy
 /// and delete, each taking `CAP_LOCK`'s write side, which waits out every CPU's
 /// fastpath read section) as fast as it can. Every client must finish with the digest
@@ -1329,25 +1336,31 @@ fn cross_cpu_churn(ctx: &mut Ctx) -> Outcome {
     if others.len() < 2 {
         return Ok(());
     }
-    let (reference, _) = mirror_run(ctx, ROUNDS, others.get(0), others.get(1));
-    if reference == 0 {
-        return Err("the reference mirror run failed");
+    // Call pairs and one-way (`Send` + `Recv`) pairs alternate round the ring.
+    let (call_reference, _) = mirror_run(ctx, ROUNDS, others.get(0), others.get(1), false);
+    let (one_way_reference, _) = mirror_run(ctx, ROUNDS, others.get(0), others.get(1), true);
+    if call_reference == 0 || one_way_reference == 0 {
+        return Err("a reference mirror run failed");
     }
     let pairs = others.len().min(MAX_PAIRS);
-    let mut children: [Option<(Child, Child, u64)>; MAX_PAIRS] = [const { None }; MAX_PAIRS];
+    let mut children: [Option<(Child, Child, u64, u64)>; MAX_PAIRS] = [const { None }; MAX_PAIRS];
     let mut notes: [Option<(Child, Child, u64)>; MAX_PAIRS] = [const { None }; MAX_PAIRS];
     for (i, (pair, note)) in children.iter_mut().zip(&mut notes).enumerate().take(pairs) {
         let (client_cpu, server_cpu) = (others.get(i), others.get((i + 1) % pairs));
         let endpoint = ok(ctx.alloc.make(object::ENDPOINT, 0), "endpoint")?;
-        let (server, _) = start(ctx, "mirror", 0, server_cpu, &[(WAIT, endpoint)], false)?;
-        let (client, badge) = start(ctx, "mirror", ROUNDS << 1 | 1, client_cpu, &[(WAIT, endpoint)], false)?;
-        *pair = Some((client, server, badge));
+        let back = ok(ctx.alloc.make(object::ENDPOINT, 0), "endpoint")?;
+        let grants = [(WAIT, endpoint), (MIRROR_PONG, back)];
+        let (modes, expected) =
+            if i % 2 == 1 { ((4, 5), one_way_reference) } else { ((0, 1), call_reference) };
+        let (server, _) = start(ctx, "mirror", modes.0, server_cpu, &grants, false)?;
+        let (client, badge) = start(ctx, "mirror", ROUNDS << 3 | modes.1, client_cpu, &grants, false)?;
+        *pair = Some((client, server, badge, expected));
         // Beside it, a notification ping-pong the other way round the ring.
         let ping = ok(ctx.alloc.make(object::NOTIFICATION, 0), "notification")?;
         let pong = ok(ctx.alloc.make(object::NOTIFICATION, 0), "notification")?;
         let grants = [(WAIT, ping), (MIRROR_PONG, pong)];
         let (server, _) = start(ctx, "mirror", 2, client_cpu, &grants, false)?;
-        let (client, badge) = start(ctx, "mirror", ROUNDS << 2 | 3, server_cpu, &grants, false)?;
+        let (client, badge) = start(ctx, "mirror", ROUNDS << 3 | 3, server_cpu, &grants, false)?;
         *note = Some((client, server, badge));
     }
     // Churn: copy a capability into a free slot and delete it again, until every
@@ -1362,9 +1375,9 @@ fn cross_cpu_churn(ctx: &mut Ctx) -> Outcome {
         ok(kobj::delete(slot::CNODE, spare, 64), "churn delete")?;
         changes += 1;
         if let Ok((badge, message)) = ramen_rt::nb_recv(ctx.report) {
-            if children.iter().flatten().any(|(_, _, b)| *b == badge) {
+            if let Some((_, _, _, expected)) = children.iter().flatten().find(|(_, _, b, _)| *b == badge) {
                 reported += 1;
-                if message.label() != 1 || message.words().first() != Some(&reference) {
+                if message.label() != 1 || message.words().first() != Some(expected) {
                     wrong += 1;
                 }
             } else if notes.iter().flatten().any(|(_, _, b)| *b == badge) {
@@ -1375,12 +1388,16 @@ fn cross_cpu_churn(ctx: &mut Ctx) -> Outcome {
             }
         }
     }
-    for (client, server, _) in children.iter().chain(&notes).flatten() {
+    for (client, server, _, _) in children.iter().flatten() {
+        stop(client);
+        stop(server);
+    }
+    for (client, server, _) in notes.iter().flatten() {
         stop(client);
         stop(server);
     }
     println!(
-        "    {} cross-CPU call pairs and {} notification pairs, {} capability changes meanwhile",
+        "    {} cross-CPU call and send/recv pairs and {} notification pairs, {} capability changes meanwhile",
         pairs, pairs, changes
     );
     if reported < 2 * pairs {
@@ -1427,17 +1444,21 @@ mod heapless_cpus {
 const MIRROR_PONG: u64 = 11;
 
 /// One `mirror` pair: the client on `client_cpu` makes `rounds` calls to a server on
-/// `server_cpu`. Returns the client's digest (0: it failed) and the fastpath
-/// operations the kernel counted meanwhile.
-fn mirror_run(ctx: &mut Ctx, rounds: u64, client_cpu: u64, server_cpu: u64) -> (u64, u64) {
-    let Ok(endpoint) = ctx.alloc.make(object::ENDPOINT, 0) else {
+/// `server_cpu` (`one_way`: as `Send` + `Recv` over two endpoints). Returns the
+/// client's digest (0: it failed) and the fastpath operations the kernel counted
+/// meanwhile.
+fn mirror_run(ctx: &mut Ctx, rounds: u64, client_cpu: u64, server_cpu: u64, one_way: bool) -> (u64, u64) {
+    let (Ok(endpoint), Ok(back)) = (ctx.alloc.make(object::ENDPOINT, 0), ctx.alloc.make(object::ENDPOINT, 0))
+    else {
         return (0, 0);
     };
-    let Ok((server, _)) = start(ctx, "mirror", 0, server_cpu, &[(WAIT, endpoint)], false) else {
+    let grants = [(WAIT, endpoint), (MIRROR_PONG, back)];
+    let (server_mode, client_mode) = if one_way { (4, 5) } else { (0, 1) };
+    let Ok((server, _)) = start(ctx, "mirror", server_mode, server_cpu, &grants, false) else {
         return (0, 0);
     };
     let (fast_before, _) = kobj::ipc_stats(slot::DEBUG).unwrap_or((0, 0));
-    let client = start(ctx, "mirror", rounds << 1 | 1, client_cpu, &[(WAIT, endpoint)], false);
+    let client = start(ctx, "mirror", rounds << 3 | client_mode, client_cpu, &grants, false);
     let mut digest = 0;
     if let Ok((_, badge)) = client {
         collect(ctx, 100, |b, message| {

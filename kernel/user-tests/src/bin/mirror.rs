@@ -6,21 +6,25 @@
 //! all six message registers, the first three registers), so every reply shape from
 //! 0 to 6 words occurs and the reply depends on every register the kernel handed
 //! over, including the ones past the message, which must be zero. With argument
-//! `rounds << 1 | 1` it is the client: `rounds` calls of every length from 0 to 6
+//! `rounds << 3 | 1` it is the client: `rounds` calls of every length from 0 to 6
 //! words with pseudo-random labels and words, folding every register of every reply
 //! (result, info, badge, six message registers) into a digest it reports to the root
 //! task. The root task runs the pair with the IPC fastpath on and off and compares.
 //!
-//! With argument `rounds << 2 | 2` it is a notification ping-pong server (waits on
+//! With argument `rounds << 3 | 2` it is a notification ping-pong server (waits on
 //! the notification in `WAIT`, signals the one in [`PONG`], forever), with
-//! `rounds << 2 | 3` its client (signals `WAIT`'s, waits on `PONG`'s, `rounds` times,
+//! `rounds << 3 | 3` its client (signals `WAIT`'s, waits on `PONG`'s, `rounds` times,
 //! then reports 1 and the rounds done).
+//!
+//! With `4` and `rounds << 3 | 5` it is the call pair again over one-way messages:
+//! the client `Send`s each request on `WAIT` and `Recv`s the answer on the endpoint
+//! in [`PONG`]; the server `Recv`s on `WAIT` and `Send`s the answer back.
 #![no_std]
 #![no_main]
 #![forbid(unsafe_code)]
 
 use ramen_abi::{MSG_REGS, MessageInfo};
-use ramen_rt::{Message, call, nb_send, recv, reply_recv};
+use ramen_rt::{Message, call, nb_send, recv, reply_recv, send};
 use ramen_user_tests::{WAIT, XorShift, report};
 
 ramen_rt::entry!(main);
@@ -64,17 +68,30 @@ fn serve() {
     }
 }
 
-/// Makes the calls; returns the digest of every reply register, or `None` if a call
-/// failed.
-fn client(rounds: u64) -> Option<u64> {
+/// Makes the calls (`one_way`: as a `Send` and a `Recv` each); returns the digest of
+/// every reply register, or `None` if a call failed.
+fn client(rounds: u64, one_way: bool) -> Option<u64> {
     let mut random = XorShift::new(0x5eed_f00d);
     let mut digest = 0xcbf2_9ce4_8422_2325;
     for i in 0..rounds {
         let len = (i % (MSG_REGS as u64 + 1)) as usize;
         let words: [u64; MSG_REGS] = core::array::from_fn(|_| random.next_u64());
         let label = 1 + random.below(1000);
-        let request = with_junk(Message::new(label, words.get(..len).unwrap_or(&[])), len, random.next_u64());
-        let reply = call(WAIT, &request).ok()?;
+        let mut request =
+            with_junk(Message::new(label, words.get(..len).unwrap_or(&[])), len, random.next_u64());
+        // Every fourth call also sets the info word's reserved bits, which the
+        // kernel must not pass on (whichever path it takes).
+        if i % 4 == 3 {
+            request.info.0 |= 0xf000;
+        }
+        let reply = if one_way {
+            send(WAIT, &request).ok()?;
+            let (badge, reply) = recv(PONG).ok()?;
+            digest = fold(digest, badge);
+            reply
+        } else {
+            call(WAIT, &request).ok()?
+        };
         digest = fold(digest, reply.info.0);
         digest = reply.regs.iter().fold(digest, |h, w| fold(h, *w));
         // The answer's own checks: the label and the sender's view of the request.
@@ -98,15 +115,35 @@ fn ping_pong(client: bool, rounds: u64) {
     report(u64::from(done == rounds), &[done]);
 }
 
-fn main(arg: u64) {
-    if arg & 2 != 0 {
-        ping_pong(arg & 1 == 1, arg >> 2);
-    } else if arg & 1 == 0 {
-        serve();
-    } else {
-        match client(arg >> 1) {
-            Some(digest) => report(1, &[digest]),
-            None => report(0, &[]),
+/// The one-way server: `Recv` a request on `WAIT`, `Send` the answer on `PONG`.
+fn serve_one_way() {
+    while let Ok((badge, request)) = recv(WAIT) {
+        if send(PONG, &answer(badge, &request)).is_err() {
+            return;
         }
+    }
+}
+
+fn main(arg: u64) {
+    let rounds = arg >> 3;
+    let result = match arg & 7 {
+        0 => {
+            serve();
+            return;
+        }
+        2 | 3 => {
+            ping_pong(arg & 1 == 1, rounds);
+            return;
+        }
+        4 => {
+            serve_one_way();
+            return;
+        }
+        1 => client(rounds, false),
+        _ => client(rounds, true),
+    };
+    match result {
+        Some(digest) => report(1, &[digest]),
+        None => report(0, &[]),
     }
 }

@@ -23,8 +23,8 @@ use ramen_perf_record::{Categories, EventKind, IpcPath};
 
 use crate::cpus::{Cpu, this_cpu};
 use crate::objects::{
-    CAP_LOCK, EndpointLock, IpcState, NotificationLock, Store, ThreadState, cspace_slot, notification_words,
-    set_notification_words, tcb,
+    CAP_LOCK, EndpointLock, IpcBufferPage, IpcState, NotificationLock, Store, ThreadState, cspace_slot,
+    notification_words, set_notification_words, tcb,
 };
 use crate::sched::{self, Sched};
 use crate::{ipc, syscall};
@@ -56,7 +56,7 @@ pub fn attempt<const TRACED: bool>(ctx: &UserContext) -> Option<ThreadRef> {
         if tracing {
             crate::trace::syscall_enter(cpu, categories, caller, number, cptr);
         }
-        match guards_and_commit(cpu, s, caller, number, cptr, info, tracing) {
+        match guards_and_commit::<false>(cpu, s, caller, number, cptr, info, tracing) {
             Some(Next::Here(next, tsc)) => Ok((caller, next, tsc)),
             // Handed to another CPU: this CPU runs whatever is best here now.
             Some(Next::Resume) => Err(None),
@@ -90,7 +90,7 @@ enum Next {
 /// calls, the call's own guards and commit, and the switch. Returns where to go
 /// next, or `None` (nothing changed).
 #[inline(always)]
-fn guards_and_commit(
+fn guards_and_commit<const LONG: bool>(
     cpu: &'static Cpu,
     s: &mut Sched,
     caller: ThreadRef,
@@ -108,8 +108,9 @@ fn guards_and_commit(
         n if n == Sys::ReplyRecv as u64 => false,
         _ => return None,
     };
-    if !info.fits_fastpath() {
-        return None;
+    if !LONG && !info.fits_fastpath() {
+        // Longer than the registers: the same path with the IPC buffers, out of line.
+        return long(cpu, s, caller, number, cptr, info, tracing);
     }
     // A read section, not the write lock: no shared line written (see `CapLock`).
     let store = CAP_LOCK.read_fast(cpu);
@@ -125,9 +126,9 @@ fn guards_and_commit(
     }
     let here = ramen_arch::percpu::index_fast();
     let next = if is_call {
-        call(s, caller, &cap, info, here, tracing)?
+        call::<LONG>(s, caller, &cap, info, here, tracing)?
     } else {
-        reply_recv(s, caller, &cap, info, here, tracing)?
+        reply_recv::<LONG>(s, caller, &cap, info, here, tracing)?
     };
     let Some(next) = next else {
         // Delivered to another CPU (its wake-up posted inside the read section: see
@@ -254,7 +255,7 @@ fn notification_in(
 /// holds a read section; this takes the endpoint's lock. `None`: nothing changed.
 fn send(s: &mut Sched, sender: ThreadRef, cap: &Cap, blocking: bool) -> Option<()> {
     let info = MessageInfo(tcb(sender).context.rsi);
-    if !info.fits_fastpath() {
+    if !info.fits_words_only() {
         return None;
     }
     let endpoint = cap.addr().0;
@@ -262,6 +263,7 @@ fn send(s: &mut Sched, sender: ThreadRef, cap: &Cap, blocking: bool) -> Option<(
     match ipc::first_receiver(endpoint) {
         Some(receiver) => {
             let r = tcb(receiver);
+            let words = buffers_for(info, sender, receiver)?;
             let here = ramen_arch::percpu::index_fast();
             let slot = if r.cpu == here { None } else { Some(sched::reserve(r.cpu)?) };
             // ---- point of no return ----
@@ -269,6 +271,7 @@ fn send(s: &mut Sched, sender: ThreadRef, cap: &Cap, blocking: bool) -> Option<(
             crate::trace::ipc_send(sender, Some(receiver), info.len_words(), IpcPath::Fast);
             r.ipc = IpcState::None;
             transfer(&tcb(sender).context, &mut r.context, info, cap.badge());
+            copy_words(words, info.len_words());
             syscall::set_reply(&mut tcb(sender).context, Ok(()), &[]);
             match slot {
                 Some(slot) => slot.wake(receiver),
@@ -276,6 +279,8 @@ fn send(s: &mut Sched, sender: ThreadRef, cap: &Cap, blocking: bool) -> Option<(
             }
         }
         None if !blocking => syscall::set_reply(&mut tcb(sender).context, Ok(()), &[]),
+        // A long message must find the sender's buffer when it is received.
+        None if info.len_words() > MSG_REGS && IpcBufferPage::of(sender).is_none() => return None,
         None => {
             crate::trace::ipc_send(sender, None, info.len_words(), IpcPath::Fast);
             tcb(sender).ipc_badge = cap.badge();
@@ -311,15 +316,17 @@ fn receive(s: &mut Sched, receiver: ThreadRef, cap: &Cap, blocking: bool) -> Opt
                 IpcState::Sending(_) => false,
                 _ => return None,
             };
-            if t.pending_fault.is_some() || !info.fits_fastpath() {
+            if t.pending_fault.is_some() || !info.fits_words_only() {
                 return None;
             }
+            let words = buffers_for(info, sender, receiver)?;
             let here = ramen_arch::percpu::index_fast();
             let slot = if calling || t.cpu == here { None } else { Some(sched::reserve(t.cpu)?) };
             // ---- point of no return ----
             ipc::dequeue(endpoint, true);
             crate::trace::ipc_dequeued(sender, info.len_words());
             transfer(&t.context, &mut r.context, info, t.ipc_badge);
+            copy_words(words, info.len_words());
             if calling {
                 r.caller = Some(sender);
                 t.replier = Some(receiver);
@@ -343,6 +350,50 @@ fn receive(s: &mut Sched, receiver: ThreadRef, cap: &Cap, blocking: bool) -> Opt
     Some(())
 }
 
+/// [`guards_and_commit`] for a message longer than the registers (no capabilities,
+/// no leases): the words past the registers go from the sender's IPC buffer to the
+/// receiver's; both must have one (the slow path truncates otherwise).
+#[cold]
+#[inline(never)]
+fn long(
+    cpu: &'static Cpu,
+    s: &mut Sched,
+    caller: ThreadRef,
+    number: u64,
+    cptr: u64,
+    info: MessageInfo,
+    tracing: bool,
+) -> Option<Next> {
+    if !info.fits_words_only() {
+        return None;
+    }
+    guards_and_commit::<true>(cpu, s, caller, number, cptr, info, tracing)
+}
+
+/// The IPC buffers the words past the registers move between (sender's, then
+/// receiver's), if the message has such words: `Some(None)` if it has none, `None`
+/// if a buffer is missing (the slow path then decides).
+#[inline(always)]
+fn buffers_for(info: MessageInfo, from: ThreadRef, to: ThreadRef) -> Option<Words> {
+    if info.len_words() <= MSG_REGS {
+        return Some(None);
+    }
+    Some(Some((IpcBufferPage::of(from)?, IpcBufferPage::of(to)?)))
+}
+
+/// Where the words past the registers go: (sender's buffer, receiver's buffer).
+type Words = Option<(IpcBufferPage, IpcBufferPage)>;
+
+/// Copies the words past the registers of a `len`-word message.
+#[inline(always)]
+fn copy_words(words: Words, len: usize) {
+    if let Some((src, dst)) = words {
+        for i in MSG_REGS..len {
+            dst.write(i, src.read(i));
+        }
+    }
+}
+
 /// `Call` to a receiver owned by another CPU, after the common guards, with the
 /// endpoint locked: one more guard, a slot in that CPU's inbox for the wake-up,
 /// promised before anything changes (a CPU inside a read section must never wait for
@@ -358,11 +409,12 @@ fn remote_call(
     cap: &Cap,
     info: MessageInfo,
     tracing: bool,
+    words: Words,
 ) -> Option<Option<ThreadRef>> {
     let slot = sched::reserve(tcb(server).cpu)?;
     // ---- point of no return (the receiver runs on its own CPU) ----
     ipc::dequeue(endpoint, false);
-    link_call(caller, server, cap, info);
+    link_call(caller, server, cap, info, words);
     if tracing {
         crate::trace::ipc_send(caller, Some(server), info.len_words(), IpcPath::Fast);
     }
@@ -380,10 +432,11 @@ fn remote_reply(
     cap: &Cap,
     info: MessageInfo,
     tracing: bool,
+    words: Words,
 ) -> Option<Option<ThreadRef>> {
     let slot = sched::reserve(tcb(client).cpu)?;
     // ---- point of no return (the client runs on its own CPU) ----
-    link_reply(server, client, endpoint, cap, info);
+    link_reply(server, client, endpoint, cap, info, words);
     if tracing {
         crate::trace::ipc_reply(server, client, info.len_words(), IpcPath::Fast);
     }
@@ -407,7 +460,7 @@ fn lookup_miss(cpu: &Cpu, store: &Store, caller: ThreadRef, cptr: u64) -> Option
 /// `Some(Some(server))`: switch to it here; `Some(None)`: it runs on another CPU,
 /// woken there.
 #[inline(always)]
-fn call(
+fn call<const LONG: bool>(
     s: &mut Sched,
     caller: ThreadRef,
     cap: &Cap,
@@ -429,22 +482,23 @@ fn call(
     if st.caller.is_some() || !st.context.sanitise() {
         return None;
     }
+    let words = if LONG { buffers_for(info, caller, server)? } else { None };
     if st.cpu != here {
-        return remote_call(endpoint, caller, server, cap, info, tracing);
+        return remote_call(endpoint, caller, server, cap, info, tracing, words);
     }
     if st.priority < c.priority || sched::highest_queued(s).is_some_and(|p| p > st.priority) {
         return None;
     }
     // ---- point of no return ----
     ipc::dequeue(endpoint, false);
-    link_call(caller, server, cap, info);
+    link_call(caller, server, cap, info, words);
     Some(Some(server))
 }
 
 /// The state a call leaves: `server` (dequeued) owes `caller` a reply and holds the
 /// message; `caller` waits for the reply.
 #[inline(always)]
-fn link_call(caller: ThreadRef, server: ThreadRef, cap: &Cap, info: MessageInfo) {
+fn link_call(caller: ThreadRef, server: ThreadRef, cap: &Cap, info: MessageInfo, words: Words) {
     let (st, c) = (tcb(server), tcb(caller));
     st.ipc = IpcState::None;
     st.caller = Some(caller);
@@ -452,12 +506,13 @@ fn link_call(caller: ThreadRef, server: ThreadRef, cap: &Cap, info: MessageInfo)
     c.ipc = IpcState::WaitingReply;
     c.state = ThreadState::Blocked;
     transfer(&c.context, &mut st.context, info, cap.badge());
+    copy_words(words, info.len_words());
 }
 
 /// `ReplyRecv` with a caller waiting: guards, then the hand-over. `Some(Some(client))`:
 /// switch to it here; `Some(None)`: it runs on another CPU, woken there.
 #[inline(always)]
-fn reply_recv(
+fn reply_recv<const LONG: bool>(
     s: &mut Sched,
     caller: ThreadRef,
     cap: &Cap,
@@ -482,26 +537,35 @@ fn reply_recv(
     {
         return None;
     }
+    let words = if LONG { buffers_for(info, caller, client)? } else { None };
     if c.cpu != here {
-        return remote_reply(caller, client, endpoint, cap, info, tracing);
+        return remote_reply(caller, client, endpoint, cap, info, tracing, words);
     }
     if sched::highest_queued(s).is_some_and(|p| p > c.priority) {
         return None;
     }
     // ---- point of no return ----
-    link_reply(caller, client, endpoint, cap, info);
+    link_reply(caller, client, endpoint, cap, info, words);
     Some(Some(client))
 }
 
 /// The state a reply-and-receive leaves: `client` has the reply and owes nothing;
 /// `server` waits on `endpoint` again.
 #[inline(always)]
-fn link_reply(server: ThreadRef, client: ThreadRef, endpoint: u64, cap: &Cap, info: MessageInfo) {
+fn link_reply(
+    server: ThreadRef,
+    client: ThreadRef,
+    endpoint: u64,
+    cap: &Cap,
+    info: MessageInfo,
+    words: Words,
+) {
     let (st, c) = (tcb(server), tcb(client));
     st.caller = None;
     c.replier = None;
     c.ipc = IpcState::None;
     transfer(&st.context, &mut c.context, info, 0);
+    copy_words(words, info.len_words());
     ipc::enqueue(endpoint, server, false);
     st.ipc = IpcState::Receiving(endpoint);
     st.recv_grant = cap.rights().contains(Rights::GRANT);
@@ -513,7 +577,9 @@ fn link_reply(server: ThreadRef, client: ThreadRef, endpoint: u64, cap: &Cap, in
 /// are zeroed.
 #[inline(always)]
 fn transfer(src: &UserContext, dst: &mut UserContext, info: MessageInfo, badge: u64) {
-    // The guards checked `info.fits_fastpath()`: at most MSG_REGS words, no
+    // The guards checked `info.fits_fastpath()` or `fits_words_only()`: no reserved
+    // bits (so the word is what the slow path would rebuild; a long message's words
+    // past the registers are copied by `copy_words`), no
     // capabilities, no leases, so the info word is passed on as it is.
     let len = info.len_words();
     let words = if len == 0 {

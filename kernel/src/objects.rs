@@ -458,9 +458,10 @@ pub fn address_space(root: u64) -> ramen_arch::paging::AddressSpace {
 /// A thread's IPC buffer page, reached through the direct map.
 ///
 /// Built only from a translation of the thread's own page tables that found a
-/// present, user-accessible, writable 4 KiB-or-larger page, under `CAP_LOCK` (which
-/// every unmap and frame deletion also takes, so the frame cannot go away while the
-/// IPC operation holding the lock uses it). Words are read and written one at a
+/// present, user-accessible, writable 4 KiB-or-larger page, under `CAP_LOCK`: its
+/// write side, or a fastpath read section (every unmap and frame deletion takes the
+/// write side, which waits out every read section, so the frame cannot go away while
+/// the IPC operation uses it). Words are read and written one at a
 /// time and volatile: user threads of that address space may touch the page at the
 /// same time, and what they see is then theirs to sort out.
 #[derive(Clone, Copy, Debug)]
@@ -490,8 +491,9 @@ impl IpcBufferPage {
         }
         let virt = ramen_arch::phys::direct_map(self.phys + 8 * index as u64);
         // SAFETY: the word lies inside a user frame that stays allocated while
-        // CAP_LOCK is held (type doc); a volatile u64 read of user memory cannot
-        // produce an invalid value.
+        // CAP_LOCK is held, on either side (type doc; a writer waits out every read
+        // section before it unmaps or frees anything); a volatile u64 read of user
+        // memory cannot produce an invalid value.
         unsafe { core::ptr::read_volatile(virt as *const u64) }
     }
 

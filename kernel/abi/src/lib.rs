@@ -142,6 +142,13 @@ impl MessageInfo {
     pub const fn fits_fastpath(self) -> bool {
         self.len_words() <= MSG_REGS && self.0 & 0xff80 == 0
     }
+
+    /// True if the message transfers neither capabilities nor leases, has no
+    /// reserved bit set and fits the IPC buffer: the kernel's fastpath then carries
+    /// it, copying the words past the registers from buffer to buffer.
+    pub const fn fits_words_only(self) -> bool {
+        self.len_words() <= MSG_MAX_WORDS && self.0 & 0xff80 == 0
+    }
 }
 
 /// Why a system call failed: the value user space sees in the result register.

@@ -24,6 +24,7 @@
 #![forbid(unsafe_code)]
 
 use ramen_abi::{MSG_REGS, MessageInfo};
+use ramen_rt::msgbuf::MessageBuffer;
 use ramen_rt::{Message, call, nb_send, recv, reply_recv, send};
 use ramen_user_tests::{WAIT, XorShift, report};
 
@@ -38,15 +39,31 @@ fn fold(digest: u64, word: u64) -> u64 {
 }
 
 /// The answer to `request` (badge `badge`): label + 1, `label % 7` words.
-fn answer(badge: u64, request: &Message) -> Message {
+fn answer(buf: &mut MessageBuffer, badge: u64, request: &Message) -> Message {
     let mix = request.regs.iter().fold(0xcbf2_9ce4_8422_2325, |h, w| fold(h, *w));
-    let words = [request.info.0, badge, mix, request.regs[0], request.regs[1], request.regs[2]];
+    // Words past the registers (a long request) count too.
+    let mut all = [0u64; LONGEST];
+    let len = buf.read_words(request, &mut all).min(LONGEST);
+    let mix = all.iter().take(len).skip(MSG_REGS).fold(mix, |h, w| fold(h, *w));
     let label = request.label();
+    if label % 5 == 4 {
+        // A long answer: through the IPC buffer.
+        let long = MSG_REGS + 1 + (label % 13) as usize;
+        let mut words = [0u64; LONGEST];
+        for (i, word) in words.iter_mut().enumerate().take(long) {
+            *word = mix.rotate_left(i as u32) ^ request.info.0 ^ badge;
+        }
+        return buf.message(label + 1, words.get(..long).unwrap_or(&[]), &[]).unwrap_or_default();
+    }
+    let words = [request.info.0, badge, mix, request.regs[0], request.regs[1], request.regs[2]];
     let len = (label % (MSG_REGS as u64 + 1)) as usize;
     // Every register is set, the ones past the length to junk the kernel must not
     // pass on.
     with_junk(Message::new(label + 1, words.get(..len).unwrap_or(&[])), len, mix)
 }
+
+/// Longest message the pair sends (7 to 19 words when long).
+const LONGEST: usize = 20;
 
 /// `message` with its registers from `len` on filled with junk derived from `seed`.
 fn with_junk(mut message: Message, len: usize, seed: u64) -> Message {
@@ -57,11 +74,12 @@ fn with_junk(mut message: Message, len: usize, seed: u64) -> Message {
 }
 
 fn serve() {
+    let mut buf = MessageBuffer::program_thread(0);
     let Ok((mut badge, mut request)) = recv(WAIT) else {
         return;
     };
     loop {
-        match reply_recv(WAIT, &answer(badge, &request)) {
+        match reply_recv(WAIT, &answer(&mut buf, badge, &request)) {
             Ok((b, next)) => (badge, request) = (b, next),
             Err(_) => return,
         }
@@ -71,14 +89,20 @@ fn serve() {
 /// Makes the calls (`one_way`: as a `Send` and a `Recv` each); returns the digest of
 /// every reply register, or `None` if a call failed.
 fn client(rounds: u64, one_way: bool) -> Option<u64> {
+    let mut buf = MessageBuffer::program_thread(0);
     let mut random = XorShift::new(0x5eed_f00d);
     let mut digest = 0xcbf2_9ce4_8422_2325;
     for i in 0..rounds {
-        let len = (i % (MSG_REGS as u64 + 1)) as usize;
-        let words: [u64; MSG_REGS] = core::array::from_fn(|_| random.next_u64());
+        let words: [u64; LONGEST] = core::array::from_fn(|_| random.next_u64());
         let label = 1 + random.below(1000);
-        let mut request =
-            with_junk(Message::new(label, words.get(..len).unwrap_or(&[])), len, random.next_u64());
+        // Every fifth request is long (7 to 19 words, through the IPC buffer).
+        let len =
+            if i % 5 == 4 { MSG_REGS + 1 + (i % 13) as usize } else { (i % (MSG_REGS as u64 + 1)) as usize };
+        let mut request = if len > MSG_REGS {
+            buf.message(label, words.get(..len).unwrap_or(&[]), &[]).ok()?
+        } else {
+            with_junk(Message::new(label, words.get(..len).unwrap_or(&[])), len, random.next_u64())
+        };
         // Every fourth call also sets the info word's reserved bits, which the
         // kernel must not pass on (whichever path it takes).
         if i % 4 == 3 {
@@ -94,9 +118,14 @@ fn client(rounds: u64, one_way: bool) -> Option<u64> {
         };
         digest = fold(digest, reply.info.0);
         digest = reply.regs.iter().fold(digest, |h, w| fold(h, *w));
+        let mut all = [0u64; LONGEST];
+        let got = buf.read_words(&reply, &mut all).min(LONGEST);
+        digest = all.iter().take(got).skip(MSG_REGS).fold(digest, |h, w| fold(h, *w));
         // The answer's own checks: the label and the sender's view of the request.
         let sent = MessageInfo::try_new(label, len, 0, 0)?.0;
-        if reply.label() != label + 1 || (reply.info.len_words() > 0 && reply.regs[0] != sent) {
+        let short_answer = label % 5 != 4;
+        if reply.label() != label + 1 || (short_answer && reply.info.len_words() > 0 && reply.regs[0] != sent)
+        {
             return None;
         }
     }
@@ -117,8 +146,9 @@ fn ping_pong(client: bool, rounds: u64) {
 
 /// The one-way server: `Recv` a request on `WAIT`, `Send` the answer on `PONG`.
 fn serve_one_way() {
+    let mut buf = MessageBuffer::program_thread(0);
     while let Ok((badge, request)) = recv(WAIT) {
-        if send(PONG, &answer(badge, &request)).is_err() {
+        if send(PONG, &answer(&mut buf, badge, &request)).is_err() {
             return;
         }
     }

@@ -1,12 +1,18 @@
-//! The IPC fastpath for `Call` and `ReplyRecv`.
+//! The IPC fastpath for `Call` and `ReplyRecv`, and the lock-free paths for plain
+//! `Send` / `Recv` and notifications that the slow path's entry tries first.
 //!
 //! A chain of guards, each a cheap check that the slow path would do exactly what
-//! follows; any unusual case (a message longer than the registers, capability or lease
-//! transfer, a receiver on another CPU or of lower priority than someone runnable
-//! here, senders already queued, a fault reply) returns `None` and the slow path runs
-//! instead. After the marked point of no return the message registers go straight
-//! from the sender's saved registers to the receiver's, and the CPU switches directly
-//! to the receiver: no run-queue round trip, no inbox, no wake-up.
+//! follows; any unusual case (capability or lease transfer, reserved info bits, a
+//! missing IPC buffer for a message longer than the registers, a receiver of lower
+//! priority than someone runnable here, senders already queued, a fault reply, a
+//! full inbox on the partner's CPU) returns `None` and the slow path runs instead.
+//! After the marked point of no return the message registers go straight from the
+//! sender's saved registers to the receiver's (words past the registers from IPC
+//! buffer to IPC buffer), and the CPU switches directly to the receiver: no run-queue
+//! round trip, no inbox, no wake-up. A receiver on another CPU gets the message the
+//! same way and is woken through an inbox slot reserved before the point of no
+//! return; this CPU then runs whatever is best here. All of it inside a `CAP_LOCK`
+//! read section with the endpoint's (or notification's) own lock: no global lock.
 //!
 //! The same state results as from the slow path (`ipc::send` with `Call` followed by
 //! the receiver running; `ipc::reply` then `ipc::receive`), except that the thread

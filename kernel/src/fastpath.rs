@@ -153,19 +153,20 @@ fn guards_and_commit<const LONG: bool>(
     Some(Next::Here(next, tsc))
 }
 
-/// `Send` / `NbSend` (signal) and `Recv` / `NbRecv` (wait, poll) on a notification,
-/// without `CAP_LOCK`'s write side: in a read section with the notification's own
-/// lock, as the slow path's `ipc::signal` / `ipc::wait` would do them. A waiter
-/// owned by another CPU is woken through a reserved inbox slot (see
-/// [`remote_call`]). Left to the slow path (nothing changed): other capabilities,
-/// missing rights (it reports the error), and a signal with no waiter on a
-/// notification bound to a thread (which may be waiting on an endpoint, whose queue
-/// the slow path edits). Called by the slow path (`syscall::slow_path`) for those
-/// four system calls only, so neither the call fastpath nor the other slow calls
-/// carry any of it; returns whether it did the operation (the CPU then resumes
-/// whatever is best).
+/// `Send` / `NbSend` and `Recv` / `NbRecv` without `CAP_LOCK`'s write side, in a
+/// read section: on an endpoint ([`send`], [`receive`], with the endpoint's lock),
+/// or on a notification (signal; wait or poll, with the notification's own lock, as
+/// the slow path's `ipc::signal` / `ipc::wait` would do them). A thread woken on
+/// another CPU is woken through a reserved inbox slot (see [`remote_call`]). Left to
+/// the slow path (nothing changed): other capabilities, missing rights (it reports
+/// the error), the cases [`send`] and [`receive`] list, and a signal with no waiter on
+/// a notification bound to a thread (which may be waiting on an endpoint, whose
+/// queue the slow path edits). Called by the slow path (`syscall::slow_path`) for
+/// those four system calls only, so neither the call fastpath nor the other slow
+/// calls carry any of it; returns whether it did the operation (the CPU then
+/// resumes whatever is best).
 #[inline(never)]
-pub fn notification(caller: ThreadRef, sys: Sys, cptr: u64) -> bool {
+pub fn send_receive(caller: ThreadRef, sys: Sys, cptr: u64) -> bool {
     if cfg!(feature = "slowpath-only") || !crate::trace::fastpath_enabled() {
         return false;
     }
@@ -177,10 +178,10 @@ pub fn notification(caller: ThreadRef, sys: Sys, cptr: u64) -> bool {
     };
     let blocking_send = sys == Sys::Send;
     let cpu = this_cpu();
-    cpu.sched.with(|s| notification_in(cpu, s, caller, signal, blocking, blocking_send, cptr)).is_some()
+    cpu.sched.with(|s| send_receive_in(cpu, s, caller, signal, blocking, blocking_send, cptr)).is_some()
 }
 
-fn notification_in(
+fn send_receive_in(
     cpu: &'static Cpu,
     s: &mut Sched,
     caller: ThreadRef,
@@ -254,8 +255,8 @@ fn notification_in(
     Some(())
 }
 
-/// `Send` / `NbSend` of a register-sized message on an endpoint (write right
-/// checked), as the slow path's `ipc::send` would do it: straight into a waiting
+/// `Send` / `NbSend` on an endpoint (write right checked) of a message without
+/// capabilities or leases (words past the registers copied buffer to buffer), as the slow path's `ipc::send` would do it: straight into a waiting
 /// receiver (woken here or through a reserved slot on its CPU), or, blocking, into
 /// the endpoint's queue of senders; `NbSend` with nobody waiting drops it. The caller
 /// holds a read section; this takes the endpoint's lock. `None`: nothing changed.
@@ -299,12 +300,13 @@ fn send(s: &mut Sched, sender: ThreadRef, cap: &Cap, blocking: bool) -> Option<(
 }
 
 /// `Recv` / `NbRecv` on an endpoint (read right checked), as the slow path's
-/// `ipc::receive` would do it: the first queued sender's register-sized message
-/// (a caller then waits for this thread's reply; a plain sender is woken here or
-/// through a reserved slot on its CPU), or, blocking, a place in the queue of
-/// receivers; `NbRecv` with nobody queued is `Busy`. Left to the slow path: a
-/// receiver with a bound notification, one that still owes a reply, a queued
-/// sender with a fault message or a message past the registers.
+/// `ipc::receive` would do it: the first queued sender's message (a caller then
+/// waits for this thread's reply; a plain sender is woken here or through a
+/// reserved slot on its CPU), or, blocking, a place in the queue of receivers;
+/// `NbRecv` with nobody queued is `Busy`. Left to the slow path: a receiver with a
+/// bound notification, one that still owes a reply, a queued sender with a fault
+/// message, capabilities, leases or reserved info bits, or a long message where a
+/// thread has no IPC buffer.
 fn receive(s: &mut Sched, receiver: ThreadRef, cap: &Cap, blocking: bool) -> Option<()> {
     let r = tcb(receiver);
     if r.bound_notification != 0 || r.caller.is_some() {

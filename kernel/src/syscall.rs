@@ -96,9 +96,10 @@ fn slow_path(thread: ThreadRef, ctx: &mut UserContext) -> ! {
             set_reply(ctx, Ok(()), &[]);
             sched::rotate_current();
         }
-        // Notifications: signal and wait without `CAP_LOCK`'s write side when they can.
+        // Send and receive (endpoints and notifications) without `CAP_LOCK`'s write
+        // side when they can.
         Some(sys @ (Sys::Send | Sys::NbSend | Sys::Recv | Sys::NbRecv))
-            if crate::fastpath::notification(thread, sys, ctx.rdi) =>
+            if crate::fastpath::send_receive(thread, sys, ctx.rdi) =>
         {
             sched::resume()
         }

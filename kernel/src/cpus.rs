@@ -46,7 +46,7 @@ pub struct Cpu {
     /// IPC system calls on this CPU that took the slow path.
     pub ipc_slow: AtomicU64,
     /// This CPU's trace ring (`trace` gives the rule that replaces a lock).
-    pub trace: crate::trace::TraceCell,
+    pub trace: crate::trace::CpuTrace,
     /// This CPU is in the IPC fastpath, reading capabilities and endpoints without
     /// holding `CAP_LOCK` (`objects::CapLock::read_fast`).
     pub reading: AtomicBool,
@@ -177,7 +177,7 @@ pub fn register(local: &'static CpuLocal, lapic: Lapic) -> &'static Cpu {
                 tsc_offset: core::sync::atomic::AtomicI64::new(0),
                 ipc_fast: AtomicU64::new(0),
                 ipc_slow: AtomicU64::new(0),
-                trace: crate::trace::TraceCell::new(crate::objects::place_trace_ring(home + RING_OFFSET)),
+                trace: crate::trace::CpuTrace::new(crate::objects::place_trace_ring(home + RING_OFFSET)),
                 wake: ramen_core::wake::WakeFlags::new(),
                 reading: AtomicBool::new(false),
                 tlb_flush_requested: core::sync::atomic::AtomicBool::new(false),

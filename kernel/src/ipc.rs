@@ -524,16 +524,9 @@ pub fn signal(cap: &Cap) -> Result<(), Error> {
     cap.require(Rights::WRITE)?;
     let addr = cap.addr().0;
     let bits = if cap.badge() == 0 { 1 } else { cap.badge() };
-    let [pending, head, tail, bound] = notification_words(addr);
-    if let Some(waiter) = ThreadRef::new(head) {
-        let next = tcb(waiter).ipc_next.take();
-        let (new_head, new_tail) = match next {
-            Some(n) => (n.addr(), tail),
-            None => (0, 0),
-        };
-        set_notification_words(addr, [0, new_head, new_tail, bound]);
-        tcb(waiter).ipc = IpcState::None;
-        deliver_signal(waiter, pending | bits);
+    let words = notification_words(addr);
+    let [pending, head, tail, bound] = words;
+    if let Some(waiter) = signal_first_waiter(addr, words, bits) {
         sched::wake(waiter);
         return Ok(());
     }
@@ -562,6 +555,30 @@ pub fn wait(thread: ThreadRef, cap: &Cap, blocking: bool) -> Result<(), Error> {
         deliver_signal(thread, pending);
         return Ok(());
     }
+    queue_waiter(addr, [pending, head, tail, bound], thread);
+    block(thread, IpcState::Waiting(addr));
+    Ok(())
+}
+
+/// Takes the first waiter off the notification at `addr` (whose words are `words`)
+/// and hands it the pending bits and `bits`; the caller wakes it. `None`: nobody
+/// waits (nothing changed).
+#[inline(always)]
+pub(crate) fn signal_first_waiter(addr: u64, words: [u64; 4], bits: u64) -> Option<ThreadRef> {
+    let [pending, head, tail, bound] = words;
+    let waiter = ThreadRef::new(head)?;
+    let (new_head, new_tail) = tcb(waiter).ipc_next.take().map_or((0, 0), |n| (n.addr(), tail));
+    set_notification_words(addr, [0, new_head, new_tail, bound]);
+    tcb(waiter).ipc = IpcState::None;
+    deliver_signal(waiter, pending | bits);
+    Some(waiter)
+}
+
+/// Queues `thread` behind the last waiter of the notification at `addr` (whose words
+/// are `words`, nothing pending); the caller blocks it.
+#[inline(always)]
+pub(crate) fn queue_waiter(addr: u64, words: [u64; 4], thread: ThreadRef) {
+    let [_, head, tail, bound] = words;
     tcb(thread).ipc_next = None;
     let (new_head, new_tail) = match ThreadRef::new(tail) {
         Some(last) => {
@@ -571,8 +588,6 @@ pub fn wait(thread: ThreadRef, cap: &Cap, blocking: bool) -> Result<(), Error> {
         None => (thread.addr(), thread.addr()),
     };
     set_notification_words(addr, [0, new_head, new_tail, bound]);
-    block(thread, IpcState::Waiting(addr));
-    Ok(())
 }
 
 /// Takes pending bits of `thread`'s bound notification, if any: a receive on an

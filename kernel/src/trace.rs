@@ -112,7 +112,10 @@ struct UserBuffers {
 static USER_BUFFERS: spin::Mutex<UserBuffers> =
     spin::Mutex::new(UserBuffers { table: [None; MAX_USER_BUFFERS], scratch: [0; USER_BUFFER_BYTES] });
 
-/// One CPU's tracing state (in its `cpus::Cpu` entry).
+/// One CPU's tracing state (in its `cpus::Cpu` entry). It needs no lock: its fields
+/// are atomics used with plain loads and stores, and the module doc's two-phase rule
+/// keeps the owning CPU (the only writer while tracing runs) and the control
+/// operations apart.
 pub struct CpuTrace {
     ring: &'static Ring,
     /// `cpu << 16 | running << 32`: the head of a record about the thread this CPU
@@ -172,11 +175,6 @@ impl CpuTrace {
         flow
     }
 }
-
-/// A CPU's tracing state. It needs no lock: its fields are atomics used with plain
-/// loads and stores, and the module doc's two-phase rule keeps the owning CPU (the
-/// only writer while tracing runs) and the control operations apart.
-pub type TraceCell = CpuTrace;
 
 /// Per-thread tracing state, in each TCB: what is recorded when the thread next runs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

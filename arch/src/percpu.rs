@@ -45,6 +45,10 @@ pub struct CpuLocal {
     /// written by this CPU before each CR3 switch ([`set_loaded_vspace`]), read by
     /// others deciding whom a TLB shootdown concerns.
     pub loaded_vspace: AtomicU64,
+    /// The kernel's own entry for this CPU (an address the kernel sets once, with
+    /// [`set_kernel_cpu`], as the CPU registers; 0 until then), so that the kernel
+    /// finds it in one GS load ([`kernel_cpu_fast`]) instead of through its table.
+    pub kernel_cpu: AtomicU64,
 }
 
 /// Identity and stacks of a CPU before its block exists.
@@ -95,6 +99,7 @@ pub unsafe fn install(block: u64, id: CpuIdentity) -> &'static CpuLocal {
             interrupts: AtomicU64::new(0),
             breakpoints: AtomicU64::new(0),
             loaded_vspace: AtomicU64::new(0),
+            kernel_cpu: AtomicU64::new(0),
         });
     }
     let tables_ptr = (block + core::mem::size_of::<CpuLocal>() as u64) as *mut CpuTables;
@@ -162,6 +167,26 @@ pub fn index_fast() -> u32 {
     index
 }
 
+/// The address [`set_kernel_cpu`] stored in this CPU's block (0 before), in one GS
+/// load: the kernel's hot paths find their CPU's entry this way.
+#[inline(always)]
+pub fn kernel_cpu_fast() -> u64 {
+    let entry: u64;
+    // SAFETY: reads the 8-byte `kernel_cpu` field of this CPU's block (offset from
+    // `offset_of!`); only this CPU writes it, once, before reading it.
+    unsafe {
+        core::arch::asm!("mov {}, gs:[{}]", out(reg) entry, const KERNEL_CPU_OFFSET,
+            options(nostack, readonly, preserves_flags));
+    }
+    entry
+}
+
+/// Records the kernel's entry for the running CPU (see [`kernel_cpu_fast`]).
+pub fn set_kernel_cpu(entry: u64) {
+    current().kernel_cpu.store(entry, Ordering::Release);
+}
+
+const KERNEL_CPU_OFFSET: usize = core::mem::offset_of!(CpuLocal, kernel_cpu);
 const INDEX_OFFSET: usize = core::mem::offset_of!(CpuLocal, index);
 const LOADED_VSPACE_OFFSET: usize = core::mem::offset_of!(CpuLocal, loaded_vspace);
 
@@ -244,6 +269,27 @@ impl<T> CpuCell<T> {
             crate::trap::fatal_early("CpuCell re-entered");
         }
         // SAFETY: only the owner gets here, and `busy` rules out a second live borrow.
+        let result = f(unsafe { &mut *self.value.get() });
+        self.busy.set(false);
+        result
+    }
+}
+
+impl<T> CpuCell<T> {
+    /// [`with`](Self::with) without the owner check, for a caller that found the cell
+    /// through the running CPU's own block (one compare and branch fewer on the
+    /// kernel's hottest path). Re-entry is still checked.
+    ///
+    /// # Safety
+    /// The running CPU must own the cell.
+    #[inline(always)]
+    pub unsafe fn with_owned<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
+        debug_assert_eq!(index_fast(), self.owner);
+        if self.busy.replace(true) {
+            crate::trap::fatal_early("CpuCell re-entered");
+        }
+        // SAFETY: the caller guarantees this CPU owns the cell, and `busy` rules out
+        // a second live borrow.
         let result = f(unsafe { &mut *self.value.get() });
         self.busy.set(false);
         result

@@ -41,6 +41,8 @@ ramen_syscall_entry:
     swapgs
     mov %rsp, %gs:16
     mov %gs:24, %rsp
+    and ${rflags_mask}, %r11
+    or ${rflags_forced}, %r11
     pushq ${user_ds}
     pushq %gs:16
     push %r11
@@ -66,7 +68,7 @@ ramen_syscall_entry:
     mov %rsp, %rdi
     mov %gs:8, %rsp
     call *{syscall}(%rip)
-    jmp ramen_return_to_user
+    ud2
 
     .global ramen_return_to_user
 ramen_return_to_user:
@@ -95,6 +97,8 @@ ramen_return_to_user:
     user_cs = const USER_CS,
     syscall_vector = const SYSCALL_VECTOR,
     context_bytes = const CONTEXT_BYTES,
+    rflags_mask = const USER_RFLAGS_MASK,
+    rflags_forced = const USER_RFLAGS_FORCED,
     syscall = sym SYSCALL_HANDLER,
     options(att_syntax)
 );
@@ -133,9 +137,11 @@ pub fn idle_on_kernel_stack(f: extern "C" fn() -> !) -> ! {
 /// [`set_current_context`], and returns; the thread current then is resumed.
 pub type UserEntryHandler = fn(context: &mut UserContext);
 
-/// The system-call handler: a [`UserEntryHandler`] with the C calling convention,
-/// because the entry stub calls it directly (context in RDI).
-pub type SyscallHandler = extern "C" fn(context: &mut UserContext);
+/// The system-call handler, with the C calling convention because the entry stub
+/// calls it directly (context in RDI). It never returns: it ends in
+/// [`return_to_user`], so it has no registers of its caller to keep (the stub has
+/// saved all of the user's) and no epilogue.
+pub type SyscallHandler = extern "C" fn(context: &mut UserContext) -> !;
 
 /// The system-call handler the entry stub calls through (`call *SYSCALL_HANDLER`):
 /// one indirect call, no check on the way. Until [`set_handlers`] it ignores the
@@ -158,7 +164,9 @@ pub fn set_syscall_handler(syscall: SyscallHandler) {
     SYSCALL_HANDLER.store(syscall as *mut (), Ordering::Release);
 }
 
-extern "C" fn no_syscall_handler(_context: &mut UserContext) {}
+extern "C" fn no_syscall_handler(_context: &mut UserContext) -> ! {
+    return_to_user()
+}
 
 /// Called by the trap dispatcher for a trap taken in user mode: copies the frame
 /// into the thread's context, lets the kernel handle it, and resumes the current
@@ -211,8 +219,8 @@ pub fn return_to_user() -> ! {
 /// Enables `SYSCALL`/`SYSRET` on this CPU and points it at the entry stub.
 pub fn init_cpu() {
     // SAFETY: enabling SCE only makes the SYSCALL instruction usable; LSTAR points at
-    // the entry stub, STAR holds this GDT's selectors, and SFMASK clears IF, DF, TF
-    // and AC on entry so the kernel runs with interrupts off and SMAP armed.
+    // the entry stub, STAR holds this GDT's selectors, and SFMASK clears IF, DF, TF,
+    // AC, NT and IOPL on entry so the kernel runs with interrupts off and SMAP armed.
     unsafe {
         Efer::update(|f| f.insert(EferFlags::SYSTEM_CALL_EXTENSIONS));
     }
@@ -226,8 +234,18 @@ pub fn init_cpu() {
     if star.is_err() {
         crate::trap::fatal_early("GDT layout does not fit SYSCALL/SYSRET");
     }
+    // NT too: the kernel leaves through `iretq`, which with NT set in the kernel's own
+    // RFLAGS attempts a task return and faults in ring 0 (a thread sets NT with `popf`
+    // and then makes a system call: the `mirror` test program does). IOPL as Linux
+    // does, so the kernel never runs with a user-chosen value there either.
     SFMask::write(
-        RFlags::INTERRUPT_FLAG | RFlags::DIRECTION_FLAG | RFlags::TRAP_FLAG | RFlags::ALIGNMENT_CHECK,
+        RFlags::INTERRUPT_FLAG
+            | RFlags::DIRECTION_FLAG
+            | RFlags::TRAP_FLAG
+            | RFlags::ALIGNMENT_CHECK
+            | RFlags::NESTED_TASK
+            | RFlags::IOPL_HIGH
+            | RFlags::IOPL_LOW,
     );
 }
 
@@ -246,14 +264,31 @@ impl UserContext {
     }
 
     /// Forces the fields user code must not control: user code and stack selectors,
-    /// RFLAGS with IF set and IOPL 0. Returns false if RIP or RSP is not a canonical
-    /// user address (the caller then treats the thread as faulted, never returning
-    /// to a non-canonical RIP: on Intel that faults in ring 0).
+    /// RFLAGS with IF set, IOPL 0 and NT clear. Returns false if RIP is not a
+    /// canonical user address (the caller then treats the thread as faulted, never
+    /// returning to a non-canonical RIP: `iretq` faults on one in ring 0). RSP is the
+    /// thread's own business: `iretq` loads any value, and a bad one faults on the
+    /// thread's first stack access, in user mode.
+    ///
+    /// A context saved by `SYSCALL` is already sane ([`UserContext::is_sane`]): the
+    /// entry stub forces the flags, the selectors are constants, and RIP is the
+    /// address after a `SYSCALL` instruction, below `ramen_abi::syscall::USER_TOP` (the
+    /// top page of the lower half is never mapped for user code). The IPC fastpath
+    /// relies on that for the threads it switches to, which always blocked in a
+    /// system call.
     pub fn sanitise(&mut self) -> bool {
         self.cs = u64::from(USER_CS);
         self.ss = u64::from(USER_DS);
         self.rflags = (self.rflags & USER_RFLAGS_MASK) | USER_RFLAGS_FORCED;
-        is_user_address(self.rip) && is_user_address(self.rsp)
+        is_user_address(self.rip)
+    }
+
+    /// Whether [`sanitise`](Self::sanitise) would change nothing and succeed.
+    pub fn is_sane(&self) -> bool {
+        self.cs == u64::from(USER_CS)
+            && self.ss == u64::from(USER_DS)
+            && self.rflags == (self.rflags & USER_RFLAGS_MASK) | USER_RFLAGS_FORCED
+            && is_user_address(self.rip)
     }
 }
 

@@ -41,7 +41,8 @@ pub struct Cpu {
     /// This CPU's TSC minus the boot CPU's at the same moment, measured at bring-up
     /// (traces subtract it to put all CPUs on one time line).
     pub tsc_offset: core::sync::atomic::AtomicI64,
-    /// IPC operations on this CPU that took the fastpath.
+    /// IPC operations on this CPU that took the fastpath (written by this CPU only,
+    /// with a plain load and store; others read it).
     pub ipc_fast: AtomicU64,
     /// IPC system calls on this CPU that took the slow path.
     pub ipc_slow: AtomicU64,
@@ -119,11 +120,32 @@ pub fn machine() -> &'static Machine {
     }
 }
 
-/// The running CPU's entry.
-#[inline]
+/// The running CPU's entry: one GS load (the CPU's block holds the address
+/// [`register`] gave it) and a test for zero.
+#[inline(always)]
 pub fn this_cpu() -> &'static Cpu {
-    cpu(ramen_arch::percpu::index_fast())
-        .unwrap_or_else(|| ramen_arch::trap::fatal_early("CPU table entry missing for the running CPU"))
+    match crate::objects::registered_cpu() {
+        Some(cpu) => cpu,
+        None => no_entry(),
+    }
+}
+
+/// Runs `f` with the running CPU's entry and its scheduler, borrowed without
+/// `CpuCell::with`'s owner check (the entry came from this CPU's own block).
+#[inline(always)]
+#[allow(unsafe_code)]
+pub fn with_local_sched<R>(f: impl FnOnce(&'static Cpu, &mut Sched) -> R) -> R {
+    let cpu = this_cpu();
+    // SAFETY: `this_cpu` read the running CPU's own block, whose `kernel_cpu` field
+    // holds this CPU's entry (set by `register` on this CPU); the scheduler cell in it
+    // was created on, and belongs to, this CPU.
+    unsafe { cpu.sched.with_owned(|s| f(cpu, s)) }
+}
+
+#[cold]
+#[inline(never)]
+fn no_entry() -> ! {
+    ramen_arch::trap::fatal_early("CPU table entry missing for the running CPU")
 }
 
 /// CPU `index`'s entry, if it came up.
@@ -185,6 +207,7 @@ pub fn register(local: &'static CpuLocal, lapic: Lapic) -> &'static Cpu {
             },
         )
     });
+    ramen_arch::percpu::set_kernel_cpu(cpu as *const Cpu as u64);
     if let Some(flag) = ONLINE_FLAGS.get(index) {
         flag.store(true, Ordering::Release);
     }

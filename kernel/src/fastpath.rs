@@ -47,40 +47,70 @@ use crate::{ipc, syscall};
 /// registers and stack frame do not weigh on it.
 #[inline(always)]
 pub fn attempt<const TRACED: bool>(ctx: &UserContext) -> Option<ThreadRef> {
-    let cpu = this_cpu();
     let (number, cptr, info) = (ctx.rax, ctx.rdi, MessageInfo(ctx.rsi));
-    // Whether tracing is on, read once for the three trace points on the way (the
-    // later two read the categories again: a spin may come between). The untraced
-    // build (the handler while tracing is off) has no trace point: `false` here
-    // removes them all.
-    let categories = if TRACED { crate::trace::categories() } else { Categories::empty() };
-    let tracing = !categories.is_empty();
-    // Ok: switched from the caller to this thread, the message sent at this TSC
-    // (read only when tracing); Err: the slow path runs for this one (if any).
-    let outcome = cpu.sched.with(|s| {
-        let caller = sched::current_of(s).ok_or(None)?;
+    // What the traced build records on the way out: (caller, receiver, the TSC at
+    // the hand-over). Only the traced build writes it.
+    let mut switched = None;
+    let outcome = crate::cpus::with_local_sched(|cpu, s| {
+        let Some(caller) = sched::current_of(s) else {
+            return Outcome::Resume;
+        };
+        // Whether tracing is on, read once for the three trace points on the way (the
+        // later two read the categories again: a spin may come between). The
+        // untraced build (the handler while tracing is off) has no trace point:
+        // `false` here removes them all.
+        let categories = if TRACED { crate::trace::categories() } else { Categories::empty() };
+        let tracing = !categories.is_empty();
         if tracing {
             crate::trace::syscall_enter(cpu, categories, caller, number, cptr);
         }
         match guards_and_commit::<false>(cpu, s, caller, number, cptr, info, tracing) {
-            Some(Next::Here(next, tsc)) => Ok((caller, next, tsc)),
+            Some(Next::Here(next, tsc)) => {
+                if tracing {
+                    switched = Some((cpu, caller, next, tsc));
+                }
+                Outcome::Switched
+            }
             // Handed to another CPU: this CPU runs whatever is best here now.
-            Some(Next::Resume) => Err(None),
-            None => Err(Some(caller)),
+            Some(Next::Resume) => Outcome::Resume,
+            None => Outcome::Slow(caller),
         }
     });
     match outcome {
-        Ok((caller, next, tsc)) => {
-            cpu.ipc_fast.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
-            if tracing {
+        Outcome::Switched => {
+            if let Some((cpu, caller, next, tsc)) = switched {
                 let kind = if number == Sys::Call as u64 { EventKind::IpcSend } else { EventKind::IpcReply };
                 let ipc = crate::trace::FastIpc { kind, len_words: info.len_words(), tsc };
                 crate::trace::fastpath_switch(cpu, caller, next, ipc);
             }
             ramen_arch::user::return_to_user()
         }
-        Err(caller) => caller,
+        Outcome::Resume => None,
+        Outcome::Slow(caller) => Some(caller),
     }
+}
+
+/// How [`attempt`] went.
+enum Outcome {
+    /// Switched to the receiver here: return to it.
+    Switched,
+    /// No thread was current, or the message went to another CPU: this CPU resumes
+    /// whatever is best.
+    Resume,
+    /// The slow path runs for this thread (nothing changed).
+    Slow(ThreadRef),
+}
+
+/// Counts an IPC operation done on the fastpath (or the lock-free paths) on `cpu`,
+/// which is the running CPU: no other CPU writes its counter, so a plain load and
+/// store does (no locked instruction on the fastpath); other CPUs only read it.
+#[inline(always)]
+fn count_fast(cpu: &Cpu) {
+    let fast = &cpu.ipc_fast;
+    fast.store(
+        fast.load(core::sync::atomic::Ordering::Relaxed).wrapping_add(1),
+        core::sync::atomic::Ordering::Relaxed,
+    );
 }
 
 /// Where a committed fastpath goes next.
@@ -143,7 +173,7 @@ fn guards_and_commit<const LONG: bool>(
         // `remote_call`).
         drop(store);
         sched::stop_current_in(s, ThreadState::Blocked);
-        cpu.ipc_fast.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+        count_fast(cpu);
         return Some(Next::Resume);
     };
     // The IPC's trace records are written on the way out (`trace::fastpath_switch`),
@@ -152,6 +182,7 @@ fn guards_and_commit<const LONG: bool>(
     // The read section covers capability slots and endpoint queues, all done with.
     drop(store);
     sched::switch_in(s, caller, next);
+    count_fast(cpu);
     Some(Next::Here(next, tsc))
 }
 
@@ -205,7 +236,7 @@ fn send_receive_in(
         } else {
             receive(s, caller, &cap, blocking)?;
         }
-        cpu.ipc_fast.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+        count_fast(cpu);
         return Some(());
     }
     if cap.kind() != CapType::Notification || !cap.rights().contains(needed) {
@@ -242,7 +273,7 @@ fn send_receive_in(
         tcb(caller).ipc = IpcState::Waiting(addr);
         sched::stop_current_in(s, ThreadState::Blocked);
     }
-    cpu.ipc_fast.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+    count_fast(cpu);
     Some(())
 }
 
@@ -477,10 +508,12 @@ fn call<const LONG: bool>(
     let st = tcb(server);
     let c = tcb(caller);
     // A receiver still owing another caller its reply takes the slow path, which
-    // unlinks that abandoned reply.
-    if st.caller.is_some() || !st.context.sanitise() {
+    // unlinks that abandoned reply. Its context needs no sanitising: it blocked in a
+    // system call (`UserContext::sanitise` says why that leaves it sane).
+    if st.caller.is_some() {
         return None;
     }
+    debug_assert!(st.context.is_sane());
     let words = if LONG { buffers_for(info, caller, server)? } else { None };
     if st.cpu != here {
         return remote_call(endpoint, caller, server, cap, info, tracing, words);
@@ -528,14 +561,13 @@ fn reply_recv<const LONG: bool>(
     }
     let client = st.caller?;
     let c = tcb(client);
-    // Leases lent to this call are released on the slow path.
-    if c.ipc != IpcState::WaitingReply
-        || c.leases.any()
-        || c.state != ThreadState::Blocked
-        || !c.context.sanitise()
-    {
+    // Leases lent to this call are released on the slow path; a faulted caller (whose
+    // context a trap saved) is restarted there. Blocked in `Call`, its context is
+    // sane (see `UserContext::sanitise`).
+    if c.ipc != IpcState::WaitingReply || c.leases.any() || c.state != ThreadState::Blocked {
         return None;
     }
+    debug_assert!(c.context.is_sane());
     let words = if LONG { buffers_for(info, caller, client)? } else { None };
     if c.cpu != here {
         return remote_reply(caller, client, endpoint, cap, info, tracing, words);
@@ -572,26 +604,16 @@ fn link_reply(
 }
 
 /// Moves the message registers from the sender's saved registers `src` to the
-/// receiver's `dst`, with the result, info and badge; registers beyond the message
-/// are zeroed.
+/// receiver's `dst`, with the result, info and badge; registers past the message
+/// keep the receiver's own values (as on the slow path).
 #[inline(always)]
 fn transfer(src: &UserContext, dst: &mut UserContext, info: MessageInfo, badge: u64) {
     // The guards checked `info.fits_fastpath()` or `fits_words_only()`: no reserved
     // bits (so the word is what the slow path would rebuild; a long message's words
-    // past the registers are copied by `copy_words`), no
-    // capabilities, no leases, so the info word is passed on as it is.
-    let len = info.len_words();
-    let words = if len == 0 {
-        // The common empty message (a notification-like call, a bare reply): nothing
-        // to read, and six stores of zero instead of six compares.
-        [0; MSG_REGS]
-    } else {
-        let keep = |i: usize, value: u64| if i < len { value } else { 0 };
-        let m = syscall::message_registers(src);
-        [keep(0, m[0]), keep(1, m[1]), keep(2, m[2]), keep(3, m[3]), keep(4, m[4]), keep(5, m[5])]
-    };
+    // past the registers are copied by `copy_words`), no capabilities, no leases, so
+    // the info word is passed on as it is.
     dst.rax = 0;
     dst.rdi = badge;
     dst.rsi = info.0;
-    syscall::set_message_registers(dst, words);
+    syscall::copy_message_registers(src, dst, info.len_words());
 }

@@ -215,8 +215,8 @@ pub fn check_message(store: &Store, thread: ThreadRef, can_grant: bool, call: bo
 }
 
 /// Delivers `message` into `receiver`: result, info, badge and register words into
-/// its saved registers (registers beyond the message zeroed, so nothing of a
-/// previous message leaks), further words into its IPC buffer, capabilities into
+/// its saved registers (registers past the message keep the receiver's own values
+/// from its system call, as on the fastpath: nothing of anyone else's), further words into its IPC buffer, capabilities into
 /// the slots it named. A receiver without an IPC buffer gets the register words
 /// only; capabilities that find no usable slot are not transferred. The info word
 /// it receives gives the length and capability count that arrived.
@@ -239,8 +239,8 @@ fn deliver(store: &mut Store, receiver: ThreadRef, message: &Message) {
         }
     }
     let ctx = &mut tcb(receiver).context;
-    let words = message.regs.get(..len.min(MSG_REGS)).unwrap_or(&[]);
-    crate::syscall::set_reply(ctx, Ok(()), words);
+    ctx.rax = 0;
+    crate::syscall::set_message_prefix(ctx, message.regs.get(..len.min(MSG_REGS)).unwrap_or(&[]));
     ctx.rsi = MessageInfo::try_new(message.info.label(), len, caps, leases).map_or(0, |i| i.0);
     ctx.rdi = message.badge;
 }

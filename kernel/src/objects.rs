@@ -521,6 +521,18 @@ pub fn place_cpu(phys: u64, cpu: crate::cpus::Cpu) -> &'static crate::cpus::Cpu 
     }
 }
 
+/// The running CPU's entry, as [`place_cpu`] returned it and `cpus::register` stored
+/// its address in the CPU's block (`ramen_arch::percpu::set_kernel_cpu`): one GS
+/// load. `None` before the CPU registered.
+#[inline(always)]
+pub fn registered_cpu() -> Option<&'static crate::cpus::Cpu> {
+    let entry = ramen_arch::percpu::kernel_cpu_fast() as *const crate::cpus::Cpu;
+    // SAFETY: the block's `kernel_cpu` field is 0 until `cpus::register` stores the
+    // address of the `&'static Cpu` that `place_cpu` made for this very CPU (never
+    // freed or moved); nothing else writes the field.
+    unsafe { entry.as_ref() }
+}
+
 /// Makes the frames at `phys` (fresh from the boot allocator, reserved for one CPU's
 /// entry) an empty trace ring and returns it for good.
 pub fn place_trace_ring(phys: u64) -> &'static crate::trace::Ring {

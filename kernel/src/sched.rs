@@ -125,7 +125,7 @@ impl Sched {
 }
 
 fn with_sched<R>(f: impl FnOnce(&mut Sched) -> R) -> R {
-    this_cpu().sched.with(f)
+    cpus::with_local_sched(|_, s| f(s))
 }
 
 /// The thread running on this CPU, if any.
@@ -496,9 +496,10 @@ fn load(s: &mut Sched, thread: ThreadRef, switched: bool) -> Option<u64> {
     }
     // The CPU block's record of the loaded space is the one copy (others read it
     // for shootdowns).
-    if ramen_arch::percpu::loaded_vspace_fast() != t.vspace {
-        crate::tlb::loading(t.vspace);
-        crate::objects::activate_vspace(t.vspace);
+    let vspace = t.vspace;
+    if ramen_arch::percpu::loaded_vspace_fast() != vspace {
+        crate::tlb::loading(vspace);
+        crate::objects::activate_vspace(vspace);
     }
     crate::objects::install_context(thread);
     // Time-slice only when someone else is waiting at this priority or above. The

@@ -42,6 +42,49 @@ pub fn set_reply(ctx: &mut UserContext, result: Result<(), Error>, words: &[u64]
     set_message_registers(ctx, regs);
 }
 
+/// Copies the first `len` message registers (ABI order) of `src` into `dst`; the
+/// registers past `len` keep `dst`'s own values, as the receiving thread left them
+/// in its system call (nothing of anyone else's). Shared by the fastpath and the slow
+/// path's delivery (which uses [`set_message_prefix`]), so both leave the same
+/// registers.
+#[inline(always)]
+pub fn copy_message_registers(src: &UserContext, dst: &mut UserContext, len: usize) {
+    if len == 0 {
+        return;
+    }
+    dst.rdx = src.rdx;
+    if len == 1 {
+        return;
+    }
+    dst.r8 = src.r8;
+    if len == 2 {
+        return;
+    }
+    dst.r9 = src.r9;
+    if len == 3 {
+        return;
+    }
+    dst.r10 = src.r10;
+    if len == 4 {
+        return;
+    }
+    dst.r12 = src.r12;
+    if len == 5 {
+        return;
+    }
+    dst.r13 = src.r13;
+}
+
+/// Writes `words` (at most [`MSG_REGS`]) into the first message registers of a saved
+/// context; the rest keep their values (see [`copy_message_registers`]).
+pub fn set_message_prefix(ctx: &mut UserContext, words: &[u64]) {
+    let mut regs = message_registers(ctx);
+    for (reg, word) in regs.iter_mut().zip(words) {
+        *reg = *word;
+    }
+    set_message_registers(ctx, regs);
+}
+
 /// Writes the message registers of a saved context, in ABI order.
 #[inline(always)]
 pub fn set_message_registers(ctx: &mut UserContext, words: [u64; MSG_REGS]) {
@@ -62,7 +105,7 @@ pub fn set_message_registers(ctx: &mut UserContext, words: [u64; MSG_REGS]) {
 /// (`ramen_arch::user::set_syscall_handler`) and `trace::stop` puts the plain one
 /// back, so tracing compiled in but off costs the fastpath nothing. The slow path is
 /// shared (out of line) and checks the enabled categories at each trace point.
-pub extern "C" fn handle_syscall<const TRACED: bool>(ctx: &mut UserContext) {
+pub extern "C" fn handle_syscall<const TRACED: bool>(ctx: &mut UserContext) -> ! {
     match crate::fastpath::attempt::<TRACED>(ctx) {
         Some(thread) => slow_path(thread, ctx),
         None => sched::resume(),
@@ -72,7 +115,7 @@ pub extern "C" fn handle_syscall<const TRACED: bool>(ctx: &mut UserContext) {
 /// The handler while the fastpath is switched off (`trace_control::SET_FASTPATH`):
 /// every system call takes the slow path, recorded like the traced build's when
 /// tracing is on.
-pub extern "C" fn handle_syscall_slow(ctx: &mut UserContext) {
+pub extern "C" fn handle_syscall_slow(ctx: &mut UserContext) -> ! {
     let cpu = this_cpu();
     let categories = crate::trace::categories();
     match cpu.sched.with(|s| sched::current_of(s)) {

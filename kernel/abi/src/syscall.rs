@@ -75,8 +75,11 @@ pub const ROOT_IPC_BUFFER: u64 = 0x0000_7ffd_0000_0000;
 /// and small-offset accesses fault).
 pub const USER_BASE: u64 = 0x40_0000;
 
-/// One past the highest user address (the canonical lower half).
-pub const USER_TOP: u64 = 0x0000_8000_0000_0000;
+/// One past the highest user address: the canonical lower half less its top page.
+/// That page stays unmapped (as on Linux) so that no `SYSCALL` instruction can end at
+/// the top of the half: the return address the CPU saves is then always canonical,
+/// which the IPC fastpath relies on (it returns to threads without re-checking).
+pub const USER_TOP: u64 = 0x0000_7fff_ffff_f000;
 
 #[cfg(test)]
 mod tests {

@@ -5,8 +5,11 @@ use core::arch::asm;
 
 use ramen_abi::MSG_REGS;
 
-// The asm below names exactly six message registers.
+// The asm below (and in `fault::raw_with_flags`) names exactly six message registers.
 const _: () = assert!(MSG_REGS == 6);
+
+/// The message registers [`raw`] takes.
+pub const RAW_REGS: usize = MSG_REGS;
 
 /// What the kernel hands back from any system call, undecoded.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

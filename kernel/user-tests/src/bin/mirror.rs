@@ -1,11 +1,13 @@
 //! Fastpath/slow-path differential workload over the endpoint in its `WAIT` slot.
 //! Requests and replies fill the registers past their length with junk, which the
-//! kernel must not pass on.
+//! kernel must not pass on: every thread checks that the registers past the length
+//! of what it receives hold its own values from its receiving system call (its
+//! request or reply and its junk, or `recv`'s zeros), never the sender's.
 //! With argument 0 it serves: each request is answered with label + 1 and
 //! `label % 7` words made of everything it received (info word, badge, a digest of
 //! all six message registers, the first three registers), so every reply shape from
 //! 0 to 6 words occurs and the reply depends on every register the kernel handed
-//! over, including the ones past the message, which must be zero. With argument
+//! over, including the ones past the message. With argument
 //! `rounds << 3 | 1` it is the client: `rounds` calls of every length from 0 to 6
 //! words with pseudo-random labels and words, folding every register of every reply
 //! (result, info, badge, six message registers) into a digest it reports to the root
@@ -23,7 +25,9 @@
 #![no_main]
 #![forbid(unsafe_code)]
 
+use ramen_abi::syscall::Sys;
 use ramen_abi::{MSG_REGS, MessageInfo};
+use ramen_rt::fault::{self, HOSTILE_RFLAGS};
 use ramen_rt::msgbuf::MessageBuffer;
 use ramen_rt::{Message, call, nb_send, recv, reply_recv, send};
 use ramen_user_tests::{WAIT, XorShift, report};
@@ -73,14 +77,36 @@ fn with_junk(mut message: Message, len: usize, seed: u64) -> Message {
     message
 }
 
+/// Whether the registers of `received` past its length are the receiver's own
+/// `passed` (what it had in them at its receiving system call): the kernel writes
+/// only the message's words.
+fn rest_is_own(received: &Message, passed: &Message) -> bool {
+    let len = received.info.len_words().min(MSG_REGS);
+    received.regs.get(len..) == passed.regs.get(len..)
+}
+
+/// A reply no client accepts (label 0): the server's way to fail the run.
+fn refusal() -> Message {
+    Message::new(0, &[])
+}
+
 fn serve() {
     let mut buf = MessageBuffer::program_thread(0);
-    let Ok((mut badge, mut request)) = recv(WAIT) else {
+    let Ok((badge, request)) = recv(WAIT) else {
         return;
     };
+    // `recv` passes zeros in the message registers.
+    let mut reply = if rest_is_own(&request, &Message::default()) {
+        answer(&mut buf, badge, &request)
+    } else {
+        refusal()
+    };
     loop {
-        match reply_recv(WAIT, &answer(&mut buf, badge, &request)) {
-            Ok((b, next)) => (badge, request) = (b, next),
+        match reply_recv(WAIT, &reply) {
+            Ok((badge, request)) if rest_is_own(&request, &reply) => {
+                reply = answer(&mut buf, badge, &request)
+            }
+            Ok(_) => reply = refusal(),
             Err(_) => return,
         }
     }
@@ -112,9 +138,27 @@ fn client(rounds: u64, one_way: bool) -> Option<u64> {
             send(WAIT, &request).ok()?;
             let (badge, reply) = recv(PONG).ok()?;
             digest = fold(digest, badge);
-            reply
+            rest_is_own(&reply, &Message::default()).then_some(reply)?
         } else {
-            call(WAIT, &request).ok()?
+            // The registers past the reply's length are this client's own request's.
+            let reply = if i % 3 == 2 {
+                // With RFLAGS bits no thread may return to user mode with (NT, IOPL):
+                // the kernel must drop them whichever path returns here.
+                // Either path returns with them clear (the slow path sanitises the
+                // context; the fastpath relies on the entry having done so).
+                let (raw, flags) = fault::raw_with_flags(
+                    HOSTILE_RFLAGS,
+                    Sys::Call as u64,
+                    WAIT,
+                    request.info.0,
+                    request.regs,
+                );
+                let clean = raw.error == 0 && flags & HOSTILE_RFLAGS == 0;
+                clean.then_some(Message { info: MessageInfo(raw.info), regs: raw.regs })?
+            } else {
+                call(WAIT, &request).ok()?
+            };
+            rest_is_own(&reply, &request).then_some(reply)?
         };
         digest = fold(digest, reply.info.0);
         digest = reply.regs.iter().fold(digest, |h, w| fold(h, *w));
@@ -148,7 +192,12 @@ fn ping_pong(client: bool, rounds: u64) {
 fn serve_one_way() {
     let mut buf = MessageBuffer::program_thread(0);
     while let Ok((badge, request)) = recv(WAIT) {
-        if send(PONG, &answer(&mut buf, badge, &request)).is_err() {
+        let answer = if rest_is_own(&request, &Message::default()) {
+            answer(&mut buf, badge, &request)
+        } else {
+            refusal()
+        };
+        if send(PONG, &answer).is_err() {
             return;
         }
     }

@@ -48,9 +48,6 @@ use crate::{ipc, syscall};
 #[inline(always)]
 pub fn attempt<const TRACED: bool>(ctx: &UserContext) -> Option<ThreadRef> {
     let (number, cptr, info) = (ctx.rax, ctx.rdi, MessageInfo(ctx.rsi));
-    // What the traced build records on the way out: (caller, receiver, the TSC at
-    // the hand-over). Only the traced build writes it.
-    let mut switched = None;
     let outcome = crate::cpus::with_local_sched(|cpu, s| {
         let Some(caller) = sched::current_of(s) else {
             return Outcome::Resume;
@@ -65,9 +62,14 @@ pub fn attempt<const TRACED: bool>(ctx: &UserContext) -> Option<ThreadRef> {
             crate::trace::syscall_enter(cpu, categories, caller, number, cptr);
         }
         match guards_and_commit::<false>(cpu, s, caller, number, cptr, info, tracing) {
-            Some(Next::Here(next, tsc)) => {
+            Some(Next::Here(next)) => {
+                // The IPC's records and the receiver's run, written on the way out
+                // (the ring needs no scheduler borrow).
                 if tracing {
-                    switched = Some((cpu, caller, next, tsc));
+                    let kind =
+                        if number == Sys::Call as u64 { EventKind::IpcSend } else { EventKind::IpcReply };
+                    let ipc = crate::trace::FastIpc { kind, len_words: info.len_words() };
+                    crate::trace::fastpath_switch(cpu, caller, next, ipc);
                 }
                 Outcome::Switched
             }
@@ -77,14 +79,7 @@ pub fn attempt<const TRACED: bool>(ctx: &UserContext) -> Option<ThreadRef> {
         }
     });
     match outcome {
-        Outcome::Switched => {
-            if let Some((cpu, caller, next, tsc)) = switched {
-                let kind = if number == Sys::Call as u64 { EventKind::IpcSend } else { EventKind::IpcReply };
-                let ipc = crate::trace::FastIpc { kind, len_words: info.len_words(), tsc };
-                crate::trace::fastpath_switch(cpu, caller, next, ipc);
-            }
-            ramen_arch::user::return_to_user()
-        }
+        Outcome::Switched => ramen_arch::user::return_to_user(),
         Outcome::Resume => None,
         Outcome::Slow(caller) => Some(caller),
     }
@@ -115,8 +110,8 @@ fn count_fast(cpu: &Cpu) {
 
 /// Where a committed fastpath goes next.
 enum Next {
-    /// Switch to this thread here; the TSC at the hand-over when tracing (else 0).
-    Here(ThreadRef, u64),
+    /// Switch to this thread here.
+    Here(ThreadRef),
     /// The message went to a thread on another CPU, woken there, and the caller
     /// blocked: this CPU runs whatever is best now (`sched::resume`).
     Resume,
@@ -178,12 +173,14 @@ fn guards_and_commit<const LONG: bool>(
     };
     // The IPC's trace records are written on the way out (`trace::fastpath_switch`),
     // with this time.
-    let tsc = if tracing { ramen_arch::cpu::rdtsc() } else { 0 };
+    if tracing {
+        crate::trace::note_handover(cpu);
+    }
     // The read section covers capability slots and endpoint queues, all done with.
     drop(store);
     sched::switch_in(s, caller, next);
     count_fast(cpu);
-    Some(Next::Here(next, tsc))
+    Some(Next::Here(next))
 }
 
 /// `Send` / `NbSend` and `Recv` / `NbRecv` without `CAP_LOCK`'s write side, in a

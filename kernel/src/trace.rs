@@ -124,12 +124,15 @@ pub struct CpuTrace {
     head: AtomicU64,
     /// The last flow id handed out on this CPU: `cpu << 48 | counter`.
     flows: AtomicU64,
+    /// The TSC at the fastpath's last hand-over on this CPU ([`note_handover`]),
+    /// which [`fastpath_switch`] records as the send's time. Only this CPU uses it.
+    handover: AtomicU64,
 }
 
 impl CpuTrace {
     /// Tracing state around `ring` (empty, in overwrite mode: zeroed memory).
     pub const fn new(ring: &'static Ring) -> Self {
-        Self { ring, head: AtomicU64::new(0), flows: AtomicU64::new(0) }
+        Self { ring, head: AtomicU64::new(0), flows: AtomicU64::new(0), handover: AtomicU64::new(0) }
     }
 
     /// Records `kind` about the running thread.
@@ -349,12 +352,18 @@ pub struct FastIpc {
     pub kind: EventKind,
     /// Message words.
     pub len_words: usize,
-    /// The TSC when the message went.
-    pub tsc: u64,
+}
+
+/// The fastpath on `cpu` (this CPU) hands a message over now: remembers the time for
+/// [`fastpath_switch`] (kept in the CPU's trace state rather than carried through
+/// the fastpath's return values, where it cost the traced build spills).
+#[inline(always)]
+pub fn note_handover(cpu: &Cpu) {
+    cpu.trace.handover.store(ramen_arch::cpu::rdtsc(), Relaxed);
 }
 
 /// The fastpath on `cpu` (this CPU) moved a message from `from` to `to` and is about
-/// to return to `to`: records the send or reply (at `ipc.tsc`) and what
+/// to return to `to`: records the send or reply (at [`note_handover`]'s time) and what
 /// [`before_run`] records, as one batch; the receive needs no trip through `to`'s
 /// TCB.
 #[inline(always)]
@@ -368,7 +377,7 @@ pub fn fastpath_switch(cpu: &Cpu, from: ThreadRef, to: ThreadRef, ipc: FastIpc) 
     let received = enabled.contains(Categories::IPC).then(|| {
         let flow = t.flow();
         let args = [flow, info(Some(to), IpcPath::Fast, ipc.len_words)];
-        batch.push(ipc.tsc, t.head.load(Relaxed) | ipc.kind as u64, args);
+        batch.push(t.handover.load(Relaxed), t.head.load(Relaxed) | ipc.kind as u64, args);
         (flow, info(Some(from), IpcPath::Fast, ipc.len_words))
     });
     run_records(t, &mut batch, to, enabled, received);

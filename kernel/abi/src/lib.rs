@@ -140,14 +140,18 @@ impl MessageInfo {
     /// the info word from its fields, clears them, and both paths must deliver the
     /// same word (the same single mask test covers caps, leases and reserved bits).
     pub const fn fits_fastpath(self) -> bool {
-        self.len_words() <= MSG_REGS && self.0 & 0xff80 == 0
+        // The low 16 bits are the length (bits 0-6) under the capability count, the
+        // lease count and the reserved bits (7-15): they are at most `MSG_REGS`
+        // exactly when bits 7-15 are clear and the length fits. One compare.
+        self.0 & 0xffff <= MSG_REGS as u64
     }
 
     /// True if the message transfers neither capabilities nor leases, has no
     /// reserved bit set and fits the IPC buffer: the kernel's fastpath then carries
     /// it, copying the words past the registers from buffer to buffer.
     pub const fn fits_words_only(self) -> bool {
-        self.len_words() <= MSG_MAX_WORDS && self.0 & 0xff80 == 0
+        // As `fits_fastpath` (`MSG_MAX_WORDS` is below bit 7).
+        self.0 & 0xffff <= MSG_MAX_WORDS as u64
     }
 }
 
@@ -241,6 +245,21 @@ mod tests {
         assert!(MessageInfo::try_new(7, MSG_REGS, 0, 0).unwrap().fits_fastpath());
         let reserved = MessageInfo(MessageInfo::try_new(7, 1, 0, 0).unwrap().0 | 0x1000);
         assert!(!reserved.fits_fastpath(), "reserved bits go the slow way, which clears them");
+    }
+
+    #[test]
+    fn fast_shape_tests_mean_what_their_fields_say() {
+        // Every value of the low 16 bits (the label above them does not matter), with
+        // and without a label: the one-compare tests agree with the field-by-field
+        // definitions.
+        for low in 0..=0xffffu64 {
+            for label in [0, 0xABCDE] {
+                let info = MessageInfo(label << 16 | low);
+                let clean = low & 0xff80 == 0;
+                assert_eq!(info.fits_fastpath(), clean && info.len_words() <= MSG_REGS, "{low:#x}");
+                assert_eq!(info.fits_words_only(), clean && info.len_words() <= MSG_MAX_WORDS, "{low:#x}");
+            }
+        }
     }
 
     #[test]

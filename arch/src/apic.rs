@@ -35,6 +35,9 @@ pub struct Lapic {
     apic: LocalApic,
     deadline_mode: bool,
     x2apic: bool,
+    /// The timer's LVT entry is unmasked (it stays so once armed: deadline and
+    /// one-shot timers disarm themselves after firing).
+    timer_enabled: bool,
 }
 
 /// How the local APIC runs.
@@ -66,7 +69,7 @@ impl Lapic {
             apic.enable();
             apic.disable_timer();
         }
-        Ok(Self { apic, deadline_mode: features.tsc_deadline, x2apic: features.x2apic })
+        Ok(Self { apic, deadline_mode: features.tsc_deadline, x2apic: features.x2apic, timer_enabled: false })
     }
 
     /// The mode in use.
@@ -89,15 +92,19 @@ impl Lapic {
     }
 
     /// Arms the timer to fire once, at TSC value `deadline_tsc` in deadline mode, or
-    /// after `fallback_ticks` APIC timer ticks in one-shot mode.
-    pub fn arm_timer(&mut self, deadline_tsc: u64, fallback_ticks: u32) {
+    /// after `fallback_ticks()` APIC timer ticks in one-shot mode (computed only
+    /// then: the conversion divides). The LVT entry is written the first time only.
+    pub fn arm_timer(&mut self, deadline_tsc: u64, fallback_ticks: impl FnOnce() -> u32) {
         // SAFETY: programming this CPU's own timer; the vector has a handler.
         unsafe {
-            self.apic.enable_timer();
+            if !self.timer_enabled {
+                self.apic.enable_timer();
+                self.timer_enabled = true;
+            }
             if self.deadline_mode {
                 Msr::new(TSC_DEADLINE_MSR).write(deadline_tsc);
             } else {
-                self.apic.set_timer_initial(fallback_ticks.max(1));
+                self.apic.set_timer_initial(fallback_ticks().max(1));
             }
         }
     }

@@ -471,15 +471,22 @@ fn remote_reply(
     Some(None)
 }
 
-/// A memo miss: resolves `cptr` through this CPU's lookup cache and remembers it.
+/// A memo miss: the thread's previous memo, else a resolution through this CPU's
+/// lookup cache, which becomes the memo (the old memo becoming the previous one).
 #[cold]
 #[inline(never)]
 fn lookup_miss(cpu: &Cpu, store: &Store, caller: ThreadRef, cptr: u64) -> Option<SlotRef> {
+    let t = tcb(caller);
+    if let Some(slot) = t.lookup_memo_prev.hit(store, cptr, MAX_DEPTH) {
+        return Some(slot);
+    }
     let generation = store.generation();
     let root_slot = cspace_slot(caller)?;
     let root = store.slot(root_slot).cap();
     let slot = cpu.lookup.with(|cache| cache.lookup(store, &root, cptr, MAX_DEPTH)).ok()?;
-    tcb(caller).lookup_memo.remember(generation, cptr, MAX_DEPTH, slot);
+    let t = tcb(caller);
+    t.lookup_memo_prev = t.lookup_memo;
+    t.lookup_memo.remember(generation, cptr, MAX_DEPTH, slot);
     Some(slot)
 }
 

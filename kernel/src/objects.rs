@@ -316,6 +316,10 @@ pub struct Tcb {
     /// whose CNode capability changes only with the generation; created afresh with
     /// the TCB, so a TCB reborn at the same address remembers nothing).
     pub lookup_memo: LookupMemo,
+    /// The lookup `lookup_memo` held before its last refill (same rules): a thread
+    /// that alternates between two capabilities (wait on one, signal another; a
+    /// server's endpoint and its notification) finds both without a walk.
+    pub lookup_memo_prev: LookupMemo,
 }
 
 const _: () = assert!(core::mem::size_of::<Tcb>() <= 1 << TCB_BITS);
@@ -353,6 +357,7 @@ impl Tcb {
             last_fault: [0; 3],
             trace: crate::trace::ThreadTrace::new(),
             lookup_memo: LookupMemo::new(),
+            lookup_memo_prev: LookupMemo::new(),
         }
     }
 }

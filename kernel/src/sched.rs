@@ -533,9 +533,10 @@ fn enter_user(slice: Option<u64>) -> ! {
 
 #[inline(never)]
 fn arm_slice(left: u64) {
-    let m = cpus::machine();
-    let left_ns = ramen_core::tsc::ticks_to_ns(left, m.tsc_hz);
-    let apic_ticks = u32::try_from(left_ns / APIC_TICK_NS).unwrap_or(u32::MAX).max(1);
+    let apic_ticks = || {
+        let left_ns = ramen_core::tsc::ticks_to_ns(left, cpus::machine().tsc_hz);
+        u32::try_from(left_ns / APIC_TICK_NS).unwrap_or(u32::MAX).max(1)
+    };
     this_cpu().lapic.with(|l| l.arm_timer(cpu::rdtsc() + left, apic_ticks));
 }
 

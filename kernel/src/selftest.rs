@@ -197,7 +197,7 @@ fn wait_until(ns: u64, done: impl Fn() -> bool) -> bool {
         }
         // Re-arm a wake-up so `hlt` cannot sleep past the deadline.
         let now = cpu::rdtsc();
-        cpus::this_cpu().lapic.with(|l| l.arm_timer(now + deadline / 8, 100_000));
+        cpus::this_cpu().lapic.with(|l| l.arm_timer(now + deadline / 8, || 100_000));
         cpu::wait_for_interrupt();
     }
     true

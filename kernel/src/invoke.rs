@@ -349,12 +349,10 @@ fn tear_down(store: &mut Store, object: Destroyed) {
                 let _ = crate::ipc::bind(thread, 0);
                 // Take it off its CPU before the memory can be reused: at once here,
                 // by request on its owner (retype refuses the memory until it is done).
-                if tcb(thread).cpu == ramen_arch::percpu::index_fast() {
-                    sched::forget(thread);
-                } else {
+                if tcb(thread).cpu != ramen_arch::percpu::index_fast() {
                     crate::objects::destroyed_thread_in_flight(addr.0);
-                    sched::suspend(thread);
                 }
+                sched::forget_anywhere(thread);
             }
         }
         // A frame's mappings went with its capabilities (`remove_mapping`). Tables

@@ -182,6 +182,10 @@ impl ObjectStore for Store {
         if pinned { Err(ramen_abi::Error::Busy) } else { Ok(()) }
     }
 
+    fn thread_slot(&self, thread: PhysAddr) -> Option<SlotRef> {
+        ThreadRef::new(thread.0).and_then(cspace_slot)
+    }
+
     fn remove_mapping(&mut self, cap: &Cap) {
         use ramen_arch::paging::PageSize;
         let Some((root, vaddr)) =

@@ -35,6 +35,9 @@ pub enum Request {
     Wake(ThreadRef),
     /// Stop the thread (suspend).
     Suspend(ThreadRef),
+    /// The thread was destroyed: stop it and drop every reference this CPU keeps to
+    /// it (FPU ownership: [`forget`]); its memory may be reused once this is done.
+    Forget(ThreadRef),
     /// Take ownership of the thread (migration); run it if it was runnable.
     Adopt(ThreadRef),
     /// The thread's affinity changed to the given CPU: give it away.
@@ -312,8 +315,9 @@ pub fn drain_inbox() {
         for request in batch.iter().take(len).flatten() {
             match *request {
                 Request::Wake(t) => with_sched(|s| wake_local(s, t)),
-                Request::Suspend(t) => {
-                    suspend(t);
+                Request::Suspend(t) => suspend(t),
+                Request::Forget(t) => {
+                    forget(t);
                     // A thread destroyed from another CPU is off this one now: its
                     // memory may be retyped.
                     crate::objects::destroyed_thread_stopped(t.addr());
@@ -540,7 +544,20 @@ fn arm_slice(left: u64) {
     this_cpu().lapic.with(|l| l.arm_timer(cpu::rdtsc() + left, apic_ticks));
 }
 
-/// Forgets `thread` on this CPU before its TCB memory is reused.
+/// Forgets `thread`, which was destroyed, on the CPU that owns it: here at once, or
+/// by request (then its memory must wait: `objects::destroyed_thread_in_flight`).
+pub fn forget_anywhere(thread: ThreadRef) {
+    let owner = tcb(thread).cpu;
+    if owner == ramen_arch::percpu::index_fast() {
+        forget(thread);
+    } else {
+        post(owner, Request::Forget(thread));
+    }
+}
+
+/// Forgets `thread` on this CPU before its TCB memory is reused: off the run queue
+/// and the CPU, and no longer the owner of the FPU registers (else the next switch
+/// would save them into whatever the memory became).
 pub fn forget(thread: ThreadRef) {
     with_sched(|s| {
         stop(s, thread, ThreadState::Inactive);

@@ -215,8 +215,30 @@ fn delete_step_keeping<S: ObjectStore>(
             Step::more(None)
         }
         CapType::Zombie => clear_zombie_slot(store, at, cap, revoking),
+        CapType::Thread if cdt::is_final(store, at) => clear_thread_slot(store, at, cap),
         _ => Step::done(remove(store, at)),
     })
+}
+
+/// One step of deleting a thread's last capability, in `at`: the capability in the
+/// thread's own CSpace-root slot leaves the tree first. A copy is simply removed; the
+/// last capability to its object trades places with the thread's (each keeping its
+/// place in the tree) and the thread goes from its own slot, so that capability
+/// continues the delete from `at` (a CNode there becomes a zombie like any other).
+/// Nothing recurses, whatever the slots hold. (Regression: the thread's memory was
+/// freed with its CSpace-root slot still linked to its neighbours.)
+fn clear_thread_slot<S: ObjectStore>(store: &mut S, at: SlotRef, cap: Cap) -> Step {
+    let Some(inner) = store.thread_slot(cap.addr()).filter(|inner| *inner != at) else {
+        return Step::done(remove(store, at));
+    };
+    if store.slot(inner).is_empty() {
+        return Step::done(remove(store, at));
+    }
+    if !cdt::is_final(store, inner) {
+        return Step::more(remove(store, inner));
+    }
+    cdt::swap(store, at, inner);
+    Step::more(remove(store, inner))
 }
 
 /// One step of revoking the capability in `at`: deleting its descendants, most
@@ -694,6 +716,49 @@ mod tests {
         assert!(destroyed.contains(&Destroyed::Endpoint(ep)));
         assert!(destroyed.contains(&Destroyed::CNode(inner_addr)));
         check_invariants(&fx.store);
+    }
+
+    /// A thread's CSpace-root slot leaves the tree with the thread, whether it holds a
+    /// copy (unlinked), the CNode's last capability (the CNode goes too), or the
+    /// last capability to a CNode that holds the thread's last capability (a cycle).
+    #[test]
+    fn deleting_a_thread_empties_its_cspace_root_slot() {
+        use crate::testing::SIM_THREAD_SLOT_OFFSET;
+        for case in 0..3 {
+            let mut fx = Fixture::new();
+            let cnode = make(&mut fx, CapType::CNode, 2, 3);
+            let cnode_addr = fx.cap(cnode).addr();
+            let tcb = make(&mut fx, CapType::Thread, 0, 4);
+            let tcb_addr = fx.cap(tcb).addr();
+            let inner = SlotRef::new(tcb_addr.0 + SIM_THREAD_SLOT_OFFSET).unwrap();
+            copy(&mut fx.store, cnode, inner).unwrap();
+            let mut thread_cap = tcb;
+            if case >= 1 {
+                // The thread now holds the CNode's last capability.
+                delete(&mut fx.store, cnode).unwrap();
+            }
+            if case == 2 {
+                // ... and the CNode the thread's last capability.
+                let in_cnode = SlotRef::in_cnode(cnode_addr, 2).unwrap();
+                move_cap(&mut fx.store, tcb, in_cnode).unwrap();
+                thread_cap = in_cnode;
+                // Unreachable now but for the revoke of their untyped.
+                let untyped = fx.root_slot(1);
+                let destroyed = revoke(&mut fx.store, untyped).unwrap();
+                assert!(destroyed.contains(&Destroyed::Thread(tcb_addr)), "case {case}");
+                assert!(destroyed.contains(&Destroyed::CNode(cnode_addr)), "case {case}");
+            } else {
+                let destroyed = delete(&mut fx.store, thread_cap).unwrap();
+                assert!(destroyed.contains(&Destroyed::Thread(tcb_addr)), "case {case}");
+                assert_eq!(destroyed.contains(&Destroyed::CNode(cnode_addr)), case == 1, "case {case}");
+            }
+            assert!(
+                fx.store.slot(inner).is_empty(),
+                "case {case}: the thread's slot still holds a capability"
+            );
+            assert!(fx.store.slot(thread_cap).is_empty(), "case {case}");
+            check_invariants(&fx.store);
+        }
     }
 
     #[test]

@@ -293,6 +293,15 @@ pub trait ObjectStore {
     fn remove_mapping(&mut self, cap: &crate::cap::Cap) {
         let _ = cap;
     }
+
+    /// The slot inside the thread object at `thread` that holds its CSpace root (a
+    /// capability like any other, linked in the derivation tree), if threads have
+    /// one. Deleting a thread's last capability empties it first
+    /// ([`crate::cnode::delete_step`]), so no link into the thread's memory outlives it.
+    fn thread_slot(&self, thread: PhysAddr) -> Option<SlotRef> {
+        let _ = thread;
+        None
+    }
 }
 
 #[cfg(test)]

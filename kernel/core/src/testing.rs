@@ -43,6 +43,10 @@ pub struct SimStore {
     pub unmapped: Vec<(PhysAddr, u64)>,
 }
 
+/// Where a simulated thread object keeps its CSpace-root slot (as the kernel's TCB
+/// does, at an offset inside the object).
+pub const SIM_THREAD_SLOT_OFFSET: u64 = 0x100;
+
 impl ObjectStore for SimStore {
     fn may_delete(&self, cap: &Cap, _is_final: bool) -> Result<(), ramen_abi::Error> {
         if self.pinned.contains(&cap.addr()) { Err(ramen_abi::Error::Busy) } else { Ok(()) }
@@ -56,6 +60,10 @@ impl ObjectStore for SimStore {
 
     fn slot(&self, at: SlotRef) -> Slot {
         self.slots.get(&at).copied().unwrap_or_default()
+    }
+
+    fn thread_slot(&self, thread: PhysAddr) -> Option<SlotRef> {
+        SlotRef::new(thread.0 + SIM_THREAD_SLOT_OFFSET)
     }
 
     fn set_slot(&mut self, at: SlotRef, slot: Slot) {

@@ -215,10 +215,24 @@ pub fn spawn_thread(
     cpu: u64,
     priority: u64,
 ) -> Result<Child, SysError> {
+    let tcb = alloc.make(object::THREAD, 0)?;
+    start_thread_in(alloc, child, tcb, index, arg, cpu, priority)
+}
+
+/// [`spawn_thread`] with a thread object the caller made (in the root CNode's slot
+/// `tcb`), for tests that choose where its memory comes from.
+pub fn start_thread_in(
+    alloc: &mut Alloc,
+    child: &Child,
+    tcb: u64,
+    index: u64,
+    arg: u64,
+    cpu: u64,
+    priority: u64,
+) -> Result<Child, SysError> {
     let offset = index.checked_mul(THREAD_SPACING).ok_or(SysError(ramen_abi::Error::RangeError.code()))?;
     let stack_top = STACK_TOP - offset;
     let ipc_buffer = IPC_BUFFER - offset;
-    let tcb = alloc.make(object::THREAD, 0)?;
     for i in 0..STACK_PAGES {
         let frame = alloc.make(object::FRAME_4K, 0)?;
         vm::map_page(child.vspace, frame, stack_top - (i + 1) * PAGE, 1, alloc)?;

@@ -90,7 +90,7 @@ pub fn run(info: &'static BootInfo) -> bool {
     };
 
     type Case = (&'static str, fn(&mut Ctx) -> Outcome);
-    let cases: [Case; 30] = [
+    let cases: [Case; 31] = [
         ("invalid_capability_pointers_are_rejected", invalid_capability_pointers),
         ("wrong_types_and_labels_are_rejected", wrong_types_and_labels),
         ("retype_rejects_bad_input_and_changes_nothing", retype_bad_input),
@@ -102,6 +102,10 @@ pub fn run(info: &'static BootInfo) -> bool {
         ("fpu_state_is_private_to_each_thread", fpu_isolation),
         ("user_faults_reach_the_fault_handler", fault_delivery),
         ("revoke_wakes_a_waiter_on_another_cpu", revoke_across_cores),
+        (
+            "a_thread_destroyed_while_running_elsewhere_keeps_its_memory_until_stopped",
+            destroy_running_elsewhere,
+        ),
         ("threads_migrate_while_running_and_blocked", migration),
         ("sched_control_sets_each_cpus_slice", sched_control),
         ("foundry_echo_contract_across_cpus", foundry_echo),
@@ -514,6 +518,80 @@ fn revoke_across_cores(ctx: &mut Ctx) -> Outcome {
         Err("the waiter never woke")
     } else if code != Error::InvalidCapability.code() {
         Err("the waiter woke without InvalidCapability")
+    } else {
+        Ok(())
+    }
+}
+
+/// A thread destroyed while it runs on another CPU: that CPU may run it for a moment
+/// after the revoke returns, so its memory must not be handed out again until that
+/// CPU has taken it off (retype answers `Busy` meanwhile). Each round makes a thread
+/// in a 4 KiB untyped of its own, starts it spinning on the last CPU, revokes the
+/// untyped as soon as the thread has reported, and at once retypes the same memory
+/// into the next round's thread, retrying while `Busy`. Whether a retype ever finds
+/// the window open depends on timing (printed, not required); what is required is that
+/// every retype either waits with `Busy` or succeeds, and the kernel stays sound (the
+/// fuzzer's invariant check runs after all cases).
+fn destroy_running_elsewhere(ctx: &mut Ctx) -> Outcome {
+    const ROUNDS: u64 = 12;
+    let cpu = ctx.cpus - 1;
+    // A program whose CSpace and address space the threads share; its own thread is
+    // stopped at once, so every report comes from the round's thread.
+    let (child, badge) = start(ctx, "spin", 20_000, cpu, &[], false)?;
+    stop(&child);
+    let untyped = ok(ctx.alloc.make(object::UNTYPED, 12), "a 4 KiB untyped")?;
+    let tcb = ok(ctx.alloc.slot(), "slot")?;
+    let mut busy = 0u64;
+    for round in 0..ROUNDS {
+        let mut tries = 0;
+        loop {
+            match kobj::retype(untyped, object::THREAD, 0, slot::CNODE, tcb, 1) {
+                Ok(()) => break,
+                Err(e) if e == Error::Busy && tries < 100_000 => {
+                    busy += 1;
+                    tries += 1;
+                    ramen_rt::yield_now();
+                }
+                Err(e) if e == Error::Busy => return Err("the memory stayed Busy"),
+                Err(_) => return Err("retyping the destroyed thread's memory failed"),
+            }
+        }
+        ok(
+            loader::start_thread_in(&mut ctx.alloc, &child, tcb, round + 1, 20_000, cpu, TEST_PRIORITY),
+            "start the round's thread",
+        )?;
+        if !collect(ctx, 1000, |b, _| b == badge) {
+            return Err("the round's thread never ran");
+        }
+        // Destroys the thread (its only capability), running or about to run there.
+        ok(kobj::revoke(slot::CNODE, untyped, 64), "revoke")?;
+    }
+    println!("    {} rounds on cpu {}: the retype found the memory busy {} times", ROUNDS, cpu, busy);
+    // The last round's thread is gone too. Its CPU must not still count it as the
+    // owner of its FPU registers, or the next switch there would save them into
+    // whatever its memory becomes: make that a frame full of a pattern, run another
+    // thread there, and look.
+    let frame = ok(ctx.alloc.slot(), "slot")?;
+    let mut tries = 0;
+    while let Err(e) = kobj::retype(untyped, object::FRAME_4K, 0, slot::CNODE, frame, 1) {
+        tries += 1;
+        if e != Error::Busy || tries > 100_000 {
+            return Err("retyping the last thread's memory into a frame failed");
+        }
+        ramen_rt::yield_now();
+    }
+    let mut page = ok(ramen_rt::vm::Mapping::new(frame, 1, 0x6200_0000_0000, true, &mut ctx.alloc), "map")?;
+    page.bytes_mut().fill(0xa5);
+    let (other, other_badge) = start(ctx, "spin", 20_000, cpu, &[], false)?;
+    let ran = collect(ctx, 1000, |b, _| b == other_badge);
+    stop(&other);
+    let intact = page.bytes().iter().all(|b| *b == 0xa5);
+    ok(page.unmap(), "unmap")?;
+    ok(kobj::revoke(slot::CNODE, untyped, 64), "revoke the frame")?;
+    if !ran {
+        Err("the thread after the destroyed one never ran")
+    } else if !intact {
+        Err("the kernel wrote into the memory of a destroyed thread")
     } else {
         Ok(())
     }

@@ -454,9 +454,11 @@ pub fn resume() -> ! {
 /// Installs `thread` on this CPU and returns to it in user mode.
 fn run(thread: ThreadRef) -> ! {
     if !tcb(thread).context.sanitise() {
-        // Only a kernel bug could put a non-canonical RIP or RSP here (user-set entry
-        // points are checked); never `iretq` to one, which would fault in ring 0.
-        crate::kprintln!("thread {:#x} has a non-user RIP or RSP; stopped", thread.addr());
+        // User-set entry points are checked and `SYSCALL` saves canonical return
+        // addresses (see `UserContext::sanitise`); a trap frame could still hold a
+        // non-canonical RIP (QEMU saves the target of a jump there). Never `iretq` to
+        // one, which would fault in ring 0.
+        crate::kprintln!("thread {:#x} has a non-user RIP; stopped", thread.addr());
         with_sched(|s| stop(s, thread, ThreadState::Faulted));
         resume();
     }

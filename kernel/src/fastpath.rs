@@ -171,11 +171,7 @@ fn guards_and_commit<const LONG: bool>(
         count_fast(cpu);
         return Some(Next::Resume);
     };
-    // The IPC's trace records are written on the way out (`trace::fastpath_switch`),
-    // with this time.
-    if tracing {
-        crate::trace::note_handover(cpu);
-    }
+    // The IPC's trace records are written on the way out (`trace::fastpath_switch`).
     // The read section covers capability slots and endpoint queues, all done with.
     drop(store);
     sched::switch_in(s, caller, next);

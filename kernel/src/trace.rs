@@ -124,15 +124,12 @@ pub struct CpuTrace {
     head: AtomicU64,
     /// The last flow id handed out on this CPU: `cpu << 48 | counter`.
     flows: AtomicU64,
-    /// The TSC at the fastpath's last hand-over on this CPU ([`note_handover`]),
-    /// which [`fastpath_switch`] records as the send's time. Only this CPU uses it.
-    handover: AtomicU64,
 }
 
 impl CpuTrace {
     /// Tracing state around `ring` (empty, in overwrite mode: zeroed memory).
     pub const fn new(ring: &'static Ring) -> Self {
-        Self { ring, head: AtomicU64::new(0), flows: AtomicU64::new(0), handover: AtomicU64::new(0) }
+        Self { ring, head: AtomicU64::new(0), flows: AtomicU64::new(0) }
     }
 
     /// Records `kind` about the running thread.
@@ -343,7 +340,7 @@ fn record_run(t: &CpuTrace, thread: ThreadRef, enabled: Categories) {
     let state = &mut tcb(thread).trace;
     let received = (state.pending_flow != 0).then_some((state.pending_flow, state.pending_peer));
     state.pending_flow = 0;
-    run_records(t, &mut t.ring.batch(), thread, enabled, received);
+    run_records(t, &mut t.ring.batch(), thread, enabled, received, ramen_arch::cpu::rdtsc());
 }
 
 /// An IPC the fastpath made, recorded by [`fastpath_switch`].
@@ -354,18 +351,11 @@ pub struct FastIpc {
     pub len_words: usize,
 }
 
-/// The fastpath on `cpu` (this CPU) hands a message over now: remembers the time for
-/// [`fastpath_switch`] (kept in the CPU's trace state rather than carried through
-/// the fastpath's return values, where it cost the traced build spills).
-#[inline(always)]
-pub fn note_handover(cpu: &Cpu) {
-    cpu.trace.handover.store(ramen_arch::cpu::rdtsc(), Relaxed);
-}
-
 /// The fastpath on `cpu` (this CPU) moved a message from `from` to `to` and is about
-/// to return to `to`: records the send or reply (at [`note_handover`]'s time) and what
-/// [`before_run`] records, as one batch; the receive needs no trip through `to`'s
-/// TCB.
+/// to return to `to`: records the send or reply and what [`before_run`] records, as
+/// one batch with one timestamp (the send's is the moment of the return, a few dozen
+/// instructions after the hand-over: a separate timestamp cost 2.5 instructions per
+/// event); the receive needs no trip through `to`'s TCB.
 #[inline(always)]
 pub fn fastpath_switch(cpu: &Cpu, from: ThreadRef, to: ThreadRef, ipc: FastIpc) {
     let enabled = Categories::from_bits_retain(ENABLED.load(Ordering::Relaxed));
@@ -374,13 +364,14 @@ pub fn fastpath_switch(cpu: &Cpu, from: ThreadRef, to: ThreadRef, ipc: FastIpc) 
     }
     let t = &cpu.trace;
     let mut batch = t.ring.batch();
+    let tsc = ramen_arch::cpu::rdtsc();
     let received = enabled.contains(Categories::IPC).then(|| {
         let flow = t.flow();
         let args = [flow, info(Some(to), IpcPath::Fast, ipc.len_words)];
-        batch.push(t.handover.load(Relaxed), t.head.load(Relaxed) | ipc.kind as u64, args);
+        batch.push(tsc, t.head.load(Relaxed) | ipc.kind as u64, args);
         (flow, info(Some(from), IpcPath::Fast, ipc.len_words))
     });
-    run_records(t, &mut batch, to, enabled, received);
+    run_records(t, &mut batch, to, enabled, received, tsc);
 }
 
 /// The records of a return to `thread`: its name (first time in this trace), the
@@ -394,11 +385,11 @@ fn run_records(
     thread: ThreadRef,
     enabled: Categories,
     received: Option<(u64, u64)>,
+    tsc: u64,
 ) {
     let id = thread_id(thread);
     let result = tcb(thread).context.rax;
     let state = &mut tcb(thread).trace;
-    let tsc = ramen_arch::cpu::rdtsc();
     let mut head = t.head.load(Relaxed);
     // A thread's name goes into each trace the first time the thread runs in it.
     let epoch = EPOCH.load(Ordering::Relaxed);

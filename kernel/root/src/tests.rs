@@ -288,6 +288,13 @@ fn mapping_bad_addresses(ctx: &mut Ctx) -> Outcome {
         Error::RangeError,
         "non-canonical",
     )?;
+    // The lower half's top page is never user memory (a `SYSCALL` ending there would
+    // save a non-canonical return address; the fastpath relies on it).
+    expect_err(
+        kobj::map_frame(frame, slot::VSPACE, 0x0000_7fff_ffff_f000, 0),
+        Error::RangeError,
+        "the top page of the lower half",
+    )?;
     expect_err(kobj::map_frame(frame, slot::VSPACE, 0x1000, 0), Error::RangeError, "below USER_BASE")?;
     expect_err(
         kobj::map_frame(frame, slot::VSPACE, 0x6000_0000_0123, 0),

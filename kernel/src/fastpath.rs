@@ -79,10 +79,24 @@ pub fn attempt<const TRACED: bool>(ctx: &UserContext) -> Option<ThreadRef> {
         }
     });
     match outcome {
-        Outcome::Switched => ramen_arch::user::return_to_user(),
+        Outcome::Switched => return_to_receiver(),
         Outcome::Resume => None,
         Outcome::Slow(caller) => Some(caller),
     }
+}
+
+/// Leaves for the thread the fastpath switched to, with `sysretq`: the receiver
+/// blocked in a system call (`Recv`/`ReplyRecv` for a call, `Call` for a reply; a
+/// faulted caller, whose context a trap saved, is never a target), so its context
+/// was saved by `SYSCALL` and only its message registers have changed since.
+#[inline(always)]
+#[allow(unsafe_code)]
+fn return_to_receiver() -> ! {
+    debug_assert!(sched::current().is_some_and(|t| tcb(t).context.is_sane()));
+    // SAFETY: the current context is the receiver's, saved by `SYSCALL` (above), so
+    // its RIP follows a `SYSCALL` instruction below `USER_TOP` (canonical) and its
+    // RFLAGS were forced by the entry stub; `sched::switch_in` installed it.
+    unsafe { ramen_arch::user::sysret_to_user() }
 }
 
 /// How [`attempt`] went.

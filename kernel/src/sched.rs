@@ -85,6 +85,31 @@ impl Inbox {
     /// returns how many, and the IPI flow id. Copies only what is there: the whole
     /// inbox is 1.5 KiB, and copying it on every kernel exit cost the slow path about
     /// 1,100 instructions per IPC.
+    /// Drops every request about `thread` (destroyed: nothing may touch it again).
+    fn forget(&mut self, thread: ThreadRef) {
+        let mut kept = 0;
+        for i in 0..self.len {
+            let request = self.items.get_mut(i).and_then(Option::take);
+            let about = match request {
+                Some(
+                    Request::Wake(t)
+                    | Request::Suspend(t)
+                    | Request::Forget(t)
+                    | Request::Adopt(t)
+                    | Request::Release(t, _),
+                ) => Some(t),
+                None => None,
+            };
+            if about != Some(thread)
+                && let Some(slot) = self.items.get_mut(kept)
+            {
+                *slot = request;
+                kept += 1;
+            }
+        }
+        self.len = kept;
+    }
+
     fn take_batch(&mut self, out: &mut [Option<Request>; BATCH]) -> (usize, u64) {
         let n = self.len.min(BATCH);
         for (dst, src) in out.iter_mut().zip(self.items.iter_mut()).take(n) {
@@ -552,6 +577,13 @@ pub fn forget_anywhere(thread: ThreadRef) {
     let owner = tcb(thread).cpu;
     if owner == ramen_arch::percpu::index_fast() {
         forget(thread);
+        // A request another CPU posted here before the destroy (a wake-up from a
+        // signal, say) must not run once the memory is free: it would queue the
+        // dead thread. (Posters name a thread only inside a `CAP_LOCK` section,
+        // which the destroyer holds, so none comes after this; a request another
+        // CPU is forwarding from its own inbox at this moment is not covered.) On
+        // another CPU, `Forget` queues behind such requests instead.
+        this_cpu().inbox.lock().forget(thread);
     } else {
         post(owner, Request::Forget(thread));
     }

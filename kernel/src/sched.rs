@@ -28,100 +28,8 @@ pub const DEFAULT_SLICE_NS: u64 = 5_000_000;
 /// TSC-deadline would need this calibrated; every CPU of the last decade has it.
 const APIC_TICK_NS: u64 = 16;
 
-/// Requests one CPU can post to another's inbox.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Request {
-    /// Make the thread runnable here (it is owned by the receiving CPU).
-    Wake(ThreadRef),
-    /// Stop the thread (suspend).
-    Suspend(ThreadRef),
-    /// The thread was destroyed: stop it and drop every reference this CPU keeps to
-    /// it (FPU ownership: [`forget`]); its memory may be reused once this is done.
-    Forget(ThreadRef),
-    /// Take ownership of the thread (migration); run it if it was runnable.
-    Adopt(ThreadRef),
-    /// The thread's affinity changed to the given CPU: give it away.
-    Release(ThreadRef, u32),
-}
-
-/// Requests waiting for a CPU, bounded: a full inbox makes the sender wait for the
-/// owner to drain it (the owner never waits on anyone's inbox while holding its own).
-pub const INBOX_CAPACITY: usize = 64;
-/// Requests handled per lock hold when draining.
-const BATCH: usize = 4;
-
-/// One CPU's incoming requests.
-pub struct Inbox {
-    items: [Option<Request>; INBOX_CAPACITY],
-    len: usize,
-    /// Slots promised to posters ([`reserve`]) that have not posted yet: a push that
-    /// is not one of them finds the inbox full this much earlier.
-    reserved: usize,
-    /// Flow id of the last traced wake-up IPI that came with these requests (0: none).
-    ipi_flow: u64,
-}
-
-impl Inbox {
-    /// An empty inbox.
-    pub const fn new() -> Self {
-        Self { items: [None; INBOX_CAPACITY], len: 0, reserved: 0, ipi_flow: 0 }
-    }
-
-    fn push(&mut self, request: Request) -> bool {
-        if self.len + self.reserved >= INBOX_CAPACITY {
-            return false;
-        }
-        match self.items.get_mut(self.len) {
-            Some(slot) => {
-                *slot = Some(request);
-                self.len += 1;
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// Moves up to `BATCH` of the oldest requests into `out` (the rest move down);
-    /// returns how many, and the IPI flow id. Copies only what is there: the whole
-    /// inbox is 1.5 KiB, and copying it on every kernel exit cost the slow path about
-    /// 1,100 instructions per IPC.
-    /// Drops every request about `thread` (destroyed: nothing may touch it again).
-    fn forget(&mut self, thread: ThreadRef) {
-        let mut kept = 0;
-        for i in 0..self.len {
-            let request = self.items.get_mut(i).and_then(Option::take);
-            let about = match request {
-                Some(
-                    Request::Wake(t)
-                    | Request::Suspend(t)
-                    | Request::Forget(t)
-                    | Request::Adopt(t)
-                    | Request::Release(t, _),
-                ) => Some(t),
-                None => None,
-            };
-            if about != Some(thread)
-                && let Some(slot) = self.items.get_mut(kept)
-            {
-                *slot = request;
-                kept += 1;
-            }
-        }
-        self.len = kept;
-    }
-
-    fn take_batch(&mut self, out: &mut [Option<Request>; BATCH]) -> (usize, u64) {
-        let n = self.len.min(BATCH);
-        for (dst, src) in out.iter_mut().zip(self.items.iter_mut()).take(n) {
-            *dst = src.take();
-        }
-        if self.len > n {
-            self.items.copy_within(n..self.len, 0);
-        }
-        self.len -= n;
-        (n, core::mem::take(&mut self.ipi_flow))
-    }
-}
+use ramen_core::inbox::BATCH;
+pub use ramen_core::inbox::{Inbox, Request};
 
 /// One CPU's scheduler state.
 pub struct Sched {
@@ -229,9 +137,7 @@ pub fn post(target: u32, request: Request) {
     loop {
         let mut inbox = cpu.inbox.lock();
         if inbox.push(request) {
-            if flow != 0 {
-                inbox.ipi_flow = flow;
-            }
+            inbox.set_ipi_flow(flow);
             break;
         }
         drop(inbox);
@@ -261,11 +167,9 @@ pub struct Reservation {
 /// it), decided before anything changes.
 pub fn reserve(target: u32) -> Option<Reservation> {
     let cpu = cpus::cpu(target)?;
-    let mut inbox = cpu.inbox.lock();
-    if inbox.len + inbox.reserved >= INBOX_CAPACITY {
+    if !cpu.inbox.lock().reserve() {
         return None;
     }
-    inbox.reserved += 1;
     Some(Reservation { target, used: false })
 }
 
@@ -280,12 +184,9 @@ impl Reservation {
         let flow = crate::trace::ipi_send(self.target);
         {
             let mut inbox = cpu.inbox.lock();
-            inbox.reserved = inbox.reserved.saturating_sub(1);
             // Room is certain: the reservation held it.
-            let _ = inbox.push(Request::Wake(thread));
-            if flow != 0 {
-                inbox.ipi_flow = flow;
-            }
+            inbox.push_reserved(Request::Wake(thread));
+            inbox.set_ipi_flow(flow);
         }
         if cpu.wake.posted() {
             let apic_id = cpu.local.apic_id;
@@ -299,8 +200,7 @@ impl Drop for Reservation {
         if !self.used
             && let Some(cpu) = cpus::cpu(self.target)
         {
-            let mut inbox = cpu.inbox.lock();
-            inbox.reserved = inbox.reserved.saturating_sub(1);
+            cpu.inbox.lock().unreserve();
         }
     }
 }

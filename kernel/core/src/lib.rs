@@ -13,6 +13,7 @@ pub mod cdt;
 pub mod cmdline;
 pub mod cnode;
 pub mod cspace;
+pub mod inbox;
 pub mod irq;
 pub mod lookup_cache;
 pub mod memory;

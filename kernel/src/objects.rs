@@ -236,6 +236,10 @@ pub enum ThreadState {
     Blocked = 2,
     /// Stopped by a fault it had no handler for.
     Faulted = 3,
+    /// Destroyed and forgotten by its CPU (`sched::forget`); its memory waits to be
+    /// reused. A request about it still on its way (one another CPU forwards from
+    /// its inbox) finds this and is dropped (`sched::drain_inbox`).
+    Dead = 4,
 }
 
 /// Where a thread is in an IPC.

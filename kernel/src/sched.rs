@@ -238,6 +238,11 @@ pub fn drain_inbox() {
         }
         crate::trace::ipi_received(ipi_flow);
         for request in batch.iter().take(len).flatten() {
+            // A request about a destroyed thread (one another CPU forwarded after the
+            // owner forgot it) changes nothing.
+            if tcb(request.thread()).state == ThreadState::Dead {
+                continue;
+            }
             match *request {
                 Request::Wake(t) => with_sched(|s| wake_local(s, t)),
                 Request::Suspend(t) => suspend(t),
@@ -494,7 +499,7 @@ pub fn forget_anywhere(thread: ThreadRef) {
 /// would save them into whatever the memory became).
 pub fn forget(thread: ThreadRef) {
     with_sched(|s| {
-        stop(s, thread, ThreadState::Inactive);
+        stop(s, thread, ThreadState::Dead);
         if s.fpu_owner == Some(thread) {
             s.fpu_owner = None;
         }

@@ -57,6 +57,10 @@ pub struct Cpu {
     pub tlb_flush_requested: core::sync::atomic::AtomicBool,
     /// Flushes done on request.
     pub tlb_flushes: AtomicU64,
+    /// An address space being destroyed that this CPU must stop having loaded (it
+    /// switches to the kernel's tables) when it answers the flush request that comes
+    /// with it (`tlb::leave`); 0: none.
+    pub leave_vspace: AtomicU64,
 }
 
 /// Filled in by each CPU as it comes up.
@@ -204,6 +208,7 @@ pub fn register(local: &'static CpuLocal, lapic: Lapic) -> &'static Cpu {
                 reading: AtomicBool::new(false),
                 tlb_flush_requested: core::sync::atomic::AtomicBool::new(false),
                 tlb_flushes: AtomicU64::new(0),
+                leave_vspace: AtomicU64::new(0),
             },
         )
     });

@@ -333,7 +333,11 @@ fn run_steps(
 fn tear_down(store: &mut Store, object: Destroyed) {
     match object {
         // Mapping records that name this VSpace are stale from now on.
-        Destroyed::PageTable { addr, kind: CapType::VSpace } => crate::asid::release(store, addr.0),
+        // No CPU may keep it loaded once its memory can be reused.
+        Destroyed::PageTable { addr, kind: CapType::VSpace } => {
+            crate::tlb::leave(addr.0);
+            crate::asid::release(store, addr.0);
+        }
         Destroyed::Endpoint(addr) => crate::ipc::cancel_all(addr.0),
         Destroyed::Notification(addr) => crate::ipc::cancel_notification(addr.0),
         // The line is free for a new handler. (Masking it comes with IRQ delivery to

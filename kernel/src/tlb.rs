@@ -35,7 +35,12 @@ pub fn service() {
     if cpu.tlb_flush_requested.load(Ordering::Relaxed)
         && cpu.tlb_flush_requested.swap(false, Ordering::AcqRel)
     {
-        ramen_arch::paging::flush_all_local();
+        let leave = cpu.leave_vspace.swap(0, Ordering::AcqRel);
+        if leave != 0 && ramen_arch::percpu::loaded_vspace_fast() == leave {
+            unload();
+        } else {
+            ramen_arch::paging::flush_all_local();
+        }
         cpu.tlb_flushes.fetch_add(1, Ordering::Release);
     }
 }
@@ -57,6 +62,50 @@ pub fn shoot_down(vspace: u64, pages: impl Iterator<Item = u64> + Clone) {
 /// table unlinked): every CPU that has it loaded flushes everything.
 pub fn shoot_down_all(vspace: u64) {
     shoot_down_inner(Some(vspace), core::iter::empty(), true);
+}
+
+/// Makes sure no CPU has the address space `vspace` loaded any more, before its
+/// tables are freed: a CPU keeps the last space it ran loaded while it idles (or
+/// runs the kernel), and would otherwise walk freed memory (memory that may become a
+/// frame user space writes). Every CPU showing `vspace` switches to the kernel's
+/// tables, this one at once, the others when they answer the request, which this
+/// waits for. Threads configured in a space keep it alive (`Store::may_delete`), so
+/// no CPU can be about to load it.
+pub fn leave(vspace: u64) {
+    if vspace == 0 {
+        return;
+    }
+    if ramen_arch::percpu::loaded_vspace_fast() == vspace {
+        unload();
+    }
+    // Ask, then request the flush that carries the ask (`service` reads it after
+    // taking a request). A CPU that answered an older request just before the ask
+    // may be counted as done while still showing the space: look again until none
+    // does.
+    loop {
+        fence(Ordering::SeqCst);
+        let mut asked = false;
+        let bound = cpus::INDEX_BOUND.load(Ordering::Acquire);
+        for index in 0..bound {
+            if let Some(cpu) = cpus::cpu(index)
+                && cpu.local.loaded_vspace.load(Ordering::SeqCst) == vspace
+            {
+                cpu.leave_vspace.store(vspace, Ordering::Release);
+                asked = true;
+            }
+        }
+        if !asked {
+            return;
+        }
+        shoot_down_all(vspace);
+    }
+}
+
+/// Switches this CPU to the kernel's tables (which every space shares the upper half
+/// of), recording that it has no user space loaded.
+fn unload() {
+    loading(0);
+    crate::objects::activate_vspace(0);
 }
 
 /// Makes every other CPU answer a flush request and waits for all of them: when it

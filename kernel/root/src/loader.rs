@@ -141,12 +141,18 @@ fn thread_name(file: &str) -> &str {
 
 /// Loads and starts a program (its thread named after the file).
 pub fn spawn(alloc: &mut Alloc, files: &Files, spec: &Spawn<'_>) -> Result<Child, SysError> {
+    let vspace = alloc.make(object::VSPACE, 0)?;
+    spawn_in(alloc, files, spec, vspace)
+}
+
+/// [`spawn`] into an address space the caller made (in the root CNode's slot
+/// `vspace`), for tests that choose where its memory comes from.
+pub fn spawn_in(alloc: &mut Alloc, files: &Files, spec: &Spawn<'_>, vspace: u64) -> Result<Child, SysError> {
     let bad = || SysError(ramen_abi::Error::InvalidArgument.code());
     let archive = files.archive().ok_or_else(bad)?;
     let file = archive.find(spec.name).ok_or_else(bad)?;
     let program = Program::parse(file.data()).map_err(|_| bad())?;
 
-    let vspace = alloc.make(object::VSPACE, 0)?;
     let cnode = alloc.make(object::CNODE, CHILD_RADIX)?;
     let tcb = alloc.make(object::THREAD, 0)?;
 

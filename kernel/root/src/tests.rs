@@ -90,7 +90,7 @@ pub fn run(info: &'static BootInfo) -> bool {
     };
 
     type Case = (&'static str, fn(&mut Ctx) -> Outcome);
-    let cases: [Case; 31] = [
+    let cases: [Case; 32] = [
         ("invalid_capability_pointers_are_rejected", invalid_capability_pointers),
         ("wrong_types_and_labels_are_rejected", wrong_types_and_labels),
         ("retype_rejects_bad_input_and_changes_nothing", retype_bad_input),
@@ -106,6 +106,7 @@ pub fn run(info: &'static BootInfo) -> bool {
             "a_thread_destroyed_while_running_elsewhere_keeps_its_memory_until_stopped",
             destroy_running_elsewhere,
         ),
+        ("no_cpu_keeps_a_destroyed_address_space_loaded", destroy_loaded_vspace),
         ("threads_migrate_while_running_and_blocked", migration),
         ("sched_control_sets_each_cpus_slice", sched_control),
         ("foundry_echo_contract_across_cpus", foundry_echo),
@@ -602,6 +603,58 @@ fn destroy_running_elsewhere(ctx: &mut Ctx) -> Outcome {
     } else {
         Ok(())
     }
+}
+
+/// An address space destroyed while a CPU still has it loaded (the last space that
+/// CPU ran: it keeps it while it idles) must not stay loaded there once its memory
+/// can be reused. A program runs in a space made from a 4 KiB untyped of its own on
+/// the last CPU; its thread is stopped and moved to another space, the space's
+/// capabilities are deleted, the untyped is revoked and its memory becomes a frame
+/// full of ones, and another program is started on that CPU: a CPU still walking
+/// the old tables would fault in the kernel.
+fn destroy_loaded_vspace(ctx: &mut Ctx) -> Outcome {
+    let cpu = ctx.cpus - 1;
+    let untyped = ok(ctx.alloc.make(object::UNTYPED, 12), "a 4 KiB untyped")?;
+    let vspace = ok(ctx.alloc.slot(), "slot")?;
+    ok(kobj::retype(untyped, object::VSPACE, 0, slot::CNODE, vspace, 1), "make the address space")?;
+    let (report, badge) = report_cap(ctx)?;
+    let spec = Spawn {
+        name: "spin",
+        arg: 20_000,
+        cpu,
+        priority: TEST_PRIORITY,
+        grants: &[(REPORT, report)],
+        fault_handler: false,
+    };
+    let child = ok(loader::spawn_in(&mut ctx.alloc, &ctx.files, &spec, vspace), "start in it")?;
+    if !collect(ctx, 1000, |b, _| b == badge) {
+        return Err("the program never ran");
+    }
+    stop(&child);
+    // Once the suspend has reached its CPU, move the thread out so that nothing keeps
+    // the space.
+    let mut tries = 0;
+    while let Err(e) = kobj::configure(child.tcb, child.cspace, slot::VSPACE, 0, 0) {
+        tries += 1;
+        if e != Error::WrongThreadState || tries > 100_000 {
+            return Err("move the thread out");
+        }
+        ramen_rt::yield_now();
+    }
+    ok(kobj::delete(child.cspace, slot::VSPACE, 64), "delete the program's copy")?;
+    ok(kobj::delete(slot::CNODE, vspace, 64), "delete the last capability")?;
+    ok(kobj::revoke(slot::CNODE, untyped, 64), "revoke")?;
+    let frame = ok(ctx.alloc.slot(), "slot")?;
+    ok(kobj::retype(untyped, object::FRAME_4K, 0, slot::CNODE, frame, 1), "reuse the memory")?;
+    let mut page = ok(ramen_rt::vm::Mapping::new(frame, 1, 0x6300_0000_0000, true, &mut ctx.alloc), "map")?;
+    page.bytes_mut().fill(0xff);
+    // The last CPU has to run the kernel again: another program there.
+    let (other, other_badge) = start(ctx, "spin", 20_000, cpu, &[], false)?;
+    let ran = collect(ctx, 1000, |b, _| b == other_badge);
+    stop(&other);
+    ok(page.unmap(), "unmap")?;
+    ok(kobj::revoke(slot::CNODE, untyped, 64), "revoke the frame")?;
+    if ran { Ok(()) } else { Err("the program after the destroyed space never ran") }
 }
 
 fn fuzz(ctx: &mut Ctx) -> Outcome {

@@ -349,10 +349,9 @@ impl UserContext {
 
     /// Whether [`sanitise`](Self::sanitise) would change nothing and succeed.
     pub fn is_sane(&self) -> bool {
-        self.cs == u64::from(USER_CS)
-            && self.ss == u64::from(USER_DS)
-            && self.rflags == (self.rflags & USER_RFLAGS_MASK) | USER_RFLAGS_FORCED
-            && is_user_address(self.rip)
+        let mut sanitised = *self;
+        sanitised.sanitise()
+            && (sanitised.cs, sanitised.ss, sanitised.rflags) == (self.cs, self.ss, self.rflags)
     }
 }
 

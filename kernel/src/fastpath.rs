@@ -41,8 +41,8 @@ use crate::{ipc, syscall};
 /// `None` when no thread is current.
 ///
 /// One borrow of this CPU's scheduler covers the whole attempt and the switch, and
-/// the CPU table is read once: each borrow is a check and two stores, which shows on
-/// a path this short. Inlined into the system-call entry, which calls the slow path
+/// the CPU's entry is found once (one GS load): each borrow is a check and two
+/// stores, which shows on a path this short. Inlined into the system-call entry, which calls the slow path
 /// (`syscall::slow_path`, out of line) only when this returns, so the slow path's
 /// registers and stack frame do not weigh on it.
 #[inline(always)]
@@ -494,7 +494,6 @@ fn lookup_miss(cpu: &Cpu, store: &Store, caller: ThreadRef, cptr: u64) -> Option
     let root_slot = cspace_slot(caller)?;
     let root = store.slot(root_slot).cap();
     let slot = cpu.lookup.with(|cache| cache.lookup(store, &root, cptr, MAX_DEPTH)).ok()?;
-    let t = tcb(caller);
     t.lookup_memo_prev = t.lookup_memo;
     t.lookup_memo.remember(generation, cptr, MAX_DEPTH, slot);
     Some(slot)
@@ -527,7 +526,6 @@ fn call<const LONG: bool>(
     if st.caller.is_some() {
         return None;
     }
-    debug_assert!(st.context.is_sane());
     let words = if LONG { buffers_for(info, caller, server)? } else { None };
     if st.cpu != here {
         return remote_call(endpoint, caller, server, cap, info, tracing, words);
@@ -581,7 +579,6 @@ fn reply_recv<const LONG: bool>(
     if c.ipc != IpcState::WaitingReply || c.leases.any() || c.state != ThreadState::Blocked {
         return None;
     }
-    debug_assert!(c.context.is_sane());
     let words = if LONG { buffers_for(info, caller, client)? } else { None };
     if c.cpu != here {
         return remote_reply(caller, client, endpoint, cap, info, tracing, words);

@@ -353,9 +353,6 @@ fn tear_down(store: &mut Store, object: Destroyed) {
                 let _ = crate::ipc::bind(thread, 0);
                 // Take it off its CPU before the memory can be reused: at once here,
                 // by request on its owner (retype refuses the memory until it is done).
-                if tcb(thread).cpu != ramen_arch::percpu::index_fast() {
-                    crate::objects::destroyed_thread_in_flight(addr.0);
-                }
                 sched::forget_anywhere(thread);
             }
         }

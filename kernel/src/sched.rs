@@ -490,6 +490,8 @@ pub fn forget_anywhere(thread: ThreadRef) {
         // another CPU, `Forget` queues behind such requests instead.
         this_cpu().inbox.lock().forget(thread);
     } else {
+        // Until the owner has taken it off, retype refuses the memory.
+        crate::objects::destroyed_thread_in_flight(thread.addr());
         post(owner, Request::Forget(thread));
     }
 }

@@ -238,7 +238,8 @@ pub enum ThreadState {
     Faulted = 3,
     /// Destroyed and forgotten by its CPU (`sched::forget`); its memory waits to be
     /// reused. A request about it still on its way (one another CPU forwards from
-    /// its inbox) finds this and is dropped (`sched::drain_inbox`).
+    /// its inbox) finds this and is dropped (`sched::handle`); the memory waits for
+    /// those too (`Tcb::requests`).
     Dead = 4,
 }
 
@@ -328,6 +329,11 @@ pub struct Tcb {
     /// that alternates between two capabilities (wait on one, signal another; a
     /// server's endpoint and its notification) finds both without a walk.
     pub lookup_memo_prev: LookupMemo,
+    /// Requests naming this thread that some CPU's inbox holds or a CPU is handling
+    /// (`sched::post` counts one up, the CPU that handles it counts it down last):
+    /// a destroyed thread's memory is reused only once this is 0 (see
+    /// [`destroyed_thread_in_flight`]).
+    pub requests: core::sync::atomic::AtomicU32,
 }
 
 const _: () = assert!(core::mem::size_of::<Tcb>() <= 1 << TCB_BITS);
@@ -366,6 +372,7 @@ impl Tcb {
             trace: crate::trace::ThreadTrace::new(),
             lookup_memo: LookupMemo::new(),
             lookup_memo_prev: LookupMemo::new(),
+            requests: core::sync::atomic::AtomicU32::new(0),
         }
     }
 }
@@ -636,36 +643,57 @@ impl Drop for EndpointLock {
     }
 }
 
-/// Threads destroyed while another CPU owned them, until that CPU has taken them off
-/// (it may run one for a moment after the delete returns): their memory must not be
-/// retyped before (`retype_would_reuse_running_thread`). A full table makes the
-/// destroyer wait for a free entry; 64 in flight at once is far more than a CPU
-/// posts between two kernel entries.
+/// Destroyed threads whose memory must not be reused yet: a CPU may still run one
+/// (its owner has not served the `Forget` request), or a request naming it still
+/// sits in an inbox or is being handled (a wake-up forwarded after a migration, an
+/// adoption): each would read or write the TCB. An entry goes once the thread is
+/// `Dead` (its owner forgot it) and its request count is 0; until then
+/// `retype_would_reuse_running_thread` refuses the memory. A full table makes the
+/// destroyer wait for a free entry; 64 at once is far more than CPUs post between
+/// two kernel entries.
 static DESTROYED_RUNNING: spin::Mutex<[u64; 64]> = spin::Mutex::new([0; 64]);
 
-/// Records that the thread at `addr`, owned by another CPU, was destroyed.
+/// Records that the thread at `addr` was destroyed while it may still be in use
+/// (owned by another CPU, or named by a request not yet handled).
 pub fn destroyed_thread_in_flight(addr: u64) {
     loop {
-        if let Some(slot) = DESTROYED_RUNNING.lock().iter_mut().find(|a| **a == 0) {
+        let mut table = DESTROYED_RUNNING.lock();
+        settle_destroyed(&mut table);
+        if let Some(slot) = table.iter_mut().find(|a| **a == 0) {
             *slot = addr;
             return;
         }
+        drop(table);
         crate::tlb::service();
         core::hint::spin_loop();
     }
 }
 
-/// The owner CPU took the thread at `addr` off (a suspend request it served).
-pub fn destroyed_thread_stopped(addr: u64) {
-    for slot in DESTROYED_RUNNING.lock().iter_mut().filter(|a| **a == addr) {
-        *slot = 0;
+/// True once nothing can touch the destroyed thread at `addr` again: its owner
+/// forgot it and no request names it.
+fn destroyed_thread_settled(addr: u64) -> bool {
+    let Some(thread) = ThreadRef::new(addr) else { return true };
+    let t = tcb(thread);
+    // Acquire: the last handler's count-down comes after its last access to the TCB
+    // (the owner's `forget` among them), so those happened before this reads.
+    t.requests.load(Ordering::Acquire) == 0 && t.state == ThreadState::Dead
+}
+
+/// Frees the entries of destroyed threads nothing can touch any more.
+fn settle_destroyed(table: &mut [u64; 64]) {
+    for entry in table.iter_mut().filter(|a| **a != 0) {
+        if destroyed_thread_settled(*entry) {
+            *entry = 0;
+        }
     }
 }
 
 /// True if retyping `[base, base + bytes)` could reuse the memory of a destroyed
-/// thread another CPU has not taken off yet.
+/// thread that a CPU may still run or a request may still name.
 pub fn retype_would_reuse_running_thread(base: u64, bytes: u64) -> bool {
-    DESTROYED_RUNNING.lock().iter().any(|a| *a != 0 && *a >= base && *a - base < bytes)
+    let mut table = DESTROYED_RUNNING.lock();
+    settle_destroyed(&mut table);
+    table.iter().any(|a| *a != 0 && *a >= base && *a - base < bytes)
 }
 
 /// The paging level of a table object (1: last-level page table ... 4: VSpace).

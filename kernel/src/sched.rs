@@ -133,6 +133,9 @@ pub fn post(target: u32, request: Request) {
     let Some(cpu) = cpus::cpu(target) else {
         return;
     };
+    // Counted until handled: the thread's memory is not reused before (a forwarded
+    // request counts up before the one it came from counts down).
+    count_request(request.thread());
     let flow = crate::trace::ipi_send(target);
     loop {
         let mut inbox = cpu.inbox.lock();
@@ -181,6 +184,7 @@ impl Reservation {
         let Some(cpu) = cpus::cpu(self.target) else {
             return;
         };
+        count_request(thread);
         let flow = crate::trace::ipi_send(self.target);
         {
             let mut inbox = cpu.inbox.lock();
@@ -221,6 +225,20 @@ pub fn wake(thread: ThreadRef) {
 pub const DEFAULT_IDLE_POLL: u32 = 1000;
 pub static IDLE_POLL: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(DEFAULT_IDLE_POLL);
 
+/// One more request names `thread` (see `Tcb::requests`).
+#[inline]
+fn count_request(thread: ThreadRef) {
+    tcb(thread).requests.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+}
+
+/// A request naming `thread` was handled (or dropped): the last thing done with it.
+/// Release: everything the handler did to the TCB comes before the count that lets
+/// a destroyed thread's memory be reused.
+#[inline]
+fn request_done(thread: ThreadRef, count: u32) {
+    tcb(thread).requests.fetch_sub(count, core::sync::atomic::Ordering::Release);
+}
+
 /// Handles every request in this CPU's inbox.
 pub fn drain_inbox() {
     crate::tlb::service();
@@ -238,28 +256,38 @@ pub fn drain_inbox() {
         }
         crate::trace::ipi_received(ipi_flow);
         for request in batch.iter().take(len).flatten() {
-            // A request about a destroyed thread (one another CPU forwarded after the
-            // owner forgot it) changes nothing.
-            if tcb(request.thread()).state == ThreadState::Dead {
-                continue;
-            }
-            match *request {
-                Request::Wake(t) => with_sched(|s| wake_local(s, t)),
-                Request::Suspend(t) => suspend(t),
-                Request::Forget(t) => {
-                    forget(t);
-                    // A thread destroyed from another CPU is off this one now: its
-                    // memory may be retyped.
-                    crate::objects::destroyed_thread_stopped(t.addr());
-                }
-                Request::Adopt(t) => with_sched(|s| {
-                    if tcb(t).state == ThreadState::Runnable && s.current != Some(t) {
-                        push(s, t, false);
-                    }
-                }),
-                Request::Release(t, target) => set_affinity(t, target),
-            }
+            handle(*request);
+            request_done(request.thread(), 1);
         }
+    }
+}
+
+/// Handles one request from this CPU's inbox. The thread it names may have moved
+/// on since it was posted: requests that act on the owner follow it there.
+fn handle(request: Request) {
+    let thread = request.thread();
+    let t = tcb(thread);
+    // A request about a destroyed thread (posted or forwarded before its owner forgot
+    // it) changes nothing. The memory is still the thread's: the request is counted.
+    if t.state == ThreadState::Dead {
+        return;
+    }
+    let here = t.cpu == ramen_arch::percpu::index_fast();
+    match request {
+        Request::Wake(t) => with_sched(|s| wake_local(s, t)),
+        Request::Suspend(t) => suspend(t),
+        // Only the owner can take the thread off (its run queue, its FPU registers).
+        Request::Forget(t) if !here => post(tcb(t).cpu, Request::Forget(t)),
+        Request::Forget(t) => forget(t),
+        // The thread moved on before this CPU adopted it (a second move, served here
+        // as the owner, posted its own adoption): not this CPU's to queue.
+        Request::Adopt(_) if !here => {}
+        Request::Adopt(t) => with_sched(|s| {
+            if tcb(t).state == ThreadState::Runnable && s.current != Some(t) {
+                push(s, t, false);
+            }
+        }),
+        Request::Release(t, target) => set_affinity(t, target),
     }
 }
 
@@ -300,21 +328,32 @@ pub fn stop_current(state: ThreadState) {
 
 /// Moves `thread` to CPU `target`, whether it is running, runnable or blocked: its
 /// owner takes it off its queue (saving its FPU state if it is live there), records
-/// the new owner, and the target adopts it. From another CPU this is a request.
+/// the new owner, and the target adopts it. From another CPU this is a request to
+/// the owner. A thread current here (inside a system call, or interrupted) is handed
+/// over only when this CPU leaves the kernel (`Sched::handoff`); until then it stays
+/// this CPU's, so a second move meanwhile only changes where it goes.
 pub fn set_affinity(thread: ThreadRef, target: u32) {
-    let owner = tcb(thread).cpu;
-    if owner == target || cpus::cpu(target).is_none() {
+    if cpus::cpu(target).is_none() {
         return;
     }
-    if owner != ramen_arch::percpu::index_fast() {
+    let owner = tcb(thread).cpu;
+    let me = ramen_arch::percpu::index_fast();
+    if owner != me {
+        // Even when it is there already: its owner may be handing it to a third CPU
+        // as it leaves the kernel, which this cancels.
         post(owner, Request::Release(thread, target));
         return;
     }
-    crate::trace::record(
-        ramen_perf_record::EventKind::ThreadMigrate,
-        [u64::from(crate::trace::thread_id(thread)), u64::from(target)],
-    );
-    let running_here = with_sched(|s| {
+    let adopt = with_sched(|s| {
+        if let Some((t, to)) = s.handoff.as_mut()
+            && *t == thread
+        {
+            *to = target;
+            return false;
+        }
+        if target == me {
+            return false;
+        }
         unqueue(s, thread);
         if s.fpu_owner == Some(thread) {
             // Its registers must travel with it: save them now.
@@ -328,14 +367,23 @@ pub fn set_affinity(thread: ThreadRef, target: u32) {
             // new CPU could run it first with a stale result (regression: the root
             // task moving itself saw its own system-call number as an error code).
             s.handoff = Some((thread, target));
-            return true;
+            return false;
         }
-        false
+        true
     });
-    tcb(thread).cpu = target;
-    if !running_here {
-        post(target, Request::Adopt(thread));
+    if adopt {
+        hand_over(thread, target);
     }
+}
+
+/// Gives `thread`, owned here and on no queue here, to CPU `target`.
+fn hand_over(thread: ThreadRef, target: u32) {
+    crate::trace::record(
+        ramen_perf_record::EventKind::ThreadMigrate,
+        [u64::from(crate::trace::thread_id(thread)), u64::from(target)],
+    );
+    tcb(thread).cpu = target;
+    post(target, Request::Adopt(thread));
 }
 
 /// Puts the current thread at the back of its priority level (yield, end of slice)
@@ -355,10 +403,20 @@ pub fn rotate_current() {
 /// Runs the best thread this CPU has: the current one unless a higher-priority one
 /// is ready, otherwise idles. Never returns.
 pub fn resume() -> ! {
-    if let Some((thread, target)) = with_sched(|s| s.handoff.take()) {
-        post(target, Request::Adopt(thread));
-    }
     drain_inbox();
+    // After the drain, which may have moved the current thread (a `Release` request).
+    if let Some((thread, target)) = with_sched(|s| s.handoff.take()) {
+        if target == ramen_arch::percpu::index_fast() {
+            // Moved away and back before leaving: it stays, first in line.
+            with_sched(|s| {
+                if tcb(thread).state == ThreadState::Runnable {
+                    push(s, thread, true);
+                }
+            });
+        } else {
+            hand_over(thread, target);
+        }
+    }
     let next = with_sched(|s| {
         let current = s.current.filter(|t| tcb(*t).state == ThreadState::Runnable);
         let best_waiting = s.queue.highest();
@@ -482,18 +540,23 @@ pub fn forget_anywhere(thread: ThreadRef) {
     let owner = tcb(thread).cpu;
     if owner == ramen_arch::percpu::index_fast() {
         forget(thread);
-        // A request another CPU posted here before the destroy (a wake-up from a
-        // signal, say) must not run once the memory is free: it would queue the
-        // dead thread. (Posters name a thread only inside a `CAP_LOCK` section,
-        // which the destroyer holds, so none comes after this; a request another
-        // CPU is forwarding from its own inbox at this moment is not covered.) On
-        // another CPU, `Forget` queues behind such requests instead.
-        this_cpu().inbox.lock().forget(thread);
+        // Requests other CPUs posted here before the destroy (a wake-up from a
+        // signal, say) are dropped; on another CPU, `Forget` queues behind them.
+        let dropped = this_cpu().inbox.lock().forget(thread);
+        if dropped > 0 {
+            request_done(thread, u32::try_from(dropped).unwrap_or(u32::MAX));
+        }
+        // Requests still in other inboxes or being handled elsewhere (a wake-up that
+        // a CPU forwards after a migration) keep the memory until they are done.
+        if tcb(thread).requests.load(core::sync::atomic::Ordering::Acquire) == 0 {
+            return;
+        }
     } else {
-        // Until the owner has taken it off, retype refuses the memory.
-        crate::objects::destroyed_thread_in_flight(thread.addr());
+        // The owner takes it off (following it if it has moved on); until then, and
+        // until no request names it, retype refuses the memory.
         post(owner, Request::Forget(thread));
     }
+    crate::objects::destroyed_thread_in_flight(thread.addr());
 }
 
 /// Forgets `thread` on this CPU before its TCB memory is reused: off the run queue
@@ -504,6 +567,9 @@ pub fn forget(thread: ThreadRef) {
         stop(s, thread, ThreadState::Dead);
         if s.fpu_owner == Some(thread) {
             s.fpu_owner = None;
+        }
+        if s.handoff.is_some_and(|(t, _)| t == thread) {
+            s.handoff = None;
         }
     });
 }
@@ -529,7 +595,7 @@ fn poll_inbox() -> bool {
 extern "C" fn idle() -> ! {
     loop {
         drain_inbox();
-        if with_sched(|s| !s.queue.is_empty()) {
+        if with_sched(|s| !s.queue.is_empty() || s.handoff.is_some()) {
             resume();
         }
         if poll_inbox() {

@@ -117,8 +117,8 @@ impl Inbox {
     }
 
     /// Drops every request about `thread` (destroyed: nothing may touch it again),
-    /// keeping the others in order.
-    pub fn forget(&mut self, thread: ThreadRef) {
+    /// keeping the others in order; returns how many it dropped.
+    pub fn forget(&mut self, thread: ThreadRef) -> usize {
         let mut kept = 0;
         for i in 0..self.len {
             let request = self.items.get_mut(i).and_then(Option::take);
@@ -129,7 +129,9 @@ impl Inbox {
                 kept += 1;
             }
         }
+        let dropped = self.len - kept;
         self.len = kept;
+        dropped
     }
 
     /// Moves up to [`BATCH`] of the oldest requests into `out` (the rest move down);
@@ -222,8 +224,9 @@ mod tests {
             for r in &all {
                 prop_assert!(inbox.push(*r));
             }
-            inbox.forget(thread(victim));
+            let dropped = inbox.forget(thread(victim));
             let expected: Vec<Request> = all.iter().copied().filter(|r| r.thread() != thread(victim)).collect();
+            prop_assert_eq!(dropped, all.len() - expected.len());
             prop_assert_eq!(inbox.len(), expected.len());
             prop_assert_eq!(drain(&mut inbox), expected);
             prop_assert!(inbox.is_empty());

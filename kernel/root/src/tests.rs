@@ -90,7 +90,7 @@ pub fn run(info: &'static BootInfo) -> bool {
     };
 
     type Case = (&'static str, fn(&mut Ctx) -> Outcome);
-    let cases: [Case; 32] = [
+    let cases: [Case; 34] = [
         ("invalid_capability_pointers_are_rejected", invalid_capability_pointers),
         ("wrong_types_and_labels_are_rejected", wrong_types_and_labels),
         ("retype_rejects_bad_input_and_changes_nothing", retype_bad_input),
@@ -107,6 +107,8 @@ pub fn run(info: &'static BootInfo) -> bool {
             destroy_running_elsewhere,
         ),
         ("no_cpu_keeps_a_destroyed_address_space_loaded", destroy_loaded_vspace),
+        ("a_thread_moved_twice_at_once_runs_on_one_cpu", quick_migrations),
+        ("a_thread_destroyed_while_it_migrates_is_stopped_where_it_went", destroy_migrating),
         ("threads_migrate_while_running_and_blocked", migration),
         ("sched_control_sets_each_cpus_slice", sched_control),
         ("foundry_echo_contract_across_cpus", foundry_echo),
@@ -655,6 +657,153 @@ fn destroy_loaded_vspace(ctx: &mut Ctx) -> Outcome {
     ok(page.unmap(), "unmap")?;
     ok(kobj::revoke(slot::CNODE, untyped, 64), "revoke the frame")?;
     if ran { Ok(()) } else { Err("the program after the destroyed space never ran") }
+}
+
+/// The CPUs a migration test moves a thread between: its first CPU (the last one),
+/// the one it is moved to (the next lower, or 0 on two CPUs).
+fn migration_cpus(ctx: &Ctx) -> (u64, u64) {
+    let first = ctx.cpus - 1;
+    (first, if ctx.cpus >= 3 { first - 1 } else { 0 })
+}
+
+/// Counts reports from `badge` (and those from CPU `from`) among the next `window`
+/// reports of the control program `control`.
+fn reports_beside(ctx: &Ctx, control: u64, window: u32, badge: u64, from: u64) -> Option<(u64, u64)> {
+    let (mut seen, mut controls, mut all, mut there) = (0u32, 0u32, 0u64, 0u64);
+    while controls < window {
+        seen += 1;
+        // The host may run the control program's CPU seldom (fewer host cores than
+        // CPUs): a generous bound, only so that a lost control program fails.
+        if seen > 500 * window {
+            return None;
+        }
+        let Ok((b, message)) = recv(ctx.report) else { continue };
+        if b == control {
+            controls += 1;
+        } else if b == badge {
+            all += 1;
+            if message.words().get(1) == Some(&from) {
+                there += 1;
+            }
+        }
+    }
+    Some((all, there))
+}
+
+/// A running thread moved twice in a row (there and back) before its CPU has seen
+/// the first move: the second request chases the thread to the CPU it went to, which
+/// sends it back; the thread must run on one CPU only, and a suspend must stop it.
+/// (Regression: the CPU that the thread went to first queued it on its own adoption
+/// request although it had moved on already, so the thread ran on two CPUs at once
+/// and kept running there after a suspend.)
+fn quick_migrations(ctx: &mut Ctx) -> Outcome {
+    const ROUNDS: u64 = 12;
+    if ctx.cpus < 2 {
+        println!("(one CPU: migration has nowhere to go; checked on multi-CPU boots)");
+        return Ok(());
+    }
+    let (home, away) = migration_cpus(ctx);
+    let (control, control_badge) = start(ctx, "spin", 20_000, away, &[], false)?;
+    let mut outcome = Ok(());
+    for _ in 0..ROUNDS {
+        let (mover, badge) = start(ctx, "spin", 20_000, home, &[], false)?;
+        if !report_from_cpu(ctx, badge, home) {
+            outcome = Err("the thread never ran");
+        }
+        ok(kobj::set_affinity(mover.tcb, away), "move away")?;
+        ok(kobj::set_affinity(mover.tcb, home), "move back")?;
+        if outcome.is_ok() && !report_from_cpu(ctx, badge, home) {
+            outcome = Err("the thread never came back");
+        }
+        // Settled at home: nothing may come from the other CPU any more.
+        match reports_beside(ctx, control_badge, 20, badge, away) {
+            Some((_, 0)) => {}
+            Some(_) => outcome = outcome.and(Err("a thread moved back ran on two CPUs")),
+            None => outcome = outcome.and(Err("the control program stopped reporting")),
+        }
+        stop(&mover);
+        // The suspend reaches the thread's CPU at once; give it a few reports' time,
+        // then nothing may come from the thread at all.
+        let _ = reports_beside(ctx, control_badge, 4, badge, away);
+        match reports_beside(ctx, control_badge, 20, badge, away) {
+            Some((0, _)) => {}
+            Some(_) => outcome = outcome.and(Err("a suspended thread kept running")),
+            None => outcome = outcome.and(Err("the control program stopped reporting")),
+        }
+        if outcome.is_err() {
+            break;
+        }
+    }
+    stop(&control);
+    outcome
+}
+
+/// A running thread moved to another CPU and destroyed at once, before its CPU has
+/// seen the move: the destroy's request to the CPU it names must follow the thread
+/// to where it went, and its memory must not be reused before then. Each round
+/// reuses the memory as a frame full of a pattern while a control program runs on
+/// the CPU the thread went to; the pattern must stay, and the thread must not report.
+/// (Regression: the old CPU forgot the thread and released its memory while the new
+/// CPU adopted and ran it, saving its registers into the reused memory.)
+fn destroy_migrating(ctx: &mut Ctx) -> Outcome {
+    const ROUNDS: u64 = 12;
+    if ctx.cpus < 2 {
+        println!("(one CPU: migration has nowhere to go; checked on multi-CPU boots)");
+        return Ok(());
+    }
+    let (home, away) = migration_cpus(ctx);
+    let (child, badge) = start(ctx, "spin", 20_000, home, &[], false)?;
+    stop(&child);
+    let (control, control_badge) = start(ctx, "spin", 20_000, away, &[], false)?;
+    let untyped = ok(ctx.alloc.make(object::UNTYPED, 12), "a 4 KiB untyped")?;
+    let (tcb, frame) = (ok(ctx.alloc.slot(), "slot")?, ok(ctx.alloc.slot(), "slot")?);
+    let retype = |kind: u64, dest: u64| -> Outcome {
+        let mut tries = 0;
+        loop {
+            match kobj::retype(untyped, kind, 0, slot::CNODE, dest, 1) {
+                Ok(()) => return Ok(()),
+                Err(e) if e == Error::Busy && tries < 100_000 => {
+                    tries += 1;
+                    ramen_rt::yield_now();
+                }
+                Err(_) => return Err("retyping the untyped failed"),
+            }
+        }
+    };
+    let mut outcome = Ok(());
+    for round in 0..ROUNDS {
+        retype(object::THREAD, tcb)?;
+        ok(
+            loader::start_thread_in(&mut ctx.alloc, &child, tcb, round + 1, 20_000, home, TEST_PRIORITY),
+            "start the round's thread",
+        )?;
+        if !report_from_cpu(ctx, badge, home) {
+            outcome = Err("the round's thread never ran");
+        }
+        ok(kobj::set_affinity(tcb, away), "move")?;
+        ok(kobj::revoke(slot::CNODE, untyped, 64), "revoke")?;
+        retype(object::FRAME_4K, frame)?;
+        let mut page =
+            ok(ramen_rt::vm::Mapping::new(frame, 1, 0x6400_0000_0000, true, &mut ctx.alloc), "map")?;
+        page.bytes_mut().fill(0xa5);
+        // Time for the thread's new CPU to run (and switch) a while.
+        let _ = reports_beside(ctx, control_badge, 4, badge, away);
+        match reports_beside(ctx, control_badge, 20, badge, away) {
+            Some((0, _)) => {}
+            Some(_) => outcome = outcome.and(Err("a destroyed thread kept running")),
+            None => outcome = outcome.and(Err("the control program stopped reporting")),
+        }
+        if !page.bytes().iter().all(|b| *b == 0xa5) {
+            outcome = outcome.and(Err("the kernel wrote into the memory of a destroyed thread"));
+        }
+        ok(page.unmap(), "unmap")?;
+        ok(kobj::revoke(slot::CNODE, untyped, 64), "revoke the frame")?;
+        if outcome.is_err() {
+            break;
+        }
+    }
+    stop(&control);
+    outcome
 }
 
 fn fuzz(ctx: &mut Ctx) -> Outcome {

@@ -33,6 +33,7 @@ pub const BOOT_PROGRAMS: &[(&str, &str)] = &[
     ("leasesrv", "leasesrv"),
     ("notrace", "notrace"),
     ("mirror", "mirror"),
+    ("churn", "churn"),
     ("bench-ipc", "bench-ipc"),
 ];
 

@@ -77,9 +77,12 @@ impl Alloc {
 }
 
 /// One retype into the root CNode's slot `dest`. `Busy` means a thread destroyed
-/// on another CPU still lived in that memory a moment ago: yield and try again.
+/// in that memory may still be in use for a moment (its CPU has not taken it off, or
+/// a request naming it is on its way): yield and try again. Under emulation with
+/// more CPUs than host cores that moment can be long (a CPU's host thread waits for
+/// a host core): a thousand quick tries were not always enough after the churn test.
 fn retype_retrying(untyped: u64, kind: u64, size_bits: u64, dest: u64) -> Result<(), SysError> {
-    for _ in 0..1000 {
+    for _ in 0..1_000_000 {
         match kobj::retype(untyped, kind, size_bits, slot::CNODE, dest, 1) {
             Err(e) if e == Error::Busy => ramen_rt::yield_now(),
             other => return other,

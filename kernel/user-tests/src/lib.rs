@@ -41,6 +41,11 @@ pub const WAIT: u64 = 9;
 /// Child CSpace slot of a 4 KiB frame to use as the program's trace buffer, if the
 /// root task gave one (`pingpong` under `cargo xtask trace`).
 pub const TRACE_FRAME: u64 = 10;
+/// Child CSpace slot of the untyped region the `churn` program makes its objects in.
+pub const CHURN_UNTYPED: u64 = 11;
+/// Where `churn` maps its frames (the root task installs the page tables): one page
+/// per object slot.
+pub const CHURN_WINDOW: u64 = 0x3100_0000_0000;
 
 /// Sends `words` to the root task's report endpoint, waiting until it is received.
 pub fn report(label: u64, words: &[u64]) {

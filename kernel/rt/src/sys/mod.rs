@@ -18,4 +18,4 @@ mod global_alloc;
 #[cfg(not(test))]
 mod mem;
 #[cfg(not(test))]
-mod start;
+pub mod start;

@@ -30,3 +30,15 @@ extern "C" fn ramen_rt_start(arg: u64) -> ! {
     unsafe { ramen_rt_main(arg) };
     crate::exit()
 }
+
+unsafe extern "C" {
+    /// The entry stub above.
+    #[link_name = "_start"]
+    safe fn start_stub();
+}
+
+/// The address of this program's entry point (`_start`): a further thread that
+/// begins there (with its own stack and argument word) runs the program's `main`.
+pub fn entry_point() -> u64 {
+    start_stub as *const () as usize as u64
+}

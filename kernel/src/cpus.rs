@@ -34,6 +34,12 @@ pub struct Cpu {
     pub sched: CpuCell<Sched>,
     /// Requests from other CPUs (wake, suspend, migrate).
     pub inbox: spin::Mutex<Inbox>,
+    /// Requests this CPU posted that found their target's inbox full, held until it
+    /// has room (`sched::post`, `sched::flush_outbox`); only this CPU touches it.
+    pub outbox: CpuCell<ramen_core::inbox::Outbox>,
+    /// The outbox holds something (a plain flag only this CPU writes: skipping the
+    /// empty outbox costs one load).
+    pub outbox_held: AtomicBool,
     /// Capability-pointer resolutions cached on this CPU.
     pub lookup: CpuCell<LookupCache>,
     /// This CPU's time slice, set through its SchedControl capability.
@@ -198,6 +204,8 @@ pub fn register(local: &'static CpuLocal, lapic: Lapic) -> &'static Cpu {
                 test_ipis: AtomicU64::new(0),
                 sched: CpuCell::new(Sched::new()),
                 inbox: spin::Mutex::new(Inbox::new()),
+                outbox: CpuCell::new(ramen_core::inbox::Outbox::new()),
+                outbox_held: AtomicBool::new(false),
                 lookup: CpuCell::new(LookupCache::new()),
                 slice_ns: AtomicU64::new(crate::sched::DEFAULT_SLICE_NS),
                 tsc_offset: core::sync::atomic::AtomicI64::new(0),

@@ -107,7 +107,7 @@ impl CapLock {
             cpu.reading.store(false, Ordering::Release);
             while self.0.is_locked() {
                 // The writer may be waiting for this CPU's TLB flush.
-                crate::tlb::service();
+                crate::sched::service_while_waiting();
                 core::hint::spin_loop();
             }
             cpu.reading.store(true, Ordering::Relaxed);
@@ -122,7 +122,7 @@ impl CapLock {
     #[inline(never)]
     fn lock_contended(&self) -> spin::MutexGuard<'_, Store> {
         loop {
-            crate::tlb::service();
+            crate::sched::service_while_waiting();
             core::hint::spin_loop();
             if let Some(guard) = self.0.try_lock() {
                 return guard;
@@ -580,7 +580,7 @@ fn wait_for_readers() {
         }
         if let Some(cpu) = crate::cpus::cpu(index) {
             while cpu.reading.load(Ordering::Acquire) {
-                crate::tlb::service();
+                crate::sched::service_while_waiting();
                 core::hint::spin_loop();
             }
         }
@@ -664,7 +664,7 @@ pub fn destroyed_thread_in_flight(addr: u64) {
             return;
         }
         drop(table);
-        crate::tlb::service();
+        crate::sched::service_while_waiting();
         core::hint::spin_loop();
     }
 }

@@ -128,7 +128,11 @@ fn wake_local(s: &mut Sched, thread: ThreadRef) {
     }
 }
 
-/// Posts `request` to CPU `target` and kicks it with an IPI.
+/// Posts `request` to CPU `target` and kicks it with an IPI. Never waits for a full
+/// inbox (its owner may be spinning for a lock this CPU holds): the request is then
+/// held in this CPU's outbox, behind anything already held for that target, and
+/// delivered as soon as there is room (`flush_outbox`: whenever this CPU waits, and
+/// before it leaves the kernel or halts).
 pub fn post(target: u32, request: Request) {
     let Some(cpu) = cpus::cpu(target) else {
         return;
@@ -136,25 +140,74 @@ pub fn post(target: u32, request: Request) {
     // Counted until handled: the thread's memory is not reused before (a forwarded
     // request counts up before the one it came from counts down).
     count_request(request.thread());
-    let flow = crate::trace::ipi_send(target);
-    loop {
+    let me = this_cpu();
+    let behind =
+        me.outbox_held.load(core::sync::atomic::Ordering::Relaxed) && me.outbox.with(|o| o.holds_for(target));
+    if behind || !deliver(cpu, target, request) {
+        hold(target, request);
+    }
+}
+
+/// Puts `request` into CPU `target`'s inbox and kicks it; false if the inbox is full.
+fn deliver(cpu: &cpus::Cpu, target: u32, request: Request) -> bool {
+    {
         let mut inbox = cpu.inbox.lock();
-        if inbox.push(request) {
-            inbox.set_ipi_flow(flow);
-            break;
+        if !inbox.push(request) {
+            return false;
         }
-        drop(inbox);
-        // The owner may be waiting for this CPU to flush its TLB.
-        crate::tlb::service();
-        cpu::relax();
+        inbox.set_ipi_flow(crate::trace::ipi_send(target));
     }
     // A CPU polling its inbox sees the request without an interrupt
     // (`ramen_core::wake`: the handshake, model-checked with loom).
-    if !cpu.wake.posted() {
+    if cpu.wake.posted() {
+        let apic_id = cpu.local.apic_id;
+        this_cpu().lapic.with(|l| l.send_ipi(WAKE_VECTOR, apic_id));
+    }
+    true
+}
+
+/// Holds `request` for `target` in this CPU's outbox. Only a full outbox (128
+/// requests stuck behind full inboxes) makes it wait, delivering meanwhile.
+#[cold]
+#[inline(never)]
+fn hold(target: u32, request: Request) {
+    let me = this_cpu();
+    while !me.outbox.with(|o| o.push(target, request)) {
+        service_while_waiting();
+        cpu::relax();
+    }
+    me.outbox_held.store(true, core::sync::atomic::Ordering::Relaxed);
+}
+
+/// Delivers what this CPU's outbox holds, as far as the targets have room.
+#[inline]
+pub fn flush_outbox() {
+    let me = this_cpu();
+    if !me.outbox_held.load(core::sync::atomic::Ordering::Relaxed) {
         return;
     }
-    let apic_id = cpu.local.apic_id;
-    this_cpu().lapic.with(|l| l.send_ipi(WAKE_VECTOR, apic_id));
+    flush_held(me);
+}
+
+#[cold]
+#[inline(never)]
+fn flush_held(me: &cpus::Cpu) {
+    let empty = me.outbox.with(|o| {
+        o.flush(|target, request| cpus::cpu(target).is_none_or(|cpu| deliver(cpu, target, request)));
+        o.is_empty()
+    });
+    if empty {
+        me.outbox_held.store(false, core::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// What a CPU does while it spins waiting for another: the TLB flush another CPU
+/// may be waiting for, and the requests it holds for CPUs whose inboxes were full
+/// (their owners may be the ones it waits for).
+#[inline]
+pub fn service_while_waiting() {
+    crate::tlb::service();
+    flush_outbox();
 }
 
 /// A slot promised in CPU `target`'s inbox ([`reserve`]), to be used by
@@ -241,7 +294,7 @@ fn request_done(thread: ThreadRef, count: u32) {
 
 /// Handles every request in this CPU's inbox.
 pub fn drain_inbox() {
-    crate::tlb::service();
+    service_while_waiting();
     // Every post sets the flag after its push, then interrupts this CPU (or finds it
     // polling): an empty flag means nothing to take yet, and skips the lock and the
     // copy. Cleared before the take: a request posted after it sets the flag again.
@@ -599,6 +652,12 @@ extern "C" fn idle() -> ! {
             resume();
         }
         if poll_inbox() {
+            continue;
+        }
+        if this_cpu().outbox_held.load(core::sync::atomic::Ordering::Relaxed) {
+            // Requests for full inboxes are still held: deliver them before halting
+            // (nothing would wake this CPU to do it).
+            cpu::relax();
             continue;
         }
         cpu::wait_for_interrupt();

@@ -283,7 +283,7 @@ fn control() -> spin::MutexGuard<'static, ()> {
         if let Some(guard) = CONTROL.try_lock() {
             return guard;
         }
-        crate::tlb::service();
+        crate::sched::service_while_waiting();
         core::hint::spin_loop();
     }
 }

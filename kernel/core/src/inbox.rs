@@ -164,6 +164,89 @@ impl Inbox {
     }
 }
 
+/// Requests a CPU could not post yet because their target's inbox was full, held by
+/// the poster in order. A CPU never waits for another's full inbox while it may
+/// hold something that CPU waits for: the target may be spinning for `CAP_LOCK`,
+/// held by the poster (a destroy posting `Forget`, a slow-path wake-up), and drains
+/// its inbox only after it gets the lock. The poster delivers what it holds whenever
+/// it waits or leaves the kernel (`sched::flush_outbox`).
+pub const OUTBOX_CAPACITY: usize = 128;
+
+/// One CPU's held requests, oldest first, each with its target CPU.
+pub struct Outbox {
+    items: [Option<(u32, Request)>; OUTBOX_CAPACITY],
+    len: usize,
+}
+
+impl Default for Outbox {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Outbox {
+    /// Nothing held.
+    pub const fn new() -> Self {
+        Self { items: [None; OUTBOX_CAPACITY], len: 0 }
+    }
+
+    /// True if nothing is held.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Requests held.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True if a request for `target` is held (a new one must queue behind it).
+    pub fn holds_for(&self, target: u32) -> bool {
+        self.items.iter().take(self.len).flatten().any(|(t, _)| *t == target)
+    }
+
+    /// Holds `request` for `target`, behind everything held; false if full.
+    pub fn push(&mut self, target: u32, request: Request) -> bool {
+        match self.items.get_mut(self.len) {
+            Some(slot) => {
+                *slot = Some((target, request));
+                self.len += 1;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Offers the held requests to `deliver`, oldest first; keeps those it refuses,
+    /// and every later one for a target that refused (each target's requests stay
+    /// in order), in their order. Returns how many were delivered.
+    pub fn flush(&mut self, mut deliver: impl FnMut(u32, Request) -> bool) -> usize {
+        let mut blocked = [0u64; crate::topology::MAX_CPUS / 64];
+        let is_blocked = |blocked: &[u64], t: u32| {
+            blocked.get(t as usize / 64).is_some_and(|word| word & (1 << (t % 64)) != 0)
+        };
+        let (mut kept, mut delivered) = (0, 0);
+        for i in 0..self.len {
+            let Some((target, request)) = self.items.get_mut(i).and_then(Option::take) else { continue };
+            if !is_blocked(&blocked, target) && deliver(target, request) {
+                delivered += 1;
+                continue;
+            }
+            if let Some(word) = blocked.get_mut(target as usize / 64) {
+                *word |= 1 << (target % 64);
+            }
+            if let Some(slot) = self.items.get_mut(kept) {
+                *slot = Some((target, request));
+                kept += 1;
+            }
+        }
+        self.len = kept;
+        delivered
+    }
+}
+
 #[cfg(test)]
 mod tests {
     extern crate std;
@@ -230,6 +313,83 @@ mod tests {
             prop_assert_eq!(inbox.len(), expected.len());
             prop_assert_eq!(drain(&mut inbox), expected);
             prop_assert!(inbox.is_empty());
+        }
+    }
+    #[test]
+    fn an_outbox_keeps_what_it_cannot_deliver_in_order() {
+        let mut outbox = Outbox::new();
+        for i in 0..OUTBOX_CAPACITY as u64 {
+            assert!(outbox.push((i % 3) as u32, Request::Wake(thread(i + 1))));
+        }
+        assert!(!outbox.push(0, Request::Wake(thread(999))), "full");
+        assert!(outbox.holds_for(2) && !outbox.holds_for(3));
+        // Target 1 takes only two; target 2 takes everything.
+        let mut taken = Vec::new();
+        let mut room_on_1 = 2;
+        let delivered = outbox.flush(|target, request| {
+            let ok = match target {
+                1 if room_on_1 > 0 => {
+                    room_on_1 -= 1;
+                    true
+                }
+                2 => true,
+                _ => false,
+            };
+            if ok {
+                taken.push((target, request));
+            }
+            ok
+        });
+        assert_eq!(delivered, taken.len());
+        let ones: Vec<_> = taken.iter().filter(|(t, _)| *t == 1).map(|(_, r)| *r).collect();
+        assert_eq!(ones, [Request::Wake(thread(2)), Request::Wake(thread(5))], "oldest first, then blocked");
+        // What is left: every request for 0, and 1's from the third on, in order.
+        let mut left = Vec::new();
+        outbox.flush(|target, request| {
+            left.push((target, request));
+            true
+        });
+        let expected: Vec<_> = (0..OUTBOX_CAPACITY as u64)
+            .map(|i| ((i % 3) as u32, Request::Wake(thread(i + 1))))
+            .filter(|(t, r)| *t == 0 || (*t == 1 && !ones.contains(r)))
+            .collect();
+        assert_eq!(left, expected);
+        assert!(outbox.is_empty());
+    }
+
+    proptest! {
+        /// Whatever each target accepts, an outbox delivers each target's requests
+        /// in the order they were held, and keeps the rest.
+        #[test]
+        fn an_outbox_delivers_each_targets_requests_in_order(
+            held in proptest::collection::vec(0u32..4, 0..OUTBOX_CAPACITY),
+            accepts in proptest::collection::vec(proptest::bool::ANY, 0..(2 * OUTBOX_CAPACITY)),
+        ) {
+            let mut outbox = Outbox::new();
+            for (i, target) in held.iter().enumerate() {
+                prop_assert!(outbox.push(*target, Request::Wake(thread(i as u64 + 1))));
+            }
+            let mut answers = accepts.iter().copied().chain(core::iter::repeat(true));
+            let mut delivered = Vec::new();
+            while !outbox.is_empty() {
+                outbox.flush(|target, request| {
+                    let ok = answers.next().unwrap_or(true);
+                    if ok {
+                        delivered.push((target, request));
+                    }
+                    ok
+                });
+            }
+            for target in 0..4u32 {
+                let sent: Vec<_> = delivered.iter().filter(|(t, _)| *t == target).map(|(_, r)| *r).collect();
+                let wanted: Vec<_> = held
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, t)| **t == target)
+                    .map(|(i, _)| Request::Wake(thread(i as u64 + 1)))
+                    .collect();
+                prop_assert_eq!(sent, wanted);
+            }
         }
     }
 }

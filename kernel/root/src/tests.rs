@@ -33,6 +33,8 @@ const TEST_PRIORITY: u64 = 10;
 /// Default syscalls per CPU for the fuzzer; `fuzz=N` on the command line overrides
 /// (the full run is a million per CPU).
 const FUZZ_DEFAULT: u64 = 20_000;
+/// Default operations per CPU for the `churn` program; `churn=N` overrides.
+const CHURN_DEFAULT: u64 = 2_000;
 
 type Outcome = Result<(), &'static str>;
 
@@ -49,6 +51,8 @@ struct Ctx {
     next_badge: u64,
     cpus: u64,
     fuzz_count: u64,
+    /// Operations per CPU for the `churn` program (`churn=N`).
+    churn_count: u64,
     /// The kernel was built without the IPC fastpath (`expect_slowpath` on the command
     /// line, the fast/slow differential case): no operation may take it.
     expect_slowpath: bool,
@@ -77,11 +81,15 @@ pub fn run(info: &'static BootInfo) -> bool {
         return false;
     };
     let cmdline = core::str::from_utf8(&info.cmdline).unwrap_or("");
-    let fuzz_count = cmdline
-        .split_ascii_whitespace()
-        .find_map(|w| w.strip_prefix("fuzz="))
-        .and_then(|n| n.trim_end_matches('\0').parse().ok())
-        .unwrap_or(FUZZ_DEFAULT);
+    let number = |key: &str, default: u64| {
+        cmdline
+            .split_ascii_whitespace()
+            .find_map(|w| w.strip_prefix(key))
+            .and_then(|n| n.trim_end_matches('\0').parse().ok())
+            .unwrap_or(default)
+    };
+    let churn_count = number("churn=", CHURN_DEFAULT);
+    let fuzz_count = number("fuzz=", FUZZ_DEFAULT);
     let expect_slowpath =
         cmdline.split_ascii_whitespace().any(|w| w.trim_end_matches('\0') == "expect_slowpath");
     let mut ctx = Ctx {
@@ -91,6 +99,7 @@ pub fn run(info: &'static BootInfo) -> bool {
         next_badge: 1,
         cpus: u64::from(info.cpu_count),
         fuzz_count,
+        churn_count,
         expect_slowpath,
     };
 
@@ -822,7 +831,7 @@ fn destroy_migrating(ctx: &mut Ctx) -> Outcome {
 /// every CPU still runs programs.
 fn churn(ctx: &mut Ctx) -> Outcome {
     let cpus = ctx.cpus.min(64);
-    let ops = (ctx.fuzz_count / 10).max(100);
+    let ops = ctx.churn_count.clamp(1, 0xffff_ffff);
     let mut badges = [0u64; 64];
     let mut children = [None; 64];
     for cpu in 0..cpus {

@@ -28,6 +28,7 @@ use ramen_abi::syscall::Sys;
 pub use ramen_abi::{Error, MSG_REGS, MessageInfo, invocation, slot};
 pub use sys::cpu::current_cpu;
 pub use sys::fault;
+#[cfg(not(test))]
 pub use sys::start::entry_point;
 pub use sys::syscall::{RawReply, raw};
 pub use sys::vm::boot_info;

@@ -40,6 +40,9 @@ pub struct Cpu {
     /// The outbox holds something (a plain flag only this CPU writes: skipping the
     /// empty outbox costs one load).
     pub outbox_held: AtomicBool,
+    /// A system call on this CPU destroyed a thread another CPU owns: wait for it to
+    /// be taken off before returning to user mode (`sched::await_destroyed`).
+    pub awaiting_destroys: AtomicBool,
     /// Capability-pointer resolutions cached on this CPU.
     pub lookup: CpuCell<LookupCache>,
     /// This CPU's time slice, set through its SchedControl capability.
@@ -206,6 +209,7 @@ pub fn register(local: &'static CpuLocal, lapic: Lapic) -> &'static Cpu {
                 inbox: spin::Mutex::new(Inbox::new()),
                 outbox: CpuCell::new(ramen_core::inbox::Outbox::new()),
                 outbox_held: AtomicBool::new(false),
+                awaiting_destroys: AtomicBool::new(false),
                 lookup: CpuCell::new(LookupCache::new()),
                 slice_ns: AtomicU64::new(crate::sched::DEFAULT_SLICE_NS),
                 tsc_offset: core::sync::atomic::AtomicI64::new(0),

@@ -334,6 +334,13 @@ pub struct Tcb {
     /// a destroyed thread's memory is reused only once this is 0 (see
     /// [`destroyed_thread_in_flight`]).
     pub requests: core::sync::atomic::AtomicU32,
+    /// The next destroyed thread on the list of those whose memory waits
+    /// (`objects::DESTROYED`; only while this one is listed).
+    pub dead_next: u64,
+    /// The CPU (index + 1; 0: none) whose system call destroyed this thread while
+    /// another CPU owned it, and which waits for the owner to take it off before it
+    /// returns to user mode (`sched::await_destroyed`).
+    pub destroyed_by: u32,
 }
 
 const _: () = assert!(core::mem::size_of::<Tcb>() <= 1 << TCB_BITS);
@@ -373,6 +380,8 @@ impl Tcb {
             lookup_memo: LookupMemo::new(),
             lookup_memo_prev: LookupMemo::new(),
             requests: core::sync::atomic::AtomicU32::new(0),
+            dead_next: 0,
+            destroyed_by: 0,
         }
     }
 }
@@ -646,54 +655,84 @@ impl Drop for EndpointLock {
 /// Destroyed threads whose memory must not be reused yet: a CPU may still run one
 /// (its owner has not served the `Forget` request), or a request naming it still
 /// sits in an inbox or is being handled (a wake-up forwarded after a migration, an
-/// adoption): each would read or write the TCB. An entry goes once the thread is
-/// `Dead` (its owner forgot it) and its request count is 0; until then
-/// `retype_would_reuse_running_thread` refuses the memory. A full table makes the
-/// destroyer wait for a free entry; 64 at once is far more than CPUs post between
-/// two kernel entries.
-static DESTROYED_RUNNING: spin::Mutex<[u64; 64]> = spin::Mutex::new([0; 64]);
+/// adoption): each would read or write the TCB. A thread leaves once it is `Dead`
+/// (its owner forgot it) and its request count is 0; until then
+/// `retype_would_reuse_running_thread` refuses the memory. A list through the TCBs
+/// themselves (`Tcb::dead_next`; their memory is theirs while listed), so it has no
+/// bound: a destroy, which holds `CAP_LOCK`, never waits for room (the CPUs that
+/// would make room may be spinning for `CAP_LOCK`). Holds the first TCB's address
+/// (0: empty).
+static DESTROYED: spin::Mutex<u64> = spin::Mutex::new(0);
 
 /// Records that the thread at `addr` was destroyed while it may still be in use
-/// (owned by another CPU, or named by a request not yet handled).
-pub fn destroyed_thread_in_flight(addr: u64) {
-    loop {
-        let mut table = DESTROYED_RUNNING.lock();
-        settle_destroyed(&mut table);
-        if let Some(slot) = table.iter_mut().find(|a| **a == 0) {
-            *slot = addr;
-            return;
-        }
-        drop(table);
-        crate::sched::service_while_waiting();
-        core::hint::spin_loop();
-    }
+/// (owned by another CPU, or named by a request not yet handled); `awaited`: this
+/// CPU waits for its owner to take it off before returning to user mode.
+pub fn destroyed_thread_in_flight(addr: u64, awaited: bool) {
+    let Some(thread) = ThreadRef::new(addr) else { return };
+    let mut head = DESTROYED.lock();
+    settle_destroyed(&mut head);
+    let t = tcb(thread);
+    t.dead_next = *head;
+    t.destroyed_by = if awaited { ramen_arch::percpu::index_fast() + 1 } else { 0 };
+    *head = addr;
 }
 
 /// True once nothing can touch the destroyed thread at `addr` again: its owner
 /// forgot it and no request names it.
-fn destroyed_thread_settled(addr: u64) -> bool {
-    let Some(thread) = ThreadRef::new(addr) else { return true };
+fn destroyed_thread_settled(thread: ThreadRef) -> bool {
     let t = tcb(thread);
     // Acquire: the last handler's count-down comes after its last access to the TCB
     // (the owner's `forget` among them), so those happened before this reads.
     t.requests.load(Ordering::Acquire) == 0 && t.state == ThreadState::Dead
 }
 
-/// Frees the entries of destroyed threads nothing can touch any more.
-fn settle_destroyed(table: &mut [u64; 64]) {
-    for entry in table.iter_mut().filter(|a| **a != 0) {
-        if destroyed_thread_settled(*entry) {
-            *entry = 0;
+/// Takes the threads nothing can touch any more off the list.
+fn settle_destroyed(head: &mut u64) {
+    let mut prev: Option<ThreadRef> = None;
+    let mut at = *head;
+    while let Some(thread) = ThreadRef::new(at) {
+        let next = tcb(thread).dead_next;
+        if destroyed_thread_settled(thread) {
+            match prev {
+                Some(p) => tcb(p).dead_next = next,
+                None => *head = next,
+            }
+        } else {
+            prev = Some(thread);
         }
+        at = next;
     }
+}
+
+/// The listed destroyed threads, with the list locked.
+fn for_each_destroyed(head: &u64, mut f: impl FnMut(ThreadRef) -> bool) -> bool {
+    let mut at = *head;
+    while let Some(thread) = ThreadRef::new(at) {
+        if f(thread) {
+            return true;
+        }
+        at = tcb(thread).dead_next;
+    }
+    false
 }
 
 /// True if retyping `[base, base + bytes)` could reuse the memory of a destroyed
 /// thread that a CPU may still run or a request may still name.
 pub fn retype_would_reuse_running_thread(base: u64, bytes: u64) -> bool {
-    let mut table = DESTROYED_RUNNING.lock();
-    settle_destroyed(&mut table);
-    table.iter().any(|a| *a != 0 && *a >= base && *a - base < bytes)
+    let mut head = DESTROYED.lock();
+    settle_destroyed(&mut head);
+    for_each_destroyed(&head, |t| t.addr() >= base && t.addr() - base < bytes)
+}
+
+/// True while a thread this CPU destroyed (and awaits) may still run on its owner:
+/// listed and not yet forgotten there (a listed thread's memory is still its own).
+pub fn destroyed_here_may_run() -> bool {
+    let me = ramen_arch::percpu::index_fast() + 1;
+    let head = DESTROYED.lock();
+    for_each_destroyed(&head, |t| {
+        let t = tcb(t);
+        t.destroyed_by == me && t.state != ThreadState::Dead
+    })
 }
 
 /// The paging level of a table object (1: last-level page table ... 4: VSpace).

@@ -73,7 +73,11 @@ pub fn current() -> Option<ThreadRef> {
 /// when `Tcb::queued` is set, and only its owner CPU changes either.
 fn push(s: &mut Sched, thread: ThreadRef, front: bool) {
     let t = tcb(thread);
-    if t.queued {
+    // A thread being handed to another CPU as this one leaves the kernel stays
+    // this CPU's until then, but must not be queued here: the CPU it goes to queues
+    // it (regression: a wake-up served between the move and the hand-over queued it
+    // here too, and it ran on both CPUs).
+    if t.queued || s.handoff.is_some_and(|(h, _)| h == thread) {
         return;
     }
     t.queued = true;
@@ -456,6 +460,7 @@ pub fn rotate_current() {
 /// Runs the best thread this CPU has: the current one unless a higher-priority one
 /// is ready, otherwise idles. Never returns.
 pub fn resume() -> ! {
+    await_destroyed();
     drain_inbox();
     // After the drain, which may have moved the current thread (a `Release` request).
     if let Some((thread, target)) = with_sched(|s| s.handoff.take()) {
@@ -494,6 +499,9 @@ pub fn resume() -> ! {
 
 /// Installs `thread` on this CPU and returns to it in user mode.
 fn run(thread: ThreadRef) -> ! {
+    if tcb(thread).state != ThreadState::Runnable || tcb(thread).cpu != ramen_arch::percpu::index_fast() {
+        run_violation(thread);
+    }
     if !tcb(thread).context.sanitise() {
         // User-set entry points are checked and `SYSCALL` saves canonical return
         // addresses (see `UserContext::sanitise`); a trap frame could still hold a
@@ -604,12 +612,33 @@ pub fn forget_anywhere(thread: ThreadRef) {
         if tcb(thread).requests.load(core::sync::atomic::Ordering::Acquire) == 0 {
             return;
         }
+        crate::objects::destroyed_thread_in_flight(thread.addr(), false);
     } else {
         // The owner takes it off (following it if it has moved on); until then, and
-        // until no request names it, retype refuses the memory.
+        // until no request names it, retype refuses the memory. The system call
+        // returns only once the owner has taken it off (`await_destroyed`).
         post(owner, Request::Forget(thread));
+        crate::objects::destroyed_thread_in_flight(thread.addr(), true);
+        this_cpu().awaiting_destroys.store(true, core::sync::atomic::Ordering::Relaxed);
     }
-    crate::objects::destroyed_thread_in_flight(thread.addr());
+}
+
+/// Waits until every thread this CPU destroyed while another CPU owned it has been
+/// taken off by its owner: a delete or revoke returns to user mode only when the
+/// threads it destroyed run nowhere (as on one CPU). Called on the way out of the
+/// kernel, with `CAP_LOCK` released (the owners may be waiting for it); drains this
+/// CPU's inbox meanwhile (a `Forget` may follow a thread that moved here, and other
+/// CPUs may be waiting for this one).
+fn await_destroyed() {
+    let me = this_cpu();
+    if !me.awaiting_destroys.load(core::sync::atomic::Ordering::Relaxed) {
+        return;
+    }
+    while crate::objects::destroyed_here_may_run() {
+        drain_inbox();
+        cpu::relax();
+    }
+    me.awaiting_destroys.store(false, core::sync::atomic::Ordering::Relaxed);
 }
 
 /// Forgets `thread` on this CPU before its TCB memory is reused: off the run queue
@@ -710,6 +739,24 @@ pub fn current_of(s: &Sched) -> Option<ThreadRef> {
 /// Checks this CPU's run queue: every queued thread is marked queued, owned here,
 /// runnable, at its level's priority, and linked both ways. Returns (violations,
 /// threads checked).
+/// Threads this kernel was about to run on a CPU that does not own them, or that
+/// were not runnable: a scheduler bug (a thread queued on two CPUs, say). Counted
+/// into `check_queue`'s violations, so tests see it.
+static RUN_VIOLATIONS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+#[cold]
+#[inline(never)]
+fn run_violation(thread: ThreadRef) {
+    let t = tcb(thread);
+    crate::kprintln!(
+        "scheduler invariant broken: thread {:#x} (state {}, owned by CPU {}) about to run here",
+        thread.addr(),
+        t.state as u8,
+        t.cpu
+    );
+    RUN_VIOLATIONS.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+}
+
 pub fn check_queue() -> (u64, u64) {
     let me = ramen_arch::percpu::index_fast();
     with_sched(|s| {
@@ -736,6 +783,6 @@ pub fn check_queue() -> (u64, u64) {
                 }
             }
         }
-        (bad, seen)
+        (bad + RUN_VIOLATIONS.load(core::sync::atomic::Ordering::Relaxed), seen)
     })
 }

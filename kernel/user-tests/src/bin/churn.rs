@@ -16,7 +16,12 @@
 //! CPUs (bits 32-39); a worker's argument has bit 63 set, its mode in bits 16-18
 //! and the slot it works on in bits 0-15.
 //!
-//! Reports (label 1): operations, errors answered, `Busy` answers, corrupted frames.
+//! Every 64 operations it asks the kernel to check its invariants on this CPU (the
+//! run queue holds only threads this CPU owns, runnable; this CSpace's derivation
+//! links are consistent).
+//!
+//! Reports (label 1): operations, errors answered, `Busy` answers, corrupted frames,
+//! broken invariants.
 #![no_std]
 #![no_main]
 #![forbid(unsafe_code)]
@@ -37,8 +42,8 @@ const WORKER: u64 = 1 << 63;
 const BASE: u64 = 64;
 const SLOTS: usize = 40;
 /// Live worker threads at most, and their stacks (more stacks than threads: a
-/// destroyed thread's stack waits in line before it is reused, since its CPU may run
-/// it for a moment after the delete returns).
+/// destroyed thread's stack waits in line before it is reused, which mattered while
+/// a delete returned before the thread's CPU had stopped it; it no longer does).
 const MAX_THREADS: usize = 6;
 const STACKS: usize = 12;
 const STACK_BYTES: usize = 8192;
@@ -77,6 +82,10 @@ struct Churn {
     errors: u64,
     busy: u64,
     corrupt: u64,
+    /// Broken kernel invariants found by the periodic check on this CPU (its run
+    /// queue: every thread queued here is owned here and runnable; this CSpace's
+    /// derivation links).
+    broken: u64,
     /// Threads started, threads destroyed (deleted or revoked with the region), and
     /// revokes of the whole region.
     started: u64,
@@ -112,25 +121,30 @@ fn main(arg: u64) {
         errors: 0,
         busy: 0,
         corrupt: 0,
+        broken: 0,
         started: 0,
         destroyed: 0,
         regions: 0,
     };
-    for _ in 0..ops {
+    for op in 0..ops {
         churn.step();
+        if op % 64 == 63 {
+            churn.check_invariants();
+        }
     }
     churn.revoke_region();
     ramen_rt::println!(
-        "churn: {} operations: {} threads started, {} destroyed, {} region revokes; {} errors ({} busy), {} corrupted frames",
+        "churn: {} operations: {} threads started, {} destroyed, {} region revokes; {} errors ({} busy), {} corrupted frames, {} broken invariants",
         ops,
         churn.started,
         churn.destroyed,
         churn.regions,
         churn.errors,
         churn.busy,
-        churn.corrupt
+        churn.corrupt,
+        churn.broken
     );
-    ramen_user_tests::report(1, &[ops, churn.errors, churn.busy, churn.corrupt]);
+    ramen_user_tests::report(1, &[ops, churn.errors, churn.busy, churn.corrupt, churn.broken]);
 }
 
 /// A worker thread: loops forever on the slot it was given, in its mode. Touches no
@@ -395,6 +409,16 @@ impl Churn {
             self.revoke_below(child);
             self.entries[child] = None;
             self.maps[child] = None;
+        }
+    }
+
+    /// The kernel's own check of this CPU's run queue and this CSpace.
+    fn check_invariants(&mut self) {
+        if let Ok((violations, _, _)) = kobj::check_invariants(slot::DEBUG) {
+            if violations != 0 {
+                ramen_rt::println!("churn: {} broken invariants", violations);
+            }
+            self.broken += violations;
         }
     }
 

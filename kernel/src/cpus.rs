@@ -43,6 +43,9 @@ pub struct Cpu {
     /// A system call on this CPU destroyed a thread another CPU owns: wait for it to
     /// be taken off before returning to user mode (`sched::await_destroyed`).
     pub awaiting_destroys: AtomicBool,
+    /// Suspends this CPU asked other CPUs for that are not done yet: its system call
+    /// waits for them before returning to user mode (`sched::suspend`).
+    pub suspends_waiting: AtomicU32,
     /// Capability-pointer resolutions cached on this CPU.
     pub lookup: CpuCell<LookupCache>,
     /// This CPU's time slice, set through its SchedControl capability.
@@ -210,6 +213,7 @@ pub fn register(local: &'static CpuLocal, lapic: Lapic) -> &'static Cpu {
                 outbox: CpuCell::new(ramen_core::inbox::Outbox::new()),
                 outbox_held: AtomicBool::new(false),
                 awaiting_destroys: AtomicBool::new(false),
+                suspends_waiting: AtomicU32::new(0),
                 lookup: CpuCell::new(LookupCache::new()),
                 slice_ns: AtomicU64::new(crate::sched::DEFAULT_SLICE_NS),
                 tsc_offset: core::sync::atomic::AtomicI64::new(0),

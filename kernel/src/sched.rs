@@ -325,14 +325,18 @@ fn handle(request: Request) {
     let thread = request.thread();
     let t = tcb(thread);
     // A request about a destroyed thread (posted or forwarded before its owner forgot
-    // it) changes nothing. The memory is still the thread's: the request is counted.
+    // it) changes nothing (a suspend's waiter hears it is done). The memory is still
+    // the thread's: the request is counted.
     if t.state == ThreadState::Dead {
+        if let Request::Suspend(_, waiter) = request {
+            suspend_done(waiter);
+        }
         return;
     }
     let here = t.cpu == ramen_arch::percpu::index_fast();
     match request {
         Request::Wake(t) => with_sched(|s| wake_local(s, t)),
-        Request::Suspend(t) => suspend(t),
+        Request::Suspend(t, waiter) => suspend_for(t, waiter),
         // Only the owner can take the thread off (its run queue, its FPU registers).
         Request::Forget(t) if !here => post(tcb(t).cpu, Request::Forget(t)),
         Request::Forget(t) => forget(t),
@@ -357,13 +361,37 @@ fn stop(s: &mut Sched, thread: ThreadRef, state: ThreadState) {
     tcb(thread).state = state;
 }
 
-/// Stops `thread` from any CPU (suspend).
+/// Stops `thread` from any CPU (suspend). From another CPU than its owner this is
+/// a request, and the system call returns only once the owner has stopped it
+/// (`await_requests`): after `SUSPEND` returns the thread runs nowhere, as on one
+/// CPU.
 pub fn suspend(thread: ThreadRef) {
     let owner = tcb(thread).cpu;
     if owner == ramen_arch::percpu::index_fast() {
         with_sched(|s| stop(s, thread, ThreadState::Inactive));
     } else {
-        post(owner, Request::Suspend(thread));
+        let me = this_cpu();
+        me.suspends_waiting.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+        post(owner, Request::Suspend(thread, me.local.index));
+    }
+}
+
+/// A suspend request for `thread` that CPU `waiter` waits for: stops it if it is
+/// owned here (then tells the waiter), else follows it to its owner.
+fn suspend_for(thread: ThreadRef, waiter: u32) {
+    let owner = tcb(thread).cpu;
+    if owner != ramen_arch::percpu::index_fast() {
+        post(owner, Request::Suspend(thread, waiter));
+        return;
+    }
+    with_sched(|s| stop(s, thread, ThreadState::Inactive));
+    suspend_done(waiter);
+}
+
+/// A suspend that CPU `waiter` asked for is done (or its thread is gone).
+fn suspend_done(waiter: u32) {
+    if let Some(cpu) = cpus::cpu(waiter) {
+        cpu.suspends_waiting.fetch_sub(1, core::sync::atomic::Ordering::Release);
     }
 }
 
@@ -603,7 +631,11 @@ pub fn forget_anywhere(thread: ThreadRef) {
         forget(thread);
         // Requests other CPUs posted here before the destroy (a wake-up from a
         // signal, say) are dropped; on another CPU, `Forget` queues behind them.
-        let dropped = this_cpu().inbox.lock().forget(thread);
+        let dropped = this_cpu().inbox.lock().forget(thread, |request| {
+            if let Request::Suspend(_, waiter) = request {
+                suspend_done(waiter);
+            }
+        });
         if dropped > 0 {
             request_done(thread, u32::try_from(dropped).unwrap_or(u32::MAX));
         }
@@ -631,14 +663,18 @@ pub fn forget_anywhere(thread: ThreadRef) {
 /// CPUs may be waiting for this one).
 fn await_destroyed() {
     let me = this_cpu();
-    if !me.awaiting_destroys.load(core::sync::atomic::Ordering::Relaxed) {
-        return;
+    if me.awaiting_destroys.load(core::sync::atomic::Ordering::Relaxed) {
+        while crate::objects::destroyed_here_may_run() {
+            drain_inbox();
+            cpu::relax();
+        }
+        me.awaiting_destroys.store(false, core::sync::atomic::Ordering::Relaxed);
     }
-    while crate::objects::destroyed_here_may_run() {
+    // Suspends of threads other CPUs own, likewise (`suspend`).
+    while me.suspends_waiting.load(core::sync::atomic::Ordering::Acquire) != 0 {
         drain_inbox();
         cpu::relax();
     }
-    me.awaiting_destroys.store(false, core::sync::atomic::Ordering::Relaxed);
 }
 
 /// Forgets `thread` on this CPU before its TCB memory is reused: off the run queue

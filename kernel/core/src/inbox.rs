@@ -13,8 +13,9 @@ use crate::runqueue::ThreadRef;
 pub enum Request {
     /// Make the thread runnable here (it is owned by the receiving CPU).
     Wake(ThreadRef),
-    /// Stop the thread (suspend).
-    Suspend(ThreadRef),
+    /// Stop the thread (suspend); the given CPU waits until that is done (or the
+    /// thread is gone) before its system call returns.
+    Suspend(ThreadRef, u32),
     /// The thread was destroyed: stop it and drop every reference this CPU keeps to
     /// it (its FPU ownership); its memory may be reused once this is done.
     Forget(ThreadRef),
@@ -29,7 +30,7 @@ impl Request {
     #[inline]
     pub const fn thread(self) -> ThreadRef {
         match self {
-            Self::Wake(t) | Self::Suspend(t) | Self::Forget(t) | Self::Adopt(t) | Self::Release(t, _) => t,
+            Self::Wake(t) | Self::Suspend(t, _) | Self::Forget(t) | Self::Adopt(t) | Self::Release(t, _) => t,
         }
     }
 }
@@ -117,14 +118,15 @@ impl Inbox {
     }
 
     /// Drops every request about `thread` (destroyed: nothing may touch it again),
-    /// keeping the others in order; returns how many it dropped.
-    pub fn forget(&mut self, thread: ThreadRef) -> usize {
+    /// keeping the others in order, and hands each dropped one to `dropped` (a
+    /// suspend's waiter must hear it is done); returns how many it dropped.
+    pub fn forget(&mut self, thread: ThreadRef, mut dropped: impl FnMut(Request)) -> usize {
         let mut kept = 0;
         for i in 0..self.len {
-            let request = self.items.get_mut(i).and_then(Option::take);
-            if let Some(request) = request.filter(|r| r.thread() != thread)
-                && let Some(slot) = self.items.get_mut(kept)
-            {
+            let Some(request) = self.items.get_mut(i).and_then(Option::take) else { continue };
+            if request.thread() == thread {
+                dropped(request);
+            } else if let Some(slot) = self.items.get_mut(kept) {
                 *slot = Some(request);
                 kept += 1;
             }
@@ -297,7 +299,7 @@ mod tests {
         ) {
             let make = |(t, kind): (u64, u8)| match kind {
                 0 => Request::Wake(thread(t)),
-                1 => Request::Suspend(thread(t)),
+                1 => Request::Suspend(thread(t), 1),
                 2 => Request::Forget(thread(t)),
                 3 => Request::Adopt(thread(t)),
                 _ => Request::Release(thread(t), 3),
@@ -307,9 +309,12 @@ mod tests {
             for r in &all {
                 prop_assert!(inbox.push(*r));
             }
-            let dropped = inbox.forget(thread(victim));
+            let mut handed = Vec::new();
+            let dropped = inbox.forget(thread(victim), |r| handed.push(r));
             let expected: Vec<Request> = all.iter().copied().filter(|r| r.thread() != thread(victim)).collect();
             prop_assert_eq!(dropped, all.len() - expected.len());
+            let gone: Vec<Request> = all.iter().copied().filter(|r| r.thread() == thread(victim)).collect();
+            prop_assert_eq!(handed, gone);
             prop_assert_eq!(inbox.len(), expected.len());
             prop_assert_eq!(drain(&mut inbox), expected);
             prop_assert!(inbox.is_empty());

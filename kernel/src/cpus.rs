@@ -46,6 +46,9 @@ pub struct Cpu {
     /// Suspends this CPU asked other CPUs for that are not done yet: its system call
     /// waits for them before returning to user mode (`sched::suspend`).
     pub suspends_waiting: AtomicU32,
+    /// This CPU has something to wait for before returning to user mode (either of
+    /// the two above): one load on the way out when it has not.
+    pub awaiting: AtomicBool,
     /// Capability-pointer resolutions cached on this CPU.
     pub lookup: CpuCell<LookupCache>,
     /// This CPU's time slice, set through its SchedControl capability.
@@ -214,6 +217,7 @@ pub fn register(local: &'static CpuLocal, lapic: Lapic) -> &'static Cpu {
                 outbox_held: AtomicBool::new(false),
                 awaiting_destroys: AtomicBool::new(false),
                 suspends_waiting: AtomicU32::new(0),
+                awaiting: AtomicBool::new(false),
                 lookup: CpuCell::new(LookupCache::new()),
                 slice_ns: AtomicU64::new(crate::sched::DEFAULT_SLICE_NS),
                 tsc_offset: core::sync::atomic::AtomicI64::new(0),

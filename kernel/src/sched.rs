@@ -372,6 +372,7 @@ pub fn suspend(thread: ThreadRef) {
     } else {
         let me = this_cpu();
         me.suspends_waiting.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+        me.awaiting.store(true, core::sync::atomic::Ordering::Relaxed);
         post(owner, Request::Suspend(thread, me.local.index));
     }
 }
@@ -488,7 +489,6 @@ pub fn rotate_current() {
 /// Runs the best thread this CPU has: the current one unless a higher-priority one
 /// is ready, otherwise idles. Never returns.
 pub fn resume() -> ! {
-    await_destroyed();
     drain_inbox();
     // After the drain, which may have moved the current thread (a `Release` request).
     if let Some((thread, target)) = with_sched(|s| s.handoff.take()) {
@@ -527,7 +527,7 @@ pub fn resume() -> ! {
 
 /// Installs `thread` on this CPU and returns to it in user mode.
 fn run(thread: ThreadRef) -> ! {
-    if tcb(thread).state != ThreadState::Runnable || tcb(thread).cpu != ramen_arch::percpu::index_fast() {
+    if tcb(thread).cpu != ramen_arch::percpu::index_fast() {
         run_violation(thread);
     }
     if !tcb(thread).context.sanitise() {
@@ -652,17 +652,28 @@ pub fn forget_anywhere(thread: ThreadRef) {
         post(owner, Request::Forget(thread));
         crate::objects::destroyed_thread_in_flight(thread.addr(), true);
         this_cpu().awaiting_destroys.store(true, core::sync::atomic::Ordering::Relaxed);
+        this_cpu().awaiting.store(true, core::sync::atomic::Ordering::Relaxed);
     }
 }
 
 /// Waits until every thread this CPU destroyed while another CPU owned it has been
 /// taken off by its owner: a delete or revoke returns to user mode only when the
-/// threads it destroyed run nowhere (as on one CPU). Called on the way out of the
-/// kernel, with `CAP_LOCK` released (the owners may be waiting for it); drains this
-/// CPU's inbox meanwhile (a `Forget` may follow a thread that moved here, and other
+/// threads it destroyed run nowhere (as on one CPU); likewise `SUSPEND`. Called
+/// after each kernel-object invocation (the only system calls that destroy or
+/// suspend threads), with `CAP_LOCK` released (the owners may be waiting for it);
+/// drains this CPU's inbox meanwhile (a `Forget` may follow a thread that moved here, and other
 /// CPUs may be waiting for this one).
-fn await_destroyed() {
+#[inline(always)]
+pub fn await_destroyed() {
     let me = this_cpu();
+    if me.awaiting.load(core::sync::atomic::Ordering::Relaxed) {
+        await_slow(me);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn await_slow(me: &'static cpus::Cpu) {
     if me.awaiting_destroys.load(core::sync::atomic::Ordering::Relaxed) {
         while crate::objects::destroyed_here_may_run() {
             drain_inbox();
@@ -675,6 +686,8 @@ fn await_destroyed() {
         drain_inbox();
         cpu::relax();
     }
+    // (Handling requests in the drains above never makes this CPU wait for more.)
+    me.awaiting.store(false, core::sync::atomic::Ordering::Relaxed);
 }
 
 /// Forgets `thread` on this CPU before its TCB memory is reused: off the run queue
@@ -775,8 +788,8 @@ pub fn current_of(s: &Sched) -> Option<ThreadRef> {
 /// Checks this CPU's run queue: every queued thread is marked queued, owned here,
 /// runnable, at its level's priority, and linked both ways. Returns (violations,
 /// threads checked).
-/// Threads this kernel was about to run on a CPU that does not own them, or that
-/// were not runnable: a scheduler bug (a thread queued on two CPUs, say). Counted
+/// Threads this kernel was about to run on a CPU that does not own them: a
+/// scheduler bug (a thread queued on two CPUs, say). Counted
 /// into `check_queue`'s violations, so tests see it.
 static RUN_VIOLATIONS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 

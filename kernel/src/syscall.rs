@@ -159,6 +159,9 @@ fn slow_path(thread: ThreadRef, ctx: &mut UserContext) -> ! {
             let regs = message_registers(ctx);
             let mut out = [0u64; MSG_REGS];
             let result = invoke::invoke(thread, ctx.rdi, info, &regs, &mut out);
+            // Threads it destroyed or suspended on other CPUs are stopped there before
+            // this returns (`CAP_LOCK` is released by now).
+            sched::await_destroyed();
             // The thread may have suspended itself; its registers still get the result
             // for when it is resumed.
             match result {

@@ -30,6 +30,7 @@ const APIC_TICK_NS: u64 = 16;
 
 use ramen_core::inbox::BATCH;
 pub use ramen_core::inbox::{Inbox, Request};
+use ramen_core::inbox::{Route, route};
 
 /// One CPU's scheduler state.
 pub struct Sched {
@@ -322,33 +323,28 @@ pub fn drain_inbox() {
 /// Handles one request from this CPU's inbox. The thread it names may have moved
 /// on since it was posted: requests that act on the owner follow it there.
 fn handle(request: Request) {
-    let thread = request.thread();
-    let t = tcb(thread);
+    let t = tcb(request.thread());
     // A request about a destroyed thread (posted or forwarded before its owner forgot
-    // it) changes nothing (a suspend's waiter hears it is done). The memory is still
-    // the thread's: the request is counted.
-    if t.state == ThreadState::Dead {
-        if let Request::Suspend(_, waiter) = request {
-            suspend_done(waiter);
-        }
-        return;
-    }
-    let here = t.cpu == ramen_arch::percpu::index_fast();
-    match request {
-        Request::Wake(t) => with_sched(|s| wake_local(s, t)),
-        Request::Suspend(t, waiter) => suspend_for(t, waiter),
-        // Only the owner can take the thread off (its run queue, its FPU registers).
-        Request::Forget(t) if !here => post(tcb(t).cpu, Request::Forget(t)),
-        Request::Forget(t) => forget(t),
-        // The thread moved on before this CPU adopted it (a second move, served here
-        // as the owner, posted its own adoption): not this CPU's to queue.
-        Request::Adopt(_) if !here => {}
-        Request::Adopt(t) => with_sched(|s| {
-            if tcb(t).state == ThreadState::Runnable && s.current != Some(t) {
-                push(s, t, false);
+    // it) changes nothing; the memory is still the thread's (the request is counted).
+    // One about a thread that moved on follows it (`ramen_core::inbox::route`).
+    match route(request, t.cpu, ramen_arch::percpu::index_fast(), t.state == ThreadState::Dead) {
+        Route::Drop => {
+            if let Request::Suspend(_, waiter) = request {
+                suspend_done(waiter);
             }
-        }),
-        Request::Release(t, target) => set_affinity(t, target),
+        }
+        Route::Forward(owner) => post(owner, request),
+        Route::Apply => match request {
+            Request::Wake(t) => with_sched(|s| wake_local(s, t)),
+            Request::Suspend(t, waiter) => suspend_for(t, waiter),
+            Request::Forget(t) => forget(t),
+            Request::Adopt(t) => with_sched(|s| {
+                if tcb(t).state == ThreadState::Runnable && s.current != Some(t) {
+                    push(s, t, false);
+                }
+            }),
+            Request::Release(t, target) => set_affinity(t, target),
+        },
     }
 }
 

@@ -35,6 +35,38 @@ impl Request {
     }
 }
 
+/// What the CPU draining its inbox does with a request: the rule that makes every
+/// request act on the thread's owner, wherever the thread has gone since it was
+/// posted (`Tcb::cpu`, which only the owner changes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// Carry it out here (this CPU owns the thread).
+    Apply,
+    /// Post it again to the thread's owner (it moved on).
+    Forward(u32),
+    /// Drop it: the thread was destroyed (a suspend's waiter is told it is done), or
+    /// an adoption reached a CPU the thread already left (the CPU that moved it on
+    /// posted its own adoption to where it went).
+    Drop,
+}
+
+/// Where `request` goes when drained by CPU `here`, for a thread owned by `owner`
+/// (`dead`: destroyed and forgotten by its owner).
+pub const fn route(request: Request, owner: u32, here: u32, dead: bool) -> Route {
+    if dead {
+        return Route::Drop;
+    }
+    if owner == here {
+        return Route::Apply;
+    }
+    match request {
+        Request::Adopt(_) => Route::Drop,
+        Request::Wake(_) | Request::Suspend(..) | Request::Forget(_) | Request::Release(..) => {
+            Route::Forward(owner)
+        }
+    }
+}
+
 /// Requests waiting for a CPU, bounded: a full inbox makes the sender wait for the
 /// owner to drain it (the owner never waits on anyone's inbox while holding its own).
 pub const INBOX_CAPACITY: usize = 64;
@@ -394,6 +426,31 @@ mod tests {
                     .map(|(i, _)| Request::Wake(thread(i as u64 + 1)))
                     .collect();
                 prop_assert_eq!(sent, wanted);
+            }
+        }
+    }
+    #[test]
+    fn requests_act_on_the_owner_wherever_the_thread_went() {
+        let t = thread(1);
+        let all = [
+            Request::Wake(t),
+            Request::Suspend(t, 3),
+            Request::Forget(t),
+            Request::Adopt(t),
+            Request::Release(t, 2),
+        ];
+        for request in all {
+            // A destroyed thread: nothing is done, whoever owns it.
+            assert_eq!(route(request, 0, 0, true), Route::Drop);
+            assert_eq!(route(request, 1, 0, true), Route::Drop);
+            // Owned here: carried out here.
+            assert_eq!(route(request, 4, 4, false), Route::Apply);
+            // Moved on: followed to the owner, except an adoption, which the CPU
+            // that moved it on posted anew.
+            let moved = route(request, 5, 4, false);
+            match request {
+                Request::Adopt(_) => assert_eq!(moved, Route::Drop),
+                _ => assert_eq!(moved, Route::Forward(5)),
             }
         }
     }

@@ -117,7 +117,7 @@ mod tests {
             // The owner drains (an earlier wake-up), then races the post: polls once, stops,
             // and halts unless something came.
             let mut consumed = 0;
-            let mut drain = |consumed: &mut usize| {
+            let drain = |consumed: &mut usize| {
                 let took = flags.take();
                 if took {
                     *consumed += core::mem::take(&mut *inbox.lock().unwrap());

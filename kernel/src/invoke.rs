@@ -162,8 +162,8 @@ fn invoke_thread(caller: ThreadRef, cap: &Cap, label: u64, regs: &[u64; MSG_REGS
             if !configured {
                 return Err(Error::WrongThreadState);
             }
-            tcb(target).state = ThreadState::Inactive;
-            sched::wake(target);
+            // The owner checks the state again (this read may be stale).
+            sched::resume_thread(target);
         }
         thread::WRITE_ENTRY => {
             cap.require(Rights::WRITE)?;

@@ -267,6 +267,31 @@ impl Drop for Reservation {
     }
 }
 
+/// `RESUME`: makes `thread` runnable on its CPU if it is stopped there (suspended
+/// or faulted), from any CPU. The owner decides on the state it owns: a stale read
+/// elsewhere (a second resume before the first was served, the thread since blocked
+/// in IPC) must not wake a thread that is running or waiting (regression: the churn
+/// saw a queued thread marked stopped by a racing resume).
+pub fn resume_thread(thread: ThreadRef) {
+    let owner = tcb(thread).cpu;
+    if owner == ramen_arch::percpu::index_fast() {
+        with_sched(|s| resume_local(s, thread));
+    } else {
+        post(owner, Request::Resume(thread));
+    }
+}
+
+/// [`resume_thread`] on the owner.
+fn resume_local(s: &mut Sched, thread: ThreadRef) {
+    let t = tcb(thread);
+    if matches!(t.state, ThreadState::Inactive | ThreadState::Faulted) {
+        t.state = ThreadState::Runnable;
+        if s.current != Some(thread) {
+            push(s, thread, false);
+        }
+    }
+}
+
 /// Makes `thread` runnable on its CPU, from any CPU.
 pub fn wake(thread: ThreadRef) {
     let owner = tcb(thread).cpu;
@@ -336,6 +361,7 @@ fn handle(request: Request) {
         Route::Forward(owner) => post(owner, request),
         Route::Apply => match request {
             Request::Wake(t) => with_sched(|s| wake_local(s, t)),
+            Request::Resume(t) => with_sched(|s| resume_local(s, t)),
             Request::Suspend(t, waiter) => suspend_for(t, waiter),
             Request::Forget(t) => forget(t),
             Request::Adopt(t) => with_sched(|s| {

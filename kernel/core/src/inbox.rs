@@ -13,6 +13,9 @@ use crate::runqueue::ThreadRef;
 pub enum Request {
     /// Make the thread runnable here (it is owned by the receiving CPU).
     Wake(ThreadRef),
+    /// Make the thread runnable if it is stopped (suspended or faulted), and only
+    /// then: `RESUME` decided on a state it read from another CPU, which may be stale.
+    Resume(ThreadRef),
     /// Stop the thread (suspend); the given CPU waits until that is done (or the
     /// thread is gone) before its system call returns.
     Suspend(ThreadRef, u32),
@@ -30,7 +33,12 @@ impl Request {
     #[inline]
     pub const fn thread(self) -> ThreadRef {
         match self {
-            Self::Wake(t) | Self::Suspend(t, _) | Self::Forget(t) | Self::Adopt(t) | Self::Release(t, _) => t,
+            Self::Wake(t)
+            | Self::Resume(t)
+            | Self::Suspend(t, _)
+            | Self::Forget(t)
+            | Self::Adopt(t)
+            | Self::Release(t, _) => t,
         }
     }
 }
@@ -61,9 +69,11 @@ pub const fn route(request: Request, owner: u32, here: u32, dead: bool) -> Route
     }
     match request {
         Request::Adopt(_) => Route::Drop,
-        Request::Wake(_) | Request::Suspend(..) | Request::Forget(_) | Request::Release(..) => {
-            Route::Forward(owner)
-        }
+        Request::Wake(_)
+        | Request::Resume(_)
+        | Request::Suspend(..)
+        | Request::Forget(_)
+        | Request::Release(..) => Route::Forward(owner),
     }
 }
 
@@ -434,6 +444,7 @@ mod tests {
         let t = thread(1);
         let all = [
             Request::Wake(t),
+            Request::Resume(t),
             Request::Suspend(t, 3),
             Request::Forget(t),
             Request::Adopt(t),

@@ -40,14 +40,12 @@ pub struct Cpu {
     /// The outbox holds something (a plain flag only this CPU writes: skipping the
     /// empty outbox costs one load).
     pub outbox_held: AtomicBool,
-    /// A system call on this CPU destroyed a thread another CPU owns: wait for it to
-    /// be taken off before returning to user mode (`sched::await_destroyed`).
-    pub awaiting_destroys: AtomicBool,
     /// Suspends this CPU asked other CPUs for that are not done yet: its system call
     /// waits for them before returning to user mode (`sched::suspend`).
     pub suspends_waiting: AtomicU32,
-    /// This CPU has something to wait for before returning to user mode (either of
-    /// the two above): one load on the way out when it has not.
+    /// This CPU has something to wait for before returning to user mode (a thread it
+    /// destroyed or suspended on another CPU: `sched::await_stopped`): one load after
+    /// an invocation when it has not.
     pub awaiting: AtomicBool,
     /// Capability-pointer resolutions cached on this CPU.
     pub lookup: CpuCell<LookupCache>,
@@ -215,7 +213,6 @@ pub fn register(local: &'static CpuLocal, lapic: Lapic) -> &'static Cpu {
                 inbox: spin::Mutex::new(Inbox::new()),
                 outbox: CpuCell::new(ramen_core::inbox::Outbox::new()),
                 outbox_held: AtomicBool::new(false),
-                awaiting_destroys: AtomicBool::new(false),
                 suspends_waiting: AtomicU32::new(0),
                 awaiting: AtomicBool::new(false),
                 lookup: CpuCell::new(LookupCache::new()),

@@ -339,7 +339,7 @@ pub struct Tcb {
     pub dead_next: u64,
     /// The CPU (index + 1; 0: none) whose system call destroyed this thread while
     /// another CPU owned it, and which waits for the owner to take it off before it
-    /// returns to user mode (`sched::await_destroyed`).
+    /// returns to user mode (`sched::await_stopped`).
     pub destroyed_by: u32,
 }
 
@@ -704,8 +704,8 @@ fn settle_destroyed(head: &mut u64) {
     }
 }
 
-/// The listed destroyed threads, with the list locked.
-fn for_each_destroyed(head: &u64, mut f: impl FnMut(ThreadRef) -> bool) -> bool {
+/// True if `f` holds for a listed destroyed thread (the list locked).
+fn any_destroyed(head: &u64, mut f: impl FnMut(ThreadRef) -> bool) -> bool {
     let mut at = *head;
     while let Some(thread) = ThreadRef::new(at) {
         if f(thread) {
@@ -721,7 +721,7 @@ fn for_each_destroyed(head: &u64, mut f: impl FnMut(ThreadRef) -> bool) -> bool 
 pub fn retype_would_reuse_running_thread(base: u64, bytes: u64) -> bool {
     let mut head = DESTROYED.lock();
     settle_destroyed(&mut head);
-    for_each_destroyed(&head, |t| t.addr() >= base && t.addr() - base < bytes)
+    any_destroyed(&head, |t| t.addr() >= base && t.addr() - base < bytes)
 }
 
 /// True while a thread this CPU destroyed (and awaits) may still run on its owner:
@@ -729,7 +729,7 @@ pub fn retype_would_reuse_running_thread(base: u64, bytes: u64) -> bool {
 pub fn destroyed_here_may_run() -> bool {
     let me = ramen_arch::percpu::index_fast() + 1;
     let head = DESTROYED.lock();
-    for_each_destroyed(&head, |t| {
+    any_destroyed(&head, |t| {
         let t = tcb(t);
         t.destroyed_by == me && t.state != ThreadState::Dead
     })

@@ -273,12 +273,7 @@ impl Drop for Reservation {
 /// in IPC) must not wake a thread that is running or waiting (regression: the churn
 /// saw a queued thread marked stopped by a racing resume).
 pub fn resume_thread(thread: ThreadRef) {
-    let owner = tcb(thread).cpu;
-    if owner == ramen_arch::percpu::index_fast() {
-        with_sched(|s| resume_local(s, thread));
-    } else {
-        post(owner, Request::Resume(thread));
-    }
+    on_owner(thread, Request::Resume(thread), resume_local);
 }
 
 /// [`resume_thread`] on the owner.
@@ -294,11 +289,17 @@ fn resume_local(s: &mut Sched, thread: ThreadRef) {
 
 /// Makes `thread` runnable on its CPU, from any CPU.
 pub fn wake(thread: ThreadRef) {
+    on_owner(thread, Request::Wake(thread), wake_local);
+}
+
+/// Does `local` to `thread` here if this CPU owns it, else posts `request` to its
+/// owner.
+fn on_owner(thread: ThreadRef, request: Request, local: fn(&mut Sched, ThreadRef)) {
     let owner = tcb(thread).cpu;
     if owner == ramen_arch::percpu::index_fast() {
-        with_sched(|s| wake_local(s, thread));
+        with_sched(|s| local(s, thread));
     } else {
-        post(owner, Request::Wake(thread));
+        post(owner, request);
     }
 }
 
@@ -670,10 +671,9 @@ pub fn forget_anywhere(thread: ThreadRef) {
     } else {
         // The owner takes it off (following it if it has moved on); until then, and
         // until no request names it, retype refuses the memory. The system call
-        // returns only once the owner has taken it off (`await_destroyed`).
+        // returns only once the owner has taken it off (`await_stopped`).
         post(owner, Request::Forget(thread));
         crate::objects::destroyed_thread_in_flight(thread.addr(), true);
-        this_cpu().awaiting_destroys.store(true, core::sync::atomic::Ordering::Relaxed);
         this_cpu().awaiting.store(true, core::sync::atomic::Ordering::Relaxed);
     }
 }
@@ -686,7 +686,7 @@ pub fn forget_anywhere(thread: ThreadRef) {
 /// drains this CPU's inbox meanwhile (a `Forget` may follow a thread that moved here, and other
 /// CPUs may be waiting for this one).
 #[inline(always)]
-pub fn await_destroyed() {
+pub fn await_stopped() {
     let me = this_cpu();
     if me.awaiting.load(core::sync::atomic::Ordering::Relaxed) {
         await_slow(me);
@@ -696,12 +696,9 @@ pub fn await_destroyed() {
 #[cold]
 #[inline(never)]
 fn await_slow(me: &'static cpus::Cpu) {
-    if me.awaiting_destroys.load(core::sync::atomic::Ordering::Relaxed) {
-        while crate::objects::destroyed_here_may_run() {
-            drain_inbox();
-            cpu::relax();
-        }
-        me.awaiting_destroys.store(false, core::sync::atomic::Ordering::Relaxed);
+    while crate::objects::destroyed_here_may_run() {
+        drain_inbox();
+        cpu::relax();
     }
     // Suspends of threads other CPUs own, likewise (`suspend`).
     while me.suspends_waiting.load(core::sync::atomic::Ordering::Acquire) != 0 {

@@ -161,7 +161,7 @@ fn slow_path(thread: ThreadRef, ctx: &mut UserContext) -> ! {
             let result = invoke::invoke(thread, ctx.rdi, info, &regs, &mut out);
             // Threads it destroyed or suspended on other CPUs are stopped there before
             // this returns (`CAP_LOCK` is released by now).
-            sched::await_destroyed();
+            sched::await_stopped();
             // The thread may have suspended itself; its registers still get the result
             // for when it is resumed.
             match result {

@@ -31,6 +31,9 @@ extern "C" fn ramen_rt_start(arg: u64) -> ! {
     crate::exit()
 }
 
+// SAFETY: `_start` is defined by the `global_asm!` above in this same crate; it is
+// only ever named here for its address (never called from Rust), so declaring it
+// `safe` with no arguments promises nothing a call could break.
 unsafe extern "C" {
     /// The entry stub above.
     #[link_name = "_start"]

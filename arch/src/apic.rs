@@ -4,6 +4,7 @@
 //!
 //! Each CPU owns its [`Lapic`]; it is not `Send` (register accesses reach the local
 //! APIC of whichever CPU runs them).
+#![cfg_attr(feature = "hosted", allow(unused_imports, dead_code))]
 
 use x2apic::lapic::{LocalApic, LocalApicBuilder, TimerDivide, TimerMode, xapic_base};
 use x86_64::registers::model_specific::Msr;
@@ -30,7 +31,12 @@ pub fn xapic_phys() -> u64 {
     unsafe { xapic_base() }
 }
 
+/// A hosted test process's recording APIC (feature `hosted`).
+#[cfg(feature = "hosted")]
+pub use crate::hosted::Lapic;
+
 /// One CPU's local APIC.
+#[cfg(not(feature = "hosted"))]
 pub struct Lapic {
     apic: LocalApic,
     deadline_mode: bool,
@@ -49,6 +55,7 @@ pub struct LapicMode {
     pub tsc_deadline: bool,
 }
 
+#[cfg(not(feature = "hosted"))]
 impl Lapic {
     /// Enables this CPU's local APIC, timer masked until armed. `xapic_virt` is the
     /// kernel mapping of the xAPIC page (used only without x2APIC).

@@ -101,6 +101,10 @@ impl FpuArea {
     /// Saves the running CPU's user FPU state here.
     #[inline]
     pub fn save(&mut self) {
+        // A hosted test process's FPU is its own (see `hosted`).
+        if cfg!(feature = "hosted") {
+            return;
+        }
         let mask = XSAVE_MASK.load(Ordering::Relaxed);
         let ptr = self.0.as_mut_ptr();
         // SAFETY: the area is 64-byte aligned and at least as large as the size CPUID
@@ -121,6 +125,10 @@ impl FpuArea {
     /// once (the IPC fastpath switches on every call).
     #[inline(always)]
     pub fn switch(from: Option<&mut FpuArea>, to: &FpuArea) {
+        // A hosted test process's FPU is its own (see `hosted`).
+        if cfg!(feature = "hosted") {
+            return;
+        }
         let mask = XSAVE_MASK.load(Ordering::Relaxed);
         let (lo, hi) = (mask as u32, (mask >> 32) as u32);
         let to = to.0.as_ptr();
@@ -146,6 +154,10 @@ impl FpuArea {
     /// Loads this area into the running CPU's FPU.
     #[inline]
     pub fn restore(&self) {
+        // A hosted test process's FPU is its own (see `hosted`).
+        if cfg!(feature = "hosted") {
+            return;
+        }
         let mask = XSAVE_MASK.load(Ordering::Relaxed);
         let ptr = self.0.as_ptr();
         // SAFETY: as for `save`; the area was produced by `initial` or `save` and is

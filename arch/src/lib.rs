@@ -17,12 +17,14 @@ pub mod entry;
 pub mod exit;
 pub mod fpu;
 pub mod gdt;
+#[cfg(feature = "hosted")]
+pub mod hosted;
 // The memory intrinsics and panic stubs exist for the freestanding kernel only; a
 // host test binary gets them from `std` and libc.
-#[cfg(not(test))]
+#[cfg(not(any(test, feature = "hosted")))]
 pub mod mem;
 pub mod paging;
-#[cfg(not(test))]
+#[cfg(not(any(test, feature = "hosted")))]
 pub mod panic_paths;
 pub mod percpu;
 pub mod phys;

@@ -32,8 +32,12 @@ const ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
 const SIZE_2M: u64 = 1 << 21;
 const SIZE_1G: u64 = 1 << 30;
 
-/// Where physical memory is visible: `KERNEL_VMA` during boot, the direct map after.
+/// Where physical memory is visible: `KERNEL_VMA` during boot, the direct map after
+/// (in a hosted test process: where its "physical" memory is mapped).
+#[cfg(not(feature = "hosted"))]
 static PHYS_OFFSET: AtomicU64 = AtomicU64::new(KERNEL_VMA);
+#[cfg(feature = "hosted")]
+static PHYS_OFFSET: AtomicU64 = AtomicU64::new(crate::hosted::PHYS_BASE);
 
 /// The kernel-virtual address of physical address `phys`.
 #[inline]

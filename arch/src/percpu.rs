@@ -82,6 +82,35 @@ pub const CPU_LOCAL_BYTES: usize = core::mem::size_of::<CpuLocal>() + core::mem:
 /// writable memory, 4 KiB-aligned, used for nothing else, ever; and this must run
 /// once, on the CPU that will own it.
 pub unsafe fn install(block: u64, id: CpuIdentity) -> &'static CpuLocal {
+    // SAFETY: the caller guarantees the memory is ours, aligned and large enough.
+    let local = unsafe { write_block(block, id) };
+    let tables_ptr = (block + core::mem::size_of::<CpuLocal>() as u64) as *mut CpuTables;
+    // SAFETY: the tables follow the CpuLocal inside the caller's block (suitably
+    // aligned: CpuLocal's size is a multiple of its 4 KiB alignment); they are
+    // borrowed mutably once, here, and then only by the CPU's descriptor registers.
+    let tables: &'static mut CpuTables = unsafe {
+        tables_ptr.write(CpuTables::new());
+        &mut *tables_ptr
+    };
+    crate::gdt::load(tables, id.kernel_stack_top, id.ist_tops);
+    GsBase::write(VirtAddr::new(block));
+    // `rdtscp` hands user space its CPU index in ECX (tracing and tests use it).
+    if crate::cpu::Features::detect().rdtscp {
+        // SAFETY: IA32_TSC_AUX only changes what rdtscp returns in ECX.
+        unsafe { x86_64::registers::model_specific::Msr::new(TSC_AUX_MSR).write(u64::from(id.index)) };
+    }
+    // User GS starts at zero; `swapgs` on entry from user mode exchanges the two.
+    KernelGsBase::write(VirtAddr::new(0));
+    local
+}
+
+/// Writes CPU `id`'s block at `block` and returns it (the part of [`install`] that
+/// touches no register; hosted test processes use it too).
+///
+/// # Safety
+/// As for [`install`]: `block` is `CPU_LOCAL_BYTES` of writable, 4 KiB-aligned memory
+/// used for nothing else, ever.
+pub(crate) unsafe fn write_block(block: u64, id: CpuIdentity) -> &'static CpuLocal {
     let ptr = block as *mut CpuLocal;
     // SAFETY: the caller guarantees the memory is ours, aligned and large enough.
     unsafe {
@@ -102,40 +131,31 @@ pub unsafe fn install(block: u64, id: CpuIdentity) -> &'static CpuLocal {
             kernel_cpu: AtomicU64::new(0),
         });
     }
-    let tables_ptr = (block + core::mem::size_of::<CpuLocal>() as u64) as *mut CpuTables;
-    // SAFETY: the tables follow the CpuLocal inside the caller's block (suitably
-    // aligned: CpuLocal's size is a multiple of its 4 KiB alignment); they are
-    // borrowed mutably once, here, and then only by the CPU's descriptor registers.
-    let tables: &'static mut CpuTables = unsafe {
-        tables_ptr.write(CpuTables::new());
-        &mut *tables_ptr
-    };
-    crate::gdt::load(tables, id.kernel_stack_top, id.ist_tops);
     // SAFETY: initialised above; the block lives forever and is only read from now on.
-    let local: &'static CpuLocal = unsafe { &*ptr };
-    GsBase::write(VirtAddr::new(block));
-    // `rdtscp` hands user space its CPU index in ECX (tracing and tests use it).
-    if crate::cpu::Features::detect().rdtscp {
-        // SAFETY: IA32_TSC_AUX only changes what rdtscp returns in ECX.
-        unsafe { x86_64::registers::model_specific::Msr::new(TSC_AUX_MSR).write(u64::from(id.index)) };
-    }
-    // User GS starts at zero; `swapgs` on entry from user mode exchanges the two.
-    KernelGsBase::write(VirtAddr::new(0));
-    local
+    unsafe { &*ptr }
 }
 
 /// The running CPU's block, or `None` before [`install`] ran on this CPU.
 pub fn try_current() -> Option<&'static CpuLocal> {
+    #[cfg(not(feature = "hosted"))]
     let base = GsBase::read().as_u64();
     // Only kernel addresses are per-CPU blocks. An NMI or machine check that lands
     // between `swapgs` and the return to user mode sees the user's GS base here; user
     // space cannot point it into the kernel half (no FSGSBASE, and the kernel never
     // sets a user GS base there), so this test tells the two apart.
+    #[cfg(not(feature = "hosted"))]
     if base < crate::PHYS_MAP_BASE {
         return None;
     }
-    // SAFETY: a non-zero GS base in ring 0 is only ever set by `install`, to a block
-    // that lives forever; `swapgs` happens only around user mode.
+    // A hosted test thread's GS base is zero or its block (`hosted::install_cpu`).
+    #[cfg(feature = "hosted")]
+    let base = match crate::hosted::gs_base() {
+        0 => return None,
+        base => base,
+    };
+    // SAFETY: a non-zero GS base in ring 0 is only ever set by `install` (hosted:
+    // `hosted::install_cpu`), to a block that lives forever; `swapgs` happens only
+    // around user mode.
     Some(unsafe { &*(base as *const CpuLocal) })
 }
 

@@ -11,13 +11,18 @@
 //! thing the boot CPU does after finding free memory): every caller's object is
 //! made after that.
 
-use crate::PHYS_MAP_BASE;
-
 /// Where physical address `phys` is in the direct map.
 #[inline(always)]
 pub const fn direct_map(phys: u64) -> u64 {
-    phys + PHYS_MAP_BASE
+    phys + DIRECT_MAP_BASE
 }
+
+/// The direct map's base: the kernel's, or in a hosted test process (feature
+/// `hosted`) where its "physical" memory is mapped (`hosted::PHYS_BASE`).
+#[cfg(not(feature = "hosted"))]
+const DIRECT_MAP_BASE: u64 = crate::PHYS_MAP_BASE;
+#[cfg(feature = "hosted")]
+const DIRECT_MAP_BASE: u64 = crate::hosted::PHYS_BASE;
 
 use direct_map as phys_to_virt;
 

@@ -47,8 +47,20 @@ use crate::{ipc, syscall};
 /// registers and stack frame do not weigh on it.
 #[inline(always)]
 pub fn attempt<const TRACED: bool>(ctx: &UserContext) -> Option<ThreadRef> {
+    match try_commit::<TRACED>(ctx) {
+        Outcome::Switched => return_to_receiver(),
+        Outcome::Resume => None,
+        Outcome::Slow(caller) => Some(caller),
+    }
+}
+
+/// [`attempt`] up to where it leaves: the fastpath's whole decision and, when it
+/// commits, the hand-over and switch (the kernel's host tests call this and compare
+/// the state it leaves with the slow path's).
+#[inline(always)]
+pub(crate) fn try_commit<const TRACED: bool>(ctx: &UserContext) -> Outcome {
     let (number, cptr, info) = (ctx.rax, ctx.rdi, MessageInfo(ctx.rsi));
-    let outcome = crate::cpus::with_local_sched(|cpu, s| {
+    crate::cpus::with_local_sched(|cpu, s| {
         let Some(caller) = sched::current_of(s) else {
             return Outcome::Resume;
         };
@@ -77,12 +89,7 @@ pub fn attempt<const TRACED: bool>(ctx: &UserContext) -> Option<ThreadRef> {
             Some(Next::Resume) => Outcome::Resume,
             None => Outcome::Slow(caller),
         }
-    });
-    match outcome {
-        Outcome::Switched => return_to_receiver(),
-        Outcome::Resume => None,
-        Outcome::Slow(caller) => Some(caller),
-    }
+    })
 }
 
 /// Leaves for the thread the fastpath switched to, with `sysretq`: the receiver
@@ -100,7 +107,7 @@ fn return_to_receiver() -> ! {
 }
 
 /// How [`attempt`] went.
-enum Outcome {
+pub(crate) enum Outcome {
     /// Switched to the receiver here: return to it.
     Switched,
     /// No thread was current, or the message went to another CPU: this CPU resumes

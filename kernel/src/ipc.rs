@@ -328,10 +328,11 @@ pub fn send(store: &mut Store, sender: ThreadRef, cap: &Cap, kind: SendKind) -> 
             if kind == SendKind::Call {
                 set_caller(receiver, sender);
                 block(sender, IpcState::WaitingReply);
+                sched::wake_direct(receiver);
             } else {
                 crate::syscall::set_reply(&mut tcb(sender).context, Ok(()), &[]);
+                sched::wake(receiver);
             }
-            sched::wake(receiver);
             Ok(())
         }
         None if kind == SendKind::NonBlocking => {
@@ -417,7 +418,9 @@ pub fn reply(store: &mut Store, server: ThreadRef) -> Result<bool, Error> {
     } else {
         deliver(store, caller, &message);
     }
-    sched::wake(caller);
+    // Runs next if the server then blocks (`ReplyRecv` with nothing queued), as on
+    // the fastpath; a plain `Reply` keeps the server running.
+    sched::wake_direct(caller);
     Ok(true)
 }
 

@@ -1,32 +1,11 @@
-//! The RamenOS kernel image: wires `ramen-core` logic to the hardware `ramen-arch`
-//! exposes.
+//! The RamenOS kernel image: the entry the hardware layer calls and the panic
+//! handler, around the kernel library (`lib.rs`).
 //!
-//! The boot CPU enters at [`ramen_kernel_main`] and runs `boot::bsp_main`: memory,
-//! its own page tables, per-CPU block, firmware tables, topology, local APIC, then
-//! every other CPU. Other CPUs enter at `boot::ap_main`. Nothing here uses `unsafe`
-//! except the one exported entry symbol.
+//! The boot CPU enters at [`ramen_kernel_main`] and runs `boot::bsp_main`. Nothing
+//! here uses `unsafe` except the one exported entry symbol.
 #![no_std]
 #![no_main]
 #![deny(unsafe_code)]
-
-mod log;
-
-mod asid;
-mod boot;
-mod console;
-mod cpus;
-mod fastpath;
-mod interrupts;
-mod invoke;
-mod ipc;
-mod lease;
-mod objects;
-mod roottask;
-mod sched;
-mod selftest;
-mod syscall;
-mod tlb;
-mod trace;
 
 use ramen_arch::pvh::{BootParams, StartInfoError};
 
@@ -34,7 +13,7 @@ use ramen_arch::pvh::{BootParams, StartInfoError};
 #[allow(unsafe_code)]
 #[unsafe(no_mangle)]
 fn ramen_kernel_main(boot: Result<BootParams, StartInfoError>) -> ! {
-    boot::bsp_main(boot)
+    ramen_kernel::boot::bsp_main(boot)
 }
 
 /// Prints where the kernel panicked and ends the run with a failure status.

@@ -45,6 +45,11 @@ pub struct Sched {
     slice_running: bool,
     /// A thread that moves to another CPU once this one leaves the kernel.
     handoff: Option<(ThreadRef, u32)>,
+    /// A thread an IPC woke here on the slow path in a system call that blocks its
+    /// caller (a call, a reply-and-receive): it runs next unless a thread of higher
+    /// priority is queued, ahead of its equals, as the fastpath's direct switch
+    /// would have it ([`wake_direct`], [`settle`]).
+    direct: Option<ThreadRef>,
 }
 
 impl Sched {
@@ -57,6 +62,7 @@ impl Sched {
             switches: 0,
             slice_running: false,
             handoff: None,
+            direct: None,
         }
     }
 }
@@ -292,6 +298,19 @@ pub fn wake(thread: ThreadRef) {
     on_owner(thread, Request::Wake(thread), wake_local);
 }
 
+/// [`wake`] for the thread an IPC hands its message to on the slow path while the
+/// calling thread blocks (`Call`; the reply of `ReplyRecv`): on this CPU it also
+/// becomes the direct-switch candidate, which [`settle`] runs next if the caller did
+/// block and no thread of higher priority is queued. The fastpath switches to it in
+/// exactly those cases, so both paths schedule alike (the host differential test
+/// found that the slow path queued it behind its equals instead).
+pub fn wake_direct(thread: ThreadRef) {
+    on_owner(thread, Request::Wake(thread), |s, thread| {
+        wake_local(s, thread);
+        s.direct = Some(thread);
+    });
+}
+
 /// Does `local` to `thread` here if this CPU owns it, else posts `request` to its
 /// owner.
 fn on_owner(thread: ThreadRef, request: Request, local: fn(&mut Sched, ThreadRef)) {
@@ -512,35 +531,8 @@ pub fn rotate_current() {
 /// Runs the best thread this CPU has: the current one unless a higher-priority one
 /// is ready, otherwise idles. Never returns.
 pub fn resume() -> ! {
-    drain_inbox();
-    // After the drain, which may have moved the current thread (a `Release` request).
-    if let Some((thread, target)) = with_sched(|s| s.handoff.take()) {
-        if target == ramen_arch::percpu::index_fast() {
-            // Moved away and back before leaving: it stays, first in line.
-            with_sched(|s| {
-                if tcb(thread).state == ThreadState::Runnable {
-                    push(s, thread, true);
-                }
-            });
-        } else {
-            hand_over(thread, target);
-        }
-    }
-    let next = with_sched(|s| {
-        let current = s.current.filter(|t| tcb(*t).state == ThreadState::Runnable);
-        let best_waiting = s.queue.highest();
-        match (current, best_waiting) {
-            (Some(t), Some(p)) if p > tcb(t).priority => {
-                push(s, t, true);
-                pop(s)
-            }
-            (Some(t), _) => Some(t),
-            (None, Some(_)) => pop(s),
-            (None, None) => None,
-        }
-    });
-    match next {
-        Some(thread) => run(thread),
+    match settle() {
+        Some(slice) => enter_user(slice),
         None => {
             crate::trace::before_idle();
             ramen_arch::user::idle_on_kernel_stack(idle)
@@ -548,8 +540,61 @@ pub fn resume() -> ! {
     }
 }
 
-/// Installs `thread` on this CPU and returns to it in user mode.
-fn run(thread: ThreadRef) -> ! {
+/// Everything [`resume`] does before it leaves the kernel: serves the inbox, hands
+/// over a thread that moves away, and installs the best thread this CPU has (the
+/// current one unless a higher-priority one is ready). Returns what [`install`]
+/// returned for it, or `None` when there is nothing to run (the CPU idles). The
+/// kernel's host tests call it where the kernel would leave for user mode.
+pub(crate) fn settle() -> Option<Option<u64>> {
+    loop {
+        drain_inbox();
+        // After the drain, which may have moved the current thread (a `Release` request).
+        if let Some((thread, target)) = with_sched(|s| s.handoff.take()) {
+            if target == ramen_arch::percpu::index_fast() {
+                // Moved away and back before leaving: it stays, first in line.
+                with_sched(|s| {
+                    if tcb(thread).state == ThreadState::Runnable {
+                        push(s, thread, true);
+                    }
+                });
+            } else {
+                hand_over(thread, target);
+            }
+        }
+        let next = with_sched(|s| {
+            let direct = s.direct.take();
+            let current = s.current.filter(|t| tcb(*t).state == ThreadState::Runnable);
+            let best_waiting = s.queue.highest();
+            // The caller blocked: the thread its IPC woke runs next unless a thread of
+            // higher priority waits (`wake_direct`). Queued means queued here.
+            if current.is_none()
+                && let Some(t) = direct
+                && tcb(t).queued
+                && tcb(t).state == ThreadState::Runnable
+                && best_waiting.is_some_and(|p| p <= tcb(t).priority)
+            {
+                unqueue(s, t);
+                return Some(t);
+            }
+            match (current, best_waiting) {
+                (Some(t), Some(p)) if p > tcb(t).priority => {
+                    push(s, t, true);
+                    pop(s)
+                }
+                (Some(t), _) => Some(t),
+                (None, Some(_)) => pop(s),
+                (None, None) => None,
+            }
+        })?;
+        if let Some(slice) = prepare_run(next) {
+            return Some(slice);
+        }
+    }
+}
+
+/// Installs `thread` on this CPU ([`install`]'s result), or stops it and returns
+/// `None` when its context cannot be returned to.
+fn prepare_run(thread: ThreadRef) -> Option<Option<u64>> {
     if tcb(thread).cpu != ramen_arch::percpu::index_fast() {
         run_violation(thread);
     }
@@ -560,16 +605,15 @@ fn run(thread: ThreadRef) -> ! {
         // one, which would fault in ring 0.
         crate::kprintln!("thread {:#x} has a non-user RIP; stopped", thread.addr());
         with_sched(|s| stop(s, thread, ThreadState::Faulted));
-        resume();
+        return None;
     }
     crate::trace::before_run(None, thread);
-    let slice = with_sched(|s| install(s, thread));
-    enter_user(slice)
+    Some(with_sched(|s| install(s, thread)))
 }
 
 /// Makes `thread` (sanitised, owned here) the current thread: its FPU state, address
 /// space and context. Returns the ticks left of its slice when the slice timer must
-/// be armed. Shared by [`run`] and the IPC fastpath's direct switch, so both leave
+/// be armed. Shared by [`prepare_run`] and the IPC fastpath's direct switch, so both leave
 /// the scheduler in the same state.
 #[inline(always)]
 fn install(s: &mut Sched, thread: ThreadRef) -> Option<u64> {

@@ -133,6 +133,13 @@ pub extern "C" fn handle_syscall_slow(ctx: &mut UserContext) -> ! {
 /// large, and the fastpath should not pay for setting it up.
 #[inline(never)]
 fn slow_path(thread: ThreadRef, ctx: &mut UserContext) -> ! {
+    slow_path_body(thread, ctx);
+    sched::resume()
+}
+
+/// [`slow_path`] up to where it leaves for [`sched::resume`] (the kernel's host
+/// tests run it and then `sched::settle`).
+pub(crate) fn slow_path_body(thread: ThreadRef, ctx: &mut UserContext) {
     match Sys::from_number(ctx.rax) {
         None => set_reply(ctx, Err(Error::UnknownSyscall), &[]),
         Some(Sys::Yield) => {
@@ -142,10 +149,7 @@ fn slow_path(thread: ThreadRef, ctx: &mut UserContext) -> ! {
         // Send and receive (endpoints and notifications) without `CAP_LOCK`'s write
         // side when they can.
         Some(sys @ (Sys::Send | Sys::NbSend | Sys::Recv | Sys::NbRecv))
-            if crate::fastpath::send_receive(thread, sys, ctx.rdi) =>
-        {
-            sched::resume()
-        }
+            if crate::fastpath::send_receive(thread, sys, ctx.rdi) => {}
         Some(sys @ (Sys::Send | Sys::NbSend | Sys::Recv | Sys::NbRecv | Sys::Reply | Sys::ReplyRecv)) => {
             this_cpu().ipc_slow.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
             let cptr = ctx.rdi;
@@ -170,7 +174,6 @@ fn slow_path(thread: ThreadRef, ctx: &mut UserContext) -> ! {
             }
         }
     }
-    sched::resume()
 }
 
 /// `Call` on an endpoint: the IPC slow path, with the one lookup that found the

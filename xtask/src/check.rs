@@ -33,6 +33,16 @@ fn clippy_kernel() -> anyhow::Result<bool> {
     succeeds(command)
 }
 
+/// The kernel library as its host tests build it (`hosted_tests`), and the hosted
+/// arch it runs on.
+fn clippy_kernel_hosted() -> anyhow::Result<bool> {
+    let mut command = image::cargo();
+    command.args(["clippy", "-p", image::KERNEL_PACKAGE, "--lib", "--tests", "--", "-D", "warnings"]);
+    let mut arch = image::cargo();
+    arch.args(["clippy", "-p", "ramen-arch", "--features", "hosted", "--", "-D", "warnings"]);
+    Ok(succeeds(command)? && succeeds(arch)?)
+}
+
 /// The user programs with their own flags (they are freestanding, like the kernel).
 fn clippy_user() -> anyhow::Result<bool> {
     let mut command = user::user_cargo("clippy");
@@ -51,10 +61,11 @@ pub fn simd_only(elf: Option<&Path>) -> anyhow::Result<bool> {
 /// `cargo xtask check`; returns whether every step passed.
 pub fn run() -> anyhow::Result<bool> {
     type Step = fn() -> anyhow::Result<bool>;
-    let steps: [(&str, Step); 6] = [
+    let steps: [(&str, Step); 7] = [
         ("fmt", fmt),
         ("clippy (host)", clippy_host),
         ("clippy (kernel)", clippy_kernel),
+        ("clippy (kernel host tests)", clippy_kernel_hosted),
         ("clippy (user)", clippy_user),
         ("deps", deps::check),
         ("simd", || simd_only(None)),

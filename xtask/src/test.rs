@@ -499,7 +499,19 @@ fn host_tests() -> anyhow::Result<bool> {
         .args(&exclude)
         .status()
         .context("could not start cargo test")?;
-    Ok(status.success() && loom_tests()?)
+    Ok(status.success() && kernel_host_tests()? && loom_tests()?)
+}
+
+/// The kernel's own code in a host test process (`cargo test -p ramen-kernel --lib`:
+/// the library on `ramen-arch`'s hosted feature, `kernel/src/hosted_tests.rs`), in its
+/// own cargo command so the feature reaches no other crate's build.
+fn kernel_host_tests() -> anyhow::Result<bool> {
+    println!("test: kernel code on the host (cargo test -p {} --lib)", image::KERNEL_PACKAGE);
+    let status = image::cargo()
+        .args(["test", "-p", image::KERNEL_PACKAGE, "--lib"])
+        .status()
+        .context("could not start cargo test for the kernel library")?;
+    Ok(status.success())
 }
 
 /// The loom model checks of ramen-core's lock-free protocols (`cfg(loom)` builds, in

@@ -545,6 +545,7 @@ pub fn resume() -> ! {
 /// current one unless a higher-priority one is ready). Returns what [`install`]
 /// returned for it, or `None` when there is nothing to run (the CPU idles). The
 /// kernel's host tests call it where the kernel would leave for user mode.
+#[inline(always)]
 pub(crate) fn settle() -> Option<Option<u64>> {
     loop {
         drain_inbox();
@@ -564,25 +565,22 @@ pub(crate) fn settle() -> Option<Option<u64>> {
         let next = with_sched(|s| {
             let direct = s.direct.take();
             let current = s.current.filter(|t| tcb(*t).state == ThreadState::Runnable);
-            let best_waiting = s.queue.highest();
-            // The caller blocked: the thread its IPC woke runs next unless a thread of
-            // higher priority waits (`wake_direct`). Queued means queued here.
-            if current.is_none()
-                && let Some(t) = direct
-                && tcb(t).queued
-                && tcb(t).state == ThreadState::Runnable
-                && best_waiting.is_some_and(|p| p <= tcb(t).priority)
-            {
-                unqueue(s, t);
-                return Some(t);
-            }
-            match (current, best_waiting) {
+            match (current, s.queue.highest()) {
                 (Some(t), Some(p)) if p > tcb(t).priority => {
                     push(s, t, true);
                     pop(s)
                 }
                 (Some(t), _) => Some(t),
-                (None, Some(_)) => pop(s),
+                // The caller blocked: the thread its IPC woke runs next unless a
+                // thread of higher priority waits (`wake_direct`). Queued means
+                // queued here.
+                (None, Some(p)) => match direct {
+                    Some(t) if tcb(t).queued && tcb(t).priority >= p => {
+                        unqueue(s, t);
+                        Some(t)
+                    }
+                    _ => pop(s),
+                },
                 (None, None) => None,
             }
         })?;
@@ -594,6 +592,7 @@ pub(crate) fn settle() -> Option<Option<u64>> {
 
 /// Installs `thread` on this CPU ([`install`]'s result), or stops it and returns
 /// `None` when its context cannot be returned to.
+#[inline(always)]
 fn prepare_run(thread: ThreadRef) -> Option<Option<u64>> {
     if tcb(thread).cpu != ramen_arch::percpu::index_fast() {
         run_violation(thread);

@@ -139,6 +139,7 @@ fn slow_path(thread: ThreadRef, ctx: &mut UserContext) -> ! {
 
 /// [`slow_path`] up to where it leaves for [`sched::resume`] (the kernel's host
 /// tests run it and then `sched::settle`).
+#[inline(always)]
 pub(crate) fn slow_path_body(thread: ThreadRef, ctx: &mut UserContext) {
     match Sys::from_number(ctx.rax) {
         None => set_reply(ctx, Err(Error::UnknownSyscall), &[]),

@@ -88,6 +88,55 @@ pub fn use_cpu(local: &'static CpuLocal) {
     assert!(ret == 0, "arch_prctl(ARCH_SET_GS) failed");
 }
 
+/// What a hosted CPU was asked to do to its TLB, in order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TlbEvent {
+    /// A CR3 write (root, PCID, no-flush bit as written).
+    Cr3(u64),
+    /// Every non-global entry of the loaded PCID dropped.
+    FlushAll,
+    /// One page's entry dropped (`invlpg`).
+    FlushPage(u64),
+}
+
+/// Recorded TLB events not yet taken, oldest first.
+struct TlbLog {
+    events: [Option<TlbEvent>; 64],
+    len: usize,
+    /// Events that found the log full (a test that sees any drained too rarely).
+    lost: usize,
+}
+
+static TLB_LOG: spin::Mutex<TlbLog> = spin::Mutex::new(TlbLog { events: [None; 64], len: 0, lost: 0 });
+
+/// Records a TLB event (the hosted `paging` functions call this instead of the
+/// instruction).
+pub fn record_tlb(event: TlbEvent) {
+    let mut log = TLB_LOG.lock();
+    let len = log.len;
+    match log.events.get_mut(len) {
+        Some(slot) => {
+            *slot = Some(event);
+            log.len += 1;
+        }
+        None => log.lost += 1,
+    }
+}
+
+/// Hands every recorded TLB event to `f`, oldest first, and empties the log; returns
+/// how many were lost to a full log since the last call.
+pub fn take_tlb_events(mut f: impl FnMut(TlbEvent)) -> usize {
+    let mut log = TLB_LOG.lock();
+    let len = log.len;
+    for event in log.events.iter_mut().take(len) {
+        if let Some(e) = event.take() {
+            f(e);
+        }
+    }
+    log.len = 0;
+    core::mem::take(&mut log.lost)
+}
+
 /// The local APIC of a hosted CPU: records what the kernel asks of it.
 #[derive(Debug, Default)]
 pub struct Lapic {

@@ -611,10 +611,27 @@ impl KernelSpace {
 /// `root` must be a complete hierarchy mapping everything the kernel will touch
 /// from now on, including the code executing this.
 pub unsafe fn switch_to(root: u64) {
+    // A hosted test process records the write (`hosted::tlb_events`).
+    #[cfg(feature = "hosted")]
+    crate::hosted::record_tlb(crate::hosted::TlbEvent::Cr3(root));
+    #[cfg(not(feature = "hosted"))]
     // SAFETY: guaranteed by the caller.
     unsafe {
         core::arch::asm!("mov cr3, {}", in(reg) root, options(nostack, preserves_flags));
     }
+}
+
+/// Turns on process-context identifiers on this CPU (CR4.PCIDE): from now on CR3's
+/// low 12 bits tag TLB entries, and a CR3 write with bit 63 keeps the new PCID's.
+/// Call once per CPU, with a CR3 whose PCID bits are 0 (the kernel's tables), on a
+/// CPU whose CPUID reports PCID.
+pub fn enable_pcid() {
+    use x86_64::registers::control::{Cr4, Cr4Flags};
+    // SAFETY: the caller checked CPUID; the loaded CR3 has PCID 0 (every table root is
+    // 4 KiB aligned and the kernel writes PCID bits only once this is on), which the
+    // architecture requires for setting the bit; kernel mappings are global, so they
+    // stay valid under every PCID.
+    unsafe { Cr4::update(|f| f.insert(Cr4Flags::PCID)) };
 }
 
 /// Makes the upper half of the top-level table `root` (a fresh user address space)
@@ -646,11 +663,18 @@ pub fn user_flags(writable: bool, executable: bool) -> Flags {
 
 /// Drops this CPU's TLB entry for `virt`.
 pub fn flush_local(virt: u64) {
+    #[cfg(feature = "hosted")]
+    crate::hosted::record_tlb(crate::hosted::TlbEvent::FlushPage(virt));
+    #[cfg(not(feature = "hosted"))]
     x86_64::instructions::tlb::flush(x86_64::VirtAddr::new_truncate(virt));
 }
 
-/// Drops every non-global TLB entry of this CPU (reloads CR3).
+/// Drops every non-global TLB entry of this CPU (reloads CR3; with PCIDs, those of
+/// the loaded PCID).
 pub fn flush_all_local() {
+    #[cfg(feature = "hosted")]
+    crate::hosted::record_tlb(crate::hosted::TlbEvent::FlushAll);
+    #[cfg(not(feature = "hosted"))]
     x86_64::instructions::tlb::flush_all();
 }
 

@@ -225,6 +225,20 @@ pub fn loaded_vspace_fast() -> u64 {
 
 /// Records in this CPU's block that it is about to load the address space `root`
 /// (one store through GS; the CR3 write that follows serialises it).
+/// [`set_loaded_vspace`] with a full barrier after it (an `xchg`): a switch with PCIDs
+/// publishes the space before it reads the space's TLB generation, so that a CPU
+/// removing a translation either sees this CPU in the space or this CPU sees the
+/// new generation (`tlb` in the kernel).
+#[inline(always)]
+pub fn publish_loaded_vspace(root: u64) {
+    // SAFETY: as for `set_loaded_vspace`; `xchg` with memory is atomic and a full
+    // barrier.
+    unsafe {
+        core::arch::asm!("xchg gs:[{}], {}", const LOADED_VSPACE_OFFSET, inout(reg) root => _,
+            options(nostack, preserves_flags));
+    }
+}
+
 #[inline(always)]
 pub fn set_loaded_vspace(root: u64) {
     // SAFETY: writes the 8-byte, 8-aligned `loaded_vspace` field of this CPU's block

@@ -96,17 +96,25 @@ pub fn bsp_main(boot: Result<BootParams, StartInfoError>) -> ! {
     let local = install_cpu(CpuIdentity { index: 0, apic_id: bsp_apic_id, ..CpuIdentity::default() });
     ramen_arch::trap::load_idt();
     ramen_arch::trap::set_interrupt_handler(crate::interrupts::handle);
-    ramen_arch::user::set_handlers(crate::syscall::handle_syscall::<false>, crate::syscall::handle_user_trap);
+    // Decided once, before any other CPU starts; each turns PCIDs on itself
+    // (`enable_user_mode`), and the system-call entry is the build for it.
+    crate::tlb::set_pcid(features.pcid && !cmdline.nopcid);
+    let syscall = match crate::tlb::pcid_on() {
+        true => crate::syscall::handle_syscall::<false, true>,
+        false => crate::syscall::handle_syscall::<false, false>,
+    };
+    ramen_arch::user::set_handlers(syscall, crate::syscall::handle_user_trap);
     apic::disable_legacy_pic();
     enable_user_mode(&features);
     let p = cpu::protections();
     kprintln!(
-        "protections: nx {} wp {} smep {} smap {} (pcid available {})",
+        "protections: nx {} wp {} smep {} smap {} (pcid available {}, in use {})",
         p.nx,
         p.write_protect,
         p.smep,
         p.smap,
-        features.pcid
+        features.pcid,
+        crate::tlb::pcid_on()
     );
 
     let tsc_hz = measure_tsc(&features);
@@ -192,9 +200,10 @@ pub fn bsp_main(boot: Result<BootParams, StartInfoError>) -> ! {
     }
 }
 
-/// Per-CPU set-up for running user code: `SYSCALL` and the FPU.
+/// Per-CPU set-up for running user code: `SYSCALL`, the FPU, and PCIDs if in use.
 fn enable_user_mode(features: &Features) {
     ramen_arch::user::init_cpu();
+    crate::tlb::enable_here();
     if let Err(ramen_arch::fpu::FpuError::AreaTooLarge(bytes)) = ramen_arch::fpu::init(features) {
         kprintln!("FATAL: this CPU's XSAVE area needs {} bytes, more than a TCB holds", bytes);
         exit_qemu(ExitCode::Failure);

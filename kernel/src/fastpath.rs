@@ -46,8 +46,8 @@ use crate::{ipc, syscall};
 /// (`syscall::slow_path`, out of line) only when this returns, so the slow path's
 /// registers and stack frame do not weigh on it.
 #[inline(always)]
-pub fn attempt<const TRACED: bool>(ctx: &UserContext) -> Option<ThreadRef> {
-    match try_commit::<TRACED>(ctx) {
+pub fn attempt<const TRACED: bool, const PCID: bool>(ctx: &UserContext) -> Option<ThreadRef> {
+    match try_commit::<TRACED, PCID>(ctx) {
         Outcome::Switched => return_to_receiver(),
         Outcome::Resume => None,
         Outcome::Slow(caller) => Some(caller),
@@ -58,7 +58,7 @@ pub fn attempt<const TRACED: bool>(ctx: &UserContext) -> Option<ThreadRef> {
 /// commits, the hand-over and switch (the kernel's host tests call this and compare
 /// the state it leaves with the slow path's).
 #[inline(always)]
-pub(crate) fn try_commit<const TRACED: bool>(ctx: &UserContext) -> Outcome {
+pub(crate) fn try_commit<const TRACED: bool, const PCID: bool>(ctx: &UserContext) -> Outcome {
     let (number, cptr, info) = (ctx.rax, ctx.rdi, MessageInfo(ctx.rsi));
     crate::cpus::with_local_sched(|cpu, s| {
         let Some(caller) = sched::current_of(s) else {
@@ -73,7 +73,7 @@ pub(crate) fn try_commit<const TRACED: bool>(ctx: &UserContext) -> Outcome {
         if tracing {
             crate::trace::syscall_enter(cpu, categories, caller, number, cptr);
         }
-        match guards_and_commit::<false>(cpu, s, caller, number, cptr, info, tracing) {
+        match guards_and_commit::<false, PCID>(cpu, s, caller, number, cptr, info, tracing) {
             Some(Next::Here(next)) => {
                 // The IPC's records and the receiver's run, written on the way out
                 // (the ring needs no scheduler borrow).
@@ -142,7 +142,7 @@ enum Next {
 /// calls, the call's own guards and commit, and the switch. Returns where to go
 /// next, or `None` (nothing changed).
 #[inline(always)]
-fn guards_and_commit<const LONG: bool>(
+fn guards_and_commit<const LONG: bool, const PCID: bool>(
     cpu: &'static Cpu,
     s: &mut Sched,
     caller: ThreadRef,
@@ -162,7 +162,7 @@ fn guards_and_commit<const LONG: bool>(
     };
     if !LONG && !info.fits_fastpath() {
         // Longer than the registers: the same path with the IPC buffers, out of line.
-        return long(cpu, s, caller, number, cptr, info, tracing);
+        return long::<PCID>(cpu, s, caller, number, cptr, info, tracing);
     }
     // A read section, not the write lock: no shared line written (see `CapLock`).
     let store = CAP_LOCK.read_fast(cpu);
@@ -195,7 +195,7 @@ fn guards_and_commit<const LONG: bool>(
     // The IPC's trace records are written on the way out (`trace::fastpath_switch`).
     // The read section covers capability slots and endpoint queues, all done with.
     drop(store);
-    sched::switch_in(s, caller, next);
+    sched::switch_in::<PCID>(s, caller, next);
     count_fast(cpu);
     Some(Next::Here(next))
 }
@@ -399,7 +399,7 @@ fn receive(s: &mut Sched, receiver: ThreadRef, cap: &Cap, blocking: bool) -> Opt
 /// receiver's; both must have one (the slow path truncates otherwise).
 #[cold]
 #[inline(never)]
-fn long(
+fn long<const PCID: bool>(
     cpu: &'static Cpu,
     s: &mut Sched,
     caller: ThreadRef,
@@ -411,7 +411,7 @@ fn long(
     if !info.fits_words_only() {
         return None;
     }
-    guards_and_commit::<true>(cpu, s, caller, number, cptr, info, tracing)
+    guards_and_commit::<true, PCID>(cpu, s, caller, number, cptr, info, tracing)
 }
 
 /// The IPC buffers the words past the registers move between (sender's, then

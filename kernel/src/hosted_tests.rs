@@ -107,6 +107,12 @@ const THREADS: usize = 4;
 const RADIX: u8 = 4;
 /// Where each thread's IPC buffer is mapped: one page per thread.
 const BUFFER_BASE: u64 = 0x1000_0000;
+/// Thread `i`'s scratch page: mapped at build, unmapped and mapped again by the PCID
+/// test.
+fn scratch_page(i: usize) -> u64 {
+    BUFFER_BASE + 0x10_0000 + i as u64 * 0x1000
+}
+
 /// The slot of each thread's own CNode capability (the receive CNode of cap transfer).
 const SELF_SLOT: u64 = 15;
 
@@ -121,6 +127,10 @@ struct Spec {
     bound: bool,
     /// Capability pointers in each IPC buffer's transfer words (send, receive index).
     transfer: [(u64, u64); THREADS],
+    /// Each thread in an address space of its own (otherwise all share one).
+    separate: bool,
+    /// Switches use PCIDs (`tlb::set_pcid`).
+    pcid: bool,
 }
 
 /// A system call from whichever thread runs.
@@ -138,6 +148,8 @@ struct Op {
 /// The objects of a built world.
 struct World {
     threads: [ThreadRef; THREADS],
+    /// Each thread's address space.
+    spaces: [u64; THREADS],
     cnodes: [u64; THREADS],
     endpoints: [u64; 2],
     notification: u64,
@@ -158,7 +170,10 @@ fn build(cpu: &'static Cpu, spec: &Spec) -> World {
         store.init_object(ObjRef { addr: PhysAddr(addr), kind, size_bits: bits });
         addr
     };
-    let vspace = make(&mut store, CapType::VSpace, PAGE_TABLE_BITS);
+    let roots: Vec<u64> = (0..if spec.separate { THREADS } else { 1 })
+        .map(|_| make(&mut store, CapType::VSpace, PAGE_TABLE_BITS))
+        .collect();
+    let spaces: [u64; THREADS] = std::array::from_fn(|i| roots[if spec.separate { i } else { 0 }]);
     let endpoints = [
         make(&mut store, CapType::Endpoint, ENDPOINT_BITS),
         make(&mut store, CapType::Endpoint, ENDPOINT_BITS),
@@ -172,8 +187,10 @@ fn build(cpu: &'static Cpu, spec: &Spec) -> World {
         tcbs[i] = make(&mut store, CapType::Thread, TCB_BITS);
         buffers[i] = make(&mut store, CapType::Frame4K, 12);
     }
-    // Frames for the VSpace's page tables (zeroed by `init_object`).
-    let tables: Vec<u64> = (0..4).map(|_| make(&mut store, CapType::PageTable, PAGE_TABLE_BITS)).collect();
+    // Frames for the page tables (zeroed by `init_object`): three below each root.
+    let tables: Vec<u64> =
+        (0..3 * roots.len()).map(|_| make(&mut store, CapType::PageTable, PAGE_TABLE_BITS)).collect();
+    let scratch: Vec<u64> = (0..THREADS).map(|_| make(&mut store, CapType::Frame4K, 12)).collect();
     let mut tables = tables.into_iter();
     let mut next_table = || tables.next();
     let slot = |cnode: u64, index: u64| SlotRef::in_cnode(PhysAddr(cnode), index).expect("slot");
@@ -209,18 +226,17 @@ fn build(cpu: &'static Cpu, spec: &Spec) -> World {
         let t = tcb(thread);
         t.priority = spec.priorities[i];
         t.cpu = 0;
-        t.vspace = vspace;
+        t.vspace = spaces[i];
         t.ipc_buffer = BUFFER_BASE + i as u64 * 0x1000;
         t.context = UserContext::new_user(0x40_0000 + i as u64 * 0x100, 0x7fff_0000, 0);
-        objects::address_space(vspace)
-            .map(
-                t.ipc_buffer,
-                buffers[i],
-                PageSize::Size4K,
-                Flags::PRESENT | Flags::USER_ACCESSIBLE | Flags::WRITABLE | Flags::NO_EXECUTE,
-                &mut next_table,
-            )
+        let flags = Flags::PRESENT | Flags::USER_ACCESSIBLE | Flags::WRITABLE | Flags::NO_EXECUTE;
+        let mut space = objects::address_space(spaces[i]);
+        space
+            .map(t.ipc_buffer, buffers[i], PageSize::Size4K, flags, &mut next_table)
             .expect("map the IPC buffer");
+        space
+            .map(scratch_page(i), scratch[i], PageSize::Size4K, flags, &mut next_table)
+            .expect("map a scratch page");
         let page = IpcBufferPage::of(thread).expect("IPC buffer mapped");
         let (send, index) = spec.transfer[i];
         page.write(SEND_CAPS, send);
@@ -233,12 +249,14 @@ fn build(cpu: &'static Cpu, spec: &Spec) -> World {
     if spec.bound {
         crate::ipc::bind(threads[0], notification).expect("bind");
     }
-    ramen_arch::percpu::set_loaded_vspace(vspace);
+    // The CPU starts on the kernel's tables, as after boot.
+    ramen_arch::percpu::set_loaded_vspace(0);
+    crate::tlb::set_pcid(spec.pcid);
     for t in threads {
         sched::resume_thread(t);
     }
     assert!(sched::settle().is_some(), "a runnable thread");
-    World { threads, cnodes, endpoints, notification }
+    World { threads, spaces, cnodes, endpoints, notification }
 }
 
 /// What a differential run compares after each system call: everything IPC and
@@ -340,8 +358,15 @@ fn step(op: &Op, fast: bool) -> bool {
     ctx.rdi = op.cptr;
     ctx.rsi = op.info;
     syscall::set_message_registers(ctx, op.regs);
+    // The differential does not look at the TLB (the PCID test does).
+    ramen_arch::hosted::take_tlb_events(|_| {});
     if fast {
-        match fastpath::try_commit::<false>(ctx) {
+        let outcome = if crate::tlb::pcid_on() {
+            fastpath::try_commit::<false, true>(ctx)
+        } else {
+            fastpath::try_commit::<false, false>(ctx)
+        };
+        match outcome {
             // The kernel returns to the receiver at once: nothing else runs.
             fastpath::Outcome::Switched => return true,
             fastpath::Outcome::Resume => {}
@@ -377,8 +402,17 @@ fn spec() -> impl Strategy<Value = Spec> {
         prop::array::uniform4(1u64..1000),
         any::<bool>(),
         prop::array::uniform4((0u64..10, 8u64..15)),
+        any::<bool>(),
+        any::<bool>(),
     )
-        .prop_map(|(priorities, badges, bound, transfer)| Spec { priorities, badges, bound, transfer })
+        .prop_map(|(priorities, badges, bound, transfer, separate, pcid)| Spec {
+            priorities,
+            badges,
+            bound,
+            transfer,
+            separate,
+            pcid,
+        })
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -439,9 +473,157 @@ fn fastpath_and_slow_path_leave_the_same_state() {
         })
         .unwrap_or_else(|e| panic!("{e}"));
     crate::trace::set_fastpath(true);
+    crate::tlb::set_pcid(false);
     println!("{} system calls, {} on the fastpath", steps_total.get(), fast_total.get());
     assert!(
         fast_total.get() * 10 > steps_total.get(),
         "the fastpath was rarely taken: the test is not testing it"
     );
+}
+
+/// A step of the PCID test: a system call, or a translation removed from (or put
+/// back into) a thread's address space, as an unmap invocation or a lease's end does.
+#[derive(Clone, Debug)]
+enum SpaceOp {
+    Call(Op),
+    Unmap(usize),
+    Remap(usize),
+}
+
+/// What the CPU's TLB may hold, per PCID, as the architecture defines it, driven by
+/// the CR3 writes and flushes the kernel makes (recorded by the hosted arch).
+struct TlbModel {
+    kernel_root: u64,
+    /// PCID -> (root whose entries it holds, a translation of it went since).
+    pcids: std::collections::HashMap<u64, (u64, bool)>,
+    /// The PCID loaded.
+    loaded: u64,
+    /// Switches that kept a PCID's entries, and that flushed.
+    kept: u64,
+    flushed: u64,
+}
+
+impl TlbModel {
+    fn event(&mut self, event: ramen_arch::hosted::TlbEvent) -> Result<(), String> {
+        use ramen_arch::hosted::TlbEvent;
+        use ramen_core::pcid::{NO_FLUSH, pcid_of};
+        match event {
+            TlbEvent::Cr3(cr3) => {
+                let (root, pcid) = (cr3 & 0x000f_ffff_ffff_f000, pcid_of(cr3));
+                if pcid == 0 {
+                    if root != self.kernel_root || cr3 & NO_FLUSH != 0 {
+                        return Err(format!("PCID 0 is the kernel's, loaded flushed: {cr3:#x}"));
+                    }
+                } else if cr3 & NO_FLUSH != 0 {
+                    match self.pcids.get(&pcid) {
+                        Some(&(r, false)) if r == root => self.kept += 1,
+                        held => {
+                            return Err(format!(
+                                "CR3 {cr3:#x} kept PCID {pcid}'s entries, which are {held:?}"
+                            ));
+                        }
+                    }
+                } else {
+                    self.flushed += 1;
+                }
+                self.pcids.insert(pcid, (root, false));
+                self.loaded = pcid;
+            }
+            // The loaded PCID is flushed (all of it, or the one page the test removes).
+            TlbEvent::FlushAll | TlbEvent::FlushPage(_) => {
+                if let Some(entry) = self.pcids.get_mut(&self.loaded) {
+                    entry.1 = false;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A translation of `root` went: every PCID holding it is stale until flushed.
+    fn removed(&mut self, root: u64) {
+        for entry in self.pcids.values_mut().filter(|e| e.0 == root) {
+            entry.1 = true;
+        }
+    }
+
+    fn drain(&mut self) -> Result<(), String> {
+        let mut result = Ok(());
+        let lost = ramen_arch::hosted::take_tlb_events(|e| {
+            if result.is_ok() {
+                result = self.event(e);
+            }
+        });
+        if lost != 0 {
+            return Err(format!("{lost} TLB events lost"));
+        }
+        result
+    }
+}
+
+/// With PCIDs, no switch keeps a PCID's entries after a translation of its space was
+/// removed, or entries of another space: the kernel's own switch and shootdown code,
+/// on random worlds of threads in separate address spaces calling each other (fast
+/// and slow paths) while translations are removed and put back; checked against a
+/// model of the architecture's PCID-tagged TLB. And switches do keep entries.
+#[test]
+fn pcid_switches_never_keep_stale_translations() {
+    let _turn = MACHINE_TURN.lock().unwrap_or_else(|e| e.into_inner());
+    let cpu = enter_cpu0();
+    let config = Config { cases: 1000, failure_persistence: None, ..Config::default() };
+    let mut runner = TestRunner::new_with_rng(config, TestRng::deterministic_rng(RngAlgorithm::ChaCha));
+    let space_op = prop_oneof![
+        6 => op().prop_map(SpaceOp::Call),
+        1 => (0..THREADS).prop_map(SpaceOp::Unmap),
+        1 => (0..THREADS).prop_map(SpaceOp::Remap),
+    ];
+    let totals = std::cell::Cell::new((0u64, 0u64));
+    let spec = spec().prop_map(|s| Spec { separate: true, pcid: true, ..s });
+    let result = runner.run(&(spec, prop::collection::vec(space_op, 1..60)), |(spec, ops)| {
+        crate::trace::set_fastpath(true);
+        ramen_arch::hosted::take_tlb_events(|_| {});
+        let world = build(cpu, &spec);
+        let mut model = TlbModel {
+            kernel_root: cpus::machine().kernel_root,
+            pcids: Default::default(),
+            loaded: 0,
+            kept: 0,
+            flushed: 0,
+        };
+        model.drain().map_err(TestCaseError::fail)?;
+        let mut mapped = [true; THREADS];
+        for op in &ops {
+            match op {
+                SpaceOp::Call(op) => {
+                    if !step(op, true) {
+                        break;
+                    }
+                }
+                SpaceOp::Unmap(i) if mapped[*i] => {
+                    let (space, page) = (world.spaces[*i], scratch_page(*i));
+                    objects::address_space(space).unmap(page, PageSize::Size4K).expect("unmap");
+                    model.removed(space);
+                    crate::tlb::shoot_down(space, core::iter::once(page));
+                    mapped[*i] = false;
+                }
+                SpaceOp::Remap(i) if !mapped[*i] => {
+                    let frame = WORLD; // any frame: only the entry matters here
+                    let flags = Flags::PRESENT | Flags::USER_ACCESSIBLE | Flags::WRITABLE | Flags::NO_EXECUTE;
+                    objects::address_space(world.spaces[*i])
+                        .map(scratch_page(*i), frame, PageSize::Size4K, flags, &mut || None)
+                        .expect("map again (tables exist)");
+                    mapped[*i] = true;
+                }
+                SpaceOp::Unmap(_) | SpaceOp::Remap(_) => {}
+            }
+            model.drain().map_err(|e| TestCaseError::fail(format!("after {op:?}: {e}")))?;
+        }
+        let (kept, flushed) = totals.get();
+        totals.set((kept + model.kept, flushed + model.flushed));
+        Ok(())
+    });
+    crate::tlb::set_pcid(false);
+    result.unwrap_or_else(|e| panic!("{e}"));
+    let (kept, flushed) = totals.get();
+    println!("PCID switches: {kept} kept their entries, {flushed} flushed");
+    assert!(kept > 100 && flushed > 100, "both kinds of switch must occur: {kept} kept, {flushed} flushed");
 }

@@ -154,7 +154,10 @@ impl ObjectStore for Store {
                 // SAFETY: the TCB's memory, just zeroed, 4 KiB-aligned (TCB_BITS).
                 unsafe { phys::write(obj.addr.0, Tcb::new()) };
             }
-            CapType::VSpace => install_kernel_half(obj.addr.0),
+            CapType::VSpace => {
+                install_kernel_half(obj.addr.0);
+                vspace_generation(obj.addr.0).store(crate::tlb::new_generation(), Ordering::SeqCst);
+            }
             _ => {}
         }
     }
@@ -758,6 +761,26 @@ pub fn vspace_tag(root: u64) -> u64 {
 pub fn set_vspace_tag(root: u64, tag: u64) {
     // SAFETY: as for `vspace_tag`; the MMU ignores a non-present entry.
     unsafe { phys::write::<u64>(root + 8 * crate::asid::TAG_INDEX as u64, tag & !1) }
+}
+
+/// The TLB generation of the VSpace at `root` (see `tlb`): a kernel-half entry of its
+/// top-level table that is never present, read and written atomically (a switch
+/// reads it without `CAP_LOCK`).
+pub fn vspace_generation(root: u64) -> &'static core::sync::atomic::AtomicU64 {
+    // SAFETY: `root` is a live VSpace (a thread configured in it, or a capability or
+    // resolved mapping record names it), a 4 KiB table whose entry
+    // `GENERATION_INDEX` only the kernel touches, and only through this atomic; an
+    // aligned 8-byte word is a valid `AtomicU64`.
+    unsafe {
+        phys::object_mut::<core::sync::atomic::AtomicU64>(root + 8 * crate::tlb::GENERATION_INDEX as u64)
+    }
+}
+
+/// Writes CR3 (a root with PCID bits, and bit 63 to keep that PCID's entries).
+pub fn activate_cr3(cr3: u64) {
+    // SAFETY: the root is a VSpace's (`tlb::switch_space`), which shares the kernel's
+    // upper half (install_kernel_half); PCIDs are on when PCID bits are set.
+    unsafe { ramen_arch::paging::switch_to(cr3) };
 }
 
 /// The boot-information block the kernel fills for the root task.

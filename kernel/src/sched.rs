@@ -50,6 +50,8 @@ pub struct Sched {
     /// priority is queued, ahead of its equals, as the fastpath's direct switch
     /// would have it ([`wake_direct`], [`settle`]).
     direct: Option<ThreadRef>,
+    /// The PCIDs this CPU gave address spaces (used when PCIDs are on: `tlb`).
+    pcids: ramen_core::pcid::PcidSlots,
 }
 
 impl Sched {
@@ -63,6 +65,7 @@ impl Sched {
             slice_running: false,
             handoff: None,
             direct: None,
+            pcids: ramen_core::pcid::PcidSlots::new(),
         }
     }
 }
@@ -628,13 +631,13 @@ fn install(s: &mut Sched, thread: ThreadRef) -> Option<u64> {
         }
     }
     s.current = Some(thread);
-    load(s, thread, switched)
+    load(s, thread, switched, crate::tlb::pcid_on())
 }
 
 /// The part of [`install`] after `thread` became current (`switched`: it was not
 /// before): FPU state, address space, context, slice.
 #[inline(always)]
-fn load(s: &mut Sched, thread: ThreadRef, switched: bool) -> Option<u64> {
+fn load(s: &mut Sched, thread: ThreadRef, switched: bool, pcid: bool) -> Option<u64> {
     let t = tcb(thread);
     if s.fpu_owner != Some(thread) {
         // Eager switch of FPU state, skipped when the thread's state is still in
@@ -647,8 +650,13 @@ fn load(s: &mut Sched, thread: ThreadRef, switched: bool) -> Option<u64> {
     // for shootdowns).
     let vspace = t.vspace;
     if ramen_arch::percpu::loaded_vspace_fast() != vspace {
-        crate::tlb::loading(vspace);
-        crate::objects::activate_vspace(vspace);
+        if pcid {
+            // Its PCID's entries kept if nothing was removed since (`tlb`).
+            crate::tlb::switch_space(&mut s.pcids, vspace);
+        } else {
+            crate::tlb::loading(vspace);
+            crate::objects::activate_vspace(vspace);
+        }
     }
     crate::objects::install_context(thread);
     // Time-slice only when someone else is waiting at this priority or above. The
@@ -823,14 +831,14 @@ pub fn slice_expired() {
 /// does first comes down to counting the switch (a blocked thread is not queued
 /// again). The fastpath then returns to `next` in user mode.
 #[inline(always)]
-pub fn switch_in(s: &mut Sched, blocked: ThreadRef, next: ThreadRef) {
+pub fn switch_in<const PCID: bool>(s: &mut Sched, blocked: ThreadRef, next: ThreadRef) {
     debug_assert!(s.current == Some(blocked) && blocked != next);
     debug_assert!(tcb(blocked).state != ThreadState::Runnable);
     tcb(next).state = ThreadState::Runnable;
     s.switches += 1;
     s.slice_running = false;
     s.current = Some(next);
-    if let Some(left) = load(s, next, true) {
+    if let Some(left) = load(s, next, true, PCID) {
         arm_slice(left);
     }
 }

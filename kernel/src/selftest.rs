@@ -33,6 +33,7 @@ const TESTS: &[TestCase] = &[
     ("apic_timer_fires", apic_timer_fires),
     ("ipi_reaches_every_cpu", ipi_reaches_every_cpu),
     ("asid_tag_entry_is_unused_by_the_kernel", asid_tag_entry_is_unused_by_the_kernel),
+    ("tlb_generation_entry_is_unused_by_the_kernel", tlb_generation_entry_is_unused_by_the_kernel),
     ("per_cpu_data_is_node_local", per_cpu_data_is_node_local),
 ];
 
@@ -56,6 +57,14 @@ fn per_cpu_data_is_node_local() -> TestResult {
 /// kernel's half: the kernel must never map anything there.
 fn asid_tag_entry_is_unused_by_the_kernel() -> TestResult {
     check(crate::objects::vspace_tag(machine().kernel_root) == 0, "the kernel maps the ASID tag entry")
+}
+
+/// Every VSpace keeps its TLB generation in top-level entry `tlb::GENERATION_INDEX`,
+/// which the kernel's own tables (whose upper half every VSpace copies) must leave
+/// empty.
+fn tlb_generation_entry_is_unused_by_the_kernel() -> TestResult {
+    let entry = crate::objects::vspace_generation(machine().kernel_root).load(Ordering::Relaxed);
+    check(entry == 0, "the kernel maps the TLB generation entry")
 }
 
 /// Runs every case; returns whether all passed.

@@ -105,8 +105,8 @@ pub fn set_message_registers(ctx: &mut UserContext, words: [u64; MSG_REGS]) {
 /// (`ramen_arch::user::set_syscall_handler`) and `trace::stop` puts the plain one
 /// back, so tracing compiled in but off costs the fastpath nothing. The slow path is
 /// shared (out of line) and checks the enabled categories at each trace point.
-pub extern "C" fn handle_syscall<const TRACED: bool>(ctx: &mut UserContext) -> ! {
-    match crate::fastpath::attempt::<TRACED>(ctx) {
+pub extern "C" fn handle_syscall<const TRACED: bool, const PCID: bool>(ctx: &mut UserContext) -> ! {
+    match crate::fastpath::attempt::<TRACED, PCID>(ctx) {
         Some(thread) => slow_path(thread, ctx),
         None => sched::resume(),
     }

@@ -1,5 +1,5 @@
-//! TLB shootdown for user mappings the kernel removes on its own (a lease's window
-//! pages at the end of a call).
+//! TLB shootdown for user mappings the kernel removes (unmap and table deletion
+//! invocations, a lease's window pages at the end of a call), and PCIDs.
 //!
 //! Without PCIDs, every CR3 write drops a CPU's non-global TLB entries, and user
 //! pages are never global: a CPU can hold a stale entry of an address space only
@@ -11,14 +11,22 @@
 //! next kernel entry (the request comes with the wake-up IPI) or while it spins for
 //! `CAP_LOCK`, so two CPUs never wait on each other with interrupts off.
 //!
-//! With PCIDs a space stays cached after a switch; this then needs a per-space TLB
-//! generation that switches compare (docs/ipc.md, "Address-space switches and
-//! PCID": not implemented, the QEMU here offers no PCID).
+//! With PCIDs (where the CPU has them, unless the command line says `nopcid`) a
+//! space's entries outlive a switch away from it, under the PCID this CPU gave it
+//! (`ramen_core::pcid`). So every space also has a TLB generation (a kernel-only
+//! entry of its top-level table, [`GENERATION_INDEX`]): a number from one global
+//! counter, new when the space is made and again each time a translation in it is
+//! removed, set *before* the shooter reads which CPUs have the space loaded. A
+//! switch publishes the space it loads with a full barrier (`xchg`) *before* it reads
+//! the generation, and keeps the PCID's entries (CR3 bit 63) only if that PCID last
+//! held this space at this generation. So either the shooter sees the switching CPU
+//! and interrupts it, or that CPU sees the new generation and flushes; a CPU that
+//! merely cached the space flushes when it next loads it ([`switch_space`]).
 //!
 //! [`sync_all`] reuses the request for a second purpose: tracing waits with it until
 //! every CPU has passed a point where it answers requests (`trace::quiesce`).
 
-use core::sync::atomic::{Ordering, fence};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
 
 use ramen_arch::apic::WAKE_VECTOR;
 
@@ -26,6 +34,58 @@ use crate::cpus::{self, this_cpu};
 
 /// Most pages flushed one by one before a whole-TLB flush is cheaper.
 const INVLPG_LIMIT: usize = 32;
+
+/// The top-level table entry that holds a VSpace's TLB generation (kernel half, not
+/// present to the MMU, mapped by nothing: checked by a self-test).
+pub const GENERATION_INDEX: usize = 507;
+
+/// The last TLB generation handed out (every generation is used once).
+static GENERATION: AtomicU64 = AtomicU64::new(1);
+
+/// PCIDs are on, on every CPU (set by the boot CPU before any other CPU starts).
+static PCID: AtomicBool = AtomicBool::new(false);
+
+/// A TLB generation never used before.
+pub fn new_generation() -> u64 {
+    GENERATION.fetch_add(1, Ordering::AcqRel) + 1
+}
+
+/// Whether switches use PCIDs.
+#[inline(always)]
+pub fn pcid_on() -> bool {
+    PCID.load(Ordering::Relaxed)
+}
+
+/// Decides, on the boot CPU before the others start, whether every CPU uses PCIDs;
+/// each CPU then turns them on in its own CR4 ([`enable_here`]).
+pub fn set_pcid(on: bool) {
+    PCID.store(on, Ordering::Release);
+}
+
+/// Turns PCIDs on for this CPU if the boot CPU chose them.
+pub fn enable_here() {
+    if PCID.load(Ordering::Acquire) {
+        ramen_arch::paging::enable_pcid();
+    }
+}
+
+/// Loads the space `vspace` on this CPU with PCIDs: publishes it, reads its
+/// generation, and writes CR3 with this CPU's PCID for it, keeping the PCID's
+/// entries when nothing was removed from the space since they were filled. (0: the
+/// kernel's own tables, PCID 0.) Out of line: the CR3 write dwarfs a call, and the
+/// switch without PCIDs stays short.
+#[inline(never)]
+pub fn switch_space(pcids: &mut ramen_core::pcid::PcidSlots, vspace: u64) {
+    if vspace == 0 {
+        loading(0);
+        crate::objects::activate_vspace(0);
+        return;
+    }
+    ramen_arch::percpu::publish_loaded_vspace(vspace);
+    let generation = crate::objects::vspace_generation(vspace).load(Ordering::SeqCst);
+    let cr3 = pcids.cr3(vspace, generation);
+    crate::objects::activate_cr3(cr3);
+}
 
 /// Does a flush another CPU asked of this one, if any.
 #[inline]
@@ -119,7 +179,13 @@ pub fn sync_all() {
 /// Flushes `pages` (or everything, `all`) of `vspace` on the CPUs that have it
 /// loaded; `None`: every other CPU flushes everything.
 fn shoot_down_inner(vspace: Option<u64>, pages: impl Iterator<Item = u64> + Clone, all: bool) {
-    // The cleared entries must be visible before we read who has the space loaded.
+    // A new generation first: a CPU that merely cached the space flushes it when it
+    // loads it next (with PCIDs; without, nothing reads it).
+    if let Some(v) = vspace {
+        crate::objects::vspace_generation(v).store(new_generation(), Ordering::SeqCst);
+    }
+    // The cleared entries and the generation must be visible before we read who has
+    // the space loaded.
     fence(Ordering::SeqCst);
     let here = ramen_arch::percpu::index_fast();
     if vspace.is_some_and(|v| this_cpu().local.loaded_vspace.load(Ordering::Relaxed) == v) {

@@ -252,10 +252,13 @@ static FASTPATH: AtomicBool = AtomicBool::new(true);
 /// setting: the plain or traced fastpath build, or the slow-path-only handler.
 /// Called with [`CONTROL`] held (or at boot).
 fn install_handler(tracing: bool) {
-    let handler = match (FASTPATH.load(Ordering::Relaxed), tracing) {
-        (true, false) => crate::syscall::handle_syscall::<false>,
-        (true, true) => crate::syscall::handle_syscall::<true>,
-        (false, _) => crate::syscall::handle_syscall_slow,
+    let pcid = crate::tlb::pcid_on();
+    let handler = match (FASTPATH.load(Ordering::Relaxed), tracing, pcid) {
+        (true, false, false) => crate::syscall::handle_syscall::<false, false>,
+        (true, false, true) => crate::syscall::handle_syscall::<false, true>,
+        (true, true, false) => crate::syscall::handle_syscall::<true, false>,
+        (true, true, true) => crate::syscall::handle_syscall::<true, true>,
+        (false, _, _) => crate::syscall::handle_syscall_slow,
     };
     ramen_arch::user::set_syscall_handler(handler);
 }

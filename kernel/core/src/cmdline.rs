@@ -49,6 +49,9 @@ pub struct Cmdline<'a> {
     /// and be woken by IPI; unset: the kernel's default); a sender skips the IPI to
     /// a CPU that is polling.
     pub idle_poll: Option<u32>,
+    /// Do not use PCIDs even where the CPU has them (every address-space switch then
+    /// drops the TLB's user entries).
+    pub nopcid: bool,
     /// Words the kernel did not understand.
     pub unknown: [&'a str; MAX_UNKNOWN],
     /// How many of `unknown` are valid (more than [`MAX_UNKNOWN`] are counted, not kept).
@@ -66,6 +69,7 @@ impl<'a> Cmdline<'a> {
             };
             match (key, value) {
                 ("test", None) => out.test = true,
+                ("nopcid", None) => out.nopcid = true,
                 ("fault", Some(v)) if InjectedFault::parse(v).is_some() => {
                     out.fault = InjectedFault::parse(v);
                 }
@@ -98,8 +102,9 @@ mod tests {
 
     #[test]
     fn parses_known_words() {
-        let c = Cmdline::parse("  test fault=gp phantom_cpu=9 idle_poll=500");
+        let c = Cmdline::parse("  test fault=gp phantom_cpu=9 idle_poll=500 nopcid");
         assert_eq!(c.idle_poll, Some(500));
+        assert!(c.nopcid);
         assert!(c.test);
         assert_eq!(c.fault, Some(InjectedFault::GeneralProtection));
         assert_eq!(c.phantom_cpu, Some(9));
@@ -110,6 +115,7 @@ mod tests {
     fn keeps_unknown_and_malformed_words() {
         let c = Cmdline::parse("tset fault=nope test=1 x phantom_cpu=-1");
         assert!(!c.test);
+        assert!(!c.nopcid);
         assert_eq!(c.fault, None);
         assert_eq!(c.phantom_cpu, None);
         assert_eq!(c.unknown(), &["tset", "fault=nope", "test=1", "x", "phantom_cpu=-1"]);

@@ -18,6 +18,7 @@ pub mod irq;
 pub mod lookup_cache;
 pub mod memory;
 pub mod object;
+pub mod pcid;
 pub mod runqueue;
 pub mod topology;
 pub mod tsc;

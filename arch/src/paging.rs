@@ -674,8 +674,14 @@ pub fn flush_local(virt: u64) {
 pub fn flush_all_local() {
     #[cfg(feature = "hosted")]
     crate::hosted::record_tlb(crate::hosted::TlbEvent::FlushAll);
+    // CR3 written back exactly as read, PCID bits included (a read never shows bit 63):
+    // `x86_64::instructions::tlb::flush_all` rebuilds the value without the PCID, which
+    // would move the running space to PCID 0.
     #[cfg(not(feature = "hosted"))]
-    x86_64::instructions::tlb::flush_all();
+    // SAFETY: reloading the current CR3 changes nothing but the TLB.
+    unsafe {
+        core::arch::asm!("mov {0}, cr3", "mov cr3, {0}", out(reg) _, options(nostack, preserves_flags));
+    }
 }
 
 /// True if the page table at `table_phys` (of `level`: 4 = PML4, whose kernel half

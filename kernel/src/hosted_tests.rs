@@ -103,8 +103,8 @@ impl Bump {
 
 /// Threads in a world.
 const THREADS: usize = 4;
-/// CNode radix of each thread's CSpace (16 slots).
-const RADIX: u8 = 4;
+/// CNode radix of each thread's CSpace (32 slots; 16 and up start empty).
+const RADIX: u8 = 5;
 /// Where each thread's IPC buffer is mapped: one page per thread.
 const BUFFER_BASE: u64 = 0x1000_0000;
 /// Thread `i`'s scratch page: mapped at build, unmapped and mapped again by the PCID
@@ -153,6 +153,8 @@ struct World {
     cnodes: [u64; THREADS],
     endpoints: [u64; 2],
     notification: u64,
+    /// Where the world's objects end (the region a snapshot covers).
+    end: u64,
 }
 
 /// Lays out a world at the same addresses every time: the CPU's scheduler and lookup
@@ -191,6 +193,8 @@ fn build(cpu: &'static Cpu, spec: &Spec) -> World {
     let tables: Vec<u64> =
         (0..3 * roots.len()).map(|_| make(&mut store, CapType::PageTable, PAGE_TABLE_BITS)).collect();
     let scratch: Vec<u64> = (0..THREADS).map(|_| make(&mut store, CapType::Frame4K, 12)).collect();
+    // 64 KiB of untyped memory for retypes, inside the world region.
+    let untyped = make(&mut store, CapType::Untyped, 16);
     let mut tables = tables.into_iter();
     let mut next_table = || tables.next();
     let slot = |cnode: u64, index: u64| SlotRef::in_cnode(PhysAddr(cnode), index).expect("slot");
@@ -219,6 +223,24 @@ fn build(cpu: &'static Cpu, spec: &Spec) -> World {
         ];
         for (dest, src, rights, data) in derived {
             ops::mint(&mut *store, slot(c, src), slot(c, dest), rights, data).expect("mint");
+        }
+        // Objects to invoke: an untyped (the original in thread 0's CNode), this
+        // thread's and the next thread's TCB, its address space, its scratch frame,
+        // the next thread's CNode.
+        if i == 0 {
+            let cap = Cap::try_untyped(PhysAddr(untyped), 16, false).expect("untyped capability");
+            ops::insert_initial(&mut *store, slot(c, 9), cap).expect("untyped");
+        }
+        let next = (i + 1) % THREADS;
+        let objects_here = [
+            (10, object(CapType::Thread, tcbs[i])),
+            (11, object(CapType::Thread, tcbs[next])),
+            (12, object(CapType::VSpace, spaces[i])),
+            (13, object(CapType::Frame4K, scratch[i])),
+            (14, Cap::try_cnode(PhysAddr(cnodes[next]), RADIX, 0, 64 - RADIX).expect("cnode capability")),
+        ];
+        for (index, cap) in objects_here {
+            ops::insert_initial(&mut *store, slot(c, index), cap).expect("object capability");
         }
         let thread = ThreadRef::new(tcbs[i]).expect("thread");
         ops::copy(&mut *store, slot(c, SELF_SLOT), objects::cspace_slot(thread).expect("cspace slot"))
@@ -256,7 +278,7 @@ fn build(cpu: &'static Cpu, spec: &Spec) -> World {
         sched::resume_thread(t);
     }
     assert!(sched::settle().is_some(), "a runnable thread");
-    World { threads, spaces, cnodes, endpoints, notification }
+    World { threads, spaces, cnodes, endpoints, notification, end: bump.0 }
 }
 
 /// What a differential run compares after each system call: everything IPC and
@@ -626,4 +648,123 @@ fn pcid_switches_never_keep_stale_translations() {
     let (kept, flushed) = totals.get();
     println!("PCID switches: {kept} kept their entries, {flushed} flushed");
     assert!(kept > 100 && flushed > 100, "both kinds of switch must occur: {kept} kept, {flushed} flushed");
+}
+
+/// Argument words for invocations: small numbers, capability pointers and depths,
+/// object types and sizes, user and kernel addresses, aligned or not, and anything.
+fn argument() -> impl Strategy<Value = u64> {
+    prop_oneof![
+        3 => 0u64..24,
+        1 => prop::sample::select(vec![5u64, 5, 64, 63, 65, 4, 12, 16, 21, 30]),
+        1 => (0u64..64).prop_map(|page| BUFFER_BASE + page * 0x1000),
+        1 => (0u64..64).prop_map(|page| BUFFER_BASE + page * 0x1000 + 8),
+        1 => prop::sample::select(vec![0xffff_8000_0000_0000u64, 0x0000_8000_0000_0000, 0x7fff_ffff_f000, u64::MAX]),
+        1 => any::<u64>(),
+    ]
+}
+
+/// A system call made to fail often: any capability, an invocation label (or any
+/// label), arguments from [`argument`]; and, as often, invocations shaped like real
+/// ones (the capability and label that go together, arguments in the ranges that
+/// resolve), so that calls get past the first checks and fail, or succeed, later.
+fn invocation() -> impl Strategy<Value = Op> {
+    let label = prop_oneof![
+        4 => prop::sample::select(vec![
+            0x10u64, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18, 0x19, 0x20, 0x21, 0x22, 0x23, 0x24,
+            0x25, 0x30, 0x40, 0x41, 0x42, 0x60,
+        ]),
+        1 => 0u64..0x100,
+    ];
+    let sys = prop_oneof![4 => Just(Sys::Call as u64), 1 => 0u64..12];
+    let any_call = (sys, 0u64..24, label, prop::array::uniform6(argument()))
+        .prop_map(|(sys, cptr, label, regs)| (sys, cptr, label, regs));
+    let call = |cptr: u64, label: u64, regs: [u64; MSG_REGS]| (Sys::Call as u64, cptr, label, regs);
+    // CNode operations on the thread's own CNode (or the next thread's): index, depth
+    // (64 resolves), source pointer, rights, badge.
+    let depth = prop_oneof![4 => Just(64u64), 1 => argument()];
+    let badge = prop_oneof![Just(0u64), 1u64..4, argument()];
+    let cnode_op =
+        (prop::sample::select(vec![14u64, 15]), 0x20u64..=0x25, 0u64..32, depth, 0u64..24, 0u64..16, badge)
+            .prop_map(move |(cptr, label, index, depth, src, rights, badge)| {
+                call(cptr, label, [index, depth, src, rights, badge, 0])
+            });
+    // Retype from the untyped: type, size, destination CNode, slot offset, count.
+    let retype = (0u64..16, 0u64..24, prop::sample::select(vec![15u64, 14, 3]), 0u64..40, 0u64..5).prop_map(
+        move |(kind, bits, dest, offset, count)| call(9, 0x30, [kind, bits, dest, offset, count, 0]),
+    );
+    // Thread operations on its own or the next thread.
+    let thread_op =
+        (prop::sample::select(vec![10u64, 11]), 0x10u64..=0x19, prop::array::uniform6(argument()))
+            .prop_map(move |(cptr, label, regs)| call(cptr, label, regs));
+    // Mapping and unmapping the scratch frame: address space, address, rights.
+    let frame_op = (0x40u64..=0x41, prop::sample::select(vec![12u64, 13, 15]), argument(), 0u64..8)
+        .prop_map(move |(label, vspace, vaddr, rights)| call(13, label, [vspace, vaddr, rights, 0, 0, 0]));
+    (prop_oneof![3 => any_call, 2 => cnode_op, 2 => retype, 1 => thread_op, 1 => frame_op], 0usize..=6)
+        .prop_map(|((sys, cptr, label, regs), len)| Op {
+            sys,
+            cptr,
+            info: MessageInfo::try_new(label, len, 0, 0).map_or(0, |i| i.0),
+            regs,
+            buffer: [0; 8],
+        })
+}
+
+/// The world's memory, but for the page of `except` (the caller's TCB, which the
+/// reply is written into).
+fn snapshot(world: &World, except: ThreadRef) -> Vec<u8> {
+    let mut bytes = objects::module_bytes(WORLD, world.end - WORLD).to_vec();
+    let skip = (except.addr() - WORLD) as usize;
+    bytes[skip..skip + (1 << TCB_BITS)].fill(0);
+    bytes
+}
+
+/// A system call that fails changes nothing: on random worlds, random invocations and
+/// IPC calls with bad capabilities, labels, rights, sizes, slots, addresses and
+/// states (and some good ones, which change things for the next), every call that
+/// returns an error (other than `Preempted`, which reports partial progress by
+/// design) leaves every byte of every kernel object, capability slot, untyped
+/// region, page table and other thread exactly as it was (all but the caller's own
+/// TCB, where the error is written). The in-QEMU fuzzer checks the invariants after a
+/// million calls; this checks "nothing changed" after each one.
+#[test]
+fn a_failing_system_call_changes_nothing() {
+    let _turn = MACHINE_TURN.lock().unwrap_or_else(|e| e.into_inner());
+    let cpu = enter_cpu0();
+    let config = Config { cases: 1000, failure_persistence: None, ..Config::default() };
+    let mut runner = TestRunner::new_with_rng(config, TestRng::deterministic_rng(RngAlgorithm::ChaCha));
+    let counts = std::cell::Cell::new((0u64, 0u64));
+    let result = runner.run(&(spec(), prop::collection::vec(invocation(), 1..40)), |(spec, ops)| {
+        crate::trace::set_fastpath(true);
+        let world = build(cpu, &spec);
+        for op in &ops {
+            let Some(caller) = sched::current() else { break };
+            let before = snapshot(&world, caller);
+            if !step(op, true) {
+                break;
+            }
+            let t = tcb(caller);
+            let finished =
+                sched::current() == Some(caller) && t.state == crate::objects::ThreadState::Runnable;
+            let error = ramen_abi::Error::from_code(t.context.rax);
+            let (failed, total) = counts.get();
+            counts.set((failed + u64::from(error.is_some() && finished), total + 1));
+            if finished && error.is_some_and(|e| e != ramen_abi::Error::Preempted) {
+                let after = snapshot(&world, caller);
+                if before != after
+                    && let Some(at) = before.iter().zip(&after).position(|(a, b)| a != b)
+                {
+                    return Err(TestCaseError::fail(format!(
+                        "{op:x?} failed with {error:?} but changed the byte at {:#x}",
+                        WORLD + at as u64
+                    )));
+                }
+            }
+        }
+        Ok(())
+    });
+    crate::tlb::set_pcid(false);
+    result.unwrap_or_else(|e| panic!("{e}"));
+    let (failed, total) = counts.get();
+    println!("{total} system calls, {failed} failed");
+    assert!(failed * 2 > total, "most calls should fail: {failed} of {total}");
 }

@@ -286,6 +286,16 @@ fn transfer_caps(
     moved
 }
 
+/// Checks that `receive` would accept `cap` (an endpoint or a notification, with the
+/// read right), without doing anything: `ReplyRecv` checks this before its reply goes,
+/// so a bad receive capability fails the call with nothing changed.
+pub fn check_receive_cap(cap: &Cap) -> Result<(), Error> {
+    match cap.kind() {
+        CapType::Endpoint | CapType::Notification => cap.require(Rights::READ),
+        _ => Err(Error::WrongType),
+    }
+}
+
 /// The endpoint a capability names, checked for type and right.
 fn endpoint_of(cap: &Cap, right: Rights) -> Result<u64, Error> {
     if cap.kind() != CapType::Endpoint {

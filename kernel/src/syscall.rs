@@ -209,10 +209,15 @@ fn ipc_syscall(thread: ThreadRef, sys: Sys, cptr: u64) -> Result<(), Error> {
             Ok(())
         }
         Sys::ReplyRecv => {
-            // Check the receive capability first, so a bad one fails before the
-            // reply goes. No caller to answer is not an error here: the server may
-            // be starting; a malformed reply is, and nothing happens.
+            // Check the receive capability first (type and right, as `receive`
+            // will), so a bad one fails before the reply goes (regression: only the
+            // lookup was checked, and a capability without the read right failed the
+            // call after the reply had gone; found by the host test
+            // `a_failing_system_call_changes_nothing`). No caller to answer is not an
+            // error here: the server may be starting; a malformed reply is, and
+            // nothing happens.
             let endpoint = cap(store)?;
+            ipc::check_receive_cap(&endpoint)?;
             ipc::reply(store, thread)?;
             ipc::receive(store, thread, &endpoint, true)
         }

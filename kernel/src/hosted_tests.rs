@@ -49,6 +49,17 @@ const MEMORY_LEN: u64 = 0x100_0000;
 const WORLD: u64 = 0x180_0000;
 const WORLD_LEN: u64 = 0x80_0000;
 
+/// Cases per property test: `default` (what CI runs, with a fixed seed), or
+/// `RAMEN_HOSTED_CASES` for a longer search (`RAMEN_HOSTED_SEED` picks another seed).
+fn config(default: u32) -> (Config, TestRng) {
+    let cases = std::env::var("RAMEN_HOSTED_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(default);
+    let seed: u64 = std::env::var("RAMEN_HOSTED_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+    let mut bytes = [0u8; 32];
+    bytes[..8].copy_from_slice(&seed.to_le_bytes());
+    let rng = TestRng::from_seed(RngAlgorithm::ChaCha, &bytes);
+    (Config { cases, failure_persistence: None, ..Config::default() }, rng)
+}
+
 /// One kernel, one CPU: tests take turns.
 static MACHINE_TURN: Mutex<()> = Mutex::new(());
 
@@ -471,8 +482,8 @@ fn fastpath_and_slow_path_leave_the_same_state() {
     let _turn = MACHINE_TURN.lock().unwrap_or_else(|e| e.into_inner());
     let cpu = enter_cpu0();
     // A fixed seed: CI runs the same 4,000 cases every time.
-    let config = Config { cases: 4000, failure_persistence: None, ..Config::default() };
-    let mut runner = TestRunner::new_with_rng(config, TestRng::deterministic_rng(RngAlgorithm::ChaCha));
+    let (config, rng) = config(4000);
+    let mut runner = TestRunner::new_with_rng(config, rng);
     let fast_total = std::cell::Cell::new(0u64);
     let steps_total = std::cell::Cell::new(0u64);
     runner
@@ -591,8 +602,8 @@ impl TlbModel {
 fn pcid_switches_never_keep_stale_translations() {
     let _turn = MACHINE_TURN.lock().unwrap_or_else(|e| e.into_inner());
     let cpu = enter_cpu0();
-    let config = Config { cases: 1000, failure_persistence: None, ..Config::default() };
-    let mut runner = TestRunner::new_with_rng(config, TestRng::deterministic_rng(RngAlgorithm::ChaCha));
+    let (config, rng) = config(1000);
+    let mut runner = TestRunner::new_with_rng(config, rng);
     let space_op = prop_oneof![
         6 => op().prop_map(SpaceOp::Call),
         1 => (0..THREADS).prop_map(SpaceOp::Unmap),
@@ -730,14 +741,22 @@ fn snapshot(world: &World, except: ThreadRef) -> Vec<u8> {
 fn a_failing_system_call_changes_nothing() {
     let _turn = MACHINE_TURN.lock().unwrap_or_else(|e| e.into_inner());
     let cpu = enter_cpu0();
-    let config = Config { cases: 1000, failure_persistence: None, ..Config::default() };
-    let mut runner = TestRunner::new_with_rng(config, TestRng::deterministic_rng(RngAlgorithm::ChaCha));
+    let (config, rng) = config(1000);
+    let mut runner = TestRunner::new_with_rng(config, rng);
     let counts = std::cell::Cell::new((0u64, 0u64));
-    let result = runner.run(&(spec(), prop::collection::vec(invocation(), 1..40)), |(spec, ops)| {
+    // Invocations, and IPC of every kind (long messages, capability transfer, leases).
+    let calls = prop::collection::vec(prop_oneof![2 => invocation(), 1 => op()], 1..40);
+    let result = runner.run(&(spec(), calls), |(spec, ops)| {
         crate::trace::set_fastpath(true);
         let world = build(cpu, &spec);
         for op in &ops {
             let Some(caller) = sched::current() else { break };
+            // The caller's own IPC buffer words first (as its user code would write
+            // them): they are not the kernel's doing.
+            let page = IpcBufferPage::of(caller).expect("IPC buffer");
+            for (i, word) in op.buffer.iter().enumerate() {
+                page.write(MSG_REGS + i, *word);
+            }
             let before = snapshot(&world, caller);
             if !step(op, true) {
                 break;

@@ -585,8 +585,18 @@ fn leave_ipc(thread: ThreadRef) {
             crate::ipc::remove(ep, thread)
         }
         IpcState::Waiting(notification) => crate::ipc::remove_waiter(notification, thread),
-        // Out of its call: what it lent comes back.
-        IpcState::WaitingReply => crate::lease::release(thread),
+        // Out of its call: what it lent comes back, and the server no longer owes it a
+        // reply (regression: the link stayed, and the server's `Reply` later failed
+        // after clearing it, a failing call that changed state; found by the host
+        // test `a_failing_system_call_changes_nothing`).
+        IpcState::WaitingReply => {
+            crate::lease::release(thread);
+            if let Some(server) = t.replier.take()
+                && tcb(server).caller == Some(thread)
+            {
+                tcb(server).caller = None;
+            }
+        }
         IpcState::None => {}
     }
     t.ipc = IpcState::None;

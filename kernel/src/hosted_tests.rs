@@ -704,9 +704,16 @@ fn invocation() -> impl Strategy<Value = Op> {
         move |(kind, bits, dest, offset, count)| call(9, 0x30, [kind, bits, dest, offset, count, 0]),
     );
     // Thread operations on its own or the next thread.
+    // (CONFIGURE: CSpace, VSpace, fault endpoint, IPC buffer; others take from these.)
+    let configure_args = (
+        prop_oneof![Just(15u64), Just(14), argument()],
+        prop_oneof![Just(12u64), argument()],
+        prop_oneof![Just(0u64), 1u64..9, argument()],
+        prop_oneof![(0u64..THREADS as u64).prop_map(|i| BUFFER_BASE + i * 0x1000), argument()],
+    );
     let thread_op =
-        (prop::sample::select(vec![10u64, 11]), 0x10u64..=0x19, prop::array::uniform6(argument()))
-            .prop_map(move |(cptr, label, regs)| call(cptr, label, regs));
+        (prop::sample::select(vec![10u64, 11]), 0x10u64..=0x19, configure_args, argument(), argument())
+            .prop_map(move |(cptr, label, (a, b, c, d), e, f)| call(cptr, label, [a, b, c, d, e, f]));
     // Mapping and unmapping the scratch frame: address space, address, rights.
     let frame_op = (0x40u64..=0x41, prop::sample::select(vec![12u64, 13, 15]), argument(), 0u64..8)
         .prop_map(move |(label, vspace, vaddr, rights)| call(13, label, [vspace, vaddr, rights, 0, 0, 0]));
@@ -718,6 +725,33 @@ fn invocation() -> impl Strategy<Value = Op> {
             regs,
             buffer: [0; 8],
         })
+}
+
+/// The kernel's invariants over the world: derivation-tree links agree both ways for
+/// every slot of every thread's CNode (an empty slot has none), and the run queue is
+/// sound (`sched::check_queue`).
+fn invariants(world: &World) -> Result<(), String> {
+    let store = CAP_LOCK.lock();
+    for &c in &world.cnodes {
+        for index in 0..1u64 << RADIX {
+            let at = SlotRef::in_cnode(PhysAddr(c), index).expect("slot");
+            let slot = store.slot(at);
+            let sound = if slot.is_empty() {
+                slot.next().is_none() && slot.prev().is_none()
+            } else {
+                slot.next().is_none_or(|n| store.slot(n).prev() == Some(at))
+                    && slot.prev().is_none_or(|p| store.slot(p).next() == Some(at))
+            };
+            if !sound {
+                return Err(format!("derivation links broken at slot {index} of CNode {c:#x}"));
+            }
+        }
+    }
+    drop(store);
+    match sched::check_queue() {
+        (0, _) => Ok(()),
+        (bad, _) => Err(format!("{bad} run-queue violations")),
+    }
 }
 
 /// The world's memory, but for the page of `except` (the caller's TCB, which the
@@ -735,8 +769,9 @@ fn snapshot(world: &World, except: ThreadRef) -> Vec<u8> {
 /// returns an error (other than `Preempted`, which reports partial progress by
 /// design) leaves every byte of every kernel object, capability slot, untyped
 /// region, page table and other thread exactly as it was (all but the caller's own
-/// TCB, where the error is written). The in-QEMU fuzzer checks the invariants after a
-/// million calls; this checks "nothing changed" after each one.
+/// TCB, where the error is written); and after every call, failing or not, the
+/// derivation tree's links and the run queue are sound. The in-QEMU fuzzer checks the
+/// invariants after a million calls; this checks "nothing changed" after each one.
 #[test]
 fn a_failing_system_call_changes_nothing() {
     let _turn = MACHINE_TURN.lock().unwrap_or_else(|e| e.into_inner());
@@ -767,6 +802,7 @@ fn a_failing_system_call_changes_nothing() {
             let error = ramen_abi::Error::from_code(t.context.rax);
             let (failed, total) = counts.get();
             counts.set((failed + u64::from(error.is_some() && finished), total + 1));
+            invariants(&world).map_err(|e| TestCaseError::fail(format!("after {op:x?}: {e}")))?;
             if finished && error.is_some_and(|e| e != ramen_abi::Error::Preempted) {
                 let after = snapshot(&world, caller);
                 if before != after

@@ -55,8 +55,12 @@ pub fn invoke(
     regs: &[u64; MSG_REGS],
     out: &mut [u64; MSG_REGS],
 ) -> Result<usize, Error> {
+    // A read section, not the write lock: finding the capability changes nothing,
+    // so an invocation that changes no capability (a console write, a thread's
+    // priority, affinity, entry or name, a time slice, port I/O) takes no global lock
+    // at all, and every other takes the write lock once, for its own work.
     let cap = {
-        let store = CAP_LOCK.lock();
+        let store = CAP_LOCK.read_fast(this_cpu());
         lookup_cap(caller, &store, cptr)?.1
     };
     let label = info.label();
@@ -156,7 +160,7 @@ fn invoke_thread(caller: ThreadRef, cap: &Cap, label: u64, regs: &[u64; MSG_REGS
                 return Ok(0);
             }
             let configured = tcb(target).vspace != 0 && {
-                let store = CAP_LOCK.lock();
+                let store = CAP_LOCK.read_fast(this_cpu());
                 cspace_slot(target).is_some_and(|s| !store.slot(s).is_empty())
             };
             if !configured {

@@ -66,6 +66,42 @@ static MACHINE_TURN: Mutex<()> = Mutex::new(());
 /// The hosted CPU's block, set up once.
 static CPU_BLOCK: std::sync::OnceLock<&'static CpuLocal> = std::sync::OnceLock::new();
 
+/// The other hosted CPUs' blocks (1, 2, 3), registered once by [`other_cpus`].
+static OTHER_CPUS: std::sync::OnceLock<Vec<&'static CpuLocal>> = std::sync::OnceLock::new();
+
+/// Registers CPUs 1 to 3 once (each on a thread of its own, which is what makes it
+/// that CPU), after CPU 0. Returns their blocks; a thread becomes CPU `k` with
+/// `ramen_arch::hosted::use_cpu`.
+fn other_cpus() -> &'static [&'static CpuLocal] {
+    OTHER_CPUS.get_or_init(|| {
+        (1u32..4)
+            .map(|index| {
+                std::thread::spawn(move || {
+                    let bytes = ramen_arch::percpu::CPU_LOCAL_BYTES as u64;
+                    let phys = crate::boot::FRAMES
+                        .lock()
+                        .alloc_contiguous(bytes.div_ceil(4096), 4096, u64::MAX)
+                        .expect("memory for a CPU block");
+                    objects::zero_frame(PhysAddr(phys), bytes.next_multiple_of(4096));
+                    #[allow(unsafe_code)]
+                    // SAFETY: fresh frames from the boot allocator, given to nothing
+                    // else, never freed.
+                    let local = unsafe {
+                        ramen_arch::hosted::install_cpu(
+                            ramen_arch::phys::direct_map(phys),
+                            CpuIdentity { index, apic_id: index, ..CpuIdentity::default() },
+                        )
+                    };
+                    cpus::register(local, Lapic::new());
+                    local
+                })
+                .join()
+                .expect("CPU registration")
+            })
+            .collect()
+    })
+}
+
 /// Boots the hosted machine once (memory, machine facts, CPU 0) and makes the calling
 /// thread CPU 0. Returns its kernel entry.
 fn enter_cpu0() -> &'static Cpu {
@@ -79,7 +115,7 @@ fn enter_cpu0() -> &'static Cpu {
         let kernel_root = crate::boot::FRAMES.lock().alloc().expect("a frame for the kernel tables");
         MACHINE.call_once(|| Machine {
             features: Features::detect(),
-            topology: Topology::build(&[0], 0, 0, None),
+            topology: Topology::build(&[0, 1, 2, 3], 0, 0, None),
             tsc_hz: 1_000_000_000,
             xapic_virt: 0,
             kernel_root,
@@ -142,6 +178,8 @@ struct Spec {
     separate: bool,
     /// Switches use PCIDs (`tlb::set_pcid`).
     pcid: bool,
+    /// CPUs the threads are spread over (thread `i` starts on CPU `i % cpus`).
+    cpus: u32,
 }
 
 /// A system call from whichever thread runs.
@@ -258,7 +296,7 @@ fn build(cpu: &'static Cpu, spec: &Spec) -> World {
             .expect("cspace root");
         let t = tcb(thread);
         t.priority = spec.priorities[i];
-        t.cpu = 0;
+        t.cpu = i as u32 % spec.cpus;
         t.vspace = spaces[i];
         t.ipc_buffer = BUFFER_BASE + i as u64 * 0x1000;
         t.context = UserContext::new_user(0x40_0000 + i as u64 * 0x100, 0x7fff_0000, 0);
@@ -445,6 +483,7 @@ fn spec() -> impl Strategy<Value = Spec> {
             transfer,
             separate,
             pcid,
+            cpus: 1,
         })
 }
 
@@ -822,4 +861,196 @@ fn a_failing_system_call_changes_nothing() {
     let (failed, total) = counts.get();
     println!("{total} system calls, {failed} failed");
     assert!(failed * 2 > total, "most calls should fail: {failed} of {total}");
+}
+
+/// A small deterministic generator for the CPU threads of the multi-CPU test.
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// A random system call for the multi-CPU test, by role so that the threads keep
+/// calling each other: a server (even thread) mostly answers and waits
+/// (`ReplyRecv`), a client (odd thread) mostly calls the shared endpoint (plain or
+/// badged, 0 to 8 words); both sometimes move themselves or the next thread to a
+/// random CPU, suspend the next thread (and resume it at once: the test issues the
+/// `RESUME` right after), poll, or yield. Nothing blocks for good: every client's call
+/// finds a server in time.
+fn random_call(rng: &mut XorShift, cpus: u32, server: bool) -> Op {
+    let words = [rng.next(), rng.next(), rng.next(), rng.next(), rng.next(), rng.next()];
+    let (sys, cptr, label, regs) = match rng.below(20) {
+        0..=13 if server => (Sys::ReplyRecv as u64, 1, 0, words),
+        0..=13 => (Sys::Call as u64, 1 + rng.below(2), rng.below(4), words),
+        14 | 15 => (Sys::Call as u64, 10 + rng.below(2), 0x14, [rng.below(u64::from(cpus)), 0, 0, 0, 0, 0]),
+        // Suspend the next thread (the caller resumes it right after: `SUSPEND_RESUME`).
+        16 | 17 => (Sys::Call as u64, 11, 0x10, [0; MSG_REGS]),
+        18 => ([Sys::NbRecv as u64, Sys::NbSend as u64][rng.below(2) as usize], 1, 0, words),
+        _ => (Sys::Yield as u64, 0, 0, [0; MSG_REGS]),
+    };
+    let len = rng.below(9) as usize;
+    Op { sys, cptr, info: MessageInfo::try_new(label, len, 0, 0).map_or(0, |i| i.0), regs, buffer: [0; 8] }
+}
+
+/// CPUs 0 to 3 run in four threads of this process at once, each issuing random
+/// system calls from whichever thread it runs (IPC on endpoints that threads on
+/// every CPU use, so calls and replies cross CPUs on the fastpath and the slow path;
+/// threads moved between CPUs, suspended and resumed from other CPUs), as fast as
+/// the host runs them. Afterwards (every CPU drained) each CPU's run queue is sound,
+/// every runnable thread runs or waits on exactly the CPU that owns it, and no thread
+/// is current on two CPUs. The kernel's cross-CPU protocols (inboxes and outboxes,
+/// reserved slots, the hand-over, suspends awaited, the `CAP_LOCK` read sections)
+/// run here on real parallel threads; a deadlock fails the test by timeout.
+#[test]
+fn four_cpus_at_once_keep_the_scheduler_sound() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Barrier};
+    const CPUS: u32 = 4;
+    let _turn = MACHINE_TURN.lock().unwrap_or_else(|e| e.into_inner());
+    enter_cpu0();
+    let mut blocks: Vec<&'static CpuLocal> = vec![*CPU_BLOCK.get().expect("CPU 0")];
+    blocks.extend_from_slice(other_cpus());
+    let cases: u64 = std::env::var("RAMEN_HOSTED_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(30);
+    let calls_per_case: usize = 3000;
+    let (finished_tx, finished_rx) = std::sync::mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        if finished_rx.recv_timeout(std::time::Duration::from_secs(300)).is_err() {
+            eprintln!("four_cpus_at_once_keep_the_scheduler_sound: no progress in 300 s (a deadlock?)");
+            std::process::abort();
+        }
+    });
+    let totals = Arc::new([AtomicUsize::new(0), AtomicUsize::new(0), AtomicUsize::new(0)]);
+    for case in 0..cases {
+        let spec = Spec {
+            priorities: [10, 10, 10, 10],
+            badges: [1, 2, 3, 4],
+            bound: false,
+            transfer: [(0, 16); THREADS],
+            separate: case % 2 == 1,
+            pcid: case % 4 >= 2,
+            cpus: CPUS,
+        };
+        let barrier = Arc::new(Barrier::new(CPUS as usize));
+        let done = Arc::new(AtomicUsize::new(0));
+        let calls = Arc::new(AtomicUsize::new(0));
+        let currents = Arc::new(Mutex::new(vec![None; CPUS as usize]));
+        let threads: Vec<_> = (0..CPUS)
+            .map(|k| {
+                let (barrier, done, currents, totals, calls) =
+                    (barrier.clone(), done.clone(), currents.clone(), totals.clone(), calls.clone());
+                let (local, spec) = (blocks[k as usize], spec.clone());
+                std::thread::spawn(move || -> Result<(), String> {
+                    ramen_arch::hosted::use_cpu(local);
+                    let cpu = cpus::this_cpu();
+                    cpu.sched.with(|s| *s = Sched::new());
+                    cpu.lookup.with(|c| *c = LookupCache::new());
+                    ramen_arch::percpu::set_loaded_vspace(0);
+                    barrier.wait();
+                    let world = (k == 0).then(|| build(cpu, &spec));
+                    barrier.wait();
+                    let mut rng = XorShift(0x9e37_79b9_7f4a_7c15 ^ (case << 8 | u64::from(k)) | 1);
+                    let fast_before = cpu.ipc_fast.load(Ordering::Relaxed);
+                    // Until the CPUs made `calls` system calls between them, or a second
+                    // passed (every thread may be blocked or suspended for good).
+                    let start = std::time::Instant::now();
+                    while calls.load(Ordering::Relaxed) < calls_per_case
+                        && start.elapsed() < std::time::Duration::from_secs(1)
+                    {
+                        if let Some(thread) = sched::current() {
+                            let server = ((tcb(thread).ipc_buffer - BUFFER_BASE) / 0x1000).is_multiple_of(2);
+                            let op = random_call(&mut rng, CPUS, server);
+                            step(&op, true);
+                            let suspended = op.sys == Sys::Call as u64 && op.cptr == 11 && op.info >> 16 == 0x10;
+                            if suspended && sched::current() == Some(thread) {
+                                let resume = Op { info: MessageInfo::try_new(0x11, 0, 0, 0).map_or(0, |i| i.0), ..op };
+                                step(&resume, true);
+                            }
+                            calls.fetch_add(1, Ordering::Relaxed);
+                            totals[0].fetch_add(1, Ordering::Relaxed);
+                        } else {
+                            sched::settle();
+                            // Idle: let the host run the other CPUs' threads.
+                            std::thread::yield_now();
+                        }
+                    }
+                    totals[1].fetch_add((cpu.ipc_fast.load(Ordering::Relaxed) - fast_before) as usize, Ordering::Relaxed);
+
+                    // Keep answering the others until every CPU is done, then drain.
+                    done.fetch_add(1, Ordering::AcqRel);
+                    while done.load(Ordering::Acquire) < CPUS as usize {
+                        sched::settle();
+                        std::thread::yield_now();
+                    }
+                    for _ in 0..200 {
+                        sched::settle();
+                    }
+                    barrier.wait();
+                    for _ in 0..200 {
+                        sched::settle();
+                    }
+                    barrier.wait();
+                    let (violations, _) = sched::check_queue();
+                    let left = cpu.inbox.lock().len() + cpu.outbox.with(|o| o.len());
+                    currents.lock().expect("currents")[k as usize] = sched::current();
+                    // Leave the world's address spaces (later tests reuse the memory).
+                    cpu.sched.with(|s| *s = Sched::new());
+                    ramen_arch::percpu::set_loaded_vspace(0);
+                    barrier.wait();
+                    if violations != 0 {
+                        return Err(format!("CPU {k}: {violations} run-queue violations"));
+                    }
+                    if left != 0 {
+                        return Err(format!("CPU {k}: {left} requests left in its inbox or outbox"));
+                    }
+                    if let Some(world) = world {
+                        let currents = currents.lock().expect("currents");
+                        for &t in &world.threads {
+                            let (cpu_of, state, queued) = (tcb(t).cpu, tcb(t).state, tcb(t).queued);
+                            let running_on: Vec<usize> =
+                                (0..CPUS as usize).filter(|&c| currents[c] == Some(t)).collect();
+                            if running_on.len() > 1 {
+                                return Err(format!("thread {:#x} current on CPUs {running_on:?}", t.addr()));
+                            }
+                            if let Some(&c) = running_on.first()
+                                && c as u32 != cpu_of
+                            {
+                                return Err(format!("thread {:#x} current on CPU {c}, owned by {cpu_of}", t.addr()));
+                            }
+                            let runnable = state == crate::objects::ThreadState::Runnable;
+                            if runnable && running_on.is_empty() != queued {
+                                return Err(format!(
+                                    "runnable thread {:#x} (CPU {cpu_of}) current on {running_on:?}, queued {queued}",
+                                    t.addr()
+                                ));
+                            }
+                            if !runnable && (queued || !running_on.is_empty()) {
+                                return Err(format!("thread {:#x} in state {state:?} is queued or current", t.addr()));
+                            }
+                        }
+                        totals[2].fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().expect("a CPU thread panicked").unwrap_or_else(|e| panic!("case {case}: {e}"));
+        }
+    }
+    finished_tx.send(()).expect("watchdog");
+    watchdog.join().expect("watchdog");
+    let (calls, fast) = (totals[0].load(Ordering::Relaxed), totals[1].load(Ordering::Relaxed));
+    println!("{cases} cases on {CPUS} CPUs: {calls} system calls, {fast} on the fastpath");
+    assert!(calls > 1000 && fast > 100, "too little happened: {calls} calls, {fast} fast");
 }

@@ -274,21 +274,21 @@ fn build(cpu: &'static Cpu, spec: &Spec) -> World {
             ops::mint(&mut *store, slot(c, src), slot(c, dest), rights, data).expect("mint");
         }
         // Objects to invoke: an untyped (the original in thread 0's CNode), this
-        // thread's and the next thread's TCB, its address space, its scratch frame,
-        // the next thread's CNode.
+        // thread's TCB, its scratch frame, its address space (the original where the
+        // space is first used); the copies of the next thread's TCB and CNode follow
+        // below. (One original per object, as retype makes them: a second original
+        // would make deleting either look final.)
         if i == 0 {
             let cap = Cap::try_untyped(PhysAddr(untyped), 16, false).expect("untyped capability");
             ops::insert_initial(&mut *store, slot(c, 9), cap).expect("untyped");
         }
-        let next = (i + 1) % THREADS;
-        let objects_here = [
-            (10, object(CapType::Thread, tcbs[i])),
-            (11, object(CapType::Thread, tcbs[next])),
-            (12, object(CapType::VSpace, spaces[i])),
-            (13, object(CapType::Frame4K, scratch[i])),
-            (14, Cap::try_cnode(PhysAddr(cnodes[next]), RADIX, 0, 64 - RADIX).expect("cnode capability")),
-        ];
-        for (index, cap) in objects_here {
+        let mut originals = vec![(10, object(CapType::Thread, tcbs[i])), (13, object(CapType::Frame4K, scratch[i]))];
+        if spec.separate || i == 0 {
+            originals.push((12, object(CapType::VSpace, spaces[i])));
+        } else {
+            ops::copy(&mut *store, slot(c0, 12), slot(c, 12)).expect("copy the address space");
+        }
+        for (index, cap) in originals {
             ops::insert_initial(&mut *store, slot(c, index), cap).expect("object capability");
         }
         let thread = ThreadRef::new(tcbs[i]).expect("thread");
@@ -314,6 +314,11 @@ fn build(cpu: &'static Cpu, spec: &Spec) -> World {
         page.write(RECV_CNODE, SELF_SLOT);
         page.write(RECV_INDEX, index);
         page.write(RECV_DEPTH, u64::from(RADIX));
+    }
+    for i in 0..THREADS {
+        let (c, next) = (cnodes[i], cnodes[(i + 1) % THREADS]);
+        ops::copy(&mut *store, slot(next, 10), slot(c, 11)).expect("copy the next thread's TCB");
+        ops::copy(&mut *store, slot(next, SELF_SLOT), slot(c, 14)).expect("copy the next thread's CNode");
     }
     drop(store);
     let threads = tcbs.map(|t| ThreadRef::new(t).expect("thread"));

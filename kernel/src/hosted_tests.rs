@@ -242,8 +242,8 @@ fn build(cpu: &'static Cpu, spec: &Spec) -> World {
     let tables: Vec<u64> =
         (0..3 * roots.len()).map(|_| make(&mut store, CapType::PageTable, PAGE_TABLE_BITS)).collect();
     let scratch: Vec<u64> = (0..THREADS).map(|_| make(&mut store, CapType::Frame4K, 12)).collect();
-    // 64 KiB of untyped memory for retypes, inside the world region.
-    let untyped = make(&mut store, CapType::Untyped, 16);
+    // 16 KiB of untyped memory per thread for retypes, inside the world region.
+    let untyped: Vec<u64> = (0..THREADS).map(|_| make(&mut store, CapType::Untyped, 14)).collect();
     let mut tables = tables.into_iter();
     let mut next_table = || tables.next();
     let slot = |cnode: u64, index: u64| SlotRef::in_cnode(PhysAddr(cnode), index).expect("slot");
@@ -273,16 +273,15 @@ fn build(cpu: &'static Cpu, spec: &Spec) -> World {
         for (dest, src, rights, data) in derived {
             ops::mint(&mut *store, slot(c, src), slot(c, dest), rights, data).expect("mint");
         }
-        // Objects to invoke: an untyped (the original in thread 0's CNode), this
+        // Objects to invoke: an untyped of its own, this
         // thread's TCB, its scratch frame, its address space (the original where the
         // space is first used); the copies of the next thread's TCB and CNode follow
         // below. (One original per object, as retype makes them: a second original
         // would make deleting either look final.)
-        if i == 0 {
-            let cap = Cap::try_untyped(PhysAddr(untyped), 16, false).expect("untyped capability");
-            ops::insert_initial(&mut *store, slot(c, 9), cap).expect("untyped");
-        }
-        let mut originals = vec![(10, object(CapType::Thread, tcbs[i])), (13, object(CapType::Frame4K, scratch[i]))];
+        let cap = Cap::try_untyped(PhysAddr(untyped[i]), 14, false).expect("untyped capability");
+        ops::insert_initial(&mut *store, slot(c, 9), cap).expect("untyped");
+        let mut originals =
+            vec![(10, object(CapType::Thread, tcbs[i])), (13, object(CapType::Frame4K, scratch[i]))];
         if spec.separate || i == 0 {
             originals.push((12, object(CapType::VSpace, spaces[i])));
         } else {
@@ -422,6 +421,16 @@ fn view(cpu: &'static Cpu, world: &World) -> View {
 /// (`fast`: the fastpath first; otherwise the slow path alone), then lets the
 /// scheduler settle. False if no thread was installed.
 fn step(op: &Op, fast: bool) -> bool {
+    if !issue(op, fast) {
+        return sched::current().is_some();
+    }
+    sched::settle();
+    true
+}
+
+/// [`step`] up to where the kernel would leave (`sched::settle`, not run): false if
+/// no thread was installed, or the fastpath switched (nothing left to do).
+fn issue(op: &Op, fast: bool) -> bool {
     let Some(thread) = sched::current() else {
         return false;
     };
@@ -444,14 +453,13 @@ fn step(op: &Op, fast: bool) -> bool {
         };
         match outcome {
             // The kernel returns to the receiver at once: nothing else runs.
-            fastpath::Outcome::Switched => return true,
+            fastpath::Outcome::Switched => return false,
             fastpath::Outcome::Resume => {}
             fastpath::Outcome::Slow(caller) => syscall::slow_path_body(caller, ctx),
         }
     } else {
         syscall::slow_path_body(thread, ctx);
     }
-    sched::settle();
     true
 }
 
@@ -908,6 +916,78 @@ fn random_call(rng: &mut XorShift, cpus: u32, server: bool) -> Op {
     Op { sys, cptr, info: MessageInfo::try_new(label, len, 0, 0).map_or(0, |i| i.0), regs, buffer: [0; 8] }
 }
 
+/// An invocation of `cptr` with `label` and arguments (no message words beyond them).
+fn invoke_op(cptr: u64, label: u64, args: &[u64]) -> Op {
+    let mut regs = [0; MSG_REGS];
+    regs[..args.len()].copy_from_slice(args);
+    let info = MessageInfo::try_new(label, args.len(), 0, 0).map_or(0, |i| i.0);
+    Op { sys: Sys::Call as u64, cptr, info, regs, buffer: [0; 8] }
+}
+
+/// Replaces the next thread, as a program managing threads would, through the
+/// kernel's own invocations from `thread` (current here): deletes both capabilities
+/// of the next thread's TCB (the second deletion destroys it, wherever it runs), makes
+/// a new TCB from `thread`'s own untyped (revoking the untyped first when it is full,
+/// which destroys what was made from it), puts its capabilities where the old ones
+/// were, configures it as the old one was (the next thread's CNode, the shared address
+/// space, the same IPC buffer), and starts it on a random CPU. Stops at the first step
+/// that fails or after which `thread` no longer runs here. Returns the system calls
+/// made and whether a new thread was started.
+fn replace_next_thread(thread: ThreadRef, rng: &mut XorShift, cpus: u32) -> (usize, bool) {
+    use ramen_abi::invocation::{cnode, thread as tcb_ops, untyped};
+    let next = ((tcb(thread).ipc_buffer - BUFFER_BASE) / 0x1000 + 1) % THREADS as u64;
+    let spare = 16 + rng.below(16);
+    let mut calls = 0;
+    let mut call = |op: Op| -> Option<u64> {
+        step(&op, true);
+        calls += 1;
+        (sched::current() == Some(thread)).then(|| tcb(thread).context.rax)
+    };
+    let steps: [(bool, Op); 4] = [
+        (false, invoke_op(SELF_SLOT, cnode::DELETE, &[11, 64])),
+        (false, invoke_op(14, cnode::DELETE, &[10, 64])),
+        (false, invoke_op(SELF_SLOT, cnode::DELETE, &[spare, 64])),
+        (true, invoke_op(9, untyped::RETYPE, &[ramen_abi::object::THREAD, 0, SELF_SLOT, spare, 1])),
+    ];
+    for (must, op) in steps {
+        match call(op) {
+            None => return (calls, false),
+            Some(0) => {}
+            Some(code) if code == ramen_abi::Error::NotEnoughMemory.code() && must => {
+                // Full: take back everything made from the untyped, then retry.
+                if call(invoke_op(SELF_SLOT, cnode::REVOKE, &[9, 64])) != Some(0) {
+                    return (calls, false);
+                }
+                if call(invoke_op(9, untyped::RETYPE, &[ramen_abi::object::THREAD, 0, SELF_SLOT, spare, 1]))
+                    != Some(0)
+                {
+                    return (calls, false);
+                }
+            }
+            Some(_) if must => return (calls, false),
+            Some(_) => {}
+        }
+    }
+    let buffer = BUFFER_BASE + next * 0x1000;
+    let rest = [
+        invoke_op(14, cnode::COPY, &[10, 64, spare]),
+        invoke_op(SELF_SLOT, cnode::MOVE, &[11, 64, spare]),
+        invoke_op(11, tcb_ops::CONFIGURE, &[14, 12, 0, buffer]),
+        invoke_op(11, tcb_ops::WRITE_ENTRY, &[0x40_0000, 0x7fff_0000, 0]),
+        invoke_op(11, tcb_ops::SET_PRIORITY, &[10]),
+        invoke_op(11, tcb_ops::SET_AFFINITY, &[rng.below(u64::from(cpus))]),
+        invoke_op(11, tcb_ops::RESUME, &[]),
+    ];
+    let mut started = false;
+    for (i, op) in rest.into_iter().enumerate() {
+        if call(op) != Some(0) {
+            break;
+        }
+        started = i == 6;
+    }
+    (calls, started)
+}
+
 /// CPUs 0 to 3 run in four threads of this process at once, each issuing random
 /// system calls from whichever thread it runs (IPC on endpoints that threads on
 /// every CPU use, so calls and replies cross CPUs on the fastpath and the slow path;
@@ -936,24 +1016,29 @@ fn four_cpus_at_once_keep_the_scheduler_sound() {
         }
     });
     let totals = Arc::new([AtomicUsize::new(0), AtomicUsize::new(0), AtomicUsize::new(0)]);
+    let replaced = Arc::new(AtomicUsize::new(0));
     for case in 0..cases {
         let spec = Spec {
             priorities: [10, 10, 10, 10],
             badges: [1, 2, 3, 4],
             bound: false,
             transfer: [(0, 16); THREADS],
-            separate: case % 2 == 1,
+            separate: case % 3 == 1,
             pcid: case % 4 >= 2,
             cpus: CPUS,
         };
+        // Threads destroyed and made anew (in one shared address space, which the new
+        // threads are configured in).
+        let churn = case % 3 == 2;
         let barrier = Arc::new(Barrier::new(CPUS as usize));
         let done = Arc::new(AtomicUsize::new(0));
         let calls = Arc::new(AtomicUsize::new(0));
+        let replaced = replaced.clone();
         let currents = Arc::new(Mutex::new(vec![None; CPUS as usize]));
         let threads: Vec<_> = (0..CPUS)
             .map(|k| {
-                let (barrier, done, currents, totals, calls) =
-                    (barrier.clone(), done.clone(), currents.clone(), totals.clone(), calls.clone());
+                let (barrier, done, currents, totals, calls, replaced) =
+                    (barrier.clone(), done.clone(), currents.clone(), totals.clone(), calls.clone(), replaced.clone());
                 let (local, spec) = (blocks[k as usize], spec.clone());
                 std::thread::spawn(move || -> Result<(), String> {
                     ramen_arch::hosted::use_cpu(local);
@@ -974,6 +1059,13 @@ fn four_cpus_at_once_keep_the_scheduler_sound() {
                     {
                         if let Some(thread) = sched::current() {
                             let server = ((tcb(thread).ipc_buffer - BUFFER_BASE) / 0x1000).is_multiple_of(2);
+                            if churn && rng.below(50) == 0 {
+                                let (made, started) = replace_next_thread(thread, &mut rng, CPUS);
+                                calls.fetch_add(made, Ordering::Relaxed);
+                                totals[0].fetch_add(made, Ordering::Relaxed);
+                                replaced.fetch_add(usize::from(started), Ordering::Relaxed);
+                                continue;
+                            }
                             let op = random_call(&mut rng, CPUS, server);
                             step(&op, true);
                             let suspended = op.sys == Sys::Call as u64 && op.cptr == 11 && op.info >> 16 == 0x10;
@@ -1020,7 +1112,21 @@ fn four_cpus_at_once_keep_the_scheduler_sound() {
                     }
                     if let Some(world) = world {
                         let currents = currents.lock().expect("currents");
-                        for &t in &world.threads {
+                        // The world's first threads (some destroyed since) and the
+                        // threads made since (their TCB capabilities in slot 10).
+                        let mut all = world.threads.to_vec();
+                        let store = CAP_LOCK.lock();
+                        for &c in &world.cnodes {
+                            let cap = store.slot(SlotRef::in_cnode(PhysAddr(c), 10).expect("slot")).cap();
+                            if cap.kind() == CapType::Thread
+                                && let Some(t) = ThreadRef::new(cap.addr().0)
+                                && !all.contains(&t)
+                            {
+                                all.push(t);
+                            }
+                        }
+                        drop(store);
+                        for &t in &all {
                             let (cpu_of, state, queued) = (tcb(t).cpu, tcb(t).state, tcb(t).queued);
                             let running_on: Vec<usize> =
                                 (0..CPUS as usize).filter(|&c| currents[c] == Some(t)).collect();
@@ -1040,7 +1146,12 @@ fn four_cpus_at_once_keep_the_scheduler_sound() {
                                 ));
                             }
                             if !runnable && (queued || !running_on.is_empty()) {
-                                return Err(format!("thread {:#x} in state {state:?} is queued or current", t.addr()));
+                                let x = tcb(t);
+                                return Err(format!(
+                                    "thread {:#x} in state {state:?} (IPC {:?}, owner CPU {cpu_of}) is queued ({queued}) or current on {running_on:?}",
+                                    t.addr(),
+                                    x.ipc
+                                ));
                             }
                         }
                         totals[2].fetch_add(1, Ordering::Relaxed);
@@ -1056,6 +1167,129 @@ fn four_cpus_at_once_keep_the_scheduler_sound() {
     finished_tx.send(()).expect("watchdog");
     watchdog.join().expect("watchdog");
     let (calls, fast) = (totals[0].load(Ordering::Relaxed), totals[1].load(Ordering::Relaxed));
-    println!("{cases} cases on {CPUS} CPUs: {calls} system calls, {fast} on the fastpath");
+    let replaced = replaced.load(Ordering::Relaxed);
+    println!(
+        "{cases} cases on {CPUS} CPUs: {calls} system calls, {fast} on the fastpath, {replaced} threads replaced"
+    );
     assert!(calls > 1000 && fast > 100, "too little happened: {calls} calls, {fast} fast");
+}
+
+/// Regression: the thread a slow-path call woke (the direct-switch candidate) was
+/// taken out of its CPU's run queue by `settle` even after the drain at its start had
+/// handed it to another CPU, which had queued it already: two run queues corrupted,
+/// the thread run on a CPU that did not own it (found by the four-CPU test). Played
+/// step by step on two CPUs: a client's call with a capability (slow path) wakes a
+/// server on CPU 0, where another thread waits too; CPU 1 moves the server to itself;
+/// CPU 0 hands it over, CPU 1 queues it, then CPU 0 settles.
+#[test]
+fn a_call_s_woken_server_moved_away_at_once_runs_only_where_it_went() {
+    use ramen_abi::invocation::thread::SET_AFFINITY;
+    use std::sync::{Arc, Barrier};
+    let _turn = MACHINE_TURN.lock().unwrap_or_else(|e| e.into_inner());
+    enter_cpu0();
+    let cpu1_block = other_cpus()[0];
+    let cpu0_block = *CPU_BLOCK.get().expect("CPU 0");
+    let barrier = Arc::new(Barrier::new(2));
+    // Threads 0 and 2 on CPU 0 (0 first), 1 (above 3) and 3 on CPU 1; thread 0 sends
+    // thread 2 a capability (its endpoint, slot 1) into slot 16.
+    let spec = Spec {
+        priorities: [10, 11, 10, 10],
+        badges: [1, 2, 3, 4],
+        bound: false,
+        transfer: [(1, 16); THREADS],
+        separate: false,
+        pcid: false,
+        cpus: 2,
+    };
+    let plain =
+        |sys: Sys, cptr: u64| Op { sys: sys as u64, cptr, info: 0, regs: [0; MSG_REGS], buffer: [0; 8] };
+    let cpu1 = {
+        let barrier = barrier.clone();
+        std::thread::spawn(move || -> Result<(), String> {
+            ramen_arch::hosted::use_cpu(cpu1_block);
+            let cpu = cpus::this_cpu();
+            cpu.sched.with(|s| *s = Sched::new());
+            cpu.lookup.with(|c| *c = LookupCache::new());
+            ramen_arch::percpu::set_loaded_vspace(0);
+            barrier.wait(); // (1) reset
+            barrier.wait(); // (2) world built; thread 2 asked for thread 3
+            sched::settle(); // thread 1 runs here; thread 3 goes to CPU 0
+            barrier.wait(); // (3)
+            barrier.wait(); // (4) CPU 0's call made, not settled
+            // Thread 1 moves thread 2 (its next) here: a request to CPU 0.
+            step(&invoke_op(11, SET_AFFINITY, &[1]), true);
+            barrier.wait(); // (5)
+            barrier.wait(); // (6) CPU 0 handed it over
+            sched::drain_inbox(); // adopted: queued here
+            barrier.wait(); // (7)
+            barrier.wait(); // (8) CPU 0 settled
+            let (violations, _) = sched::check_queue();
+            cpu.sched.with(|s| *s = Sched::new());
+            ramen_arch::percpu::set_loaded_vspace(0);
+            barrier.wait(); // (9)
+            if violations != 0 {
+                return Err(format!("CPU 1: {violations} run-queue violations"));
+            }
+            Ok(())
+        })
+    };
+    let result = std::thread::spawn(move || -> Result<(), String> {
+        ramen_arch::hosted::use_cpu(cpu0_block);
+        let cpu = cpus::this_cpu();
+        barrier.wait(); // (1)
+        let world = build(cpu, &spec);
+        let [t0, _, t2, t3] = world.threads;
+        let at = |what: &str, expected: ThreadRef| {
+            if sched::current() == Some(expected) {
+                Ok(())
+            } else {
+                Err(format!("{what}: {:?} runs", sched::current()))
+            }
+        };
+        at("first", t0)?;
+        step(&plain(Sys::Yield, 0), true);
+        at("after the yield", t2)?;
+        // Thread 2 brings thread 3 (its next) here, then waits on the endpoint.
+        step(&invoke_op(11, SET_AFFINITY, &[0]), true);
+        barrier.wait(); // (2)
+        barrier.wait(); // (3) CPU 1 handed thread 3 over
+        sched::drain_inbox();
+        if tcb(t3).cpu != 0 || !tcb(t3).queued {
+            return Err("thread 3 did not come to CPU 0".into());
+        }
+        step(&plain(Sys::Recv, 1), true);
+        at("after the receive", t0)?;
+        // A call carrying a capability: the slow path, which wakes thread 2 as the
+        // direct-switch candidate; thread 3 waits here too.
+        let info = MessageInfo::try_new(0, 0, 1, 0).expect("info").0;
+        issue(&Op { info, ..plain(Sys::Call, 1) }, true);
+        if tcb(t2).state != crate::objects::ThreadState::Runnable {
+            return Err("the call did not wake the server".into());
+        }
+        barrier.wait(); // (4)
+        barrier.wait(); // (5) the move is requested
+        sched::drain_inbox(); // handed over to CPU 1
+        barrier.wait(); // (6)
+        barrier.wait(); // (7) CPU 1 queued it
+        sched::settle();
+        let (violations, _) = sched::check_queue();
+        let current = sched::current();
+        barrier.wait(); // (8)
+        barrier.wait(); // (9)
+        cpu.sched.with(|s| *s = Sched::new());
+        ramen_arch::percpu::set_loaded_vspace(0);
+        if tcb(t2).cpu != 1 {
+            return Err("the server was not moved to CPU 1".into());
+        }
+        if current != Some(t3) || violations != 0 {
+            return Err(format!(
+                "CPU 0 runs {current:?} (not thread 3) with {violations} run-queue violations"
+            ));
+        }
+        Ok(())
+    })
+    .join()
+    .expect("CPU 0 panicked");
+    let on_cpu1 = cpu1.join().expect("CPU 1 panicked");
+    result.and(on_cpu1).unwrap_or_else(|e| panic!("{e}"));
 }

@@ -565,6 +565,7 @@ pub(crate) fn settle() -> Option<Option<u64>> {
                 hand_over(thread, target);
             }
         }
+        let me = ramen_arch::percpu::index_fast();
         let next = with_sched(|s| {
             let direct = s.direct.take();
             let current = s.current.filter(|t| tcb(*t).state == ThreadState::Runnable);
@@ -575,10 +576,13 @@ pub(crate) fn settle() -> Option<Option<u64>> {
                 }
                 (Some(t), _) => Some(t),
                 // The caller blocked: the thread its IPC woke runs next unless a
-                // thread of higher priority waits (`wake_direct`). Queued means
-                // queued here.
+                // thread of higher priority waits (`wake_direct`). Only if this CPU
+                // still owns it: the drain above may have handed it to another CPU,
+                // which may have queued it there already (queued means queued by its
+                // owner; regression: found by the four-CPU host test, the candidate
+                // was taken out of this CPU's queue while it sat in another's).
                 (None, Some(p)) => match direct {
-                    Some(t) if tcb(t).queued && tcb(t).priority >= p => {
+                    Some(t) if tcb(t).cpu == me && tcb(t).queued && tcb(t).priority >= p => {
                         unqueue(s, t);
                         Some(t)
                     }

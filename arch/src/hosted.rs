@@ -88,7 +88,8 @@ pub fn use_cpu(local: &'static CpuLocal) {
     assert!(ret == 0, "arch_prctl(ARCH_SET_GS) failed");
 }
 
-/// What a hosted CPU was asked to do to its TLB, in order.
+/// What a hosted CPU was asked to do to its TLB, in order, and the kernel's shootdown
+/// milestones (recorded by the kernel's test build).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TlbEvent {
     /// A CR3 write (root, PCID, no-flush bit as written).
@@ -97,40 +98,58 @@ pub enum TlbEvent {
     FlushAll,
     /// One page's entry dropped (`invlpg`).
     FlushPage(u64),
+    /// A shootdown of the space at this root began: its translation is gone and its
+    /// TLB generation renewed (before the shooter looks for CPUs that have it).
+    Removed(u64),
+    /// That shootdown returned: no CPU may use the removed translation any more.
+    Done(u64),
 }
 
-/// Recorded TLB events not yet taken, oldest first.
+/// Recorded TLB events not yet taken, oldest first, each with the CPU it happened on.
 struct TlbLog {
-    events: [Option<TlbEvent>; 64],
+    events: [Option<(u32, TlbEvent)>; 4096],
     len: usize,
     /// Events that found the log full (a test that sees any drained too rarely).
     lost: usize,
 }
 
-static TLB_LOG: spin::Mutex<TlbLog> = spin::Mutex::new(TlbLog { events: [None; 64], len: 0, lost: 0 });
+static TLB_LOG: spin::Mutex<TlbLog> = spin::Mutex::new(TlbLog { events: [None; 4096], len: 0, lost: 0 });
 
-/// Records a TLB event (the hosted `paging` functions call this instead of the
-/// instruction).
+/// Whether TLB events are recorded (only tests that model the TLB turn it on).
+static TLB_RECORDING: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Turns recording of TLB events on or off (the log is emptied either way).
+pub fn record_tlb_events(on: bool) {
+    TLB_RECORDING.store(on, Ordering::SeqCst);
+    take_tlb_events(|_, _| {});
+}
+
+/// Records a TLB event on the calling CPU (the hosted `paging` functions call this
+/// instead of the instruction), if recording is on.
 pub fn record_tlb(event: TlbEvent) {
+    if !TLB_RECORDING.load(Ordering::SeqCst) {
+        return;
+    }
+    let cpu = crate::percpu::index_fast();
     let mut log = TLB_LOG.lock();
     let len = log.len;
     match log.events.get_mut(len) {
         Some(slot) => {
-            *slot = Some(event);
+            *slot = Some((cpu, event));
             log.len += 1;
         }
         None => log.lost += 1,
     }
 }
 
-/// Hands every recorded TLB event to `f`, oldest first, and empties the log; returns
-/// how many were lost to a full log since the last call.
-pub fn take_tlb_events(mut f: impl FnMut(TlbEvent)) -> usize {
+/// Hands every recorded TLB event to `f` (CPU, event), oldest first, and empties the
+/// log; returns how many were lost to a full log since the last call.
+pub fn take_tlb_events(mut f: impl FnMut(u32, TlbEvent)) -> usize {
     let mut log = TLB_LOG.lock();
     let len = log.len;
     for event in log.events.iter_mut().take(len) {
-        if let Some(e) = event.take() {
-            f(e);
+        if let Some((cpu, e)) = event.take() {
+            f(cpu, e);
         }
     }
     log.len = 0;

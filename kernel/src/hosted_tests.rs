@@ -443,8 +443,6 @@ fn issue(op: &Op, fast: bool) -> bool {
     ctx.rdi = op.cptr;
     ctx.rsi = op.info;
     syscall::set_message_registers(ctx, op.regs);
-    // The differential does not look at the TLB (the PCID test does).
-    ramen_arch::hosted::take_tlb_events(|_| {});
     if fast {
         let outcome = if crate::tlb::pcid_on() {
             fastpath::try_commit::<false, true>(ctx)
@@ -575,21 +573,29 @@ enum SpaceOp {
     Remap(usize),
 }
 
-/// What the CPU's TLB may hold, per PCID, as the architecture defines it, driven by
-/// the CR3 writes and flushes the kernel makes (recorded by the hosted arch).
+/// What each CPU's TLB may hold, per PCID, as the architecture defines it, driven
+/// by the CR3 writes and flushes the kernel makes and its shootdowns' milestones
+/// (recorded by the hosted arch, in one order across CPUs).
+#[derive(Default)]
 struct TlbModel {
     kernel_root: u64,
-    /// PCID -> (root whose entries it holds, a translation of it went since).
-    pcids: std::collections::HashMap<u64, (u64, bool)>,
-    /// The PCID loaded.
-    loaded: u64,
+    /// (CPU, PCID) -> (root whose entries it holds, a translation of it went since).
+    pcids: std::collections::HashMap<(u32, u64), (u64, bool)>,
+    /// CPU -> the PCID it has loaded.
+    loaded: std::collections::HashMap<u32, u64>,
+    /// Shootdowns in flight, per root.
+    in_flight: std::collections::HashMap<u64, u32>,
     /// Switches that kept a PCID's entries, and that flushed.
     kept: u64,
     flushed: u64,
 }
 
 impl TlbModel {
-    fn event(&mut self, event: ramen_arch::hosted::TlbEvent) -> Result<(), String> {
+    fn new() -> Self {
+        Self { kernel_root: cpus::machine().kernel_root, ..Self::default() }
+    }
+
+    fn event(&mut self, cpu: u32, event: ramen_arch::hosted::TlbEvent) -> Result<(), String> {
         use ramen_arch::hosted::TlbEvent;
         use ramen_core::pcid::{NO_FLUSH, pcid_of};
         match event {
@@ -597,45 +603,64 @@ impl TlbModel {
                 let (root, pcid) = (cr3 & 0x000f_ffff_ffff_f000, pcid_of(cr3));
                 if pcid == 0 {
                     if root != self.kernel_root || cr3 & NO_FLUSH != 0 {
-                        return Err(format!("PCID 0 is the kernel's, loaded flushed: {cr3:#x}"));
+                        return Err(format!("CPU {cpu}: PCID 0 is the kernel's, loaded flushed: {cr3:#x}"));
                     }
                 } else if cr3 & NO_FLUSH != 0 {
-                    match self.pcids.get(&pcid) {
-                        Some(&(r, false)) if r == root => self.kept += 1,
+                    match self.pcids.get(&(cpu, pcid)).copied() {
+                        Some((r, false)) if r == root => self.kept += 1,
+                        // Stale, but a shootdown of the space is under way and will
+                        // find this CPU (it published the space before it read the
+                        // generation): checked when the shootdown is done.
+                        Some((r, true)) if r == root && self.in_flight.get(&root).is_some_and(|n| *n > 0) => {
+                            self.kept += 1;
+                        }
                         held => {
                             return Err(format!(
-                                "CR3 {cr3:#x} kept PCID {pcid}'s entries, which are {held:?}"
+                                "CPU {cpu}: CR3 {cr3:#x} kept PCID {pcid}'s entries, which are {held:?}"
                             ));
                         }
                     }
                 } else {
                     self.flushed += 1;
+                    self.pcids.insert((cpu, pcid), (root, false));
                 }
-                self.pcids.insert(pcid, (root, false));
-                self.loaded = pcid;
+                self.pcids.entry((cpu, pcid)).or_insert((root, false)).0 = root;
+                self.loaded.insert(cpu, pcid);
             }
-            // The loaded PCID is flushed (all of it, or the one page the test removes).
+            // The loaded PCID is flushed (all of it, or the page the test removes).
             TlbEvent::FlushAll | TlbEvent::FlushPage(_) => {
-                if let Some(entry) = self.pcids.get_mut(&self.loaded) {
+                let loaded = self.loaded.get(&cpu).copied().unwrap_or(0);
+                if let Some(entry) = self.pcids.get_mut(&(cpu, loaded)) {
                     entry.1 = false;
+                }
+            }
+            TlbEvent::Removed(root) => {
+                for entry in self.pcids.values_mut().filter(|e| e.0 == root) {
+                    entry.1 = true;
+                }
+                *self.in_flight.entry(root).or_default() += 1;
+            }
+            TlbEvent::Done(root) => {
+                if let Some(n) = self.in_flight.get_mut(&root) {
+                    *n = n.saturating_sub(1);
+                }
+                for (&c, &pcid) in &self.loaded {
+                    if self.pcids.get(&(c, pcid)).is_some_and(|&(r, stale)| r == root && stale) {
+                        return Err(format!(
+                            "CPU {c} still uses stale entries of {root:#x} after its shootdown"
+                        ));
+                    }
                 }
             }
         }
         Ok(())
     }
 
-    /// A translation of `root` went: every PCID holding it is stale until flushed.
-    fn removed(&mut self, root: u64) {
-        for entry in self.pcids.values_mut().filter(|e| e.0 == root) {
-            entry.1 = true;
-        }
-    }
-
     fn drain(&mut self) -> Result<(), String> {
         let mut result = Ok(());
-        let lost = ramen_arch::hosted::take_tlb_events(|e| {
+        let lost = ramen_arch::hosted::take_tlb_events(|cpu, e| {
             if result.is_ok() {
-                result = self.event(e);
+                result = self.event(cpu, e);
             }
         });
         if lost != 0 {
@@ -665,15 +690,9 @@ fn pcid_switches_never_keep_stale_translations() {
     let spec = spec().prop_map(|s| Spec { separate: true, pcid: true, ..s });
     let result = runner.run(&(spec, prop::collection::vec(space_op, 1..60)), |(spec, ops)| {
         crate::trace::set_fastpath(true);
-        ramen_arch::hosted::take_tlb_events(|_| {});
+        ramen_arch::hosted::record_tlb_events(true);
         let world = build(cpu, &spec);
-        let mut model = TlbModel {
-            kernel_root: cpus::machine().kernel_root,
-            pcids: Default::default(),
-            loaded: 0,
-            kept: 0,
-            flushed: 0,
-        };
+        let mut model = TlbModel::new();
         model.drain().map_err(TestCaseError::fail)?;
         let mut mapped = [true; THREADS];
         for op in &ops {
@@ -686,7 +705,6 @@ fn pcid_switches_never_keep_stale_translations() {
                 SpaceOp::Unmap(i) if mapped[*i] => {
                     let (space, page) = (world.spaces[*i], scratch_page(*i));
                     objects::address_space(space).unmap(page, PageSize::Size4K).expect("unmap");
-                    model.removed(space);
                     crate::tlb::shoot_down(space, core::iter::once(page));
                     mapped[*i] = false;
                 }
@@ -707,6 +725,7 @@ fn pcid_switches_never_keep_stale_translations() {
         Ok(())
     });
     crate::tlb::set_pcid(false);
+    ramen_arch::hosted::record_tlb_events(false);
     result.unwrap_or_else(|e| panic!("{e}"));
     let (kept, flushed) = totals.get();
     println!("PCID switches: {kept} kept their entries, {flushed} flushed");
@@ -1017,6 +1036,8 @@ fn four_cpus_at_once_keep_the_scheduler_sound() {
     });
     let totals = Arc::new([AtomicUsize::new(0), AtomicUsize::new(0), AtomicUsize::new(0)]);
     let replaced = Arc::new(AtomicUsize::new(0));
+    // PCID switches that kept their entries, and that flushed (the cases with PCIDs).
+    let mut pcid_switches = (0u64, 0u64);
     for case in 0..cases {
         let spec = Spec {
             priorities: [10, 10, 10, 10],
@@ -1035,10 +1056,17 @@ fn four_cpus_at_once_keep_the_scheduler_sound() {
         let calls = Arc::new(AtomicUsize::new(0));
         let replaced = replaced.clone();
         let currents = Arc::new(Mutex::new(vec![None; CPUS as usize]));
+        // With PCIDs: every CPU's TLB modelled from the recorded events, and the
+        // threads' scratch pages unmapped (with a shootdown) and mapped again while
+        // the CPUs run.
+        ramen_arch::hosted::record_tlb_events(spec.pcid);
+        let model = Arc::new(Mutex::new(TlbModel::new()));
+        let spaces = Arc::new(Mutex::new([0u64; THREADS]));
         let threads: Vec<_> = (0..CPUS)
             .map(|k| {
                 let (barrier, done, currents, totals, calls, replaced) =
                     (barrier.clone(), done.clone(), currents.clone(), totals.clone(), calls.clone(), replaced.clone());
+                let (model, spaces) = (model.clone(), spaces.clone());
                 let (local, spec) = (blocks[k as usize], spec.clone());
                 std::thread::spawn(move || -> Result<(), String> {
                     ramen_arch::hosted::use_cpu(local);
@@ -1048,7 +1076,11 @@ fn four_cpus_at_once_keep_the_scheduler_sound() {
                     ramen_arch::percpu::set_loaded_vspace(0);
                     barrier.wait();
                     let world = (k == 0).then(|| build(cpu, &spec));
+                    if let Some(world) = &world {
+                        *spaces.lock().expect("spaces") = world.spaces;
+                    }
                     barrier.wait();
+                    let spaces = *spaces.lock().expect("spaces");
                     let mut rng = XorShift(0x9e37_79b9_7f4a_7c15 ^ (case << 8 | u64::from(k)) | 1);
                     let fast_before = cpu.ipc_fast.load(Ordering::Relaxed);
                     // Until the CPUs made `calls` system calls between them, or a second
@@ -1059,6 +1091,26 @@ fn four_cpus_at_once_keep_the_scheduler_sound() {
                     {
                         if let Some(thread) = sched::current() {
                             let server = ((tcb(thread).ipc_buffer - BUFFER_BASE) / 0x1000).is_multiple_of(2);
+                            if spec.pcid && rng.below(30) == 0 {
+                                // Unmap a thread's scratch page (shot down on every CPU
+                                // that has its space) or map it again, as the kernel does
+                                // under the write lock.
+                                let i = rng.below(THREADS as u64) as usize;
+                                let (space, page) = (spaces[i], scratch_page(i));
+                                let _store = CAP_LOCK.lock();
+                                let mut tables = objects::address_space(space);
+                                if tables.translate(page).is_some() {
+                                    tables.unmap(page, PageSize::Size4K).expect("unmap");
+                                    crate::tlb::shoot_down(space, core::iter::once(page));
+                                } else {
+                                    let flags =
+                                        Flags::PRESENT | Flags::USER_ACCESSIBLE | Flags::WRITABLE | Flags::NO_EXECUTE;
+                                    let _ = tables.map(page, WORLD, PageSize::Size4K, flags, &mut || None);
+                                }
+                            }
+                            if spec.pcid {
+                                model.lock().expect("model").drain().map_err(|e| format!("case {case}: {e}"))?;
+                            }
                             if churn && rng.below(50) == 0 {
                                 let (made, started) = replace_next_thread(thread, &mut rng, CPUS);
                                 calls.fetch_add(made, Ordering::Relaxed);
@@ -1097,6 +1149,9 @@ fn four_cpus_at_once_keep_the_scheduler_sound() {
                         sched::settle();
                     }
                     barrier.wait();
+                    if spec.pcid {
+                        model.lock().expect("model").drain().map_err(|e| format!("case {case}: {e}"))?;
+                    }
                     let (violations, _) = sched::check_queue();
                     let left = cpu.inbox.lock().len() + cpu.outbox.with(|o| o.len());
                     currents.lock().expect("currents")[k as usize] = sched::current();
@@ -1163,14 +1218,21 @@ fn four_cpus_at_once_keep_the_scheduler_sound() {
         for thread in threads {
             thread.join().expect("a CPU thread panicked").unwrap_or_else(|e| panic!("case {case}: {e}"));
         }
+        let model = model.lock().expect("model");
+        pcid_switches.0 += model.kept;
+        pcid_switches.1 += model.flushed;
     }
+    ramen_arch::hosted::record_tlb_events(false);
     finished_tx.send(()).expect("watchdog");
     watchdog.join().expect("watchdog");
     let (calls, fast) = (totals[0].load(Ordering::Relaxed), totals[1].load(Ordering::Relaxed));
     let replaced = replaced.load(Ordering::Relaxed);
     println!(
-        "{cases} cases on {CPUS} CPUs: {calls} system calls, {fast} on the fastpath, {replaced} threads replaced"
+        "{cases} cases on {CPUS} CPUs: {calls} system calls, {fast} on the fastpath, {replaced} threads replaced; \
+         PCID switches {} kept, {} flushed",
+        pcid_switches.0, pcid_switches.1
     );
+    assert!(pcid_switches.0 > 100 && pcid_switches.1 > 100, "too few PCID switches: {pcid_switches:?}");
     assert!(calls > 1000 && fast > 100, "too little happened: {calls} calls, {fast} fast");
 }
 

@@ -183,6 +183,9 @@ fn shoot_down_inner(vspace: Option<u64>, pages: impl Iterator<Item = u64> + Clon
     // loads it next (with PCIDs; without, nothing reads it).
     if let Some(v) = vspace {
         crate::objects::vspace_generation(v).store(new_generation(), Ordering::SeqCst);
+        // The host tests' TLB model starts the shootdown here.
+        #[cfg(test)]
+        ramen_arch::hosted::record_tlb(ramen_arch::hosted::TlbEvent::Removed(v));
     }
     // The cleared entries and the generation must be visible before we read who has
     // the space loaded.
@@ -217,5 +220,9 @@ fn shoot_down_inner(vspace: Option<u64>, pages: impl Iterator<Item = u64> + Clon
             service();
             core::hint::spin_loop();
         }
+    }
+    #[cfg(test)]
+    if let Some(v) = vspace {
+        ramen_arch::hosted::record_tlb(ramen_arch::hosted::TlbEvent::Done(v));
     }
 }

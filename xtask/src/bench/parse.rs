@@ -72,6 +72,17 @@ pub struct Console {
     pub lines: Vec<BenchLine>,
     /// (case id, metric `call`/`rr`/`rt`) to samples, in ticks, overhead included.
     pub samples: BTreeMap<SampleKey, Vec<u64>>,
+    /// What the kernel's boot line said of PCIDs: (available, in use).
+    pub pcid: Option<(bool, bool)>,
+}
+
+/// The kernel's boot line that says whether the CPU has PCIDs and they are in use:
+/// `... (pcid available true, in use true)`.
+fn parse_pcid(line: &str) -> Option<(bool, bool)> {
+    let rest = &line[line.find("(pcid available ")? + "(pcid available ".len()..];
+    let (available, rest) = rest.split_once(", in use ")?;
+    let in_use = rest.strip_suffix(')')?;
+    Some((available.parse().ok()?, in_use.parse().ok()?))
 }
 
 impl Console {
@@ -100,6 +111,8 @@ pub fn parse_console(console: &[String]) -> anyhow::Result<Console> {
         } else if let Some(start) = line.find(BENCH_MARKER) {
             let json = &line[start + BENCH_MARKER.len()..];
             parsed.lines.push(serde_json::from_str(json).with_context(context)?);
+        } else if let Some(pcid) = parse_pcid(line) {
+            parsed.pcid = Some(pcid);
         }
     }
     Ok(parsed)
@@ -171,5 +184,15 @@ mod tests {
         let error = format!("{:#}", parse_console(&console).unwrap_err());
         assert!(error.contains("samples start at index 2, expected 1"), "{error}");
         assert!(parse_console(&lines("BENCH {\"kind\":\"machine\"}")).is_err());
+    }
+
+    #[test]
+    fn reads_whether_pcids_are_in_use() {
+        let line =
+            "[cpu0] protections: nx true wp true smep true smap true (pcid available true, in use false)";
+        assert_eq!(parse_pcid(line), Some((true, false)));
+        assert_eq!(parse_console(&lines(line)).expect("console").pcid, Some((true, false)));
+        assert_eq!(parse_pcid("[cpu0] protections: nx true (pcid available maybe, in use false)"), None);
+        assert_eq!(parse_pcid("[cpu0] cpus online: 2"), None);
     }
 }

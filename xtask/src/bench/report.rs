@@ -138,6 +138,8 @@ pub struct RunReport {
     pub accel: String,
     pub unit: Unit,
     pub cpu_model: String,
+    /// Whether the CPU has PCIDs and the kernel uses them (from its boot line).
+    pub pcid: Option<Pcid>,
     pub cpus: u32,
     pub sockets: u32,
     pub tsc_hz: u64,
@@ -151,6 +153,14 @@ pub struct RunReport {
     /// trace points compiled out, booted beside this run (icount runs only).
     pub headline_trace_compiled_out: Option<u64>,
     pub skipped: Vec<Skipped>,
+}
+
+/// PCIDs on the CPU the run used: whether it has them, and whether the kernel used
+/// them (address-space switches keep the TLB; docs/ipc.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Pcid {
+    pub available: bool,
+    pub in_use: bool,
 }
 
 /// How a run was made, for the report.
@@ -173,6 +183,7 @@ pub fn build(console: &Console, info: RunInfo) -> anyhow::Result<RunReport> {
         accel: info.accel_line,
         unit: Unit::of(info.accel),
         cpu_model: info.cpu_model,
+        pcid: console.pcid.map(|(available, in_use)| Pcid { available, in_use }),
         cpus,
         sockets,
         tsc_hz,
@@ -332,6 +343,14 @@ impl RunReport {
             "   CPU: {}; {} CPU(s), {} socket(s); TSC {} Hz",
             self.cpu_model, self.cpus, self.sockets, self.tsc_hz
         );
+        if let Some(pcid) = self.pcid {
+            let what = match (pcid.available, pcid.in_use) {
+                (true, true) => "in use (address-space switches keep the TLB)",
+                (true, false) => "available but off (`nopcid`)",
+                (false, _) => "not offered by this CPU (every address-space switch drops the TLB)",
+            };
+            let _ = writeln!(out, "   PCID: {what}");
+        }
         let _ = writeln!(out, "   unit: {}", self.unit.describe());
         let _ = writeln!(
             out,

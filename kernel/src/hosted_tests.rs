@@ -49,15 +49,15 @@ const MEMORY_LEN: u64 = 0x100_0000;
 const WORLD: u64 = 0x180_0000;
 const WORLD_LEN: u64 = 0x80_0000;
 
-/// Cases per property test: `default` (what CI runs, with a fixed seed), or
+/// A runner for a property test: `default` cases (what CI runs, with a fixed seed), or
 /// `RAMEN_HOSTED_CASES` for a longer search (`RAMEN_HOSTED_SEED` picks another seed).
-fn config(default: u32) -> (Config, TestRng) {
+fn runner(default: u32) -> TestRunner {
     let cases = std::env::var("RAMEN_HOSTED_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(default);
     let seed: u64 = std::env::var("RAMEN_HOSTED_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
     let mut bytes = [0u8; 32];
     bytes[..8].copy_from_slice(&seed.to_le_bytes());
     let rng = TestRng::from_seed(RngAlgorithm::ChaCha, &bytes);
-    (Config { cases, failure_persistence: None, ..Config::default() }, rng)
+    TestRunner::new_with_rng(Config { cases, failure_persistence: None, ..Config::default() }, rng)
 }
 
 /// One kernel, one CPU: tests take turns.
@@ -532,8 +532,7 @@ fn fastpath_and_slow_path_leave_the_same_state() {
     let _turn = MACHINE_TURN.lock().unwrap_or_else(|e| e.into_inner());
     let cpu = enter_cpu0();
     // A fixed seed: CI runs the same 4,000 cases every time.
-    let (config, rng) = config(4000);
-    let mut runner = TestRunner::new_with_rng(config, rng);
+    let mut runner = runner(4000);
     let fast_total = std::cell::Cell::new(0u64);
     let steps_total = std::cell::Cell::new(0u64);
     runner
@@ -679,8 +678,7 @@ impl TlbModel {
 fn pcid_switches_never_keep_stale_translations() {
     let _turn = MACHINE_TURN.lock().unwrap_or_else(|e| e.into_inner());
     let cpu = enter_cpu0();
-    let (config, rng) = config(1000);
-    let mut runner = TestRunner::new_with_rng(config, rng);
+    let mut runner = runner(1000);
     let space_op = prop_oneof![
         6 => op().prop_map(SpaceOp::Call),
         1 => (0..THREADS).prop_map(SpaceOp::Unmap),
@@ -847,8 +845,7 @@ fn snapshot(world: &World, except: ThreadRef) -> Vec<u8> {
 fn a_failing_system_call_changes_nothing() {
     let _turn = MACHINE_TURN.lock().unwrap_or_else(|e| e.into_inner());
     let cpu = enter_cpu0();
-    let (config, rng) = config(1000);
-    let mut runner = TestRunner::new_with_rng(config, rng);
+    let mut runner = runner(1000);
     let counts = std::cell::Cell::new((0u64, 0u64));
     // Invocations, and IPC of every kind (long messages, capability transfer, leases).
     let calls = prop::collection::vec(prop_oneof![2 => invocation(), 1 => op()], 1..40);

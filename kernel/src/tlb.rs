@@ -180,8 +180,11 @@ pub fn sync_all() {
 /// loaded; `None`: every other CPU flushes everything.
 fn shoot_down_inner(vspace: Option<u64>, pages: impl Iterator<Item = u64> + Clone, all: bool) {
     // A new generation first: a CPU that merely cached the space flushes it when it
-    // loads it next (with PCIDs; without, nothing reads it).
-    if let Some(v) = vspace {
+    // loads it next. Only with PCIDs (nothing reads it otherwise, and the counter is
+    // a line every CPU would write: a lease's release shoots down on every call).
+    if let Some(v) = vspace
+        && pcid_on()
+    {
         crate::objects::vspace_generation(v).store(new_generation(), Ordering::SeqCst);
         // The host tests' TLB model starts the shootdown here.
         #[cfg(test)]

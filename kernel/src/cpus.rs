@@ -59,6 +59,9 @@ pub struct Cpu {
     pub ipc_fast: AtomicU64,
     /// IPC system calls on this CPU that took the slow path.
     pub ipc_slow: AtomicU64,
+    /// Times this CPU took `CAP_LOCK` for writing (the one global lock left: see
+    /// docs/concurrency.md). Written by this CPU only, read by `IPC_STATS`.
+    pub cap_writes: AtomicU64,
     /// This CPU's trace ring (`trace` gives the rule that replaces a lock).
     pub trace: crate::trace::CpuTrace,
     /// This CPU is in the IPC fastpath, reading capabilities and endpoints without
@@ -220,6 +223,7 @@ pub fn register(local: &'static CpuLocal, lapic: Lapic) -> &'static Cpu {
                 tsc_offset: core::sync::atomic::AtomicI64::new(0),
                 ipc_fast: AtomicU64::new(0),
                 ipc_slow: AtomicU64::new(0),
+                cap_writes: AtomicU64::new(0),
                 trace: crate::trace::CpuTrace::new(crate::objects::place_trace_ring(home + RING_OFFSET)),
                 wake: ramen_core::wake::WakeFlags::new(),
                 reading: AtomicBool::new(false),

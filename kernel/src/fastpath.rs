@@ -200,60 +200,65 @@ fn guards_and_commit<const LONG: bool, const PCID: bool>(
     Some(Next::Here(next))
 }
 
-/// `Send` / `NbSend` and `Recv` / `NbRecv` without `CAP_LOCK`'s write side, in a
-/// read section: on an endpoint ([`send`], [`receive`], with the endpoint's lock),
-/// or on a notification (signal; wait or poll, with the notification's own lock, as
-/// the slow path's `ipc::signal` / `ipc::wait` would do them). A thread woken on
-/// another CPU is woken through a reserved inbox slot (see [`remote_call`]). Left to
-/// the slow path (nothing changed): other capabilities, missing rights (it reports
-/// the error), the cases [`send`] and [`receive`] list, and a signal with no waiter on
-/// a notification bound to a thread (which may be waiting on an endpoint, whose
-/// queue the slow path edits). Called by the slow path (`syscall::slow_path`) for
-/// those four system calls only, so neither the call fastpath nor the other slow
-/// calls carry any of it; returns whether it did the operation (the CPU then
-/// resumes whatever is best).
+/// The IPC system calls the slow path's entry tries without `CAP_LOCK`'s write side,
+/// in a read section: `Send` / `NbSend` and `Recv` / `NbRecv` on an endpoint
+/// ([`send`], [`receive`], with the endpoint's lock) or a notification (signal;
+/// wait or poll, with the notification's own lock, as the slow path's `ipc::signal`
+/// / `ipc::wait` would do them), `Reply` ([`reply_only`]) and `ReplyRecv` on an
+/// endpoint ([`reply_receive`]: the reply, then a queued sender's message or a place
+/// in the queue). A thread woken on another CPU is woken through a reserved inbox
+/// slot (see [`remote_call`]). Left to the slow path (nothing changed): other
+/// capabilities, missing rights (it reports the error), the cases those functions
+/// list, and a signal with no waiter on a notification bound to a thread (which may
+/// be waiting on an endpoint, whose queue the slow path edits). Called by the slow
+/// path (`syscall::slow_path`) for those system calls only (and [`call_slow`] for
+/// `Call`), so the call fastpath carries none of it; returns whether it did the
+/// operation (the CPU then resumes whatever is best).
 #[inline(never)]
 pub fn send_receive(caller: ThreadRef, sys: Sys, cptr: u64) -> bool {
-    if cfg!(feature = "slowpath-only") || !crate::trace::fastpath_enabled() {
+    if !lock_free_enabled() {
         return false;
     }
-    let (signal, blocking) = match sys {
-        Sys::Send | Sys::NbSend => (true, false),
-        Sys::Recv => (false, true),
-        Sys::NbRecv => (false, false),
-        _ => return false,
-    };
-    let blocking_send = sys == Sys::Send;
     let cpu = this_cpu();
-    cpu.sched.with(|s| send_receive_in(cpu, s, caller, signal, blocking, blocking_send, cptr)).is_some()
+    cpu.sched.with(|s| send_receive_in(cpu, s, caller, sys, cptr)).is_some()
 }
 
-fn send_receive_in(
-    cpu: &'static Cpu,
-    s: &mut Sched,
-    caller: ThreadRef,
-    signal: bool,
-    blocking: bool,
-    blocking_send: bool,
-    cptr: u64,
-) -> Option<()> {
+/// Whether the slow path's entry tries the lock-free paths: they follow the
+/// fastpath switch (`trace_control::SET_FASTPATH`, the `slowpath-only` build).
+#[inline(always)]
+fn lock_free_enabled() -> bool {
+    !cfg!(feature = "slowpath-only") && crate::trace::fastpath_enabled()
+}
+
+fn send_receive_in(cpu: &'static Cpu, s: &mut Sched, caller: ThreadRef, sys: Sys, cptr: u64) -> Option<()> {
     let store = CAP_LOCK.read_fast(cpu);
+    if sys == Sys::Reply {
+        reply_only(s, caller)?;
+        count_fast(cpu);
+        return Some(());
+    }
     let slot = match tcb(caller).lookup_memo.hit(&*store, cptr, MAX_DEPTH) {
         Some(slot) => slot,
         None => lookup_miss(cpu, &store, caller, cptr)?,
     };
     let cap = store.slot(slot).cap();
+    let (signal, blocking) = match sys {
+        Sys::Send | Sys::NbSend => (true, false),
+        Sys::Recv | Sys::ReplyRecv => (false, true),
+        Sys::NbRecv => (false, false),
+        _ => return None,
+    };
     let needed = if signal { Rights::WRITE } else { Rights::READ };
     if cap.kind() == CapType::Endpoint && cap.rights().contains(needed) {
-        if signal {
-            send(s, caller, &cap, blocking_send)?;
-        } else {
-            receive(s, caller, &cap, blocking)?;
+        match sys {
+            Sys::ReplyRecv => reply_receive(s, caller, &cap)?,
+            _ if signal => send(s, caller, &cap, sys == Sys::Send)?,
+            _ => receive(s, caller, &cap, blocking)?,
         }
         count_fast(cpu);
         return Some(());
     }
-    if cap.kind() != CapType::Notification || !cap.rights().contains(needed) {
+    if sys == Sys::ReplyRecv || cap.kind() != CapType::Notification || !cap.rights().contains(needed) {
         return None;
     }
     let addr = cap.addr().0;
@@ -288,6 +293,181 @@ fn send_receive_in(
         sched::stop_current_in(s, ThreadState::Blocked);
     }
     count_fast(cpu);
+    Some(())
+}
+
+/// Where a `Call` the fastpath declined goes ([`call_slow`]).
+pub enum CallRoute {
+    /// Done without the write lock (queued on the endpoint, or handed to a receiver
+    /// the fastpath would not switch to): this CPU resumes whatever is best.
+    Done,
+    /// An endpoint, in a case left to the slow path under the write lock.
+    Endpoint,
+    /// Not an endpoint: an invocation of this capability (or the lookup's error),
+    /// found in a read section so that an invocation takes the write lock only for
+    /// its own work, if it has any.
+    Invoke(Result<Cap, ramen_abi::Error>),
+}
+
+/// A `Call` the fastpath declined: finds its capability in a read section and, on an
+/// endpoint, does the call there when it can ([`call_queued`]).
+#[inline(never)]
+pub fn call_slow(caller: ThreadRef, cptr: u64) -> CallRoute {
+    let cpu = this_cpu();
+    cpu.sched.with(|s| {
+        let store = CAP_LOCK.read_fast(cpu);
+        let cap = match tcb(caller).lookup_memo.hit(&*store, cptr, MAX_DEPTH) {
+            Some(slot) => store.slot(slot).cap(),
+            None => match crate::invoke::lookup_cap(caller, &store, cptr) {
+                Ok((_, cap)) => cap,
+                Err(e) => return CallRoute::Invoke(Err(e)),
+            },
+        };
+        if cap.is_null() {
+            return CallRoute::Invoke(Err(ramen_abi::Error::InvalidCapability));
+        }
+        if cap.kind() != CapType::Endpoint {
+            return CallRoute::Invoke(Ok(cap));
+        }
+        if !lock_free_enabled() || call_queued(s, caller, &cap).is_none() {
+            return CallRoute::Endpoint;
+        }
+        count_fast(cpu);
+        CallRoute::Done
+    })
+}
+
+/// `Call` on an endpoint (write right and a grant or grant-reply right checked) of a
+/// message without capabilities or leases, in a read section with the endpoint's
+/// lock, as the slow path's `ipc::send` would do it: with no receiver waiting, into
+/// the endpoint's queue of senders (a busy server: the case the fastpath leaves); with
+/// one that the fastpath would not switch to (lower priority than the caller, or than
+/// a thread queued here), handed the message and woken, on this CPU as the slow path's
+/// direct-switch candidate. Left to the slow path: a receiver that still owes another
+/// caller its reply, and a long message where a thread has no IPC buffer.
+fn call_queued(s: &mut Sched, caller: ThreadRef, cap: &Cap) -> Option<()> {
+    let info = MessageInfo(tcb(caller).context.rsi);
+    if !info.fits_words_only()
+        || !cap.rights().contains(Rights::WRITE)
+        || !cap.rights().intersects(Rights::GRANT_REPLY | Rights::GRANT)
+    {
+        return None;
+    }
+    let endpoint = cap.addr().0;
+    let _queue = EndpointLock::take(endpoint);
+    match ipc::first_receiver(endpoint) {
+        Some(server) => {
+            let st = tcb(server);
+            if st.caller.is_some() {
+                return None;
+            }
+            let words = buffers_for(info, caller, server)?;
+            let here = ramen_arch::percpu::index_fast();
+            let slot = if st.cpu == here { None } else { Some(sched::reserve(st.cpu)?) };
+            // ---- point of no return ----
+            ipc::dequeue(endpoint, false);
+            crate::trace::ipc_send(caller, Some(server), info.len_words(), IpcPath::Fast);
+            link_call(caller, server, cap, info, words);
+            sched::stop_current_in(s, ThreadState::Blocked);
+            match slot {
+                Some(slot) => slot.wake(server),
+                None => sched::wake_direct_in(s, server),
+            }
+        }
+        // A long message must find the caller's buffer when it is received.
+        None if info.len_words() > MSG_REGS && IpcBufferPage::of(caller).is_none() => return None,
+        None => {
+            crate::trace::ipc_send(caller, None, info.len_words(), IpcPath::Fast);
+            tcb(caller).ipc_badge = cap.badge();
+            ipc::enqueue(endpoint, caller, true);
+            tcb(caller).ipc = IpcState::Calling(endpoint);
+            sched::stop_current_in(s, ThreadState::Blocked);
+        }
+    }
+    Some(())
+}
+
+/// A reply decided on but not yet made ([`plan_reply`]).
+struct ReplyPlan {
+    client: ThreadRef,
+    words: Words,
+    /// The inbox slot that wakes a client owned by another CPU.
+    slot: Option<sched::Reservation>,
+}
+
+/// Checks the reply `server` would make now with the message `info` (no
+/// capabilities or leases): `Some(None)` if it owes no one a reply, `None` if the
+/// slow path must make it (a client that is not simply waiting for it: faulted,
+/// lending leases, suspended since; a long reply where a thread has no IPC buffer;
+/// a full inbox on the client's CPU). Nothing changes.
+fn plan_reply(server: ThreadRef, info: MessageInfo, here: u32) -> Option<Option<ReplyPlan>> {
+    let Some(client) = tcb(server).caller else {
+        return Some(None);
+    };
+    let c = tcb(client);
+    if !info.fits_words_only()
+        || c.ipc != IpcState::WaitingReply
+        || c.leases.any()
+        || c.state != ThreadState::Blocked
+    {
+        return None;
+    }
+    let words = buffers_for(info, server, client)?;
+    let slot = if c.cpu == here { None } else { Some(sched::reserve(c.cpu)?) };
+    Some(Some(ReplyPlan { client, words, slot }))
+}
+
+/// Makes the reply [`plan_reply`] planned: the client gets the message and is woken
+/// (on this CPU as the direct-switch candidate, as the slow path's `ipc::reply`
+/// does).
+fn commit_reply(s: &mut Sched, server: ThreadRef, info: MessageInfo, plan: ReplyPlan) {
+    let (st, c) = (tcb(server), tcb(plan.client));
+    st.caller = None;
+    c.replier = None;
+    c.ipc = IpcState::None;
+    crate::trace::ipc_reply(server, plan.client, info.len_words(), IpcPath::Fast);
+    transfer(&st.context, &mut c.context, info, 0);
+    copy_words(plan.words, info.len_words());
+    match plan.slot {
+        Some(slot) => slot.wake(plan.client),
+        None => sched::wake_direct_in(s, plan.client),
+    }
+}
+
+/// `Reply` in a read section (no endpoint is involved; the read section keeps
+/// writers, which may sever reply links, away). Left to the slow path: a server
+/// that owes no one a reply (an error there) and what [`plan_reply`] leaves.
+fn reply_only(s: &mut Sched, server: ThreadRef) -> Option<()> {
+    let info = MessageInfo(tcb(server).context.rsi);
+    let plan = plan_reply(server, info, ramen_arch::percpu::index_fast())??;
+    // ---- point of no return ----
+    commit_reply(s, server, info, plan);
+    syscall::set_reply(&mut tcb(server).context, Ok(()), &[]);
+    Some(())
+}
+
+/// `ReplyRecv` on an endpoint (read right checked) that the fastpath declined, most
+/// often because callers are queued on a busy server: the reply (if the server owes
+/// one), then the first queued sender's message, or a place in the queue of
+/// receivers, with the endpoint's lock, as the slow path's `ipc::reply` then
+/// `ipc::receive` would do them. Both halves are checked (and their inbox slots
+/// reserved) before either happens. Left to the slow path: a server with a bound
+/// notification, and what [`plan_reply`] and [`plan_receive`] leave.
+fn reply_receive(s: &mut Sched, server: ThreadRef, cap: &Cap) -> Option<()> {
+    if tcb(server).bound_notification != 0 {
+        return None;
+    }
+    let info = MessageInfo(tcb(server).context.rsi);
+    let here = ramen_arch::percpu::index_fast();
+    let reply = plan_reply(server, info, here)?;
+    let endpoint = cap.addr().0;
+    let _queue = EndpointLock::take(endpoint);
+    let receive = plan_receive(server, endpoint, true, here)?;
+    // ---- point of no return ----
+    if let Some(reply) = reply {
+        commit_reply(s, server, info, reply);
+    }
+    commit_receive(s, server, endpoint, cap, receive);
     Some(())
 }
 
@@ -340,9 +520,8 @@ fn send(s: &mut Sched, sender: ThreadRef, cap: &Cap, blocking: bool) -> Option<(
 /// waits for this thread's reply; a plain sender is woken here or through a
 /// reserved slot on its CPU), or, blocking, a place in the queue of receivers;
 /// `NbRecv` with nobody queued is `Busy`. Left to the slow path: a receiver with a
-/// bound notification, one that still owes a reply, a queued sender with a fault
-/// message, capabilities, leases or reserved info bits, or a long message where a
-/// thread has no IPC buffer.
+/// bound notification, one that still owes a reply, and what [`plan_receive`]
+/// leaves.
 fn receive(s: &mut Sched, receiver: ThreadRef, cap: &Cap, blocking: bool) -> Option<()> {
     let r = tcb(receiver);
     if r.bound_notification != 0 || r.caller.is_some() {
@@ -350,23 +529,60 @@ fn receive(s: &mut Sched, receiver: ThreadRef, cap: &Cap, blocking: bool) -> Opt
     }
     let endpoint = cap.addr().0;
     let _queue = EndpointLock::take(endpoint);
+    let plan = plan_receive(receiver, endpoint, blocking, ramen_arch::percpu::index_fast())?;
+    // ---- point of no return ----
+    commit_receive(s, receiver, endpoint, cap, plan);
+    Some(())
+}
+
+/// A receive decided on but not yet made ([`plan_receive`]).
+enum ReceivePlan {
+    /// Take the first queued sender's message.
+    Take {
+        sender: ThreadRef,
+        info: MessageInfo,
+        words: Words,
+        /// The sender called: it waits for the receiver's reply.
+        calling: bool,
+        /// The inbox slot that wakes a plain sender owned by another CPU.
+        slot: Option<sched::Reservation>,
+    },
+    /// Nothing queued, not blocking: `Busy`.
+    Busy,
+    /// Nothing queued: wait in the queue of receivers.
+    Block,
+}
+
+/// Checks the receive `receiver` would do now on `endpoint` (whose lock the caller
+/// holds). `None` if the slow path must do it: a queued sender with a fault message,
+/// capabilities, leases or reserved info bits, a long message where a thread has no
+/// IPC buffer, a full inbox on a plain sender's CPU. Nothing changes.
+fn plan_receive(receiver: ThreadRef, endpoint: u64, blocking: bool, here: u32) -> Option<ReceivePlan> {
+    let Some(sender) = ipc::first_sender(endpoint) else {
+        return Some(if blocking { ReceivePlan::Block } else { ReceivePlan::Busy });
+    };
+    let t = tcb(sender);
+    let info = MessageInfo(t.context.rsi);
+    let calling = match t.ipc {
+        IpcState::Calling(_) => true,
+        IpcState::Sending(_) => false,
+        _ => return None,
+    };
+    if t.pending_fault.is_some() || !info.fits_words_only() {
+        return None;
+    }
+    let words = buffers_for(info, sender, receiver)?;
+    let slot = if calling || t.cpu == here { None } else { Some(sched::reserve(t.cpu)?) };
+    Some(ReceivePlan::Take { sender, info, words, calling, slot })
+}
+
+/// Makes the receive [`plan_receive`] planned, through the capability `cap`.
+fn commit_receive(s: &mut Sched, receiver: ThreadRef, endpoint: u64, cap: &Cap, plan: ReceivePlan) {
+    let r = tcb(receiver);
     r.recv_grant = cap.rights().contains(Rights::GRANT);
-    match ipc::first_sender(endpoint) {
-        Some(sender) => {
+    match plan {
+        ReceivePlan::Take { sender, info, words, calling, slot } => {
             let t = tcb(sender);
-            let info = MessageInfo(t.context.rsi);
-            let calling = match t.ipc {
-                IpcState::Calling(_) => true,
-                IpcState::Sending(_) => false,
-                _ => return None,
-            };
-            if t.pending_fault.is_some() || !info.fits_words_only() {
-                return None;
-            }
-            let words = buffers_for(info, sender, receiver)?;
-            let here = ramen_arch::percpu::index_fast();
-            let slot = if calling || t.cpu == here { None } else { Some(sched::reserve(t.cpu)?) };
-            // ---- point of no return ----
             ipc::dequeue(endpoint, true);
             crate::trace::ipc_dequeued(sender, info.len_words());
             transfer(&t.context, &mut r.context, info, t.ipc_badge);
@@ -384,14 +600,13 @@ fn receive(s: &mut Sched, receiver: ThreadRef, cap: &Cap, blocking: bool) -> Opt
                 }
             }
         }
-        None if !blocking => syscall::set_reply(&mut r.context, Err(ramen_abi::Error::Busy), &[]),
-        None => {
+        ReceivePlan::Busy => syscall::set_reply(&mut r.context, Err(ramen_abi::Error::Busy), &[]),
+        ReceivePlan::Block => {
             ipc::enqueue(endpoint, receiver, false);
             r.ipc = IpcState::Receiving(endpoint);
             sched::stop_current_in(s, ThreadState::Blocked);
         }
     }
-    Some(())
 }
 
 /// [`guards_and_commit`] for a message longer than the registers (no capabilities,

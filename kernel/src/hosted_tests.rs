@@ -133,6 +133,9 @@ fn enter_cpu0() -> &'static Cpu {
         local
     });
     ramen_arch::hosted::use_cpu(local);
+    // Every test starts with the fastpath (and the lock-free slow-path entries) on,
+    // whatever the test before it left (the differential's last run is without).
+    crate::trace::set_fastpath(true);
     cpus::this_cpu()
 }
 
@@ -1031,7 +1034,8 @@ fn four_cpus_at_once_keep_the_scheduler_sound() {
             std::process::abort();
         }
     });
-    let totals = Arc::new([AtomicUsize::new(0), AtomicUsize::new(0), AtomicUsize::new(0)]);
+    let totals =
+        Arc::new([AtomicUsize::new(0), AtomicUsize::new(0), AtomicUsize::new(0), AtomicUsize::new(0)]);
     let replaced = Arc::new(AtomicUsize::new(0));
     // PCID switches that kept their entries, and that flushed (the cases with PCIDs).
     let mut pcid_switches = (0u64, 0u64);
@@ -1048,6 +1052,9 @@ fn four_cpus_at_once_keep_the_scheduler_sound() {
         // Threads destroyed and made anew (in one shared address space, which the new
         // threads are configured in).
         let churn = case % 3 == 2;
+        // One case in five with every IPC under the write lock (the fastpath and the
+        // lock-free entries off): the slow path's own cross-CPU behaviour.
+        crate::trace::set_fastpath(case % 5 != 4);
         let barrier = Arc::new(Barrier::new(CPUS as usize));
         let done = Arc::new(AtomicUsize::new(0));
         let calls = Arc::new(AtomicUsize::new(0));
@@ -1080,6 +1087,10 @@ fn four_cpus_at_once_keep_the_scheduler_sound() {
                     let spaces = *spaces.lock().expect("spaces");
                     let mut rng = XorShift(0x9e37_79b9_7f4a_7c15 ^ (case << 8 | u64::from(k)) | 1);
                     let fast_before = cpu.ipc_fast.load(Ordering::Relaxed);
+                    const HISTORY: usize = 32;
+                    let mut history = std::collections::VecDeque::with_capacity(HISTORY);
+                    let mut failure = None;
+                    let writes_before = cpu.cap_writes.load(Ordering::Relaxed);
                     // Until the CPUs made `calls` system calls between them, or a second
                     // passed (every thread may be blocked or suspended for good).
                     let start = std::time::Instant::now();
@@ -1117,6 +1128,27 @@ fn four_cpus_at_once_keep_the_scheduler_sound() {
                             }
                             let op = random_call(&mut rng, CPUS, server);
                             step(&op, true);
+                            // After every call: the current thread is this CPU's and
+                            // on no queue (only this CPU writes either); the last
+                            // calls here are kept to say what led to a violation.
+                            if history.len() == HISTORY {
+                                history.pop_front();
+                            }
+                            history.push_back((thread.addr(), op.sys, op.cptr, op.info >> 16, sched::current()));
+                            if let Some(c) = sched::current()
+                                && (tcb(c).queued || tcb(c).cpu != k)
+                            {
+                                // Reported after the case's end protocol (the other
+                                // CPUs wait for this one).
+                                failure = Some(format!(
+                                    "CPU {k}: current thread {:#x} queued {}, owner {}; last calls here \
+                                     (thread, number, cptr, label, current after): {history:x?}",
+                                    c.addr(),
+                                    tcb(c).queued,
+                                    tcb(c).cpu
+                                ));
+                                break;
+                            }
                             let suspended = op.sys == Sys::Call as u64 && op.cptr == 11 && op.info >> 16 == 0x10;
                             if suspended && sched::current() == Some(thread) {
                                 let resume = Op { info: MessageInfo::try_new(0x11, 0, 0, 0).map_or(0, |i| i.0), ..op };
@@ -1131,6 +1163,10 @@ fn four_cpus_at_once_keep_the_scheduler_sound() {
                         }
                     }
                     totals[1].fetch_add((cpu.ipc_fast.load(Ordering::Relaxed) - fast_before) as usize, Ordering::Relaxed);
+                    totals[3].fetch_add(
+                        (cpu.cap_writes.load(Ordering::Relaxed) - writes_before) as usize,
+                        Ordering::Relaxed,
+                    );
 
                     // Keep answering the others until every CPU is done, then drain.
                     done.fetch_add(1, Ordering::AcqRel);
@@ -1151,6 +1187,12 @@ fn four_cpus_at_once_keep_the_scheduler_sound() {
                     }
                     let (violations, _) = sched::check_queue();
                     let left = cpu.inbox.lock().len() + cpu.outbox.with(|o| o.len());
+                    if let Some(failure) = failure {
+                        cpu.sched.with(|s| *s = Sched::new());
+                        ramen_arch::percpu::set_loaded_vspace(0);
+                        barrier.wait();
+                        return Err(failure);
+                    }
                     currents.lock().expect("currents")[k as usize] = sched::current();
                     // Leave the world's address spaces (later tests reuse the memory).
                     cpu.sched.with(|s| *s = Sched::new());
@@ -1224,9 +1266,10 @@ fn four_cpus_at_once_keep_the_scheduler_sound() {
     watchdog.join().expect("watchdog");
     let (calls, fast) = (totals[0].load(Ordering::Relaxed), totals[1].load(Ordering::Relaxed));
     let replaced = replaced.load(Ordering::Relaxed);
+    let writes = totals[3].load(Ordering::Relaxed);
     println!(
-        "{cases} cases on {CPUS} CPUs: {calls} system calls, {fast} on the fastpath, {replaced} threads replaced; \
-         PCID switches {} kept, {} flushed",
+        "{cases} cases on {CPUS} CPUs: {calls} system calls, {fast} on the fastpath or lock-free, {writes} took the \
+         write lock, {replaced} threads replaced; PCID switches {} kept, {} flushed",
         pcid_switches.0, pcid_switches.1
     );
     assert!(pcid_switches.0 > 100 && pcid_switches.1 > 100, "too few PCID switches: {pcid_switches:?}");

@@ -59,16 +59,46 @@ pub fn invoke(
     // so an invocation that changes no capability (a console write, a thread's
     // priority, affinity, entry or name, a time slice, port I/O) takes no global lock
     // at all, and every other takes the write lock once, for its own work.
-    let cap = {
+    let found = {
         let store = CAP_LOCK.read_fast(this_cpu());
-        lookup_cap(caller, &store, cptr)?.1
+        lookup_cap(caller, &store, cptr).map(|(_, cap)| cap)
     };
+    invoke_found(caller, cptr, found, info, regs, out)
+}
+
+/// [`invoke`] with the capability `cptr` named already looked up (`found`: the
+/// capability, or the lookup's error), by the system-call entry in a read section.
+pub fn invoke_found(
+    caller: ThreadRef,
+    cptr: u64,
+    found: Result<Cap, Error>,
+    info: MessageInfo,
+    regs: &[u64; MSG_REGS],
+    out: &mut [u64; MSG_REGS],
+) -> Result<usize, Error> {
+    let cap = found?;
     let label = info.label();
     match cap.kind() {
         CapType::DebugConsole if label == debug::IPC_STATS => ipc_stats(out),
         CapType::DebugConsole if label == debug::CHECK_INVARIANTS => check_invariants(caller, out),
         CapType::DebugConsole => debug_write(label, regs),
-        CapType::Thread => invoke_thread(caller, &cap, label, regs),
+        CapType::Thread => {
+            // A thread's memory stays the thread's only while a capability to it
+            // does: look it up again under the write lock, which keeps it (the read
+            // section that found it has ended, and a delete on another CPU may have
+            // destroyed the thread and retyped its memory since). Regression: with
+            // invocations no longer passing through the write lock on their way in,
+            // the four-CPU host test saw a thread current and queued at once.
+            let mut store = CAP_LOCK.lock();
+            match lookup_cap(caller, &store, cptr) {
+                Ok((_, now)) if now == cap => invoke_thread(&mut store, caller, &cap, label, regs),
+                // Changed since: start over.
+                _ => {
+                    drop(store);
+                    invoke(caller, cptr, info, regs, out)
+                }
+            }
+        }
         CapType::CNode => invoke_cnode(caller, &cap, label, regs),
         CapType::Untyped => invoke_untyped(caller, cptr, label, regs),
         CapType::Frame4K | CapType::Frame2M => invoke_frame(caller, cptr, label, regs, out),
@@ -136,7 +166,17 @@ fn debug_write(label: u64, regs: &[u64; MSG_REGS]) -> Result<usize, Error> {
     Ok(0)
 }
 
-fn invoke_thread(caller: ThreadRef, cap: &Cap, label: u64, regs: &[u64; MSG_REGS]) -> Result<usize, Error> {
+/// The thread invocations, under the write lock (`store`), which keeps the thread's
+/// memory its own: every one runs entirely under it (a `SUSPEND` of a thread on
+/// another CPU posts its request under it and waits after the lock is released, in
+/// `sched::await_stopped`).
+fn invoke_thread(
+    store: &mut Store,
+    caller: ThreadRef,
+    cap: &Cap,
+    label: u64,
+    regs: &[u64; MSG_REGS],
+) -> Result<usize, Error> {
     let target = ThreadRef::new(cap.addr().0).ok_or(Error::InvalidCapability)?;
     let [a0, a1, a2, a3, ..] = *regs;
     let state = tcb(target).state;
@@ -144,13 +184,15 @@ fn invoke_thread(caller: ThreadRef, cap: &Cap, label: u64, regs: &[u64; MSG_REGS
     match label {
         thread::SUSPEND => {
             cap.require(Rights::WRITE)?;
-            {
-                let _store = CAP_LOCK.lock();
-                leave_ipc(target);
-            }
             if target == caller {
+                leave_ipc(target);
                 sched::stop_current(ThreadState::Inactive);
             } else {
+                // Out of IPC where it is stopped, not here: running on another CPU
+                // until its owner serves the request, it could block in IPC again
+                // (regression: the four-CPU host test found a suspended thread
+                // resumed while still queued on an endpoint, then switched to by a
+                // fastpath call while also on its run queue).
                 sched::suspend(target);
             }
         }
@@ -159,10 +201,8 @@ fn invoke_thread(caller: ThreadRef, cap: &Cap, label: u64, regs: &[u64; MSG_REGS
             if !inactive {
                 return Ok(0);
             }
-            let configured = tcb(target).vspace != 0 && {
-                let store = CAP_LOCK.read_fast(this_cpu());
-                cspace_slot(target).is_some_and(|s| !store.slot(s).is_empty())
-            };
+            let configured =
+                tcb(target).vspace != 0 && cspace_slot(target).is_some_and(|s| !store.slot(s).is_empty());
             if !configured {
                 return Err(Error::WrongThreadState);
             }
@@ -204,11 +244,10 @@ fn invoke_thread(caller: ThreadRef, cap: &Cap, label: u64, regs: &[u64; MSG_REGS
         }
         thread::BIND_NOTIFICATION => {
             cap.require(Rights::WRITE)?;
-            let store = CAP_LOCK.lock();
             let addr = if a0 == 0 {
                 0
             } else {
-                let (_, notification) = lookup_cap(caller, &store, a0)?;
+                let (_, notification) = lookup_cap(caller, store, a0)?;
                 if notification.kind() != CapType::Notification {
                     return Err(Error::WrongType);
                 }
@@ -219,7 +258,6 @@ fn invoke_thread(caller: ThreadRef, cap: &Cap, label: u64, regs: &[u64; MSG_REGS
         }
         thread::SET_LEASE_WINDOW => {
             cap.require(Rights::WRITE)?;
-            let _store = CAP_LOCK.lock();
             if tcb(target).caller.is_some_and(|c| tcb(c).leases.any()) {
                 return Err(Error::Busy);
             }
@@ -239,11 +277,10 @@ fn invoke_thread(caller: ThreadRef, cap: &Cap, label: u64, regs: &[u64; MSG_REGS
             cap.require(Rights::WRITE)?;
             // Under the lock, so the frame cannot be deleted before it is registered
             // (deleting it unregisters it, in `tear_down`).
-            let store = CAP_LOCK.lock();
             let frame = if a0 == 0 {
                 None
             } else {
-                let (_, frame) = lookup_cap(caller, &store, a0)?;
+                let (_, frame) = lookup_cap(caller, store, a0)?;
                 if frame.kind() != CapType::Frame4K {
                     return Err(Error::WrongType);
                 }
@@ -257,7 +294,7 @@ fn invoke_thread(caller: ThreadRef, cap: &Cap, label: u64, regs: &[u64; MSG_REGS
             if !inactive {
                 return Err(Error::WrongThreadState);
             }
-            configure(caller, target, a0, a1, a2, a3)?;
+            configure(store, caller, target, [a0, a1, a2, a3])?;
         }
         _ => return Err(Error::IllegalOperation),
     }
@@ -278,23 +315,16 @@ fn thread_name(len: u64, words: [u64; 2]) -> Result<crate::trace::ThreadName, Er
 }
 
 /// Sets a thread's CSpace root, VSpace, fault endpoint and IPC buffer.
-fn configure(
-    caller: ThreadRef,
-    target: ThreadRef,
-    cspace: u64,
-    vspace: u64,
-    fault: u64,
-    ipc_buffer: u64,
-) -> Result<(), Error> {
+fn configure(store: &mut Store, caller: ThreadRef, target: ThreadRef, args: [u64; 4]) -> Result<(), Error> {
+    let [cspace, vspace, fault, ipc_buffer] = args;
     if ipc_buffer != 0 && (!ipc_buffer.is_multiple_of(4096) || !(USER_BASE..USER_TOP).contains(&ipc_buffer)) {
         return Err(Error::InvalidArgument);
     }
-    let mut store = CAP_LOCK.lock();
-    let (cnode_slot, cnode_cap) = lookup_cap(caller, &store, cspace)?;
+    let (cnode_slot, cnode_cap) = lookup_cap(caller, store, cspace)?;
     if cnode_cap.kind() != CapType::CNode {
         return Err(Error::WrongType);
     }
-    let (_, vspace_cap) = lookup_cap(caller, &store, vspace)?;
+    let (_, vspace_cap) = lookup_cap(caller, store, vspace)?;
     if vspace_cap.kind() != CapType::VSpace {
         return Err(Error::WrongType);
     }
@@ -302,13 +332,13 @@ fn configure(
     // Replace any previous root: delete it (a CNode copy never destroys the CNode
     // while the copy we are about to make exists, but the source may be the last).
     if !store.slot(dest).is_empty() {
-        run_steps(&mut store, dest, ops::delete_step)?;
+        run_steps(store, dest, ops::delete_step)?;
     }
-    ops::copy(&mut *store, cnode_slot, dest)?;
+    ops::copy(store, cnode_slot, dest)?;
     let t = tcb(target);
-    crate::asid::thread_removed(&mut store, t.vspace);
+    crate::asid::thread_removed(store, t.vspace);
     t.vspace = vspace_cap.addr().0;
-    crate::asid::thread_added(&mut store, t.vspace);
+    crate::asid::thread_added(store, t.vspace);
     t.fault_endpoint = fault;
     t.ipc_buffer = ipc_buffer;
     Ok(())
@@ -580,8 +610,10 @@ fn invoke_ioport(
     }
 }
 
-/// Takes a thread out of any endpoint queue it waits in (suspend, delete).
-fn leave_ipc(thread: ThreadRef) {
+/// Takes a thread out of any endpoint queue it waits in (suspend, delete). Under
+/// `CAP_LOCK` (write), on a thread that is not running: it must not be able to enter
+/// IPC again before it is stopped.
+pub(crate) fn leave_ipc(thread: ThreadRef) {
     use crate::objects::IpcState;
     let t = tcb(thread);
     match t.ipc {
@@ -644,18 +676,17 @@ fn invoke_sched_control(
 }
 
 fn ipc_stats(out: &mut [u64; MSG_REGS]) -> Result<usize, Error> {
-    let (mut fast, mut slow, mut flushes) = (0, 0, 0);
+    let (mut fast, mut slow, mut flushes, mut writes) = (0, 0, 0, 0);
     for index in 0..ramen_core::topology::MAX_CPUS as u32 {
         if let Some(cpu) = cpus::cpu(index) {
             fast += cpu.ipc_fast.load(core::sync::atomic::Ordering::Relaxed);
             slow += cpu.ipc_slow.load(core::sync::atomic::Ordering::Relaxed);
             flushes += cpu.tlb_flushes.load(core::sync::atomic::Ordering::Relaxed);
+            writes += cpu.cap_writes.load(core::sync::atomic::Ordering::Relaxed);
         }
     }
-    out[0] = fast;
-    out[1] = slow;
-    out[2] = flushes;
-    Ok(3)
+    out[..4].copy_from_slice(&[fast, slow, flushes, writes]);
+    Ok(4)
 }
 
 /// Which IRQ lines have a handler capability; changed under `CAP_LOCK` (taken first).

@@ -81,6 +81,11 @@ impl CapLock {
             Some(guard) => guard,
             None => self.lock_contended(),
         };
+        if let Some(cpu) = registered_cpu() {
+            // Only this CPU writes its count: a plain load and store.
+            let writes = &cpu.cap_writes;
+            writes.store(writes.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+        }
         wait_for_readers();
         guard
     }

@@ -314,6 +314,13 @@ pub fn wake_direct(thread: ThreadRef) {
     });
 }
 
+/// [`wake_direct`] inside a borrow of this CPU's scheduler (the lock-free IPC paths'),
+/// for a thread this CPU owns.
+pub fn wake_direct_in(s: &mut Sched, thread: ThreadRef) {
+    wake_local(s, thread);
+    s.direct = Some(thread);
+}
+
 /// Does `local` to `thread` here if this CPU owns it, else posts `request` to its
 /// owner.
 fn on_owner(thread: ThreadRef, request: Request, local: fn(&mut Sched, ThreadRef)) {
@@ -413,6 +420,8 @@ fn stop(s: &mut Sched, thread: ThreadRef, state: ThreadState) {
 pub fn suspend(thread: ThreadRef) {
     let owner = tcb(thread).cpu;
     if owner == ramen_arch::percpu::index_fast() {
+        // Not running (this CPU runs the caller), and the caller holds `CAP_LOCK`.
+        crate::invoke::leave_ipc(thread);
         with_sched(|s| stop(s, thread, ThreadState::Inactive));
     } else {
         let me = this_cpu();
@@ -430,7 +439,15 @@ fn suspend_for(thread: ThreadRef, waiter: u32) {
         post(owner, Request::Suspend(thread, waiter));
         return;
     }
-    with_sched(|s| stop(s, thread, ThreadState::Inactive));
+    {
+        // Out of any IPC it waits in, and stopped, in one step: it cannot enter IPC
+        // again in between (it is not running: this CPU is serving its inbox). The
+        // write lock keeps out the other CPUs' IPC with it, and the lock-free paths'
+        // read sections. Inbox requests are never served under `CAP_LOCK`.
+        let _store = crate::objects::CAP_LOCK.lock();
+        crate::invoke::leave_ipc(thread);
+        with_sched(|s| stop(s, thread, ThreadState::Inactive));
+    }
     suspend_done(waiter);
 }
 

@@ -16,6 +16,7 @@ use ramen_perf_record::EventKind;
 use ramen_core::object::CapType;
 
 use crate::cpus::this_cpu;
+use crate::fastpath::CallRoute;
 use crate::ipc::{self, SendKind};
 use crate::objects::{CAP_LOCK, ThreadState, tcb};
 use crate::{invoke, kprintln, sched};
@@ -149,7 +150,7 @@ pub(crate) fn slow_path_body(thread: ThreadRef, ctx: &mut UserContext) {
         }
         // Send and receive (endpoints and notifications) without `CAP_LOCK`'s write
         // side when they can.
-        Some(sys @ (Sys::Send | Sys::NbSend | Sys::Recv | Sys::NbRecv))
+        Some(sys @ (Sys::Send | Sys::NbSend | Sys::Recv | Sys::NbRecv | Sys::Reply | Sys::ReplyRecv))
             if crate::fastpath::send_receive(thread, sys, ctx.rdi) => {}
         Some(sys @ (Sys::Send | Sys::NbSend | Sys::Recv | Sys::NbRecv | Sys::Reply | Sys::ReplyRecv)) => {
             this_cpu().ipc_slow.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
@@ -158,22 +159,38 @@ pub(crate) fn slow_path_body(thread: ThreadRef, ctx: &mut UserContext) {
                 set_reply(&mut tcb(thread).context, Err(e), &[]);
             }
         }
-        Some(Sys::Call) if call_endpoint(thread, ctx.rdi) => {}
-        Some(Sys::Call) => {
-            let info = MessageInfo(ctx.rsi);
-            let regs = message_registers(ctx);
-            let mut out = [0u64; MSG_REGS];
-            let result = invoke::invoke(thread, ctx.rdi, info, &regs, &mut out);
-            // Threads it destroyed or suspended on other CPUs are stopped there before
-            // this returns (`CAP_LOCK` is released by now).
-            sched::await_stopped();
-            // The thread may have suspended itself; its registers still get the result
-            // for when it is resumed.
-            match result {
-                Ok(words) => set_reply(ctx, Ok(()), out.get(..words).unwrap_or(&[])),
-                Err(e) => set_reply(ctx, Err(e), &[]),
-            }
-        }
+        // A `Call` the fastpath declined: its capability found in a read section, the
+        // call done there when it can be (a busy server's queue), the write lock only
+        // for the endpoint cases left (and for invocations that change capabilities,
+        // which take it themselves).
+        Some(Sys::Call) => match crate::fastpath::call_slow(thread, ctx.rdi) {
+            CallRoute::Done => {}
+            CallRoute::Endpoint if call_endpoint(thread, ctx.rdi) => {}
+            // The capability changed since: look it up again.
+            CallRoute::Endpoint => invocation(thread, ctx, None),
+            CallRoute::Invoke(found) => invocation(thread, ctx, Some(found)),
+        },
+    }
+}
+
+/// A `Call` that invokes a kernel object (`found`: its capability or the lookup's
+/// error, if looked up already).
+fn invocation(thread: ThreadRef, ctx: &mut UserContext, found: Option<Result<ramen_core::cap::Cap, Error>>) {
+    let info = MessageInfo(ctx.rsi);
+    let regs = message_registers(ctx);
+    let mut out = [0u64; MSG_REGS];
+    let result = match found {
+        Some(found) => invoke::invoke_found(thread, ctx.rdi, found, info, &regs, &mut out),
+        None => invoke::invoke(thread, ctx.rdi, info, &regs, &mut out),
+    };
+    // Threads it destroyed or suspended on other CPUs are stopped there before this
+    // returns (`CAP_LOCK` is released by now).
+    sched::await_stopped();
+    // The thread may have suspended itself; its registers still get the result for
+    // when it is resumed.
+    match result {
+        Ok(words) => set_reply(ctx, Ok(()), out.get(..words).unwrap_or(&[])),
+        Err(e) => set_reply(ctx, Err(e), &[]),
     }
 }
 

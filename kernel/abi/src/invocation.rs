@@ -11,7 +11,8 @@ pub mod debug {
     pub const WRITE_MAX: usize = 40;
     /// Kernel IPC statistics, summed over CPUs: MR0 = calls and replies that took the
     /// fastpath, MR1 = IPC system calls that took the slow path, MR2 = TLB flushes
-    /// CPUs did at another CPU's request (lease shootdowns).
+    /// CPUs did at another CPU's request (lease shootdowns), MR3 = times a CPU took
+    /// the capability lock for writing (the kernel's one global lock).
     pub const IPC_STATS: u64 = 2;
     /// Check kernel invariants the caller can name: the derivation-tree links of every
     /// slot in its root CNode, and the run queue of the CPU it runs on (queued flags,

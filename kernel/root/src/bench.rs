@@ -242,6 +242,10 @@ pub fn run(info: &'static BootInfo) -> bool {
         let _ = kobj::suspend(pair.client.tcb);
         let _ = kobj::suspend(pair.server.tcb);
     }
+    if let Err(why) = contended(&mut ctx, cpus) {
+        println!("BENCH {{\"kind\":\"failed\",\"case\":\"contended\",\"why\":\"{}\"}}", why);
+        all_ok = false;
+    }
     println!("bench: bulk, {} repetitions per size and method", ctx.bulk_reps);
     if let Err(why) = bulk(&mut ctx) {
         println!("BENCH {{\"kind\":\"failed\",\"case\":\"bulk\",\"why\":\"{}\"}}", why);
@@ -430,6 +434,32 @@ fn scaling(
         round_trips,
         last_end.saturating_sub(first_start)
     );
+    Ok(())
+}
+
+/// The busy server (`crate::contended`): clients on every CPU (four at least, round
+/// robin) calling one server on the last CPU at once, `rounds / 4` calls each, with
+/// the fastpath on and then off.
+fn contended(ctx: &mut Ctx, cpus: u64) -> Result<(), &'static str> {
+    let clients = cpus.clamp(4, crate::contended::MAX_CLIENTS as u64);
+    let rounds = (ctx.rounds / 4).max(1);
+    for on in [true, false] {
+        println!(
+            "bench: busy server, {} clients, {} round trips each, fastpath {}",
+            clients,
+            rounds,
+            if on { "on" } else { "off" }
+        );
+        ok(kobj::set_fastpath(slot::TRACE_CONTROL, on), "SET_FASTPATH refused")?;
+        let run =
+            crate::contended::run(&mut ctx.alloc, &ctx.files, ctx.report, (cpus - 1, cpus), clients, rounds);
+        ok(kobj::set_fastpath(slot::TRACE_CONTROL, true), "SET_FASTPATH back on refused")?;
+        let run = run?;
+        println!(
+            "BENCH {{\"kind\":\"contended\",\"fastpath\":{},\"clients\":{},\"round_trips\":{},\"ticks\":{},\"slow\":{},\"cap_writes\":{}}}",
+            on, run.clients, run.round_trips, run.ticks, run.slow, run.cap_writes
+        );
+    }
     Ok(())
 }
 

@@ -13,6 +13,7 @@
 
 mod alloc;
 mod bench;
+mod contended;
 mod loader;
 mod tests;
 mod trace;

@@ -125,15 +125,22 @@ pub fn set_slice(sched_control: u64, slice_ns: u64) -> Result<u64, SysError> {
 /// Kernel IPC statistics through the debug console: (fastpath operations, slow-path
 /// IPC system calls), summed over CPUs.
 pub fn ipc_stats(console: u64) -> Result<(u64, u64), SysError> {
-    let [fast, slow, _] = stats(console)?;
+    let [fast, slow, ..] = stats(console)?;
     Ok((fast, slow))
 }
 
-/// The debug console's `IPC_STATS` words: fastpath, slow path, shootdown flushes.
-fn stats(console: u64) -> Result<[u64; 3], SysError> {
+/// The debug console's `IPC_STATS` words: fastpath, slow path, shootdown flushes,
+/// write acquisitions of the kernel's capability lock.
+fn stats(console: u64) -> Result<[u64; 4], SysError> {
     let reply = invoke(console, ramen_abi::invocation::debug::IPC_STATS, &[])?;
     let word = |i: usize| reply.words().get(i).copied().unwrap_or(0);
-    Ok([word(0), word(1), word(2)])
+    Ok([word(0), word(1), word(2), word(3)])
+}
+
+/// Times any CPU took the kernel's capability lock for writing since boot (all
+/// CPUs): what a workload costs in the one global lock left.
+pub fn cap_lock_writes(console: u64) -> Result<u64, SysError> {
+    Ok(stats(console)?[3])
 }
 
 /// TLB flushes CPUs did at another CPU's request since boot (all CPUs).

@@ -44,6 +44,17 @@ pub enum BenchLine {
         round_trips: u64,
         ticks: u64,
     },
+    /// The busy-server run: `clients` clients calling one server at once, with the
+    /// fastpath on or off; the kernel's slow-path IPC calls and `CAP_LOCK` write
+    /// acquisitions over the run.
+    Contended {
+        fastpath: bool,
+        clients: u64,
+        round_trips: u64,
+        ticks: u64,
+        slow: u64,
+        cap_writes: u64,
+    },
     /// One size of the bulk case: `bytes` moved by `method` (`copy` or `lease`).
     Bulk {
         bytes: u64,

@@ -99,6 +99,23 @@ pub struct ScalingResult {
     pub efficiency: f64,
 }
 
+/// The busy-server run: clients on every CPU calling one server at once (callers
+/// queue on its endpoint), with the fastpath (and the lock-free slow-path entries)
+/// on or off.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ContendedResult {
+    pub fastpath: bool,
+    pub clients: u64,
+    pub round_trips: u64,
+    /// From the first client's start to the last one's end.
+    pub ticks: u64,
+    pub round_trips_per_million_ticks: f64,
+    /// IPC system calls that took the slow path during the run (all CPUs).
+    pub slowpath_ops: u64,
+    /// Write acquisitions of `CAP_LOCK`, the kernel's one global lock, during the run.
+    pub cap_lock_writes: u64,
+}
+
 /// One size of the bulk case, both ways of moving it.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct BulkResult {
@@ -148,6 +165,7 @@ pub struct RunReport {
     pub rounds_per_pair: u64,
     pub latency: Vec<LatencyResult>,
     pub scaling: Vec<ScalingResult>,
+    pub contended: Vec<ContendedResult>,
     pub bulk: Vec<BulkResult>,
     /// The headline round trip (Call + ReplyRecv median) of a kernel built with its
     /// trace points compiled out, booted beside this run (icount runs only).
@@ -192,6 +210,7 @@ pub fn build(console: &Console, info: RunInfo) -> anyhow::Result<RunReport> {
         rounds_per_pair: rounds,
         latency: Vec::new(),
         scaling: Vec::new(),
+        contended: Vec::new(),
         bulk: Vec::new(),
         headline_trace_compiled_out: None,
         skipped: Vec::new(),
@@ -244,6 +263,17 @@ pub fn build(console: &Console, info: RunInfo) -> anyhow::Result<RunReport> {
                     ticks: *ticks,
                     round_trips_per_million_ticks: rate,
                     efficiency: rate / (f64::from(*pairs) * one),
+                });
+            }
+            BenchLine::Contended { fastpath, clients, round_trips, ticks, slow, cap_writes } => {
+                report.contended.push(ContendedResult {
+                    fastpath: *fastpath,
+                    clients: *clients,
+                    round_trips: *round_trips,
+                    ticks: *ticks,
+                    round_trips_per_million_ticks: *round_trips as f64 * 1e6 / (*ticks).max(1) as f64,
+                    slowpath_ops: *slow,
+                    cap_lock_writes: *cap_writes,
                 });
             }
             BenchLine::Bulk { bytes, method, median, min, reps } => {
@@ -438,6 +468,7 @@ impl RunReport {
                 );
             }
         }
+        self.render_contended(&mut out);
         self.render_bulk(&mut out);
         if !self.skipped.is_empty() {
             let _ = writeln!(out);
@@ -447,6 +478,42 @@ impl RunReport {
             let _ = writeln!(out, "{status}: {} ({})", skipped.case, skipped.why);
         }
         out
+    }
+
+    /// The busy-server runs: throughput and what they cost in the global lock.
+    fn render_contended(&self, out: &mut String) {
+        if self.contended.is_empty() {
+            return;
+        }
+        let unit = self.unit.short();
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "busy server: {} clients (one per CPU, round robin) calling one server at once",
+            self.contended[0].clients
+        );
+        let _ = writeln!(
+            out,
+            "{:>9} {:>12} {:>20} {:>16} {:>12} {:>16}",
+            "fastpath",
+            "round trips",
+            format!("span ({unit})"),
+            format!("RT per M {unit}"),
+            "slow path",
+            "CAP_LOCK writes"
+        );
+        for c in &self.contended {
+            let _ = writeln!(
+                out,
+                "{:>9} {:>12} {:>20} {:>16.1} {:>12} {:>16}",
+                if c.fastpath { "on" } else { "off" },
+                c.round_trips,
+                c.ticks,
+                c.round_trips_per_million_ticks,
+                c.slowpath_ops,
+                c.cap_lock_writes
+            );
+        }
     }
 
     /// The bulk case: copying through messages against lending.
@@ -628,6 +695,8 @@ BENCHS id=2 m=rt i=0 v=10100,11100
 BENCH {\"kind\":\"latency\",\"id\":2,\"case\":\"cross_core_same_socket\",\"words\":0,\"client_cpu\":0,\"server_cpu\":1,\"overhead\":4,\"samples\":2}
 BENCH {\"kind\":\"throughput\",\"case\":\"scaling\",\"pairs\":1,\"round_trips\":100,\"ticks\":100000}
 BENCH {\"kind\":\"throughput\",\"case\":\"scaling\",\"pairs\":2,\"round_trips\":200,\"ticks\":125000}
+BENCH {\"kind\":\"contended\",\"fastpath\":true,\"clients\":4,\"round_trips\":4000,\"ticks\":2000000,\"slow\":0,\"cap_writes\":0}
+BENCH {\"kind\":\"contended\",\"fastpath\":false,\"clients\":4,\"round_trips\":4000,\"ticks\":8000000,\"slow\":8004,\"cap_writes\":8010}
 BENCH {\"kind\":\"bulk\",\"bytes\":1048576,\"method\":\"copy\",\"median\":5000000,\"min\":4900000,\"reps\":3}
 BENCH {\"kind\":\"bulk\",\"bytes\":1048576,\"method\":\"lease\",\"median\":100000,\"min\":99000,\"reps\":3}
 BENCH {\"kind\":\"unsupported\",\"case\":\"notification\",\"why\":\"no notifications yet\"}
@@ -654,6 +723,10 @@ BENCH {\"kind\":\"end\"}";
         assert_eq!(headline.client_round_trip.median, 1286);
         assert_eq!(report.scaling[1].round_trips_per_million_ticks, 1600.0);
         assert_eq!(report.scaling[1].efficiency, 0.8);
+        let [on, off] = [&report.contended[0], &report.contended[1]];
+        assert!(on.fastpath && !off.fastpath);
+        assert_eq!((on.round_trips_per_million_ticks, on.cap_lock_writes), (2000.0, 0));
+        assert_eq!((off.slowpath_ops, off.cap_lock_writes), (8004, 8010));
         assert_eq!(report.skipped[0].status, "unsupported");
         let bulk = &report.bulk[0];
         assert_eq!((bulk.bytes, bulk.copy_median, bulk.lease_min), (1 << 20, 5_000_000, 99_000));

@@ -150,8 +150,9 @@ pub(crate) fn slow_path_body(thread: ThreadRef, ctx: &mut UserContext) {
         }
         // Send and receive (endpoints and notifications) without `CAP_LOCK`'s write
         // side when they can.
-        Some(sys @ (Sys::Send | Sys::NbSend | Sys::Recv | Sys::NbRecv | Sys::Reply | Sys::ReplyRecv))
+        Some(sys @ (Sys::Send | Sys::NbSend | Sys::Recv | Sys::NbRecv))
             if crate::fastpath::send_receive(thread, sys, ctx.rdi) => {}
+        Some(sys @ (Sys::Reply | Sys::ReplyRecv)) if crate::fastpath::reply_slow(thread, sys, ctx.rdi) => {}
         Some(sys @ (Sys::Send | Sys::NbSend | Sys::Recv | Sys::NbRecv | Sys::Reply | Sys::ReplyRecv)) => {
             this_cpu().ipc_slow.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
             let cptr = ctx.rdi;

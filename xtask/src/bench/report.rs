@@ -494,7 +494,7 @@ impl RunReport {
         );
         let _ = writeln!(
             out,
-            "{:>9} {:>12} {:>20} {:>16} {:>12} {:>16}",
+            "{:>9} {:>12} {:>20} {:>22} {:>10} {:>16}",
             "fastpath",
             "round trips",
             format!("span ({unit})"),
@@ -505,7 +505,7 @@ impl RunReport {
         for c in &self.contended {
             let _ = writeln!(
                 out,
-                "{:>9} {:>12} {:>20} {:>16.1} {:>12} {:>16}",
+                "{:>9} {:>12} {:>20} {:>22.1} {:>10} {:>16}",
                 if c.fastpath { "on" } else { "off" },
                 c.round_trips,
                 c.ticks,

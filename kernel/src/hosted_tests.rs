@@ -1395,3 +1395,111 @@ fn a_call_s_woken_server_moved_away_at_once_runs_only_where_it_went() {
     let on_cpu1 = cpu1.join().expect("CPU 1 panicked");
     result.and(on_cpu1).unwrap_or_else(|e| panic!("{e}"));
 }
+
+/// `SUSPEND` of a thread that runs on another CPU, which blocks in IPC before its CPU
+/// serves the request: it must come out of IPC where it is stopped. Replays, step by
+/// step on two CPUs, what the four-CPU test's per-call check found: `SUSPEND` took
+/// the thread out of IPC first and asked its CPU to stop it afterwards; the thread
+/// then blocked in `Recv` on the endpoint, was stopped there still queued, and once
+/// resumed was runnable and a waiting receiver at once (a fastpath call then switched
+/// to it while it sat in its run queue).
+#[test]
+fn a_thread_suspended_from_another_cpu_leaves_the_ipc_it_entered_meanwhile() {
+    use ramen_abi::invocation::thread::{RESUME, SUSPEND};
+    use std::sync::{Arc, Barrier};
+    let _turn = MACHINE_TURN.lock().unwrap_or_else(|e| e.into_inner());
+    enter_cpu0();
+    let cpu1_block = other_cpus()[0];
+    let cpu0_block = *CPU_BLOCK.get().expect("CPU 0");
+    let barrier = Arc::new(Barrier::new(2));
+    // Thread 0 on CPU 0; thread 1 (its next, slot 11) on CPU 1, above thread 3 there.
+    let spec = Spec {
+        priorities: [10, 11, 10, 10],
+        badges: [1, 2, 3, 4],
+        bound: false,
+        transfer: [(0, 16); THREADS],
+        separate: false,
+        pcid: false,
+        cpus: 2,
+    };
+    let endpoint = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let cpu1 = {
+        let (barrier, endpoint) = (barrier.clone(), endpoint.clone());
+        std::thread::spawn(move || -> Result<(), String> {
+            ramen_arch::hosted::use_cpu(cpu1_block);
+            let cpu = cpus::this_cpu();
+            cpu.sched.with(|s| *s = Sched::new());
+            cpu.lookup.with(|c| *c = LookupCache::new());
+            ramen_arch::percpu::set_loaded_vspace(0);
+            barrier.wait(); // (1) reset
+            barrier.wait(); // (2) world built
+            sched::settle(); // thread 1 runs here
+            let t1 = sched::current().ok_or("nothing runs on CPU 1")?;
+            barrier.wait(); // (3)
+            // CPU 0's SUSPEND request arrives while thread 1 still runs here.
+            while cpu.inbox.lock().is_empty() {
+                std::hint::spin_loop();
+            }
+            // Thread 1 blocks in `Recv` on the endpoint (nothing queued), then this
+            // CPU serves its inbox: the suspend.
+            let recv = Op { sys: Sys::Recv as u64, cptr: 1, info: 0, regs: [0; MSG_REGS], buffer: [0; 8] };
+            issue(&recv, true);
+            sched::settle();
+            barrier.wait(); // (4) the suspend returned on CPU 0
+            barrier.wait(); // (5) resumed from CPU 0
+            sched::drain_inbox();
+            let t = tcb(t1);
+            let queued_on_endpoint =
+                crate::ipc::first_receiver(endpoint.load(std::sync::atomic::Ordering::Relaxed));
+            let outcome = if t.ipc != crate::objects::IpcState::None || queued_on_endpoint == Some(t1) {
+                Err(format!(
+                    "resumed thread 1 is still in IPC ({:?}; first receiver on the endpoint {:?}), runnable: {}",
+                    t.ipc,
+                    queued_on_endpoint,
+                    t.state == crate::objects::ThreadState::Runnable
+                ))
+            } else {
+                Ok(())
+            };
+            let (violations, _) = sched::check_queue();
+            cpu.sched.with(|s| *s = Sched::new());
+            ramen_arch::percpu::set_loaded_vspace(0);
+            barrier.wait(); // (6)
+            outcome?;
+            if violations != 0 {
+                return Err(format!("CPU 1: {violations} run-queue violations"));
+            }
+            Ok(())
+        })
+    };
+    let result = std::thread::spawn(move || -> Result<(), String> {
+        ramen_arch::hosted::use_cpu(cpu0_block);
+        let cpu = cpus::this_cpu();
+        barrier.wait(); // (1)
+        let world = build(cpu, &spec);
+        endpoint.store(world.endpoints[0], std::sync::atomic::Ordering::Relaxed);
+        if sched::current() != Some(world.threads[0]) {
+            return Err("thread 0 does not run first on CPU 0".into());
+        }
+        barrier.wait(); // (2)
+        barrier.wait(); // (3)
+        // Returns once CPU 1 has stopped thread 1.
+        step(&invoke_op(11, SUSPEND, &[]), true);
+        let suspended = tcb(world.threads[0]).context.rax;
+        barrier.wait(); // (4)
+        step(&invoke_op(11, RESUME, &[]), true);
+        let resumed = tcb(world.threads[0]).context.rax;
+        barrier.wait(); // (5)
+        barrier.wait(); // (6)
+        cpu.sched.with(|s| *s = Sched::new());
+        ramen_arch::percpu::set_loaded_vspace(0);
+        if suspended != 0 || resumed != 0 {
+            return Err(format!("SUSPEND answered {suspended:#x}, RESUME {resumed:#x}"));
+        }
+        Ok(())
+    })
+    .join()
+    .expect("CPU 0 panicked");
+    let on_cpu1 = cpu1.join().expect("CPU 1 panicked");
+    result.and(on_cpu1).unwrap_or_else(|e| panic!("{e}"));
+}

@@ -56,9 +56,9 @@ pub fn invoke(
     out: &mut [u64; MSG_REGS],
 ) -> Result<usize, Error> {
     // A read section, not the write lock: finding the capability changes nothing,
-    // so an invocation that changes no capability (a console write, a thread's
-    // priority, affinity, entry or name, a time slice, port I/O) takes no global lock
-    // at all, and every other takes the write lock once, for its own work.
+    // so an invocation that touches no kernel object's memory (a console write, IPC
+    // statistics, a time slice, port I/O) takes no global lock at all, and every
+    // other takes the write lock once, for its own work (a thread's, below).
     let found = {
         let store = CAP_LOCK.read_fast(this_cpu());
         lookup_cap(caller, &store, cptr).map(|(_, cap)| cap)

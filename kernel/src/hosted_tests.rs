@@ -432,7 +432,9 @@ fn step(op: &Op, fast: bool) -> bool {
 }
 
 /// [`step`] up to where the kernel would leave (`sched::settle`, not run): false if
-/// no thread was installed, or the fastpath switched (nothing left to do).
+/// no thread was installed, or the fastpath switched (nothing left to do). With the
+/// fastpath switched off (`trace::set_fastpath`) the kernel installs the handler
+/// without it, and so does this: `fast` then means nothing.
 fn issue(op: &Op, fast: bool) -> bool {
     let Some(thread) = sched::current() else {
         return false;
@@ -446,7 +448,7 @@ fn issue(op: &Op, fast: bool) -> bool {
     ctx.rdi = op.cptr;
     ctx.rsi = op.info;
     syscall::set_message_registers(ctx, op.regs);
-    if fast {
+    if fast && crate::trace::fastpath_enabled() {
         let outcome = if crate::tlb::pcid_on() {
             fastpath::try_commit::<false, true>(ctx)
         } else {

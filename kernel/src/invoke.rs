@@ -91,11 +91,14 @@ pub fn invoke_found(
             // the four-CPU host test saw a thread current and queued at once.
             let mut store = CAP_LOCK.lock();
             match lookup_cap(caller, &store, cptr) {
-                Ok((_, now)) if now == cap => invoke_thread(&mut store, caller, &cap, label, regs),
-                // Changed since: start over.
-                _ => {
+                Ok((_, now)) if now.kind() == CapType::Thread => {
+                    invoke_thread(&mut store, caller, &now, label, regs)
+                }
+                // Changed since (deleted, or another object's now): as found now,
+                // which does not come back here.
+                now => {
                     drop(store);
-                    invoke(caller, cptr, info, regs, out)
+                    invoke_found(caller, cptr, now.map(|(_, cap)| cap), info, regs, out)
                 }
             }
         }

@@ -167,7 +167,9 @@ pub(crate) fn slow_path_body(thread: ThreadRef, ctx: &mut UserContext) {
         Some(Sys::Call) => match crate::fastpath::call_slow(thread, ctx.rdi) {
             CallRoute::Done => {}
             CallRoute::Endpoint if call_endpoint(thread, ctx.rdi) => {}
-            // The capability changed since: look it up again.
+            // Not an endpoint after all (it changed since the read section, or a
+            // message with capabilities or leases was never looked up there): an
+            // invocation, which looks it up itself.
             CallRoute::Endpoint => invocation(thread, ctx, None),
             CallRoute::Invoke(found) => invocation(thread, ctx, Some(found)),
         },

@@ -289,6 +289,12 @@ pub struct Tcb {
     pub links: RunLinks,
     /// In its CPU's run queue (only the owner CPU changes it).
     pub queued: bool,
+    /// The priority level it was queued at (set by `sched::push`, used to take it
+    /// off): `SET_PRIORITY` of an inactive thread may race with a `RESUME` that its
+    /// owner is serving, and a priority changed while the thread is queued must not
+    /// send the removal to another level's list. A new priority counts from the next
+    /// time the thread is queued.
+    pub queued_at: u8,
     /// The address space's top-level table (physical), 0 for none.
     pub vspace: u64,
     /// The IPC buffer's user address, 0 for none.
@@ -367,6 +373,7 @@ impl Tcb {
             cpu: 0,
             links: RunLinks::default(),
             queued: false,
+            queued_at: 0,
             vspace: 0,
             ipc_buffer: 0,
             recv_grant: false,

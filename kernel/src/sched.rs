@@ -92,6 +92,7 @@ fn push(s: &mut Sched, thread: ThreadRef, front: bool) {
     }
     t.queued = true;
     let priority = t.priority;
+    t.queued_at = priority;
     if front {
         s.queue.enqueue_front(&mut TcbLinks, thread, priority);
     } else {
@@ -108,8 +109,7 @@ fn pop(s: &mut Sched) -> Option<ThreadRef> {
 fn unqueue(s: &mut Sched, thread: ThreadRef) {
     let t = tcb(thread);
     if t.queued {
-        let priority = t.priority;
-        s.queue.remove(&mut TcbLinks, thread, priority);
+        s.queue.remove(&mut TcbLinks, thread, t.queued_at);
         t.queued = false;
     }
 }
@@ -910,7 +910,7 @@ pub fn check_queue() -> (u64, u64) {
                 let fine = tc.queued
                     && tc.cpu == me
                     && tc.state == ThreadState::Runnable
-                    && tc.priority == priority
+                    && tc.queued_at == priority
                     && tc.links.prev == previous
                     && s.current != Some(t);
                 if !fine {

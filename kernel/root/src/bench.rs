@@ -238,6 +238,10 @@ pub fn run(info: &'static BootInfo) -> bool {
             break;
         }
     }
+    if let Err(why) = beside_churn(&mut ctx, cpus) {
+        println!("BENCH {{\"kind\":\"failed\",\"case\":\"churn\",\"why\":\"{}\"}}", why);
+        all_ok = false;
+    }
     for pair in kept.iter().flatten() {
         let _ = kobj::suspend(pair.client.tcb);
         let _ = kobj::suspend(pair.server.tcb);
@@ -435,6 +439,96 @@ fn scaling(
         last_end.saturating_sub(first_start)
     );
     Ok(())
+}
+
+/// What the global lock left costs IPC: same-core pairs on CPUs 1.. (not the root
+/// task's CPU), released together twice, once with the root task waiting for their
+/// reports and once with it copying and deleting a capability as fast as it can
+/// meanwhile (each a write acquisition of `CAP_LOCK`, which waits out every CPU's
+/// fastpath read section and holds new ones back). Reports both throughputs, the
+/// capability changes made and the write acquisitions counted over each run. The
+/// clients make a twentieth of the scaling runs' round trips: under icount the vCPUs
+/// take turns, and each write acquisition leaves the pairs' CPUs spinning until the
+/// root task's CPU runs again (20,000 round trips did not finish in 300 s).
+fn beside_churn(ctx: &mut Ctx, cpus: u64) -> Result<(), &'static str> {
+    let pairs = cpus.min(MAX_PAIRS).saturating_sub(1);
+    if pairs == 0 {
+        return Ok(());
+    }
+    let rounds = (ctx.rounds / 20).max(1);
+    let spare = ok(ctx.alloc.slot(), "no free slot for the churn")?;
+    let mut started: [Option<ScalingPair>; MAX_PAIRS as usize] = [const { None }; MAX_PAIRS as usize];
+    let result = (|| {
+        for (cpu, entry) in (1..=pairs).zip(started.iter_mut()) {
+            let endpoint = ok(ctx.alloc.make(object::ENDPOINT, 0), "cannot make an endpoint")?;
+            let start_endpoint = ok(ctx.alloc.make(object::ENDPOINT, 0), "cannot make an endpoint")?;
+            let server_job =
+                Job { role: Role::Server, words: 0, case_id: 0, count: 0, warmup: 0, transfer_cap: false };
+            let client_job = Job { role: Role::ThroughputClient, count: rounds, ..server_job };
+            let grants = [(ENDPOINT, endpoint), (REPORT, ctx.report), (START, start_endpoint)];
+            let server = start(ctx, &server_job, cpu, &grants[..1])?;
+            let client = start(ctx, &client_job, cpu, &grants);
+            let client = client.inspect_err(|_| {
+                let _ = kobj::suspend(server.tcb);
+            })?;
+            *entry = Some(ScalingPair { server, client, start: start_endpoint });
+        }
+        for churn in [false, true] {
+            println!(
+                "bench: {} pair(s) on CPUs 1..{}, {} round trips each, {}",
+                pairs,
+                pairs,
+                rounds,
+                if churn { "the root task changing capabilities meanwhile" } else { "alone" }
+            );
+            let writes_before = ok(kobj::cap_lock_writes(slot::DEBUG), "IPC_STATS failed")?;
+            for pair in started.iter().flatten() {
+                ok(send(pair.start, &Message::new(0, &[])), "cannot send the start signal")?;
+            }
+            let (mut first, mut last, mut round_trips, mut reports, mut changes) = (u64::MAX, 0, 0, 0, 0u64);
+            while reports < pairs {
+                let report = if churn {
+                    ok(kobj::copy(slot::CNODE, spare, 64, ctx.report), "copy failed")?;
+                    ok(kobj::delete(slot::CNODE, spare, 64), "delete failed")?;
+                    changes += 2;
+                    match ramen_rt::nb_recv(ctx.report) {
+                        Ok((_, message)) => message,
+                        Err(e) if e == ramen_abi::Error::Busy => continue,
+                        Err(_) => return Err("cannot receive reports"),
+                    }
+                } else {
+                    ok(recv(ctx.report), "cannot receive reports")?.1
+                };
+                match report.label() {
+                    label::THROUGHPUT_DONE => {
+                        let word = |i: usize| report.words().get(i).copied().unwrap_or(0);
+                        first = first.min(word(0));
+                        last = last.max(word(1));
+                        round_trips += word(2);
+                        reports += 1;
+                    }
+                    label::FAILED => return Err("a benchmark thread's system call failed"),
+                    _ => {}
+                }
+            }
+            let writes = ok(kobj::cap_lock_writes(slot::DEBUG), "IPC_STATS failed")? - writes_before;
+            println!(
+                "BENCH {{\"kind\":\"churn\",\"churn\":{},\"pairs\":{},\"round_trips\":{},\"ticks\":{},\"cap_changes\":{},\"cap_writes\":{}}}",
+                churn,
+                pairs,
+                round_trips,
+                last.saturating_sub(first),
+                changes,
+                writes
+            );
+        }
+        Ok(())
+    })();
+    for pair in started.iter().flatten() {
+        let _ = kobj::suspend(pair.client.tcb);
+        let _ = kobj::suspend(pair.server.tcb);
+    }
+    result
 }
 
 /// The busy server (`crate::contended`): clients on every CPU (four at least, round

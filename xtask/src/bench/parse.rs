@@ -55,6 +55,17 @@ pub enum BenchLine {
         slow: u64,
         cap_writes: u64,
     },
+    /// Pairs on CPUs 1.. alone (`churn` false) or beside the root task changing
+    /// capabilities (`cap_changes` copies and deletes) on CPU 0; `CAP_LOCK` write
+    /// acquisitions over the run.
+    Churn {
+        churn: bool,
+        pairs: u32,
+        round_trips: u64,
+        ticks: u64,
+        cap_changes: u64,
+        cap_writes: u64,
+    },
     /// One size of the bulk case: `bytes` moved by `method` (`copy` or `lease`).
     Bulk {
         bytes: u64,

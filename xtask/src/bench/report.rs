@@ -116,6 +116,21 @@ pub struct ContendedResult {
     pub cap_lock_writes: u64,
 }
 
+/// IPC pairs on CPUs 1.. alone and beside capability changes on CPU 0: what the
+/// global write lock left costs them.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ChurnResult {
+    pub churn: bool,
+    pub pairs: u32,
+    pub round_trips: u64,
+    pub ticks: u64,
+    pub round_trips_per_million_ticks: f64,
+    /// Capability copies and deletes the root task made during the run.
+    pub cap_changes: u64,
+    /// Write acquisitions of `CAP_LOCK` during the run (all CPUs).
+    pub cap_lock_writes: u64,
+}
+
 /// One size of the bulk case, both ways of moving it.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct BulkResult {
@@ -166,6 +181,7 @@ pub struct RunReport {
     pub latency: Vec<LatencyResult>,
     pub scaling: Vec<ScalingResult>,
     pub contended: Vec<ContendedResult>,
+    pub churn: Vec<ChurnResult>,
     pub bulk: Vec<BulkResult>,
     /// The headline round trip (Call + ReplyRecv median) of a kernel built with its
     /// trace points compiled out, booted beside this run (icount runs only).
@@ -211,6 +227,7 @@ pub fn build(console: &Console, info: RunInfo) -> anyhow::Result<RunReport> {
         latency: Vec::new(),
         scaling: Vec::new(),
         contended: Vec::new(),
+        churn: Vec::new(),
         bulk: Vec::new(),
         headline_trace_compiled_out: None,
         skipped: Vec::new(),
@@ -273,6 +290,17 @@ pub fn build(console: &Console, info: RunInfo) -> anyhow::Result<RunReport> {
                     ticks: *ticks,
                     round_trips_per_million_ticks: *round_trips as f64 * 1e6 / (*ticks).max(1) as f64,
                     slowpath_ops: *slow,
+                    cap_lock_writes: *cap_writes,
+                });
+            }
+            BenchLine::Churn { churn, pairs, round_trips, ticks, cap_changes, cap_writes } => {
+                report.churn.push(ChurnResult {
+                    churn: *churn,
+                    pairs: *pairs,
+                    round_trips: *round_trips,
+                    ticks: *ticks,
+                    round_trips_per_million_ticks: *round_trips as f64 * 1e6 / (*ticks).max(1) as f64,
+                    cap_changes: *cap_changes,
                     cap_lock_writes: *cap_writes,
                 });
             }
@@ -469,6 +497,7 @@ impl RunReport {
             }
         }
         self.render_contended(&mut out);
+        self.render_churn(&mut out);
         self.render_bulk(&mut out);
         if !self.skipped.is_empty() {
             let _ = writeln!(out);
@@ -511,6 +540,42 @@ impl RunReport {
                 c.ticks,
                 c.round_trips_per_million_ticks,
                 c.slowpath_ops,
+                c.cap_lock_writes
+            );
+        }
+    }
+
+    /// IPC pairs alone and beside capability changes.
+    fn render_churn(&self, out: &mut String) {
+        let Some(first) = self.churn.first() else {
+            return;
+        };
+        let unit = self.unit.short();
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "beside capability changes: {} same-core pair(s) on CPUs 1.., alone and while CPU 0 copies and deletes a capability in a loop",
+            first.pairs
+        );
+        let _ = writeln!(
+            out,
+            "{:>6} {:>12} {:>20} {:>22} {:>12} {:>16}",
+            "churn",
+            "round trips",
+            format!("span ({unit})"),
+            format!("RT per M {unit}"),
+            "cap changes",
+            "CAP_LOCK writes"
+        );
+        for c in &self.churn {
+            let _ = writeln!(
+                out,
+                "{:>6} {:>12} {:>20} {:>22.1} {:>12} {:>16}",
+                if c.churn { "yes" } else { "no" },
+                c.round_trips,
+                c.ticks,
+                c.round_trips_per_million_ticks,
+                c.cap_changes,
                 c.cap_lock_writes
             );
         }
@@ -696,6 +761,8 @@ BENCH {\"kind\":\"latency\",\"id\":2,\"case\":\"cross_core_same_socket\",\"words
 BENCH {\"kind\":\"throughput\",\"case\":\"scaling\",\"pairs\":1,\"round_trips\":100,\"ticks\":100000}
 BENCH {\"kind\":\"throughput\",\"case\":\"scaling\",\"pairs\":2,\"round_trips\":200,\"ticks\":125000}
 BENCH {\"kind\":\"contended\",\"fastpath\":true,\"clients\":4,\"round_trips\":4000,\"ticks\":2000000,\"slow\":0,\"cap_writes\":0}
+BENCH {\"kind\":\"churn\",\"churn\":false,\"pairs\":1,\"round_trips\":100,\"ticks\":100000,\"cap_changes\":0,\"cap_writes\":0}
+BENCH {\"kind\":\"churn\",\"churn\":true,\"pairs\":1,\"round_trips\":100,\"ticks\":125000,\"cap_changes\":300,\"cap_writes\":304}
 BENCH {\"kind\":\"contended\",\"fastpath\":false,\"clients\":4,\"round_trips\":4000,\"ticks\":8000000,\"slow\":8004,\"cap_writes\":8010}
 BENCH {\"kind\":\"bulk\",\"bytes\":1048576,\"method\":\"copy\",\"median\":5000000,\"min\":4900000,\"reps\":3}
 BENCH {\"kind\":\"bulk\",\"bytes\":1048576,\"method\":\"lease\",\"median\":100000,\"min\":99000,\"reps\":3}
@@ -727,6 +794,9 @@ BENCH {\"kind\":\"end\"}";
         assert!(on.fastpath && !off.fastpath);
         assert_eq!((on.round_trips_per_million_ticks, on.cap_lock_writes), (2000.0, 0));
         assert_eq!((off.slowpath_ops, off.cap_lock_writes), (8004, 8010));
+        let [alone, beside] = [&report.churn[0], &report.churn[1]];
+        assert!(!alone.churn && beside.churn);
+        assert_eq!((beside.round_trips_per_million_ticks, beside.cap_changes), (800.0, 300));
         assert_eq!(report.skipped[0].status, "unsupported");
         let bulk = &report.bulk[0];
         assert_eq!((bulk.bytes, bulk.copy_median, bulk.lease_min), (1 << 20, 5_000_000, 99_000));

@@ -59,17 +59,21 @@ fn spawn(
     loader::spawn(alloc, files, &spec).map_err(|_| "cannot start bench-ipc")
 }
 
-/// Runs the server on `server_cpu` and `clients` clients, client `i` on CPU
-/// `i % cpus`, each making `rounds` calls; `report` is the root task's report
-/// endpoint (root slot). Every thread started is stopped before this returns.
+/// Starts the server on `server_cpu` and `clients` clients, client `i` on CPU
+/// `i % cpus`, each making `rounds` calls per release; then releases them once per
+/// entry of `fastpath` (the fastpath switched on or off for that release, back on
+/// after it) and hands each release's figures to `each`. `report` is the root
+/// task's report endpoint (root slot). Every thread started is stopped before this
+/// returns.
 pub fn run(
     alloc: &mut Alloc,
     files: &Files,
     report: u64,
     (server_cpu, cpus): (u64, u64),
-    clients: u64,
-    rounds: u64,
-) -> Result<Contended, &'static str> {
+    (clients, rounds): (u64, u64),
+    fastpath: &[bool],
+    mut each: impl FnMut(bool, Contended) -> Result<(), &'static str>,
+) -> Result<(), &'static str> {
     let clients = clients.clamp(1, MAX_CLIENTS as u64);
     let endpoint = ok(alloc.make(object::ENDPOINT, 0), "cannot make an endpoint")?;
     let server_job =
@@ -84,43 +88,55 @@ pub fn run(
             let grants = [(ENDPOINT, endpoint), (REPORT, report), (START, start)];
             *entry = Some((spawn(alloc, files, &client_job, cpu, &grants)?, start));
         }
-        let before = counts()?;
-        for (_, start) in started.iter().flatten() {
-            ok(send(*start, &Message::new(0, &[])), "cannot send the start signal")?;
+        for &on in fastpath {
+            ok(kobj::set_fastpath(slot::TRACE_CONTROL, on), "SET_FASTPATH refused")?;
+            let run = release(&started, report, clients);
+            ok(kobj::set_fastpath(slot::TRACE_CONTROL, true), "SET_FASTPATH back on refused")?;
+            each(on, run?)?;
         }
-        let (mut first, mut last, mut round_trips, mut reports) = (u64::MAX, 0, 0, 0);
-        for _ in 0..PATIENCE {
-            if reports == clients {
-                break;
-            }
-            let (_, message) = ok(recv(report), "cannot receive reports")?;
-            match message.label() {
-                label::THROUGHPUT_DONE => {
-                    let word = |i: usize| message.words().get(i).copied().unwrap_or(0);
-                    first = first.min(word(0));
-                    last = last.max(word(1));
-                    round_trips += word(2);
-                    reports += 1;
-                }
-                label::FAILED => return Err("a client's system call failed"),
-                _ => {}
-            }
-        }
-        let after = counts()?;
-        if reports != clients {
-            return Err("not every client reported");
-        }
-        Ok(Contended {
-            clients,
-            round_trips,
-            ticks: last.saturating_sub(first),
-            slow: after.0 - before.0,
-            cap_writes: after.1 - before.1,
-        })
+        Ok(())
     })();
     for (child, _) in started.iter().flatten() {
         let _ = kobj::suspend(child.tcb);
     }
     let _ = kobj::suspend(server.tcb);
     result
+}
+
+/// Releases the clients waiting on their start endpoints and measures until every
+/// one has reported.
+fn release(started: &[Option<(Child, u64)>], report: u64, clients: u64) -> Result<Contended, &'static str> {
+    let before = counts()?;
+    for (_, start) in started.iter().flatten() {
+        ok(send(*start, &Message::new(0, &[])), "cannot send the start signal")?;
+    }
+    let (mut first, mut last, mut round_trips, mut reports) = (u64::MAX, 0, 0, 0);
+    for _ in 0..PATIENCE {
+        if reports == clients {
+            break;
+        }
+        let (_, message) = ok(recv(report), "cannot receive reports")?;
+        match message.label() {
+            label::THROUGHPUT_DONE => {
+                let word = |i: usize| message.words().get(i).copied().unwrap_or(0);
+                first = first.min(word(0));
+                last = last.max(word(1));
+                round_trips += word(2);
+                reports += 1;
+            }
+            label::FAILED => return Err("a client's system call failed"),
+            _ => {}
+        }
+    }
+    let after = counts()?;
+    if reports != clients {
+        return Err("not every client reported");
+    }
+    Ok(Contended {
+        clients,
+        round_trips,
+        ticks: last.saturating_sub(first),
+        slow: after.0 - before.0,
+        cap_writes: after.1 - before.1,
+    })
 }

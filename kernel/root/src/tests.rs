@@ -1706,21 +1706,22 @@ fn busy_server(ctx: &mut Ctx) -> Outcome {
     const ROUNDS: u64 = 1500;
     let clients = ctx.cpus.clamp(4, 8);
     let server_cpu = ctx.cpus - 1;
-    let tc = slot::TRACE_CONTROL;
     let mut runs = [crate::contended::Contended::default(); 2];
-    for (on, run) in [true, false].into_iter().zip(&mut runs) {
-        ok(kobj::set_fastpath(tc, on), "SET_FASTPATH refused")?;
-        let result = crate::contended::run(
-            &mut ctx.alloc,
-            &ctx.files,
-            ctx.report,
-            (server_cpu, ctx.cpus),
-            clients,
-            ROUNDS,
-        );
-        ok(kobj::set_fastpath(tc, true), "SET_FASTPATH back on refused")?;
-        *run = result?;
-    }
+    let mut next = runs.iter_mut();
+    crate::contended::run(
+        &mut ctx.alloc,
+        &ctx.files,
+        ctx.report,
+        (server_cpu, ctx.cpus),
+        (clients, ROUNDS),
+        &[true, false],
+        |_, run| {
+            if let Some(slot) = next.next() {
+                *slot = run;
+            }
+            Ok(())
+        },
+    )?;
     let [on, off] = runs;
     for (what, run) in [("on", on), ("off", off)] {
         println!(

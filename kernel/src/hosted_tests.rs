@@ -917,8 +917,8 @@ impl XorShift {
 
 /// A random system call for the multi-CPU test, by role so that the threads keep
 /// calling each other: a server (even thread) mostly answers and waits
-/// (`ReplyRecv`), a client (odd thread) mostly calls the shared endpoint (plain or
-/// badged, 0 to 8 words); both sometimes move themselves or the next thread to a
+/// (`ReplyRecv`, now and then a plain `Reply`), a client (odd thread) mostly calls the
+/// shared endpoint (plain or badged, 0 to 8 words); both sometimes move themselves or the next thread to a
 /// random CPU, suspend the next thread (and resume it at once: the test issues the
 /// `RESUME` right after), poll, or yield. Nothing blocks for good: every client's call
 /// finds a server in time.
@@ -931,6 +931,9 @@ fn random_call(rng: &mut XorShift, cpus: u32, server: bool) -> Op {
         // Suspend the next thread (the caller resumes it right after: `SUSPEND_RESUME`).
         16 | 17 => (Sys::Call as u64, 11, 0x10, [0; MSG_REGS]),
         18 => ([Sys::NbRecv as u64, Sys::NbSend as u64][rng.below(2) as usize], 1, 0, words),
+        // A plain `Reply` (the server then runs on: its next call is a `ReplyRecv`
+        // with no one to answer, or anything else).
+        _ if server && rng.below(2) == 0 => (Sys::Reply as u64, 0, 0, words),
         _ => (Sys::Yield as u64, 0, 0, [0; MSG_REGS]),
     };
     let len = rng.below(9) as usize;

@@ -86,9 +86,9 @@ pub fn invoke_found(
             // A thread's memory stays the thread's only while a capability to it
             // does: look it up again under the write lock, which keeps it (the read
             // section that found it has ended, and a delete on another CPU may have
-            // destroyed the thread and retyped its memory since). Regression: with
-            // invocations no longer passing through the write lock on their way in,
-            // the four-CPU host test saw a thread current and queued at once.
+            // destroyed the thread and retyped its memory since). The last stop ran
+            // them after the read section alone, which only the write lock every
+            // invocation then passed through on its way in kept from showing.
             let mut store = CAP_LOCK.lock();
             match lookup_cap(caller, &store, cptr) {
                 Ok((_, now)) if now.kind() == CapType::Thread => {

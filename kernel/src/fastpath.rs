@@ -28,6 +28,7 @@ use ramen_core::runqueue::ThreadRef;
 use ramen_perf_record::{Categories, EventKind, IpcPath};
 
 use crate::cpus::{Cpu, this_cpu};
+use crate::ipc::SendKind;
 use crate::objects::{
     CAP_LOCK, EndpointLock, IpcBufferPage, IpcState, NotificationLock, Store, ThreadState, cspace_slot,
     notification_words, set_notification_words, tcb,
@@ -285,7 +286,8 @@ fn send_receive_in(
     let needed = if signal { Rights::WRITE } else { Rights::READ };
     if cap.kind() == CapType::Endpoint && cap.rights().contains(needed) {
         if signal {
-            send(s, caller, &cap, blocking_send)?;
+            let kind = if blocking_send { SendKind::Blocking } else { SendKind::NonBlocking };
+            send(s, caller, &cap, kind)?;
         } else {
             receive(s, caller, &cap, blocking)?;
         }
@@ -344,7 +346,10 @@ pub enum CallRoute {
 }
 
 /// A `Call` the fastpath declined: finds its capability in a read section and, on an
-/// endpoint, does the call there when it can ([`call_queued`]).
+/// endpoint (write right and a grant or grant-reply right), does the call there when
+/// it can ([`send`]): into the endpoint's queue when no receiver waits (a busy
+/// server: the case the fastpath leaves), or to a receiver the fastpath would not
+/// switch to (lower priority than the caller, or than a thread queued here).
 #[inline(never)]
 pub fn call_slow(caller: ThreadRef, cptr: u64) -> CallRoute {
     // Capabilities, leases or reserved bits: the write lock's path, which finds out
@@ -370,62 +375,17 @@ pub fn call_slow(caller: ThreadRef, cptr: u64) -> CallRoute {
         if cap.kind() != CapType::Endpoint {
             return CallRoute::Invoke(Ok(cap));
         }
-        if !lock_free_enabled() || call_queued(s, caller, &cap).is_none() {
+        let rights = cap.rights();
+        if !lock_free_enabled()
+            || !rights.contains(Rights::WRITE)
+            || !rights.intersects(Rights::GRANT_REPLY | Rights::GRANT)
+            || send(s, caller, &cap, SendKind::Call).is_none()
+        {
             return CallRoute::Endpoint;
         }
         count_fast(cpu);
         CallRoute::Done
     })
-}
-
-/// `Call` on an endpoint (write right and a grant or grant-reply right checked) of a
-/// message without capabilities or leases, in a read section with the endpoint's
-/// lock, as the slow path's `ipc::send` would do it: with no receiver waiting, into
-/// the endpoint's queue of senders (a busy server: the case the fastpath leaves); with
-/// one that the fastpath would not switch to (lower priority than the caller, or than
-/// a thread queued here), handed the message and woken, on this CPU as the slow path's
-/// direct-switch candidate. Left to the slow path: a receiver that still owes another
-/// caller its reply, and a long message where a thread has no IPC buffer.
-fn call_queued(s: &mut Sched, caller: ThreadRef, cap: &Cap) -> Option<()> {
-    let info = MessageInfo(tcb(caller).context.rsi);
-    if !info.fits_words_only()
-        || !cap.rights().contains(Rights::WRITE)
-        || !cap.rights().intersects(Rights::GRANT_REPLY | Rights::GRANT)
-    {
-        return None;
-    }
-    let endpoint = cap.addr().0;
-    let _queue = EndpointLock::take(endpoint);
-    match ipc::first_receiver(endpoint) {
-        Some(server) => {
-            let st = tcb(server);
-            if st.caller.is_some() {
-                return None;
-            }
-            let words = buffers_for(info, caller, server)?;
-            let here = ramen_arch::percpu::index_fast();
-            let slot = if st.cpu == here { None } else { Some(sched::reserve(st.cpu)?) };
-            // ---- point of no return ----
-            ipc::dequeue(endpoint, false);
-            crate::trace::ipc_send(caller, Some(server), info.len_words(), IpcPath::Fast);
-            link_call(caller, server, cap, info, words);
-            sched::stop_current_in(s, ThreadState::Blocked);
-            match slot {
-                Some(slot) => slot.wake(server),
-                None => sched::wake_direct_in(s, server),
-            }
-        }
-        // A long message must find the caller's buffer when it is received.
-        None if info.len_words() > MSG_REGS && IpcBufferPage::of(caller).is_none() => return None,
-        None => {
-            crate::trace::ipc_send(caller, None, info.len_words(), IpcPath::Fast);
-            tcb(caller).ipc_badge = cap.badge();
-            ipc::enqueue(endpoint, caller, true);
-            tcb(caller).ipc = IpcState::Calling(endpoint);
-            sched::stop_current_in(s, ThreadState::Blocked);
-        }
-    }
-    Some(())
 }
 
 /// A reply decided on but not yet made ([`plan_reply`]).
@@ -512,44 +472,58 @@ fn reply_receive(s: &mut Sched, server: ThreadRef, cap: &Cap) -> Option<()> {
     Some(())
 }
 
-/// `Send` / `NbSend` on an endpoint (write right checked) of a message without
-/// capabilities or leases (words past the registers copied buffer to buffer), as the slow path's `ipc::send` would do it: straight into a waiting
-/// receiver (woken here or through a reserved slot on its CPU), or, blocking, into
-/// the endpoint's queue of senders; `NbSend` with nobody waiting drops it. The caller
-/// holds a read section; this takes the endpoint's lock. `None`: nothing changed.
-fn send(s: &mut Sched, sender: ThreadRef, cap: &Cap, blocking: bool) -> Option<()> {
+/// `Send`, `NbSend` or `Call` on an endpoint (rights checked by the caller) of a
+/// message without capabilities or leases (words past the registers copied buffer
+/// to buffer), as the slow path's `ipc::send` would do it: straight into a waiting
+/// receiver (woken here or through a reserved slot on its CPU; after a `Call` it owes
+/// the caller a reply and, here, is the direct-switch candidate), or into the
+/// endpoint's queue of senders; `NbSend` with nobody waiting drops it. The caller
+/// holds a read section; this takes the endpoint's lock. `None`: nothing changed
+/// (also for a `Call` to a receiver that still owes another caller its reply, which
+/// the slow path unlinks).
+fn send(s: &mut Sched, sender: ThreadRef, cap: &Cap, kind: SendKind) -> Option<()> {
     let info = MessageInfo(tcb(sender).context.rsi);
     if !info.fits_words_only() {
         return None;
     }
+    let call = kind == SendKind::Call;
     let endpoint = cap.addr().0;
     let _queue = EndpointLock::take(endpoint);
     match ipc::first_receiver(endpoint) {
         Some(receiver) => {
             let r = tcb(receiver);
+            if call && r.caller.is_some() {
+                return None;
+            }
             let words = buffers_for(info, sender, receiver)?;
             let here = ramen_arch::percpu::index_fast();
             let slot = if r.cpu == here { None } else { Some(sched::reserve(r.cpu)?) };
             // ---- point of no return ----
             ipc::dequeue(endpoint, false);
             crate::trace::ipc_send(sender, Some(receiver), info.len_words(), IpcPath::Fast);
-            r.ipc = IpcState::None;
-            transfer(&tcb(sender).context, &mut r.context, info, cap.badge());
-            copy_words(words, info.len_words());
-            syscall::set_reply(&mut tcb(sender).context, Ok(()), &[]);
+            if call {
+                link_call(sender, receiver, cap, info, words);
+                sched::stop_current_in(s, ThreadState::Blocked);
+            } else {
+                r.ipc = IpcState::None;
+                transfer(&tcb(sender).context, &mut r.context, info, cap.badge());
+                copy_words(words, info.len_words());
+                syscall::set_reply(&mut tcb(sender).context, Ok(()), &[]);
+            }
             match slot {
                 Some(slot) => slot.wake(receiver),
+                None if call => sched::wake_direct_in(s, receiver),
                 None => sched::wake_in(s, receiver),
             }
         }
-        None if !blocking => syscall::set_reply(&mut tcb(sender).context, Ok(()), &[]),
+        None if kind == SendKind::NonBlocking => syscall::set_reply(&mut tcb(sender).context, Ok(()), &[]),
         // A long message must find the sender's buffer when it is received.
         None if info.len_words() > MSG_REGS && IpcBufferPage::of(sender).is_none() => return None,
         None => {
             crate::trace::ipc_send(sender, None, info.len_words(), IpcPath::Fast);
             tcb(sender).ipc_badge = cap.badge();
             ipc::enqueue(endpoint, sender, true);
-            tcb(sender).ipc = IpcState::Sending(endpoint);
+            tcb(sender).ipc = if call { IpcState::Calling(endpoint) } else { IpcState::Sending(endpoint) };
             sched::stop_current_in(s, ThreadState::Blocked);
         }
     }

@@ -308,10 +308,7 @@ pub fn wake(thread: ThreadRef) {
 /// exactly those cases, so both paths schedule alike (the host differential test
 /// found that the slow path queued it behind its equals instead).
 pub fn wake_direct(thread: ThreadRef) {
-    on_owner(thread, Request::Wake(thread), |s, thread| {
-        wake_local(s, thread);
-        s.direct = Some(thread);
-    });
+    on_owner(thread, Request::Wake(thread), wake_direct_in);
 }
 
 /// [`wake_direct`] inside a borrow of this CPU's scheduler (the lock-free IPC paths'),

@@ -139,6 +139,20 @@ fn enter_cpu0() -> &'static Cpu {
     cpus::this_cpu()
 }
 
+/// A CPU leaves a world: its scheduler emptied and no address space loaded (the
+/// next world reuses the memory).
+fn leave_world(cpu: &Cpu) {
+    cpu.sched.with(|s| *s = Sched::new());
+    ramen_arch::percpu::set_loaded_vspace(0);
+}
+
+/// A CPU (other than the one building it) joins a new world: as [`leave_world`],
+/// and its lookup cache emptied.
+fn join_world(cpu: &Cpu) {
+    leave_world(cpu);
+    cpu.lookup.with(|c| *c = LookupCache::new());
+}
+
 /// The bump allocator of one world, over [`WORLD`].
 struct Bump(u64);
 
@@ -1080,9 +1094,7 @@ fn four_cpus_at_once_keep_the_scheduler_sound() {
                 std::thread::spawn(move || -> Result<(), String> {
                     ramen_arch::hosted::use_cpu(local);
                     let cpu = cpus::this_cpu();
-                    cpu.sched.with(|s| *s = Sched::new());
-                    cpu.lookup.with(|c| *c = LookupCache::new());
-                    ramen_arch::percpu::set_loaded_vspace(0);
+                    join_world(cpu);
                     barrier.wait();
                     let world = (k == 0).then(|| build(cpu, &spec));
                     if let Some(world) = &world {
@@ -1193,15 +1205,13 @@ fn four_cpus_at_once_keep_the_scheduler_sound() {
                     let (violations, _) = sched::check_queue();
                     let left = cpu.inbox.lock().len() + cpu.outbox.with(|o| o.len());
                     if let Some(failure) = failure {
-                        cpu.sched.with(|s| *s = Sched::new());
-                        ramen_arch::percpu::set_loaded_vspace(0);
+                        leave_world(cpu);
                         barrier.wait();
                         return Err(failure);
                     }
                     currents.lock().expect("currents")[k as usize] = sched::current();
                     // Leave the world's address spaces (later tests reuse the memory).
-                    cpu.sched.with(|s| *s = Sched::new());
-                    ramen_arch::percpu::set_loaded_vspace(0);
+                    leave_world(cpu);
                     barrier.wait();
                     if violations != 0 {
                         return Err(format!("CPU {k}: {violations} run-queue violations"));
@@ -1315,9 +1325,7 @@ fn a_call_s_woken_server_moved_away_at_once_runs_only_where_it_went() {
         std::thread::spawn(move || -> Result<(), String> {
             ramen_arch::hosted::use_cpu(cpu1_block);
             let cpu = cpus::this_cpu();
-            cpu.sched.with(|s| *s = Sched::new());
-            cpu.lookup.with(|c| *c = LookupCache::new());
-            ramen_arch::percpu::set_loaded_vspace(0);
+            join_world(cpu);
             barrier.wait(); // (1) reset
             barrier.wait(); // (2) world built; thread 2 asked for thread 3
             sched::settle(); // thread 1 runs here; thread 3 goes to CPU 0
@@ -1331,8 +1339,7 @@ fn a_call_s_woken_server_moved_away_at_once_runs_only_where_it_went() {
             barrier.wait(); // (7)
             barrier.wait(); // (8) CPU 0 settled
             let (violations, _) = sched::check_queue();
-            cpu.sched.with(|s| *s = Sched::new());
-            ramen_arch::percpu::set_loaded_vspace(0);
+            leave_world(cpu);
             barrier.wait(); // (9)
             if violations != 0 {
                 return Err(format!("CPU 1: {violations} run-queue violations"));
@@ -1383,8 +1390,7 @@ fn a_call_s_woken_server_moved_away_at_once_runs_only_where_it_went() {
         let current = sched::current();
         barrier.wait(); // (8)
         barrier.wait(); // (9)
-        cpu.sched.with(|s| *s = Sched::new());
-        ramen_arch::percpu::set_loaded_vspace(0);
+        leave_world(cpu);
         if tcb(t2).cpu != 1 {
             return Err("the server was not moved to CPU 1".into());
         }
@@ -1433,9 +1439,7 @@ fn a_thread_suspended_from_another_cpu_leaves_the_ipc_it_entered_meanwhile() {
         std::thread::spawn(move || -> Result<(), String> {
             ramen_arch::hosted::use_cpu(cpu1_block);
             let cpu = cpus::this_cpu();
-            cpu.sched.with(|s| *s = Sched::new());
-            cpu.lookup.with(|c| *c = LookupCache::new());
-            ramen_arch::percpu::set_loaded_vspace(0);
+            join_world(cpu);
             barrier.wait(); // (1) reset
             barrier.wait(); // (2) world built
             sched::settle(); // thread 1 runs here
@@ -1467,8 +1471,7 @@ fn a_thread_suspended_from_another_cpu_leaves_the_ipc_it_entered_meanwhile() {
                 Ok(())
             };
             let (violations, _) = sched::check_queue();
-            cpu.sched.with(|s| *s = Sched::new());
-            ramen_arch::percpu::set_loaded_vspace(0);
+            leave_world(cpu);
             barrier.wait(); // (6)
             outcome?;
             if violations != 0 {
@@ -1496,8 +1499,7 @@ fn a_thread_suspended_from_another_cpu_leaves_the_ipc_it_entered_meanwhile() {
         let resumed = tcb(world.threads[0]).context.rax;
         barrier.wait(); // (5)
         barrier.wait(); // (6)
-        cpu.sched.with(|s| *s = Sched::new());
-        ramen_arch::percpu::set_loaded_vspace(0);
+        leave_world(cpu);
         if suspended != 0 || resumed != 0 {
             return Err(format!("SUSPEND answered {suspended:#x}, RESUME {resumed:#x}"));
         }

@@ -485,8 +485,8 @@ fn beside_churn(ctx: &mut Ctx, cpus: u64) -> Result<(), &'static str> {
             for pair in started.iter().flatten() {
                 ok(send(pair.start, &Message::new(0, &[])), "cannot send the start signal")?;
             }
-            let (mut first, mut last, mut round_trips, mut reports, mut changes) = (u64::MAX, 0, 0, 0, 0u64);
-            while reports < pairs {
+            let (mut tally, mut changes) = (crate::contended::Tally::new(), 0u64);
+            while tally.reports < pairs {
                 let report = if churn {
                     ok(kobj::copy(slot::CNODE, spare, 64, ctx.report), "copy failed")?;
                     ok(kobj::delete(slot::CNODE, spare, 64), "delete failed")?;
@@ -499,25 +499,15 @@ fn beside_churn(ctx: &mut Ctx, cpus: u64) -> Result<(), &'static str> {
                 } else {
                     ok(recv(ctx.report), "cannot receive reports")?.1
                 };
-                match report.label() {
-                    label::THROUGHPUT_DONE => {
-                        let word = |i: usize| report.words().get(i).copied().unwrap_or(0);
-                        first = first.min(word(0));
-                        last = last.max(word(1));
-                        round_trips += word(2);
-                        reports += 1;
-                    }
-                    label::FAILED => return Err("a benchmark thread's system call failed"),
-                    _ => {}
-                }
+                tally.note(&report)?;
             }
             let writes = ok(kobj::cap_lock_writes(slot::DEBUG), "IPC_STATS failed")? - writes_before;
             println!(
                 "BENCH {{\"kind\":\"churn\",\"churn\":{},\"pairs\":{},\"round_trips\":{},\"ticks\":{},\"cap_changes\":{},\"cap_writes\":{}}}",
                 churn,
                 pairs,
-                round_trips,
-                last.saturating_sub(first),
+                tally.round_trips,
+                tally.ticks(),
                 changes,
                 writes
             );

@@ -103,6 +103,44 @@ pub fn run(
     result
 }
 
+/// Throughput clients' reports (`label::THROUGHPUT_DONE`) summed: from the first
+/// start to the last end, round trips, reports.
+#[derive(Clone, Copy, Debug)]
+pub struct Tally {
+    first: u64,
+    last: u64,
+    pub round_trips: u64,
+    pub reports: u64,
+}
+
+impl Tally {
+    pub const fn new() -> Self {
+        Self { first: u64::MAX, last: 0, round_trips: 0, reports: 0 }
+    }
+
+    /// Counts `message` if it is a throughput report; a client's `FAILED` report is
+    /// an error; anything else is ignored.
+    pub fn note(&mut self, message: &Message) -> Result<(), &'static str> {
+        match message.label() {
+            label::THROUGHPUT_DONE => {
+                let word = |i: usize| message.words().get(i).copied().unwrap_or(0);
+                self.first = self.first.min(word(0));
+                self.last = self.last.max(word(1));
+                self.round_trips += word(2);
+                self.reports += 1;
+                Ok(())
+            }
+            label::FAILED => Err("a client's system call failed"),
+            _ => Ok(()),
+        }
+    }
+
+    /// TSC ticks from the first client's start to the last one's end.
+    pub fn ticks(&self) -> u64 {
+        self.last.saturating_sub(self.first)
+    }
+}
+
 /// Releases the clients waiting on their start endpoints and measures until every
 /// one has reported.
 fn release(started: &[Option<(Child, u64)>], report: u64, clients: u64) -> Result<Contended, &'static str> {
@@ -110,32 +148,21 @@ fn release(started: &[Option<(Child, u64)>], report: u64, clients: u64) -> Resul
     for (_, start) in started.iter().flatten() {
         ok(send(*start, &Message::new(0, &[])), "cannot send the start signal")?;
     }
-    let (mut first, mut last, mut round_trips, mut reports) = (u64::MAX, 0, 0, 0);
+    let mut tally = Tally::new();
     for _ in 0..PATIENCE {
-        if reports == clients {
+        if tally.reports == clients {
             break;
         }
-        let (_, message) = ok(recv(report), "cannot receive reports")?;
-        match message.label() {
-            label::THROUGHPUT_DONE => {
-                let word = |i: usize| message.words().get(i).copied().unwrap_or(0);
-                first = first.min(word(0));
-                last = last.max(word(1));
-                round_trips += word(2);
-                reports += 1;
-            }
-            label::FAILED => return Err("a client's system call failed"),
-            _ => {}
-        }
+        tally.note(&ok(recv(report), "cannot receive reports")?.1)?;
     }
     let after = counts()?;
-    if reports != clients {
+    if tally.reports != clients {
         return Err("not every client reported");
     }
     Ok(Contended {
         clients,
-        round_trips,
-        ticks: last.saturating_sub(first),
+        round_trips: tally.round_trips,
+        ticks: tally.ticks(),
         slow: after.0 - before.0,
         cap_writes: after.1 - before.1,
     })

@@ -40,9 +40,10 @@ pub struct Cpu {
     /// The outbox holds something (a plain flag only this CPU writes: skipping the
     /// empty outbox costs one load).
     pub outbox_held: AtomicBool,
-    /// Suspends this CPU asked other CPUs for that are not done yet: its system call
-    /// waits for them before returning to user mode (`sched::suspend`).
-    pub suspends_waiting: AtomicU32,
+    /// Suspends and resumes this CPU asked other CPUs for that are not done yet: its
+    /// system call waits for them before returning to user mode (`sched::suspend`,
+    /// `sched::resume_thread`).
+    pub requests_awaited: AtomicU32,
     /// This CPU has something to wait for before returning to user mode (a thread it
     /// destroyed or suspended on another CPU: `sched::await_stopped`): one load after
     /// an invocation when it has not.
@@ -216,7 +217,7 @@ pub fn register(local: &'static CpuLocal, lapic: Lapic) -> &'static Cpu {
                 inbox: spin::Mutex::new(Inbox::new()),
                 outbox: CpuCell::new(ramen_core::inbox::Outbox::new()),
                 outbox_held: AtomicBool::new(false),
-                suspends_waiting: AtomicU32::new(0),
+                requests_awaited: AtomicU32::new(0),
                 awaiting: AtomicBool::new(false),
                 lookup: CpuCell::new(LookupCache::new()),
                 slice_ns: AtomicU64::new(crate::sched::DEFAULT_SLICE_NS),

@@ -345,7 +345,10 @@ fn build(cpu: &'static Cpu, spec: &Spec) -> World {
     ramen_arch::percpu::set_loaded_vspace(0);
     crate::tlb::set_pcid(spec.pcid);
     for t in threads {
-        sched::resume_thread(t);
+        // Made runnable on its CPU by a wake-up, not by `RESUME`'s request, which this
+        // CPU's next invocation would wait for while the other CPUs are not serving
+        // their inboxes yet (the two-CPU step tests).
+        sched::wake(t);
     }
     assert!(sched::settle().is_some(), "a runnable thread");
     World { threads, spaces, cnodes, endpoints, notification, end: bump.0 }
@@ -1248,6 +1251,16 @@ fn four_cpus_at_once_keep_the_scheduler_sound() {
                                 return Err(format!("thread {:#x} current on CPU {c}, owned by {cpu_of}", t.addr()));
                             }
                             let runnable = state == crate::objects::ThreadState::Runnable;
+                            // Runnable or suspended: in no IPC (a lock-free `SUSPEND`
+                            // relies on it: `sched::suspend_unlocked`).
+                            let stopped = state == crate::objects::ThreadState::Inactive;
+                            if (runnable || stopped) && tcb(t).ipc != crate::objects::IpcState::None {
+                                return Err(format!(
+                                    "thread {:#x} in state {state:?} is in IPC ({:?})",
+                                    t.addr(),
+                                    tcb(t).ipc
+                                ));
+                            }
                             if runnable && running_on.is_empty() != queued {
                                 return Err(format!(
                                     "runnable thread {:#x} (CPU {cpu_of}) current on {running_on:?}, queued {queued}",
@@ -1455,8 +1468,12 @@ fn a_thread_suspended_from_another_cpu_leaves_the_ipc_it_entered_meanwhile() {
             issue(&recv, true);
             sched::settle();
             barrier.wait(); // (4) the suspend returned on CPU 0
+            // CPU 0 resumes thread 1 (and waits for this CPU to do it).
+            while tcb(t1).state != crate::objects::ThreadState::Runnable {
+                sched::drain_inbox();
+                std::hint::spin_loop();
+            }
             barrier.wait(); // (5) resumed from CPU 0
-            sched::drain_inbox();
             let t = tcb(t1);
             let queued_on_endpoint =
                 crate::ipc::first_receiver(endpoint.load(std::sync::atomic::Ordering::Relaxed));
@@ -1495,6 +1512,7 @@ fn a_thread_suspended_from_another_cpu_leaves_the_ipc_it_entered_meanwhile() {
         step(&invoke_op(11, SUSPEND, &[]), true);
         let suspended = tcb(world.threads[0]).context.rax;
         barrier.wait(); // (4)
+        // Returns once CPU 1 has made thread 1 runnable.
         step(&invoke_op(11, RESUME, &[]), true);
         let resumed = tcb(world.threads[0]).context.rax;
         barrier.wait(); // (5)
@@ -1502,6 +1520,108 @@ fn a_thread_suspended_from_another_cpu_leaves_the_ipc_it_entered_meanwhile() {
         leave_world(cpu);
         if suspended != 0 || resumed != 0 {
             return Err(format!("SUSPEND answered {suspended:#x}, RESUME {resumed:#x}"));
+        }
+        Ok(())
+    })
+    .join()
+    .expect("CPU 0 panicked");
+    let on_cpu1 = cpu1.join().expect("CPU 1 panicked");
+    result.and(on_cpu1).unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// A thread invocation decides in a read section and posts its request to the
+/// thread's CPU after the section ends; a delete on another CPU may destroy the
+/// thread in between. The request must keep the thread's memory from being reused
+/// until it is handled (`sched::Deferred` counts it when it is made). Step by step on
+/// two CPUs: thread 0 (CPU 0) decides to move thread 1 (CPU 1), then deletes both of
+/// thread 1's capabilities (CPU 1 forgets it), and only then posts the move.
+#[test]
+fn a_thread_invocation_s_request_keeps_the_thread_s_memory_until_it_is_handled() {
+    use ramen_abi::invocation::{cnode, thread::SET_AFFINITY};
+    use std::sync::{Arc, Barrier};
+    let _turn = MACHINE_TURN.lock().unwrap_or_else(|e| e.into_inner());
+    enter_cpu0();
+    let cpu1_block = other_cpus()[0];
+    let cpu0_block = *CPU_BLOCK.get().expect("CPU 0");
+    let barrier = Arc::new(Barrier::new(2));
+    // Thread 0 on CPU 0; thread 1 (its next: slot 11, its CNode in slot 14) on CPU 1.
+    let spec = Spec {
+        priorities: [10, 11, 10, 10],
+        badges: [1, 2, 3, 4],
+        bound: false,
+        transfer: [(0, 16); THREADS],
+        separate: false,
+        pcid: false,
+        cpus: 2,
+    };
+    let victim = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let cpu1 = {
+        let (barrier, victim) = (barrier.clone(), victim.clone());
+        std::thread::spawn(move || -> Result<(), String> {
+            ramen_arch::hosted::use_cpu(cpu1_block);
+            let cpu = cpus::this_cpu();
+            join_world(cpu);
+            barrier.wait(); // (1) reset
+            barrier.wait(); // (2) world built
+            sched::settle(); // thread 1 runs here
+            barrier.wait(); // (3)
+            // CPU 0 deletes thread 1: forget it when the request comes.
+            let t1 =
+                ThreadRef::new(victim.load(std::sync::atomic::Ordering::Relaxed)).ok_or("no thread 1")?;
+            while tcb(t1).state != crate::objects::ThreadState::Dead {
+                sched::settle();
+                std::hint::spin_loop();
+            }
+            barrier.wait(); // (4) forgotten here
+            barrier.wait(); // (5) the move posted
+            sched::settle(); // handled: dropped (the thread is dead)
+            barrier.wait(); // (6)
+            let (violations, _) = sched::check_queue();
+            leave_world(cpu);
+            barrier.wait(); // (7)
+            if violations != 0 {
+                return Err(format!("CPU 1: {violations} run-queue violations"));
+            }
+            Ok(())
+        })
+    };
+    let result = std::thread::spawn(move || -> Result<(), String> {
+        ramen_arch::hosted::use_cpu(cpu0_block);
+        let cpu = cpus::this_cpu();
+        barrier.wait(); // (1)
+        let world = build(cpu, &spec);
+        let [t0, t1, ..] = world.threads;
+        victim.store(t1.addr(), std::sync::atomic::Ordering::Relaxed);
+        if sched::current() != Some(t0) {
+            return Err("thread 0 does not run first on CPU 0".into());
+        }
+        barrier.wait(); // (2)
+        barrier.wait(); // (3)
+        let mut regs = [0; MSG_REGS];
+        regs[0] = 0;
+        let (answer, request) = crate::invoke::thread_in_read_section(t0, 11, SET_AFFINITY, &regs)
+            .ok_or("SET_AFFINITY of another CPU's thread took the write lock's path")?;
+        let request = request.ok_or("no request for thread 1's CPU")?;
+        // Both capabilities of thread 1 deleted: destroyed (returns once CPU 1 forgot it).
+        step(&invoke_op(SELF_SLOT, cnode::DELETE, &[11, 64]), true);
+        step(&invoke_op(14, cnode::DELETE, &[10, 64]), true);
+        let deleted = tcb(t0).context.rax;
+        barrier.wait(); // (4)
+        let held = objects::retype_would_reuse_running_thread(t1.addr(), 1 << 12);
+        request.post();
+        barrier.wait(); // (5)
+        barrier.wait(); // (6) CPU 1 handled it
+        let released = !objects::retype_would_reuse_running_thread(t1.addr(), 1 << 12);
+        barrier.wait(); // (7)
+        leave_world(cpu);
+        if answer != Ok(0) || deleted != 0 {
+            return Err(format!("SET_AFFINITY answered {answer:?}, the delete {deleted:#x}"));
+        }
+        if !held {
+            return Err("thread 1's memory could be reused while a request naming it was on its way".into());
+        }
+        if !released {
+            return Err("thread 1's memory stayed held after its last request was handled".into());
         }
         Ok(())
     })

@@ -84,11 +84,16 @@ pub fn invoke_found(
         CapType::DebugConsole => debug_write(label, regs),
         CapType::Thread => {
             // A thread's memory stays the thread's only while a capability to it
-            // does: look it up again under the write lock, which keeps it (the read
-            // section that found it has ended, and a delete on another CPU may have
-            // destroyed the thread and retyped its memory since). The last stop ran
-            // them after the read section alone, which only the write lock every
-            // invocation then passed through on its way in kept from showing.
+            // does: look it up again, in a read section or under the write lock,
+            // which keeps it (the read section that found it has ended, and a delete
+            // on another CPU may have destroyed the thread and retyped its memory
+            // since).
+            if let Some((result, request)) = thread_in_read_section(caller, cptr, label, regs) {
+                if let Some(request) = request {
+                    request.post();
+                }
+                return result;
+            }
             let mut store = CAP_LOCK.lock();
             match lookup_cap(caller, &store, cptr) {
                 Ok((_, now)) if now.kind() == CapType::Thread => {
@@ -169,6 +174,92 @@ fn debug_write(label: u64, regs: &[u64; MSG_REGS]) -> Result<usize, Error> {
     Ok(0)
 }
 
+/// The scheduling invocations of a thread (`SUSPEND`, `RESUME`, `SET_PRIORITY`,
+/// `SET_AFFINITY`) without the write lock: in a `CAP_LOCK` read section, with the
+/// capability `cptr` looked up again there (no writer runs meanwhile, so the thread
+/// cannot be destroyed while it is decided on). Scheduling state is its owner CPU's:
+/// a thread this CPU owns is changed here and now, as the owner serves a request;
+/// another CPU's gets the request, which the caller posts after the section (a read
+/// section never waits) and which keeps the thread's memory until it is handled
+/// (`sched::Deferred`). `None` when the write lock's path must do it: the capability
+/// is not a thread's any more, the label is another, `RESUME` of a faulted thread
+/// (its fault IPC may need ending), or `SUSPEND` of a thread this CPU owns that is
+/// blocked or faulted (it must be taken out of its IPC).
+pub(crate) fn thread_in_read_section(
+    caller: ThreadRef,
+    cptr: u64,
+    label: u64,
+    regs: &[u64; MSG_REGS],
+) -> Option<(Result<usize, Error>, Option<sched::Deferred>)> {
+    if !matches!(label, thread::SUSPEND | thread::RESUME | thread::SET_PRIORITY | thread::SET_AFFINITY) {
+        return None;
+    }
+    let store = CAP_LOCK.read_fast(this_cpu());
+    let (_, cap) = lookup_cap(caller, &store, cptr).ok()?;
+    if cap.kind() != CapType::Thread {
+        return None;
+    }
+    let target = ThreadRef::new(cap.addr().0)?;
+    if let Err(e) = cap.require(Rights::WRITE) {
+        return Some((Err(e), None));
+    }
+    let state = tcb(target).state;
+    let inactive = matches!(state, ThreadState::Inactive | ThreadState::Faulted);
+    let request = match label {
+        thread::SUSPEND if target == caller => {
+            // Running, so in no IPC.
+            sched::stop_current(ThreadState::Inactive);
+            None
+        }
+        thread::SUSPEND => sched::suspend_deferred(target).ok()?,
+        thread::RESUME => {
+            if !inactive {
+                return Some((Ok(0), None));
+            }
+            if state == ThreadState::Faulted {
+                return None;
+            }
+            if !configured(&store, target) {
+                return Some((Err(Error::WrongThreadState), None));
+            }
+            // The owner checks the state again (this read may be stale).
+            sched::resume_deferred(target)
+        }
+        thread::SET_PRIORITY => {
+            let result = set_priority(caller, target, inactive, regs[0]);
+            return Some((result.map(|()| 0), None));
+        }
+        _ => {
+            let cpu = match u32::try_from(regs[0]) {
+                Ok(cpu) if cpus::is_online(cpu) => cpu,
+                _ => return Some((Err(Error::RangeError), None)),
+            };
+            sched::set_affinity_deferred(target, cpu)
+        }
+    };
+    Some((Ok(0), request))
+}
+
+/// Whether `thread` has an address space and a CSpace root (`RESUME` needs both).
+fn configured(store: &Store, thread: ThreadRef) -> bool {
+    tcb(thread).vspace != 0 && cspace_slot(thread).is_some_and(|s| !store.slot(s).is_empty())
+}
+
+/// `SET_PRIORITY`: at most the caller's own, of the caller or a stopped thread. The
+/// byte is written from any CPU (a stopped thread is in no run queue; its owner
+/// files it under the priority it has when it queues it: `Tcb::queued_at`).
+fn set_priority(caller: ThreadRef, target: ThreadRef, inactive: bool, arg: u64) -> Result<(), Error> {
+    let priority = u8::try_from(arg).map_err(|_| Error::RangeError)?;
+    if priority > tcb(caller).priority {
+        return Err(Error::InsufficientRights);
+    }
+    if !inactive && target != caller {
+        return Err(Error::WrongThreadState);
+    }
+    tcb(target).priority = priority;
+    Ok(())
+}
+
 /// The thread invocations, under the write lock (`store`), which keeps the thread's
 /// memory its own: every one runs entirely under it (a `SUSPEND` of a thread on
 /// another CPU posts its request under it and waits after the lock is released, in
@@ -204,10 +295,17 @@ fn invoke_thread(
             if !inactive {
                 return Ok(0);
             }
-            let configured =
-                tcb(target).vspace != 0 && cspace_slot(target).is_some_and(|s| !store.slot(s).is_empty());
-            if !configured {
+            if !configured(store, target) {
                 return Err(Error::WrongThreadState);
+            }
+            if state == ThreadState::Faulted {
+                // Waiting for its fault handler (queued on the fault endpoint, or its
+                // fault message received): out of that IPC first, as in seL4 (the
+                // handler no longer owes it a reply), or it would run while still
+                // queued there. Stable here: only a reply, under this lock, changes a
+                // faulted thread's state from another CPU, and it cannot enter IPC
+                // again before it runs.
+                leave_ipc(target);
             }
             // The owner checks the state again (this read may be stale).
             sched::resume_thread(target);
@@ -224,14 +322,7 @@ fn invoke_thread(
         }
         thread::SET_PRIORITY => {
             cap.require(Rights::WRITE)?;
-            let priority = u8::try_from(a0).map_err(|_| Error::RangeError)?;
-            if priority > tcb(caller).priority {
-                return Err(Error::InsufficientRights);
-            }
-            if !inactive && target != caller {
-                return Err(Error::WrongThreadState);
-            }
-            tcb(target).priority = priority;
+            set_priority(caller, target, inactive, a0)?;
         }
         thread::SET_AFFINITY => {
             cap.require(Rights::WRITE)?;
@@ -621,7 +712,10 @@ pub(crate) fn leave_ipc(thread: ThreadRef) {
     let t = tcb(thread);
     match t.ipc {
         IpcState::Sending(ep) | IpcState::Calling(ep) | IpcState::Receiving(ep) => {
-            crate::ipc::remove(ep, thread)
+            crate::ipc::remove(ep, thread);
+            // A fault message not yet received goes with it (else a later call it
+            // queues would deliver the stale fault instead of its message).
+            t.pending_fault = None;
         }
         IpcState::Waiting(notification) => crate::ipc::remove_waiter(notification, thread),
         // Out of its call: what it lent comes back, and the server no longer owes it a

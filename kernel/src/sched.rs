@@ -148,12 +148,21 @@ fn wake_local(s: &mut Sched, thread: ThreadRef) {
 /// delivered as soon as there is room (`flush_outbox`: whenever this CPU waits, and
 /// before it leaves the kernel or halts).
 pub fn post(target: u32, request: Request) {
-    let Some(cpu) = cpus::cpu(target) else {
+    if cpus::cpu(target).is_none() {
         return;
-    };
+    }
     // Counted until handled: the thread's memory is not reused before (a forwarded
     // request counts up before the one it came from counts down).
     count_request(request.thread());
+    post_counted(target, request);
+}
+
+/// [`post`] of a request already counted in its thread's `requests`.
+fn post_counted(target: u32, request: Request) {
+    let Some(cpu) = cpus::cpu(target) else {
+        request_done(request.thread(), 1);
+        return;
+    };
     let me = this_cpu();
     let behind =
         me.outbox_held.load(core::sync::atomic::Ordering::Relaxed) && me.outbox.with(|o| o.holds_for(target));
@@ -224,6 +233,31 @@ pub fn service_while_waiting() {
     flush_outbox();
 }
 
+/// A request decided on inside a `CAP_LOCK` read section (a thread invocation's), to
+/// be posted once the section has ended: a read section never waits, and [`post`]
+/// may (a full outbox). Counted in the thread's `requests` when it is made, as a
+/// posted request is, so the thread's memory stays the thread's until the request is
+/// handled, even if a delete on another CPU destroys the thread right after the
+/// section (the memory waits on `objects::DESTROYED`; the request finds it `Dead`).
+#[must_use = "a deferred request must be posted"]
+pub struct Deferred {
+    target: u32,
+    request: Request,
+}
+
+impl Deferred {
+    /// `request` for CPU `target`, counted now.
+    fn new(target: u32, request: Request) -> Self {
+        count_request(request.thread());
+        Self { target, request }
+    }
+
+    /// Posts it (outside any read section).
+    pub fn post(self) {
+        post_counted(self.target, self.request);
+    }
+}
+
 /// A slot promised in CPU `target`'s inbox ([`reserve`]), to be used by
 /// [`Reservation::wake`]; dropping it unused gives the slot back.
 pub struct Reservation {
@@ -280,9 +314,38 @@ impl Drop for Reservation {
 /// or faulted), from any CPU. The owner decides on the state it owns: a stale read
 /// elsewhere (a second resume before the first was served, the thread since blocked
 /// in IPC) must not wake a thread that is running or waiting (regression: the churn
-/// saw a queued thread marked stopped by a racing resume).
+/// saw a queued thread marked stopped by a racing resume). From another CPU the
+/// system call returns only once the owner has done it, as for [`suspend`]
+/// (regression: a `SUSPEND` right after a `RESUME` of a thread that was moving went
+/// straight to its new CPU and was served there before the `RESUME`, which its old
+/// CPU forwarded: the thread ran on after both returned; found by the QEMU test
+/// `moving_and_stopping_threads_takes_no_global_lock` on four CPUs).
 pub fn resume_thread(thread: ThreadRef) {
-    on_owner(thread, Request::Resume(thread), resume_local);
+    if let Some(request) = resume_deferred(thread) {
+        request.post();
+    }
+}
+
+/// [`resume_thread`] up to its request (inside a `CAP_LOCK` read section: posted
+/// after it): here at once if this CPU owns the thread, else the request to its
+/// owner, awaited by this CPU.
+pub fn resume_deferred(thread: ThreadRef) -> Option<Deferred> {
+    let owner = tcb(thread).cpu;
+    let me = this_cpu();
+    if owner == me.local.index {
+        with_sched(|s| resume_local(s, thread));
+        None
+    } else {
+        Some(Deferred::new(owner, Request::Resume(thread, awaited_by(me))))
+    }
+}
+
+/// Counts one more request this CPU's system call waits for ([`await_stopped`]);
+/// returns this CPU's index, for the request.
+fn awaited_by(me: &cpus::Cpu) -> u32 {
+    me.requests_awaited.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+    me.awaiting.store(true, core::sync::atomic::Ordering::Relaxed);
+    me.local.index
 }
 
 /// [`resume_thread`] on the owner.
@@ -381,14 +444,17 @@ fn handle(request: Request) {
     // One about a thread that moved on follows it (`ramen_core::inbox::route`).
     match route(request, t.cpu, ramen_arch::percpu::index_fast(), t.state == ThreadState::Dead) {
         Route::Drop => {
-            if let Request::Suspend(_, waiter) = request {
-                suspend_done(waiter);
+            if let Some(waiter) = request.waiter() {
+                awaited_done(waiter);
             }
         }
         Route::Forward(owner) => post(owner, request),
         Route::Apply => match request {
             Request::Wake(t) => with_sched(|s| wake_local(s, t)),
-            Request::Resume(t) => with_sched(|s| resume_local(s, t)),
+            Request::Resume(t, waiter) => {
+                with_sched(|s| resume_local(s, t));
+                awaited_done(waiter);
+            }
             Request::Suspend(t, waiter) => suspend_for(t, waiter),
             Request::Forget(t) => forget(t),
             Request::Adopt(t) => with_sched(|s| {
@@ -412,7 +478,7 @@ fn stop(s: &mut Sched, thread: ThreadRef, state: ThreadState) {
 
 /// Stops `thread` from any CPU (suspend). From another CPU than its owner this is
 /// a request, and the system call returns only once the owner has stopped it
-/// (`await_requests`): after `SUSPEND` returns the thread runs nowhere, as on one
+/// ([`await_stopped`]): after `SUSPEND` returns the thread runs nowhere, as on one
 /// CPU.
 pub fn suspend(thread: ThreadRef) {
     let owner = tcb(thread).cpu;
@@ -421,11 +487,41 @@ pub fn suspend(thread: ThreadRef) {
         crate::invoke::leave_ipc(thread);
         with_sched(|s| stop(s, thread, ThreadState::Inactive));
     } else {
-        let me = this_cpu();
-        me.suspends_waiting.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
-        me.awaiting.store(true, core::sync::atomic::Ordering::Relaxed);
-        post(owner, Request::Suspend(thread, me.local.index));
+        post(owner, Request::Suspend(thread, awaited_by(this_cpu())));
     }
+}
+
+/// The answer of [`suspend_deferred`] for a thread this CPU owns that may be in IPC.
+pub struct NeedsLock;
+
+/// [`suspend`] inside a `CAP_LOCK` read section, of a thread other than the caller:
+/// one this CPU owns is stopped here if it is in no IPC (`Ok(None)`), else
+/// `Err(NeedsLock)` (the caller suspends it under the write lock instead); another
+/// CPU's gets the request, to post after the section, and the system call waits for
+/// it as [`suspend`]'s does.
+pub fn suspend_deferred(thread: ThreadRef) -> Result<Option<Deferred>, NeedsLock> {
+    let owner = tcb(thread).cpu;
+    let me = this_cpu();
+    if owner == me.local.index {
+        return if with_sched(|s| suspend_unlocked(s, thread)) { Ok(None) } else { Err(NeedsLock) };
+    }
+    Ok(Some(Deferred::new(owner, Request::Suspend(thread, awaited_by(me)))))
+}
+
+/// Stops `thread` (owned here and not running) for `SUSPEND` without `CAP_LOCK`, if
+/// it is runnable or inactive: such a thread is in no IPC, and stays so, since only
+/// the thread itself enters IPC (by running) and other CPUs change the IPC state of
+/// blocked and faulted threads only (`RESUME` of a faulted thread takes it out of
+/// its fault IPC first, under the write lock, for this). The kernel's invariant check counts any runnable or
+/// inactive thread found in IPC. False for a blocked or faulted thread: taking it out
+/// of its IPC needs the write lock.
+fn suspend_unlocked(s: &mut Sched, thread: ThreadRef) -> bool {
+    let t = tcb(thread);
+    if !matches!(t.state, ThreadState::Runnable | ThreadState::Inactive) {
+        return false;
+    }
+    stop(s, thread, ThreadState::Inactive);
+    true
 }
 
 /// A suspend request for `thread` that CPU `waiter` waits for: stops it if it is
@@ -434,6 +530,10 @@ fn suspend_for(thread: ThreadRef, waiter: u32) {
     let owner = tcb(thread).cpu;
     if owner != ramen_arch::percpu::index_fast() {
         post(owner, Request::Suspend(thread, waiter));
+        return;
+    }
+    if with_sched(|s| suspend_unlocked(s, thread)) {
+        awaited_done(waiter);
         return;
     }
     {
@@ -445,13 +545,13 @@ fn suspend_for(thread: ThreadRef, waiter: u32) {
         crate::invoke::leave_ipc(thread);
         with_sched(|s| stop(s, thread, ThreadState::Inactive));
     }
-    suspend_done(waiter);
+    awaited_done(waiter);
 }
 
-/// A suspend that CPU `waiter` asked for is done (or its thread is gone).
-fn suspend_done(waiter: u32) {
+/// A suspend or resume that CPU `waiter` asked for is done (or its thread is gone).
+fn awaited_done(waiter: u32) {
     if let Some(cpu) = cpus::cpu(waiter) {
-        cpu.suspends_waiting.fetch_sub(1, core::sync::atomic::Ordering::Release);
+        cpu.requests_awaited.fetch_sub(1, core::sync::atomic::Ordering::Release);
     }
 }
 
@@ -478,16 +578,22 @@ pub fn stop_current(state: ThreadState) {
 /// over only when this CPU leaves the kernel (`Sched::handoff`); until then it stays
 /// this CPU's, so a second move meanwhile only changes where it goes.
 pub fn set_affinity(thread: ThreadRef, target: u32) {
-    if cpus::cpu(target).is_none() {
-        return;
+    if let Some(request) = set_affinity_deferred(thread, target) {
+        request.post();
     }
+}
+
+/// [`set_affinity`] up to the request it makes (to the owner, or to the CPU that
+/// adopts the thread), which the caller posts: inside a `CAP_LOCK` read section,
+/// after it ends.
+pub fn set_affinity_deferred(thread: ThreadRef, target: u32) -> Option<Deferred> {
+    cpus::cpu(target)?;
     let owner = tcb(thread).cpu;
     let me = ramen_arch::percpu::index_fast();
     if owner != me {
         // Even when it is there already: its owner may be handing it to a third CPU
         // as it leaves the kernel, which this cancels.
-        post(owner, Request::Release(thread, target));
-        return;
+        return Some(Deferred::new(owner, Request::Release(thread, target)));
     }
     let adopt = with_sched(|s| {
         if let Some((t, to)) = s.handoff.as_mut()
@@ -516,19 +622,18 @@ pub fn set_affinity(thread: ThreadRef, target: u32) {
         }
         true
     });
-    if adopt {
-        hand_over(thread, target);
-    }
+    adopt.then(|| hand_over(thread, target))
 }
 
-/// Gives `thread`, owned here and on no queue here, to CPU `target`.
-fn hand_over(thread: ThreadRef, target: u32) {
+/// Gives `thread`, owned here and on no queue here, to CPU `target`: the adoption
+/// request, to post.
+fn hand_over(thread: ThreadRef, target: u32) -> Deferred {
     crate::trace::record(
         ramen_perf_record::EventKind::ThreadMigrate,
         [u64::from(crate::trace::thread_id(thread)), u64::from(target)],
     );
     tcb(thread).cpu = target;
-    post(target, Request::Adopt(thread));
+    Deferred::new(target, Request::Adopt(thread))
 }
 
 /// Puts the current thread at the back of its priority level (yield, end of slice)
@@ -576,7 +681,7 @@ pub(crate) fn settle() -> Option<Option<u64>> {
                     }
                 });
             } else {
-                hand_over(thread, target);
+                hand_over(thread, target).post();
             }
         }
         let me = ramen_arch::percpu::index_fast();
@@ -724,8 +829,8 @@ pub fn forget_anywhere(thread: ThreadRef) {
         // Requests other CPUs posted here before the destroy (a wake-up from a
         // signal, say) are dropped; on another CPU, `Forget` queues behind them.
         let dropped = this_cpu().inbox.lock().forget(thread, |request| {
-            if let Request::Suspend(_, waiter) = request {
-                suspend_done(waiter);
+            if let Some(waiter) = request.waiter() {
+                awaited_done(waiter);
             }
         });
         if dropped > 0 {
@@ -749,7 +854,8 @@ pub fn forget_anywhere(thread: ThreadRef) {
 
 /// Waits until every thread this CPU destroyed while another CPU owned it has been
 /// taken off by its owner: a delete or revoke returns to user mode only when the
-/// threads it destroyed run nowhere (as on one CPU); likewise `SUSPEND`. Called
+/// threads it destroyed run nowhere (as on one CPU); likewise `SUSPEND` and
+/// `RESUME`. Called
 /// after each kernel-object invocation (the only system calls that destroy or
 /// suspend threads), with `CAP_LOCK` released (the owners may be waiting for it);
 /// drains this CPU's inbox meanwhile (a `Forget` may follow a thread that moved here, and other
@@ -769,8 +875,9 @@ fn await_slow(me: &'static cpus::Cpu) {
         drain_inbox();
         cpu::relax();
     }
-    // Suspends of threads other CPUs own, likewise (`suspend`).
-    while me.suspends_waiting.load(core::sync::atomic::Ordering::Acquire) != 0 {
+    // Suspends and resumes of threads other CPUs own, likewise (`suspend`,
+    // `resume_thread`).
+    while me.requests_awaited.load(core::sync::atomic::Ordering::Acquire) != 0 {
         drain_inbox();
         cpu::relax();
     }
@@ -904,9 +1011,11 @@ pub fn check_queue() -> (u64, u64) {
             while let Some(t) = cursor {
                 seen += 1;
                 let tc = tcb(t);
+                // A runnable thread is in no IPC (`suspend_unlocked` relies on it).
                 let fine = tc.queued
                     && tc.cpu == me
                     && tc.state == ThreadState::Runnable
+                    && tc.ipc == crate::objects::IpcState::None
                     && tc.queued_at == priority
                     && tc.links.prev == previous
                     && s.current != Some(t);

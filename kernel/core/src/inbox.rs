@@ -15,7 +15,10 @@ pub enum Request {
     Wake(ThreadRef),
     /// Make the thread runnable if it is stopped (suspended or faulted), and only
     /// then: `RESUME` decided on a state it read from another CPU, which may be stale.
-    Resume(ThreadRef),
+    /// The given CPU waits until that is done (or the thread is gone), as for
+    /// `Suspend`: a later request of its own cannot overtake this one (one sent
+    /// straight to where the thread went while this one is forwarded there).
+    Resume(ThreadRef, u32),
     /// Stop the thread (suspend); the given CPU waits until that is done (or the
     /// thread is gone) before its system call returns.
     Suspend(ThreadRef, u32),
@@ -34,11 +37,20 @@ impl Request {
     pub const fn thread(self) -> ThreadRef {
         match self {
             Self::Wake(t)
-            | Self::Resume(t)
+            | Self::Resume(t, _)
             | Self::Suspend(t, _)
             | Self::Forget(t)
             | Self::Adopt(t)
             | Self::Release(t, _) => t,
+        }
+    }
+
+    /// The CPU waiting for the request to be carried out or dropped, if any.
+    #[inline]
+    pub const fn waiter(self) -> Option<u32> {
+        match self {
+            Self::Resume(_, waiter) | Self::Suspend(_, waiter) => Some(waiter),
+            Self::Wake(_) | Self::Forget(_) | Self::Adopt(_) | Self::Release(..) => None,
         }
     }
 }
@@ -52,7 +64,7 @@ pub enum Route {
     Apply,
     /// Post it again to the thread's owner (it moved on).
     Forward(u32),
-    /// Drop it: the thread was destroyed (a suspend's waiter is told it is done), or
+    /// Drop it: the thread was destroyed (a suspend's or resume's waiter is told it is done), or
     /// an adoption reached a CPU the thread already left (the CPU that moved it on
     /// posted its own adoption to where it went).
     Drop,
@@ -70,7 +82,7 @@ pub const fn route(request: Request, owner: u32, here: u32, dead: bool) -> Route
     match request {
         Request::Adopt(_) => Route::Drop,
         Request::Wake(_)
-        | Request::Resume(_)
+        | Request::Resume(..)
         | Request::Suspend(..)
         | Request::Forget(_)
         | Request::Release(..) => Route::Forward(owner),
@@ -444,7 +456,7 @@ mod tests {
         let t = thread(1);
         let all = [
             Request::Wake(t),
-            Request::Resume(t),
+            Request::Resume(t, 3),
             Request::Suspend(t, 3),
             Request::Forget(t),
             Request::Adopt(t),

@@ -63,6 +63,40 @@ fn runner(default: u32) -> TestRunner {
 /// One kernel, one CPU: tests take turns.
 static MACHINE_TURN: Mutex<()> = Mutex::new(());
 
+/// Aborts the test process, naming the test, if it is still running `secs` seconds
+/// after this was made (dropping it disarms it): a test with several CPUs that
+/// deadlocks (a CPU spinning in the kernel for another that waits at a barrier, or for
+/// a request nobody serves) fails instead of hanging the run.
+struct Watchdog {
+    done: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Watchdog {
+    fn start(test: &'static str, secs: u64) -> Self {
+        let (done, finished) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                finished.recv_timeout(std::time::Duration::from_secs(secs))
+            {
+                eprintln!("{test}: no progress in {secs} s (a deadlock?)");
+                std::process::abort();
+            }
+        });
+        Self { done: Some(done), thread: Some(thread) }
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        // Dropping the sender wakes the watchdog (disconnected), which then ends.
+        self.done.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 /// The hosted CPU's block, set up once.
 static CPU_BLOCK: std::sync::OnceLock<&'static CpuLocal> = std::sync::OnceLock::new();
 
@@ -1049,13 +1083,7 @@ fn four_cpus_at_once_keep_the_scheduler_sound() {
     blocks.extend_from_slice(other_cpus());
     let cases: u64 = std::env::var("RAMEN_HOSTED_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(30);
     let calls_per_case: usize = 3000;
-    let (finished_tx, finished_rx) = std::sync::mpsc::channel::<()>();
-    let watchdog = std::thread::spawn(move || {
-        if finished_rx.recv_timeout(std::time::Duration::from_secs(300)).is_err() {
-            eprintln!("four_cpus_at_once_keep_the_scheduler_sound: no progress in 300 s (a deadlock?)");
-            std::process::abort();
-        }
-    });
+    let watchdog = Watchdog::start("four_cpus_at_once_keep_the_scheduler_sound", 300);
     let totals =
         Arc::new([AtomicUsize::new(0), AtomicUsize::new(0), AtomicUsize::new(0), AtomicUsize::new(0)]);
     let replaced = Arc::new(AtomicUsize::new(0));
@@ -1290,8 +1318,7 @@ fn four_cpus_at_once_keep_the_scheduler_sound() {
         pcid_switches.1 += model.flushed;
     }
     ramen_arch::hosted::record_tlb_events(false);
-    finished_tx.send(()).expect("watchdog");
-    watchdog.join().expect("watchdog");
+    drop(watchdog);
     let (calls, fast) = (totals[0].load(Ordering::Relaxed), totals[1].load(Ordering::Relaxed));
     let replaced = replaced.load(Ordering::Relaxed);
     let writes = totals[3].load(Ordering::Relaxed);
@@ -1316,6 +1343,7 @@ fn a_call_s_woken_server_moved_away_at_once_runs_only_where_it_went() {
     use ramen_abi::invocation::thread::SET_AFFINITY;
     use std::sync::{Arc, Barrier};
     let _turn = MACHINE_TURN.lock().unwrap_or_else(|e| e.into_inner());
+    let _watchdog = Watchdog::start("a_call_s_woken_server_moved_away_at_once_runs_only_where_it_went", 60);
     enter_cpu0();
     let cpu1_block = other_cpus()[0];
     let cpu0_block = *CPU_BLOCK.get().expect("CPU 0");
@@ -1432,6 +1460,8 @@ fn a_thread_suspended_from_another_cpu_leaves_the_ipc_it_entered_meanwhile() {
     use ramen_abi::invocation::thread::{RESUME, SUSPEND};
     use std::sync::{Arc, Barrier};
     let _turn = MACHINE_TURN.lock().unwrap_or_else(|e| e.into_inner());
+    let _watchdog =
+        Watchdog::start("a_thread_suspended_from_another_cpu_leaves_the_ipc_it_entered_meanwhile", 60);
     enter_cpu0();
     let cpu1_block = other_cpus()[0];
     let cpu0_block = *CPU_BLOCK.get().expect("CPU 0");
@@ -1540,6 +1570,8 @@ fn a_thread_invocation_s_request_keeps_the_thread_s_memory_until_it_is_handled()
     use ramen_abi::invocation::{cnode, thread::SET_AFFINITY};
     use std::sync::{Arc, Barrier};
     let _turn = MACHINE_TURN.lock().unwrap_or_else(|e| e.into_inner());
+    let _watchdog =
+        Watchdog::start("a_thread_invocation_s_request_keeps_the_thread_s_memory_until_it_is_handled", 60);
     enter_cpu0();
     let cpu1_block = other_cpus()[0];
     let cpu0_block = *CPU_BLOCK.get().expect("CPU 0");

@@ -315,8 +315,10 @@ fn send_receive_in(
                     None => sched::wake_in(s, waiter),
                 }
             }
-            None if bound != 0 => return None,
-            None => set_notification_words(addr, [pending | bits, head, tail, bound]),
+            None => match ThreadRef::new(bound) {
+                Some(thread) => signal_bound(s, addr, words, bits, thread)?,
+                None => set_notification_words(addr, [pending | bits, head, tail, bound]),
+            },
         }
         syscall::set_reply(&mut tcb(caller).context, Ok(()), &[]);
     } else if pending != 0 || !blocking {
@@ -329,6 +331,37 @@ fn send_receive_in(
         sched::stop_current_in(s, ThreadState::Blocked);
     }
     count_fast(cpu);
+    Some(())
+}
+
+/// A signal (`bits`) on the notification at `addr` (words `words`, its lock held, no
+/// waiter) bound to `thread`: if the thread waits on an endpoint as a receiver, it
+/// takes the signal there (off the endpoint's queue, woken with the bits), else the
+/// bits are left pending, as the slow path's `ipc::signal` does. The endpoint is the
+/// one `Tcb::bound_wait` names, stable while the notification's lock is held (set
+/// under it, cleared only as the thread leaves the queue); its lock is taken after
+/// the notification's, and the thread's IPC state checked again under both. `None`:
+/// nothing changed (a full inbox on the thread's CPU).
+fn signal_bound(s: &mut Sched, addr: u64, words: [u64; 4], bits: u64, thread: ThreadRef) -> Option<()> {
+    let [pending, head, tail, bound] = words;
+    let endpoint = tcb(thread).bound_wait.load(core::sync::atomic::Ordering::Relaxed);
+    let _queue = (endpoint != 0).then(|| EndpointLock::take(endpoint));
+    let t = tcb(thread);
+    if endpoint == 0 || t.ipc != IpcState::Receiving(endpoint) {
+        set_notification_words(addr, [pending | bits, head, tail, bound]);
+        return Some(());
+    }
+    let here = ramen_arch::percpu::index_fast();
+    let slot = if t.cpu == here { None } else { Some(sched::reserve(t.cpu)?) };
+    // ---- point of no return ----
+    ipc::remove(endpoint, thread);
+    t.ipc = IpcState::None;
+    set_notification_words(addr, [0, head, tail, bound]);
+    ipc::deliver_signal(thread, pending | bits);
+    match slot {
+        Some(slot) => slot.wake(thread),
+        None => sched::wake_in(s, thread),
+    }
     Some(())
 }
 
@@ -452,16 +485,26 @@ fn reply_only(s: &mut Sched, server: ThreadRef) -> Option<()> {
 /// one), then the first queued sender's message, or a place in the queue of
 /// receivers, with the endpoint's lock, as the slow path's `ipc::reply` then
 /// `ipc::receive` would do them. Both halves are checked (and their inbox slots
-/// reserved) before either happens. Left to the slow path: a server with a bound
-/// notification, and what [`plan_reply`] and [`plan_receive`] leave.
+/// reserved) before either happens; a signal pending on the server's bound
+/// notification is taken instead of a message, as the slow path does. Left to the
+/// slow path: what [`plan_reply`] and [`plan_receive`] leave.
 fn reply_receive(s: &mut Sched, server: ThreadRef, cap: &Cap) -> Option<()> {
-    if tcb(server).bound_notification != 0 {
-        return None;
-    }
     let info = MessageInfo(tcb(server).context.rsi);
     let here = ramen_arch::percpu::index_fast();
     let reply = plan_reply(server, info, here)?;
     let endpoint = cap.addr().0;
+    let bound = tcb(server).bound_notification;
+    // Lock order: the bound notification's, then the endpoint's.
+    let _signals = (bound != 0).then(|| NotificationLock::notification(bound));
+    if bound != 0 && notification_words(bound)[0] != 0 {
+        // ---- point of no return ----
+        if let Some(reply) = reply {
+            commit_reply(s, server, info, reply);
+        }
+        tcb(server).recv_grant = cap.rights().contains(Rights::GRANT);
+        ipc::take_bound_signal(server);
+        return Some(());
+    }
     let _queue = EndpointLock::take(endpoint);
     let receive = plan_receive(server, endpoint, true, here)?;
     // ---- point of no return ----
@@ -531,23 +574,48 @@ fn send(s: &mut Sched, sender: ThreadRef, cap: &Cap, kind: SendKind) -> Option<(
 }
 
 /// `Recv` / `NbRecv` on an endpoint (read right checked), as the slow path's
-/// `ipc::receive` would do it: the first queued sender's message (a caller then
-/// waits for this thread's reply; a plain sender is woken here or through a
+/// `ipc::receive` would do it: a signal pending on the receiver's bound
+/// notification ([`bound_signal`]), else the first queued sender's message (a caller
+/// then waits for this thread's reply; a plain sender is woken here or through a
 /// reserved slot on its CPU), or, blocking, a place in the queue of receivers;
-/// `NbRecv` with nobody queued is `Busy`. Left to the slow path: a receiver with a
-/// bound notification, one that still owes a reply, and what [`plan_receive`]
-/// leaves.
+/// `NbRecv` with nobody queued is `Busy`. Left to the slow path: a receiver that
+/// still owes a reply, and what [`plan_receive`] leaves.
 fn receive(s: &mut Sched, receiver: ThreadRef, cap: &Cap, blocking: bool) -> Option<()> {
     let r = tcb(receiver);
-    if r.bound_notification != 0 || r.caller.is_some() {
+    if r.caller.is_some() {
         return None;
     }
     let endpoint = cap.addr().0;
+    let (_signals, taken) = bound_signal(receiver, cap);
+    if taken {
+        return Some(());
+    }
     let _queue = EndpointLock::take(endpoint);
     let plan = plan_receive(receiver, endpoint, blocking, ramen_arch::percpu::index_fast())?;
     // ---- point of no return ----
     commit_receive(s, receiver, endpoint, cap, plan);
     Some(())
+}
+
+/// For a receive through `cap` by `receiver`: if it has a bound notification, takes
+/// that notification's lock (before any endpoint's: the lock order a signal to a
+/// bound receiver follows, [`signal_bound`]) and, if a signal is pending there,
+/// delivers it instead of a message, as the slow path's `ipc::receive` does (true).
+/// The lock is held until the returned guard drops: while the receiver blocks on the
+/// endpoint, a signal cannot slip in between.
+fn bound_signal(receiver: ThreadRef, cap: &Cap) -> (Option<NotificationLock>, bool) {
+    let bound = tcb(receiver).bound_notification;
+    if bound == 0 {
+        return (None, false);
+    }
+    let lock = NotificationLock::notification(bound);
+    if notification_words(bound)[0] == 0 {
+        return (Some(lock), false);
+    }
+    // ---- point of no return ----
+    tcb(receiver).recv_grant = cap.rights().contains(Rights::GRANT);
+    ipc::take_bound_signal(receiver);
+    (Some(lock), true)
 }
 
 /// A receive decided on but not yet made ([`plan_receive`]).
@@ -619,6 +687,10 @@ fn commit_receive(s: &mut Sched, receiver: ThreadRef, endpoint: u64, cap: &Cap, 
         ReceivePlan::Block => {
             ipc::enqueue(endpoint, receiver, false);
             r.ipc = IpcState::Receiving(endpoint);
+            if r.bound_notification != 0 {
+                // With the notification's lock held ([`bound_signal`]).
+                r.bound_wait.store(endpoint, core::sync::atomic::Ordering::Relaxed);
+            }
             sched::stop_current_in(s, ThreadState::Blocked);
         }
     }

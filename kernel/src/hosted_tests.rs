@@ -981,7 +981,11 @@ fn random_call(rng: &mut XorShift, cpus: u32, server: bool) -> Op {
         14 | 15 => (Sys::Call as u64, 10 + rng.below(2), 0x14, [rng.below(u64::from(cpus)), 0, 0, 0, 0, 0]),
         // Suspend the next thread (the caller resumes it right after: `SUSPEND_RESUME`).
         16 | 17 => (Sys::Call as u64, 11, 0x10, [0; MSG_REGS]),
-        18 => ([Sys::NbRecv as u64, Sys::NbSend as u64][rng.below(2) as usize], 1, 0, words),
+        // Or a signal on the notification (bound to thread 0, a server, in some cases).
+        18 => match rng.below(3) {
+            0 => (Sys::NbSend as u64, 7, 0, words),
+            n => ([Sys::NbRecv as u64, Sys::NbSend as u64][n as usize - 1], 1, 0, words),
+        },
         // A plain `Reply` (the server then runs on: its next call is a `ReplyRecv`
         // with no one to answer, or anything else).
         _ if server && rng.below(2) == 0 => (Sys::Reply as u64, 0, 0, words),
@@ -1093,7 +1097,8 @@ fn four_cpus_at_once_keep_the_scheduler_sound() {
         let spec = Spec {
             priorities: [10, 10, 10, 10],
             badges: [1, 2, 3, 4],
-            bound: false,
+            // Thread 0 (a server) bound to the notification the others signal.
+            bound: case % 2 == 1,
             transfer: [(0, 16); THREADS],
             separate: case % 3 == 1,
             pcid: case % 4 >= 2,

@@ -121,6 +121,10 @@ pub(crate) fn dequeue(endpoint: u64, senders: bool) -> Option<ThreadRef> {
         Some(n) if senders => Queue::Senders(n, tail),
         Some(n) => Queue::Receivers(n, tail),
     };
+    if !senders {
+        // No signal to its bound notification looks for it here any more.
+        tcb(head).bound_wait.store(0, core::sync::atomic::Ordering::Relaxed);
+    }
     write_queue(endpoint, queue);
     Some(head)
 }
@@ -134,6 +138,9 @@ pub fn remove(endpoint: u64, thread: ThreadRef) {
     };
     // Rebuild the queue without it (queues are short; this is the slow path).
     write_queue(endpoint, Queue::Empty);
+    if !senders {
+        tcb(thread).bound_wait.store(0, core::sync::atomic::Ordering::Relaxed);
+    }
     let mut cursor = Some(head);
     while let Some(t) = cursor {
         cursor = tcb(t).ipc_next.take();
@@ -400,6 +407,9 @@ pub fn receive(store: &mut Store, receiver: ThreadRef, cap: &Cap, blocking: bool
         None => {
             enqueue(endpoint, receiver, false);
             block(receiver, IpcState::Receiving(endpoint));
+            if tcb(receiver).bound_notification != 0 {
+                tcb(receiver).bound_wait.store(endpoint, core::sync::atomic::Ordering::Relaxed);
+            }
             Ok(())
         }
     }
@@ -670,5 +680,9 @@ pub fn bind(thread: ThreadRef, addr: u64) -> Result<(), Error> {
         set_notification_words(addr, [p, h, t, thread.addr()]);
     }
     tcb(thread).bound_notification = addr;
+    // Bound while it waits on an endpoint: a signal must find it there.
+    if let (true, IpcState::Receiving(endpoint)) = (addr != 0, tcb(thread).ipc) {
+        tcb(thread).bound_wait.store(endpoint, core::sync::atomic::Ordering::Relaxed);
+    }
     Ok(())
 }

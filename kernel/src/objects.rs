@@ -44,9 +44,10 @@ pub static CAP_LOCK: CapLock = CapLock(Mutex::new(Store));
 ///   and proceeds only if no writer holds the mutex; otherwise it lowers the flag,
 ///   waits for the writer and tries again. The two fences make this the
 ///   store-buffering pattern: a writer either sees the flag and waits, or the reader
-///   sees the writer and backs off. Readers exclude each other only per endpoint ([`EndpointLock`]): two
-///   fastpaths touch the same state only through an endpoint queue, because each
-///   touches only threads its own CPU owns.
+///   sees the writer and backs off. Readers exclude each other only per endpoint or
+///   notification ([`EndpointLock`], [`NotificationLock`]; at most one of each, the
+///   notification's first): the threads in IPC that two readers could both touch are
+///   the ones queued on, or bound to, such an object.
 ///
 /// Spinning for the write lock services TLB flush requests (`tlb`): the holder may be
 /// waiting for this CPU's flush.
@@ -329,6 +330,14 @@ pub struct Tcb {
     pub slice_end_tsc: u64,
     /// The notification bound to this thread (physical address), 0 for none.
     pub bound_notification: u64,
+    /// The endpoint this thread, bound to a notification, waits on as a receiver; 0
+    /// when it waits on none. Set with the notification's lock held (or under the
+    /// write lock) as it blocks, cleared by whoever takes it off the endpoint's queue
+    /// (with the endpoint's lock): a signal finds it here, with the notification's
+    /// lock, then takes the endpoint's lock and checks (`fastpath::signal_bound`).
+    /// Never stale once the thread has left the queue, so the endpoint it names is
+    /// alive for as long as a read section sees it (a destroy clears it first).
+    pub bound_wait: core::sync::atomic::AtomicU64,
     /// Faults this thread took (for tests and diagnostics).
     pub faults: u64,
     /// The last fault: vector, error code and address.
@@ -389,6 +398,7 @@ impl Tcb {
             pending_fault: None,
             slice_end_tsc: 0,
             bound_notification: 0,
+            bound_wait: core::sync::atomic::AtomicU64::new(0),
             faults: 0,
             last_fault: [0; 3],
             trace: crate::trace::ThreadTrace::new(),

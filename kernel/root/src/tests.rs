@@ -107,7 +107,7 @@ pub fn run(info: &'static BootInfo) -> bool {
     };
 
     type Case = (&'static str, fn(&mut Ctx) -> Outcome);
-    let cases: [Case; 38] = [
+    let cases: [Case; 39] = [
         ("invalid_capability_pointers_are_rejected", invalid_capability_pointers),
         ("wrong_types_and_labels_are_rejected", wrong_types_and_labels),
         ("retype_rejects_bad_input_and_changes_nothing", retype_bad_input),
@@ -134,6 +134,7 @@ pub fn run(info: &'static BootInfo) -> bool {
         ("irq_control_issues_one_handler_per_line", irq_handlers),
         ("notifications_signal_poll_and_wake_across_cpus", notifications),
         ("bound_notification_wakes_an_endpoint_receiver", bound_notification),
+        ("signals_to_a_bound_receiver_take_no_global_lock", bound_signals_lock_free),
         ("a_server_dying_mid_call_wakes_its_caller", dead_server),
         ("long_messages_and_capability_transfer", long_messages),
         ("leases_lend_pinned_memory_for_one_call", leases),
@@ -1276,6 +1277,53 @@ fn bound_notification(ctx: &mut Ctx) -> Outcome {
         Some((0, _, 1, NOTIFICATION_LABEL)) => Ok(()),
         _ => Err("the endpoint receiver was not woken by its bound notification"),
     }
+}
+
+/// A driver's loop, the way interrupts will reach user-space drivers: a thread on
+/// the last CPU receives on its endpoint with a notification bound to it, and the
+/// root task signals the notification from CPU 0 again and again, then stops it with
+/// a message on the endpoint. Signals that find it waiting on the endpoint take it
+/// off the endpoint's queue and wake it (with the notification's and the endpoint's
+/// locks, in a read section); its receives take a pending signal, or queue it on the
+/// endpoint: none of it takes the capability lock's write side. (Before, every
+/// receive of a bound thread and every signal that woke one took it.)
+fn bound_signals_lock_free(ctx: &mut Ctx) -> Outcome {
+    const SIGNALS: u64 = 200;
+    let endpoint = ok(ctx.alloc.make(object::ENDPOINT, 0), "endpoint")?;
+    let note = ok(ctx.alloc.make(object::NOTIFICATION, 0), "notification")?;
+    let (driver, badge) = start(ctx, "waiter", 2, ctx.cpus - 1, &[(WAIT, endpoint)], false)?;
+    ok(kobj::bind_notification(driver.tcb, note), "bind")?;
+    let outcome = (|| {
+        let before = ok(kobj::cap_lock_writes(slot::DEBUG), "IPC_STATS failed")?;
+        for _ in 0..SIGNALS {
+            ok(ramen_rt::nb_send(note, &Message::new(0, &[])), "signal")?;
+            ramen_rt::yield_now();
+        }
+        ok(ramen_rt::send(endpoint, &Message::new(9, &[])), "stop message")?;
+        let mut signals = None;
+        collect(ctx, 100, |b, message| {
+            if b == badge && message.label() == 4 {
+                signals = message.words().first().copied();
+                return true;
+            }
+            false
+        });
+        let writes = ok(kobj::cap_lock_writes(slot::DEBUG), "IPC_STATS failed")? - before;
+        let signals = signals.ok_or("the driver never reported")?;
+        println!(
+            "    {} signals sent, {} taken by the bound receiver, {} write acquisitions",
+            SIGNALS, signals, writes
+        );
+        if signals == 0 || signals > SIGNALS {
+            return Err("the bound receiver took no signal (or more than were sent)");
+        }
+        if writes != 0 && !ctx.expect_slowpath {
+            return Err("signals to a bound receiver took the capability lock's write side");
+        }
+        Ok(())
+    })();
+    stop(&driver);
+    outcome
 }
 
 fn dead_server(ctx: &mut Ctx) -> Outcome {

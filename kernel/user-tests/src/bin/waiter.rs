@@ -1,7 +1,10 @@
 //! Blocks receiving on the endpoint or notification in its `WAIT` slot and reports
 //! what the receive returned (error code, CPU, badge, label): the revoke, migration
 //! and notification tests use it. With argument 1 it calls instead and reports how
-//! the call ended (the dead-server test).
+//! the call ended (the dead-server test). With argument 2 it is a driver's loop:
+//! it receives on the endpoint (a notification bound to it signals it, as an
+//! interrupt would) until a message with label 9 comes, then reports how many
+//! signals it took meanwhile (label 4).
 #![no_std]
 #![no_main]
 #![forbid(unsafe_code)]
@@ -16,6 +19,18 @@ fn main(arg: u64) {
             Err(e) => e.code(),
         };
         ramen_user_tests::report(3, &[code]);
+        return;
+    }
+    if arg == 2 {
+        let mut signals: u64 = 0;
+        loop {
+            match ramen_rt::recv(ramen_user_tests::WAIT) {
+                Ok((_, m)) if m.label() == ramen_abi::syscall::NOTIFICATION_LABEL => signals += 1,
+                Ok((_, m)) if m.label() == 9 => break,
+                _ => {}
+            }
+        }
+        ramen_user_tests::report(4, &[signals, u64::from(ramen_rt::current_cpu())]);
         return;
     }
     let (code, badge, label) = match ramen_rt::recv(ramen_user_tests::WAIT) {

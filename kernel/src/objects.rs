@@ -18,9 +18,9 @@ use ramen_arch::user::UserContext;
 use ramen_core::cap::Cap;
 use ramen_core::cdt::Slot;
 use ramen_core::lookup_cache::LookupMemo;
+use ramen_core::mcs::McsLock;
 use ramen_core::object::{CapType, ObjRef, ObjectStore, PhysAddr, SlotRef, TCB_BITS};
 use ramen_core::runqueue::{RunLinks, ThreadLinks, ThreadRef};
-use spin::Mutex;
 
 /// The CSpace generation (see `ramen_core::lookup_cache`): read by every CPU's lookup
 /// cache, written only by capability operations, which are rare.
@@ -32,12 +32,13 @@ pub struct Store;
 
 /// Serialises capability-space changes (copy, move, delete, revoke, retype, map).
 /// Not taken on the scheduling path; see `docs/concurrency.md`.
-pub static CAP_LOCK: CapLock = CapLock(Mutex::new(Store));
+pub static CAP_LOCK: CapLock = CapLock(McsLock::new());
 
 /// The lock around the capability store, in two modes.
 ///
 /// - **Write** ([`CapLock::lock`]): capability changes, the IPC slow path, everything
-///   but the fastpath. Writers exclude each other (a mutex) and, once they hold it,
+///   but the fastpath. Writers exclude each other (a queue lock: `ramen_core::mcs`,
+///   FIFO, each waiter spinning on its own CPU's cache line) and, once they hold it,
 ///   wait until no CPU is in a fastpath read section.
 /// - **Read** ([`CapLock::read_fast`]): the IPC fastpath. A CPU raises its own
 ///   `reading` flag (its own cache line: readers never write a shared line), fences,
@@ -51,7 +52,38 @@ pub static CAP_LOCK: CapLock = CapLock(Mutex::new(Store));
 ///
 /// Spinning for the write lock services TLB flush requests (`tlb`): the holder may be
 /// waiting for this CPU's flush.
-pub struct CapLock(Mutex<Store>);
+pub struct CapLock(McsLock<{ ramen_core::topology::MAX_CPUS }>);
+
+/// The write side of [`CAP_LOCK`], held by the CPU that took it: the capability store,
+/// mutably. Released when dropped.
+pub struct CapGuard<'a> {
+    lock: &'a CapLock,
+    cpu: usize,
+    store: Store,
+    /// Released by the CPU that took it (its node in the queue lock).
+    _here: core::marker::PhantomData<*const ()>,
+}
+
+impl core::ops::Deref for CapGuard<'_> {
+    type Target = Store;
+
+    fn deref(&self) -> &Store {
+        &self.store
+    }
+}
+
+impl core::ops::DerefMut for CapGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Store {
+        &mut self.store
+    }
+}
+
+impl Drop for CapGuard<'_> {
+    #[inline(always)]
+    fn drop(&mut self) {
+        self.lock.0.unlock(self.cpu, core::hint::spin_loop);
+    }
+}
 
 /// A fastpath read section (see [`CapLock`]); ends when dropped.
 pub struct ReadGuard<'a> {
@@ -74,14 +106,20 @@ impl Drop for ReadGuard<'_> {
 }
 
 impl CapLock {
-    /// Takes the lock for writing: one compare-exchange when it is free, the
-    /// servicing spin out of line otherwise; then waits out fastpath readers.
+    /// Takes the lock for writing: one swap when it is free; otherwise this CPU
+    /// queues and spins on its own line, serving what other CPUs may wait for
+    /// meanwhile; then waits out fastpath readers.
     #[inline(always)]
-    pub fn lock(&self) -> spin::MutexGuard<'_, Store> {
-        let guard = match self.0.try_lock() {
-            Some(guard) => guard,
-            None => self.lock_contended(),
-        };
+    pub fn lock(&self) -> CapGuard<'_> {
+        let cpu = ramen_arch::percpu::index_fast() as usize;
+        let taken = self.0.lock(cpu, || {
+            // The holder may be waiting for this CPU's TLB flush or held requests.
+            crate::sched::service_while_waiting();
+            core::hint::spin_loop();
+        });
+        // CPU indices are below `MAX_CPUS` by construction (`cpus::register`).
+        assert!(taken, "a CPU index beyond MAX_CPUS");
+        let guard = CapGuard { lock: self, cpu, store: Store, _here: core::marker::PhantomData };
         if let Some(cpu) = registered_cpu() {
             // Only this CPU writes its count: a plain load and store.
             let writes = &cpu.cap_writes;
@@ -120,18 +158,6 @@ impl CapLock {
             core::sync::atomic::fence(Ordering::SeqCst);
             if !self.0.is_locked() {
                 return;
-            }
-        }
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn lock_contended(&self) -> spin::MutexGuard<'_, Store> {
-        loop {
-            crate::sched::service_while_waiting();
-            core::hint::spin_loop();
-            if let Some(guard) = self.0.try_lock() {
-                return guard;
             }
         }
     }

@@ -16,6 +16,7 @@ pub mod cspace;
 pub mod inbox;
 pub mod irq;
 pub mod lookup_cache;
+pub mod mcs;
 pub mod memory;
 pub mod object;
 pub mod pcid;

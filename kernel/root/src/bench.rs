@@ -451,6 +451,14 @@ fn scaling(
 /// take turns, and each write acquisition leaves the pairs' CPUs spinning until the
 /// root task's CPU runs again (20,000 round trips did not finish in 300 s).
 fn beside_churn(ctx: &mut Ctx, cpus: u64) -> Result<(), &'static str> {
+    // At most this many capability changes per round trip the pairs make, then the
+    // root task waits for their reports: under icount the vCPUs take turns, and a
+    // root task changing capabilities on every one of its turns can hold the lock
+    // whenever the pairs' CPU runs, so they may never finish (the run timed out
+    // once the lock became a queue lock, and earlier once the thread invocations
+    // left it: the schedule is deterministic but shifts with every change). The
+    // parallel runs made 6-10 changes per round trip, well under it.
+    const MAX_CHANGES_PER_ROUND_TRIP: u64 = 20;
     let pairs = cpus.min(MAX_PAIRS).saturating_sub(1);
     if pairs == 0 {
         return Ok(());
@@ -487,7 +495,7 @@ fn beside_churn(ctx: &mut Ctx, cpus: u64) -> Result<(), &'static str> {
             }
             let (mut tally, mut changes) = (crate::contended::Tally::new(), 0u64);
             while tally.reports < pairs {
-                let report = if churn {
+                let report = if churn && changes < MAX_CHANGES_PER_ROUND_TRIP * rounds * pairs {
                     ok(kobj::copy(slot::CNODE, spare, 64, ctx.report), "copy failed")?;
                     ok(kobj::delete(slot::CNODE, spare, 64), "delete failed")?;
                     changes += 2;

@@ -493,16 +493,15 @@ fn reply_receive(s: &mut Sched, server: ThreadRef, cap: &Cap) -> Option<()> {
     let here = ramen_arch::percpu::index_fast();
     let reply = plan_reply(server, info, here)?;
     let endpoint = cap.addr().0;
-    let bound = tcb(server).bound_notification;
-    // Lock order: the bound notification's, then the endpoint's.
-    let _signals = (bound != 0).then(|| NotificationLock::notification(bound));
-    if bound != 0 && notification_words(bound)[0] != 0 {
+    let (_signals, pending) = lock_bound(server);
+    if pending {
         // ---- point of no return ----
+        // The reply first: it carries the server's message registers, which the
+        // signal then overwrites.
         if let Some(reply) = reply {
             commit_reply(s, server, info, reply);
         }
-        tcb(server).recv_grant = cap.rights().contains(Rights::GRANT);
-        ipc::take_bound_signal(server);
+        take_bound(server, cap);
         return Some(());
     }
     let _queue = EndpointLock::take(endpoint);
@@ -575,7 +574,7 @@ fn send(s: &mut Sched, sender: ThreadRef, cap: &Cap, kind: SendKind) -> Option<(
 
 /// `Recv` / `NbRecv` on an endpoint (read right checked), as the slow path's
 /// `ipc::receive` would do it: a signal pending on the receiver's bound
-/// notification ([`bound_signal`]), else the first queued sender's message (a caller
+/// notification ([`lock_bound`]), else the first queued sender's message (a caller
 /// then waits for this thread's reply; a plain sender is woken here or through a
 /// reserved slot on its CPU), or, blocking, a place in the queue of receivers;
 /// `NbRecv` with nobody queued is `Busy`. Left to the slow path: a receiver that
@@ -586,8 +585,10 @@ fn receive(s: &mut Sched, receiver: ThreadRef, cap: &Cap, blocking: bool) -> Opt
         return None;
     }
     let endpoint = cap.addr().0;
-    let (_signals, taken) = bound_signal(receiver, cap);
-    if taken {
+    let (_signals, pending) = lock_bound(receiver);
+    if pending {
+        // ---- point of no return ----
+        take_bound(receiver, cap);
         return Some(());
     }
     let _queue = EndpointLock::take(endpoint);
@@ -597,25 +598,26 @@ fn receive(s: &mut Sched, receiver: ThreadRef, cap: &Cap, blocking: bool) -> Opt
     Some(())
 }
 
-/// For a receive through `cap` by `receiver`: if it has a bound notification, takes
-/// that notification's lock (before any endpoint's: the lock order a signal to a
-/// bound receiver follows, [`signal_bound`]) and, if a signal is pending there,
-/// delivers it instead of a message, as the slow path's `ipc::receive` does (true).
-/// The lock is held until the returned guard drops: while the receiver blocks on the
-/// endpoint, a signal cannot slip in between.
-fn bound_signal(receiver: ThreadRef, cap: &Cap) -> (Option<NotificationLock>, bool) {
+/// Before a receive by `receiver`: if it has a bound notification, takes that
+/// notification's lock (before any endpoint's: the lock order a signal to a bound
+/// receiver follows, [`signal_bound`]) and says whether a signal is pending there,
+/// which the receive then takes instead of a message ([`take_bound`]), as the slow
+/// path's `ipc::receive` does. The lock is held until the returned guard drops: while
+/// the receiver blocks on the endpoint, no signal can slip in between.
+fn lock_bound(receiver: ThreadRef) -> (Option<NotificationLock>, bool) {
     let bound = tcb(receiver).bound_notification;
     if bound == 0 {
         return (None, false);
     }
     let lock = NotificationLock::notification(bound);
-    if notification_words(bound)[0] == 0 {
-        return (Some(lock), false);
-    }
-    // ---- point of no return ----
+    (Some(lock), notification_words(bound)[0] != 0)
+}
+
+/// The receive through `cap` takes the signal pending on `receiver`'s bound
+/// notification ([`lock_bound`] held and said so).
+fn take_bound(receiver: ThreadRef, cap: &Cap) {
     tcb(receiver).recv_grant = cap.rights().contains(Rights::GRANT);
     ipc::take_bound_signal(receiver);
-    (Some(lock), true)
 }
 
 /// A receive decided on but not yet made ([`plan_receive`]).
@@ -688,7 +690,7 @@ fn commit_receive(s: &mut Sched, receiver: ThreadRef, endpoint: u64, cap: &Cap, 
             ipc::enqueue(endpoint, receiver, false);
             r.ipc = IpcState::Receiving(endpoint);
             if r.bound_notification != 0 {
-                // With the notification's lock held ([`bound_signal`]).
+                // With the notification's lock held ([`lock_bound`]).
                 r.bound_wait.store(endpoint, core::sync::atomic::Ordering::Relaxed);
             }
             sched::stop_current_in(s, ThreadState::Blocked);

@@ -148,9 +148,6 @@ fn wake_local(s: &mut Sched, thread: ThreadRef) {
 /// delivered as soon as there is room (`flush_outbox`: whenever this CPU waits, and
 /// before it leaves the kernel or halts).
 pub fn post(target: u32, request: Request) {
-    if cpus::cpu(target).is_none() {
-        return;
-    }
     // Counted until handled: the thread's memory is not reused before (a forwarded
     // request counts up before the one it came from counts down).
     count_request(request.thread());
@@ -160,6 +157,10 @@ pub fn post(target: u32, request: Request) {
 /// [`post`] of a request already counted in its thread's `requests`.
 fn post_counted(target: u32, request: Request) {
     let Some(cpu) = cpus::cpu(target) else {
+        // No such CPU (never so for a thread's owner): dropped, as if handled.
+        if let Some(waiter) = request.waiter() {
+            awaited_done(waiter);
+        }
         request_done(request.thread(), 1);
         return;
     };

@@ -520,9 +520,9 @@ fn reply_receive(s: &mut Sched, server: ThreadRef, cap: &Cap) -> Option<()> {
 /// receiver (woken here or through a reserved slot on its CPU; after a `Call` it owes
 /// the caller a reply and, here, is the direct-switch candidate), or into the
 /// endpoint's queue of senders; `NbSend` with nobody waiting drops it. The caller
-/// holds a read section; this takes the endpoint's lock. `None`: nothing changed
-/// (also for a `Call` to a receiver that still owes another caller its reply, which
-/// the slow path unlinks).
+/// holds a read section; this takes the endpoint's lock. A receiver that still owes
+/// another caller its reply abandons it for a `Call` (as the slow path does), unless
+/// that caller lent memory. `None`: nothing changed.
 fn send(s: &mut Sched, sender: ThreadRef, cap: &Cap, kind: SendKind) -> Option<()> {
     let info = MessageInfo(tcb(sender).context.rsi);
     if !info.fits_words_only() {
@@ -534,7 +534,7 @@ fn send(s: &mut Sched, sender: ThreadRef, cap: &Cap, kind: SendKind) -> Option<(
     match ipc::first_receiver(endpoint) {
         Some(receiver) => {
             let r = tcb(receiver);
-            if call && r.caller.is_some() {
+            if call && !abandoned_reply_is_lock_free(receiver) {
                 return None;
             }
             let words = buffers_for(info, sender, receiver)?;
@@ -544,6 +544,10 @@ fn send(s: &mut Sched, sender: ThreadRef, cap: &Cap, kind: SendKind) -> Option<(
             ipc::dequeue(endpoint, false);
             crate::trace::ipc_send(sender, Some(receiver), info.len_words(), IpcPath::Fast);
             if call {
+                // The reply it owed before, if any, is abandoned (checked above).
+                if let Some(old) = r.caller.take() {
+                    tcb(old).replier = None;
+                }
                 link_call(sender, receiver, cap, info, words);
                 sched::stop_current_in(s, ThreadState::Blocked);
             } else {
@@ -577,13 +581,11 @@ fn send(s: &mut Sched, sender: ThreadRef, cap: &Cap, kind: SendKind) -> Option<(
 /// notification ([`lock_bound`]), else the first queued sender's message (a caller
 /// then waits for this thread's reply; a plain sender is woken here or through a
 /// reserved slot on its CPU), or, blocking, a place in the queue of receivers;
-/// `NbRecv` with nobody queued is `Busy`. Left to the slow path: a receiver that
-/// still owes a reply, and what [`plan_receive`] leaves.
+/// `NbRecv` with nobody queued is `Busy`. A receiver that still owes another caller
+/// its reply abandons that reply when it takes a new caller's message (as in seL4;
+/// [`abandoned_reply_is_lock_free`]). Left to the slow path: what [`plan_receive`]
+/// leaves, and an abandoned caller that lent memory.
 fn receive(s: &mut Sched, receiver: ThreadRef, cap: &Cap, blocking: bool) -> Option<()> {
-    let r = tcb(receiver);
-    if r.caller.is_some() {
-        return None;
-    }
     let endpoint = cap.addr().0;
     let (_signals, pending) = lock_bound(receiver);
     if pending {
@@ -593,9 +595,31 @@ fn receive(s: &mut Sched, receiver: ThreadRef, cap: &Cap, blocking: bool) -> Opt
     }
     let _queue = EndpointLock::take(endpoint);
     let plan = plan_receive(receiver, endpoint, blocking, ramen_arch::percpu::index_fast())?;
+    if matches!(plan, ReceivePlan::Take { calling: true, .. }) && !abandoned_reply_is_lock_free(receiver) {
+        return None;
+    }
     // ---- point of no return ----
     commit_receive(s, receiver, endpoint, cap, plan);
     Some(())
+}
+
+/// Whether `server`, about to take a new caller, can abandon the reply it still
+/// owes (if any) without the write lock: the abandoned caller stays blocked with no
+/// one owing it a reply (until it is suspended or deleted, as the slow path's
+/// `ipc::set_caller` leaves it), and only the server, running here, touches that
+/// link. Not if the abandoned caller lent memory: releasing a lease unmaps pages and
+/// shoots down TLBs, under the write lock.
+fn abandoned_reply_is_lock_free(server: ThreadRef) -> bool {
+    tcb(server).caller.is_none_or(|old| !tcb(old).leases.any())
+}
+
+/// Makes `server` owe `caller` the reply, abandoning the one it owed before, if any
+/// ([`abandoned_reply_is_lock_free`] said yes).
+fn take_caller(server: ThreadRef, caller: ThreadRef) {
+    if let Some(old) = tcb(server).caller.replace(caller) {
+        tcb(old).replier = None;
+    }
+    tcb(caller).replier = Some(server);
 }
 
 /// Before a receive by `receiver`: if it has a bound notification, takes that
@@ -673,8 +697,7 @@ fn commit_receive(s: &mut Sched, receiver: ThreadRef, endpoint: u64, cap: &Cap, 
             transfer(&t.context, &mut r.context, info, t.ipc_badge);
             copy_words(words, info.len_words());
             if calling {
-                r.caller = Some(sender);
-                t.replier = Some(receiver);
+                take_caller(receiver, sender);
                 t.ipc = IpcState::WaitingReply;
             } else {
                 t.ipc = IpcState::None;

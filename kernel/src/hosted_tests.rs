@@ -13,7 +13,7 @@
 //! IPC links and IPC buffer, the endpoint and notification words, the capability
 //! slots, and which thread runs next.
 
-use std::sync::Mutex;
+use std::sync::{Barrier, Mutex};
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestRng, TestRunner};
@@ -1078,8 +1078,8 @@ fn replace_next_thread(thread: ThreadRef, rng: &mut XorShift, cpus: u32) -> (usi
 /// run here on real parallel threads; a deadlock fails the test by timeout.
 #[test]
 fn four_cpus_at_once_keep_the_scheduler_sound() {
+    use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::{Arc, Barrier};
     const CPUS: u32 = 4;
     let _turn = MACHINE_TURN.lock().unwrap_or_else(|e| e.into_inner());
     enter_cpu0();
@@ -1336,6 +1336,39 @@ fn four_cpus_at_once_keep_the_scheduler_sound() {
     assert!(calls > 1000 && fast > 100, "too little happened: {calls} calls, {fast} fast");
 }
 
+/// Runs a step-by-step test on two CPUs, each a host thread: `cpu1` on CPU 1 (which
+/// joins the world first) and `cpu0` on CPU 0, with a barrier of two between them and
+/// the machine to themselves; a 60 s watchdog turns a deadlock into a failure.
+/// Panics with CPU 0's error, else CPU 1's.
+fn on_two_cpus(
+    test: &'static str,
+    cpu1: impl FnOnce(&'static Cpu, &Barrier) -> Result<(), String> + Send + 'static,
+    cpu0: impl FnOnce(&'static Cpu, &Barrier) -> Result<(), String> + Send + 'static,
+) {
+    let _turn = MACHINE_TURN.lock().unwrap_or_else(|e| e.into_inner());
+    let _watchdog = Watchdog::start(test, 60);
+    enter_cpu0();
+    let (cpu1_block, cpu0_block) = (other_cpus()[0], *CPU_BLOCK.get().expect("CPU 0"));
+    let barrier = std::sync::Arc::new(Barrier::new(2));
+    let on_cpu1 = {
+        let barrier = barrier.clone();
+        std::thread::spawn(move || {
+            ramen_arch::hosted::use_cpu(cpu1_block);
+            let cpu = cpus::this_cpu();
+            join_world(cpu);
+            cpu1(cpu, &barrier)
+        })
+    };
+    let result = std::thread::spawn(move || {
+        ramen_arch::hosted::use_cpu(cpu0_block);
+        cpu0(cpus::this_cpu(), &barrier)
+    })
+    .join()
+    .expect("CPU 0 panicked");
+    let on_cpu1 = on_cpu1.join().expect("CPU 1 panicked");
+    result.and(on_cpu1).unwrap_or_else(|e| panic!("{e}"));
+}
+
 /// Regression: the thread a slow-path call woke (the direct-switch candidate) was
 /// taken out of its CPU's run queue by `settle` even after the drain at its start had
 /// handed it to another CPU, which had queued it already: two run queues corrupted,
@@ -1346,13 +1379,6 @@ fn four_cpus_at_once_keep_the_scheduler_sound() {
 #[test]
 fn a_call_s_woken_server_moved_away_at_once_runs_only_where_it_went() {
     use ramen_abi::invocation::thread::SET_AFFINITY;
-    use std::sync::{Arc, Barrier};
-    let _turn = MACHINE_TURN.lock().unwrap_or_else(|e| e.into_inner());
-    let _watchdog = Watchdog::start("a_call_s_woken_server_moved_away_at_once_runs_only_where_it_went", 60);
-    enter_cpu0();
-    let cpu1_block = other_cpus()[0];
-    let cpu0_block = *CPU_BLOCK.get().expect("CPU 0");
-    let barrier = Arc::new(Barrier::new(2));
     // Threads 0 and 2 on CPU 0 (0 first), 1 (above 3) and 3 on CPU 1; thread 0 sends
     // thread 2 a capability (its endpoint, slot 1) into slot 16.
     let spec = Spec {
@@ -1367,11 +1393,7 @@ fn a_call_s_woken_server_moved_away_at_once_runs_only_where_it_went() {
     let plain =
         |sys: Sys, cptr: u64| Op { sys: sys as u64, cptr, info: 0, regs: [0; MSG_REGS], buffer: [0; 8] };
     let cpu1 = {
-        let barrier = barrier.clone();
-        std::thread::spawn(move || -> Result<(), String> {
-            ramen_arch::hosted::use_cpu(cpu1_block);
-            let cpu = cpus::this_cpu();
-            join_world(cpu);
+        move |cpu: &'static Cpu, barrier: &Barrier| -> Result<(), String> {
             barrier.wait(); // (1) reset
             barrier.wait(); // (2) world built; thread 2 asked for thread 3
             sched::settle(); // thread 1 runs here; thread 3 goes to CPU 0
@@ -1391,11 +1413,9 @@ fn a_call_s_woken_server_moved_away_at_once_runs_only_where_it_went() {
                 return Err(format!("CPU 1: {violations} run-queue violations"));
             }
             Ok(())
-        })
+        }
     };
-    let result = std::thread::spawn(move || -> Result<(), String> {
-        ramen_arch::hosted::use_cpu(cpu0_block);
-        let cpu = cpus::this_cpu();
+    let cpu0 = move |cpu: &'static Cpu, barrier: &Barrier| -> Result<(), String> {
         barrier.wait(); // (1)
         let world = build(cpu, &spec);
         let [t0, _, t2, t3] = world.threads;
@@ -1446,11 +1466,8 @@ fn a_call_s_woken_server_moved_away_at_once_runs_only_where_it_went() {
             ));
         }
         Ok(())
-    })
-    .join()
-    .expect("CPU 0 panicked");
-    let on_cpu1 = cpu1.join().expect("CPU 1 panicked");
-    result.and(on_cpu1).unwrap_or_else(|e| panic!("{e}"));
+    };
+    on_two_cpus("a_call_s_woken_server_moved_away_at_once_runs_only_where_it_went", cpu1, cpu0);
 }
 
 /// `SUSPEND` of a thread that runs on another CPU, which blocks in IPC before its CPU
@@ -1463,14 +1480,7 @@ fn a_call_s_woken_server_moved_away_at_once_runs_only_where_it_went() {
 #[test]
 fn a_thread_suspended_from_another_cpu_leaves_the_ipc_it_entered_meanwhile() {
     use ramen_abi::invocation::thread::{RESUME, SUSPEND};
-    use std::sync::{Arc, Barrier};
-    let _turn = MACHINE_TURN.lock().unwrap_or_else(|e| e.into_inner());
-    let _watchdog =
-        Watchdog::start("a_thread_suspended_from_another_cpu_leaves_the_ipc_it_entered_meanwhile", 60);
-    enter_cpu0();
-    let cpu1_block = other_cpus()[0];
-    let cpu0_block = *CPU_BLOCK.get().expect("CPU 0");
-    let barrier = Arc::new(Barrier::new(2));
+    use std::sync::Arc;
     // Thread 0 on CPU 0; thread 1 (its next, slot 11) on CPU 1, above thread 3 there.
     let spec = Spec {
         priorities: [10, 11, 10, 10],
@@ -1483,11 +1493,8 @@ fn a_thread_suspended_from_another_cpu_leaves_the_ipc_it_entered_meanwhile() {
     };
     let endpoint = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let cpu1 = {
-        let (barrier, endpoint) = (barrier.clone(), endpoint.clone());
-        std::thread::spawn(move || -> Result<(), String> {
-            ramen_arch::hosted::use_cpu(cpu1_block);
-            let cpu = cpus::this_cpu();
-            join_world(cpu);
+        let endpoint = endpoint.clone();
+        move |cpu: &'static Cpu, barrier: &Barrier| -> Result<(), String> {
             barrier.wait(); // (1) reset
             barrier.wait(); // (2) world built
             sched::settle(); // thread 1 runs here
@@ -1530,11 +1537,9 @@ fn a_thread_suspended_from_another_cpu_leaves_the_ipc_it_entered_meanwhile() {
                 return Err(format!("CPU 1: {violations} run-queue violations"));
             }
             Ok(())
-        })
+        }
     };
-    let result = std::thread::spawn(move || -> Result<(), String> {
-        ramen_arch::hosted::use_cpu(cpu0_block);
-        let cpu = cpus::this_cpu();
+    let cpu0 = move |cpu: &'static Cpu, barrier: &Barrier| -> Result<(), String> {
         barrier.wait(); // (1)
         let world = build(cpu, &spec);
         endpoint.store(world.endpoints[0], std::sync::atomic::Ordering::Relaxed);
@@ -1557,11 +1562,8 @@ fn a_thread_suspended_from_another_cpu_leaves_the_ipc_it_entered_meanwhile() {
             return Err(format!("SUSPEND answered {suspended:#x}, RESUME {resumed:#x}"));
         }
         Ok(())
-    })
-    .join()
-    .expect("CPU 0 panicked");
-    let on_cpu1 = cpu1.join().expect("CPU 1 panicked");
-    result.and(on_cpu1).unwrap_or_else(|e| panic!("{e}"));
+    };
+    on_two_cpus("a_thread_suspended_from_another_cpu_leaves_the_ipc_it_entered_meanwhile", cpu1, cpu0);
 }
 
 /// A thread invocation decides in a read section and posts its request to the
@@ -1573,14 +1575,7 @@ fn a_thread_suspended_from_another_cpu_leaves_the_ipc_it_entered_meanwhile() {
 #[test]
 fn a_thread_invocation_s_request_keeps_the_thread_s_memory_until_it_is_handled() {
     use ramen_abi::invocation::{cnode, thread::SET_AFFINITY};
-    use std::sync::{Arc, Barrier};
-    let _turn = MACHINE_TURN.lock().unwrap_or_else(|e| e.into_inner());
-    let _watchdog =
-        Watchdog::start("a_thread_invocation_s_request_keeps_the_thread_s_memory_until_it_is_handled", 60);
-    enter_cpu0();
-    let cpu1_block = other_cpus()[0];
-    let cpu0_block = *CPU_BLOCK.get().expect("CPU 0");
-    let barrier = Arc::new(Barrier::new(2));
+    use std::sync::Arc;
     // Thread 0 on CPU 0; thread 1 (its next: slot 11, its CNode in slot 14) on CPU 1.
     let spec = Spec {
         priorities: [10, 11, 10, 10],
@@ -1593,11 +1588,8 @@ fn a_thread_invocation_s_request_keeps_the_thread_s_memory_until_it_is_handled()
     };
     let victim = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let cpu1 = {
-        let (barrier, victim) = (barrier.clone(), victim.clone());
-        std::thread::spawn(move || -> Result<(), String> {
-            ramen_arch::hosted::use_cpu(cpu1_block);
-            let cpu = cpus::this_cpu();
-            join_world(cpu);
+        let victim = victim.clone();
+        move |cpu: &'static Cpu, barrier: &Barrier| -> Result<(), String> {
             barrier.wait(); // (1) reset
             barrier.wait(); // (2) world built
             sched::settle(); // thread 1 runs here
@@ -1620,11 +1612,9 @@ fn a_thread_invocation_s_request_keeps_the_thread_s_memory_until_it_is_handled()
                 return Err(format!("CPU 1: {violations} run-queue violations"));
             }
             Ok(())
-        })
+        }
     };
-    let result = std::thread::spawn(move || -> Result<(), String> {
-        ramen_arch::hosted::use_cpu(cpu0_block);
-        let cpu = cpus::this_cpu();
+    let cpu0 = move |cpu: &'static Cpu, barrier: &Barrier| -> Result<(), String> {
         barrier.wait(); // (1)
         let world = build(cpu, &spec);
         let [t0, t1, ..] = world.threads;
@@ -1661,9 +1651,6 @@ fn a_thread_invocation_s_request_keeps_the_thread_s_memory_until_it_is_handled()
             return Err("thread 1's memory stayed held after its last request was handled".into());
         }
         Ok(())
-    })
-    .join()
-    .expect("CPU 0 panicked");
-    let on_cpu1 = cpu1.join().expect("CPU 1 panicked");
-    result.and(on_cpu1).unwrap_or_else(|e| panic!("{e}"));
+    };
+    on_two_cpus("a_thread_invocation_s_request_keeps_the_thread_s_memory_until_it_is_handled", cpu1, cpu0);
 }

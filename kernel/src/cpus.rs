@@ -63,6 +63,10 @@ pub struct Cpu {
     /// Times this CPU took `CAP_LOCK` for writing (the one global lock left: see
     /// docs/concurrency.md). Written by this CPU only, read by `IPC_STATS`.
     pub cap_writes: AtomicU64,
+    /// Capability changes this CPU made without `CAP_LOCK`'s write side, holding
+    /// single slots in a read section (`ramen_core::light`). Written by this CPU only,
+    /// read by `IPC_STATS`.
+    pub cap_unlocked: AtomicU64,
     /// This CPU's trace ring (`trace` gives the rule that replaces a lock).
     pub trace: crate::trace::CpuTrace,
     /// This CPU is in the IPC fastpath, reading capabilities and endpoints without
@@ -225,6 +229,7 @@ pub fn register(local: &'static CpuLocal, lapic: Lapic) -> &'static Cpu {
                 ipc_fast: AtomicU64::new(0),
                 ipc_slow: AtomicU64::new(0),
                 cap_writes: AtomicU64::new(0),
+                cap_unlocked: AtomicU64::new(0),
                 trace: crate::trace::CpuTrace::new(crate::objects::place_trace_ring(home + RING_OFFSET)),
                 wake: ramen_core::wake::WakeFlags::new(),
                 reading: AtomicBool::new(false),

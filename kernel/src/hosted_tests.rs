@@ -519,10 +519,13 @@ fn issue(op: &Op, fast: bool) -> bool {
 
 /// Runs `ops` on a fresh world; returns the view after each system call and how many
 /// operations the CPU counted as fast.
-fn run(cpu: &'static Cpu, spec: &Spec, ops: &[Op], fast: bool) -> (Vec<View>, u64) {
+/// Runs `ops` on a new world; returns the views after each, and the IPC operations
+/// on the fastpath (or lock-free) and capability changes without the write lock.
+fn run(cpu: &'static Cpu, spec: &Spec, ops: &[Op], fast: bool) -> (Vec<View>, u64, u64) {
     crate::trace::set_fastpath(fast);
     let world = build(cpu, spec);
     let before = cpu.ipc_fast.load(core::sync::atomic::Ordering::Relaxed);
+    let unlocked_before = cpu.cap_unlocked.load(core::sync::atomic::Ordering::Relaxed);
     let mut views = vec![view(cpu, &world)];
     for op in ops {
         if !step(op, fast) {
@@ -531,7 +534,8 @@ fn run(cpu: &'static Cpu, spec: &Spec, ops: &[Op], fast: bool) -> (Vec<View>, u6
         views.push(view(cpu, &world));
     }
     let fast_ops = cpu.ipc_fast.load(core::sync::atomic::Ordering::Relaxed) - before;
-    (views, fast_ops)
+    let unlocked = cpu.cap_unlocked.load(core::sync::atomic::Ordering::Relaxed) - unlocked_before;
+    (views, fast_ops, unlocked)
 }
 
 fn spec() -> impl Strategy<Value = Spec> {
@@ -577,8 +581,30 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(label, len, caps, leases)| MessageInfo::try_new(label, len, caps, leases).expect("info").0),
         1 => any::<u64>(),
     ];
-    (sys, 0u64..10, info, prop::array::uniform6(any::<u64>()), prop::array::uniform8(0u64..16))
-        .prop_map(|(sys, cptr, info, regs, buffer)| Op { sys, cptr, info, regs, buffer })
+    let ipc = (sys, 0u64..10, info, prop::array::uniform6(any::<u64>()), prop::array::uniform8(0u64..16))
+        .prop_map(|(sys, cptr, info, regs, buffer)| Op { sys, cptr, info, regs, buffer });
+    // Capability changes in the thread's own CNode, which the fast run makes without
+    // the write lock where it can (`ramen_core::light`) and the slow run under it:
+    // copy, mint, move, mutate, delete (labels 0x20 to 0x24) of its endpoint and
+    // notification capabilities (slots 1 to 8) and of what they were copied to (16
+    // to 23), now and then of anything (a CNode or a thread capability, an empty
+    // slot: the locked path's errors).
+    let slots = || prop_oneof![4 => 1u64..9, 4 => 16u64..24, 1 => 0u64..32];
+    let cnode = (
+        0x20u64..=0x24,
+        slots(),
+        slots(),
+        prop_oneof![Just(0xFu64), 0u64..16],
+        prop_oneof![Just(0u64), 1u64..4],
+    )
+        .prop_map(|(label, dest, src, rights, badge)| Op {
+            sys: Sys::Call as u64,
+            cptr: SELF_SLOT,
+            info: MessageInfo::try_new(label, 5, 0, 0).map_or(0, |i| i.0),
+            regs: [dest, 64, src, rights, badge, 0],
+            buffer: [0; 8],
+        });
+    prop_oneof![6 => ipc, 1 => cnode]
 }
 
 /// The fastpath and the slow path leave the same state after every system call, on
@@ -591,11 +617,13 @@ fn fastpath_and_slow_path_leave_the_same_state() {
     let mut runner = runner(4000);
     let fast_total = std::cell::Cell::new(0u64);
     let steps_total = std::cell::Cell::new(0u64);
+    let unlocked_total = std::cell::Cell::new(0u64);
     runner
         .run(&(spec(), prop::collection::vec(op(), 1..40)), |(spec, ops)| {
-            let (fast_views, fast_ops) = run(cpu, &spec, &ops, true);
-            let (slow_views, slow_ops) = run(cpu, &spec, &ops, false);
+            let (fast_views, fast_ops, unlocked) = run(cpu, &spec, &ops, true);
+            let (slow_views, slow_ops, slow_unlocked) = run(cpu, &spec, &ops, false);
             prop_assert_eq!(slow_ops, 0, "the slow run took the fastpath");
+            prop_assert_eq!(slow_unlocked, 0, "the slow run changed capabilities without the lock");
             for (i, (f, s)) in fast_views.iter().zip(&slow_views).enumerate() {
                 if f != s {
                     return Err(TestCaseError::fail(format!(
@@ -606,17 +634,24 @@ fn fastpath_and_slow_path_leave_the_same_state() {
             }
             prop_assert_eq!(fast_views.len(), slow_views.len());
             fast_total.set(fast_total.get() + fast_ops);
+            unlocked_total.set(unlocked_total.get() + unlocked);
             steps_total.set(steps_total.get() + fast_views.len() as u64 - 1);
             Ok(())
         })
         .unwrap_or_else(|e| panic!("{e}"));
     crate::trace::set_fastpath(true);
     crate::tlb::set_pcid(false);
-    println!("{} system calls, {} on the fastpath", steps_total.get(), fast_total.get());
+    println!(
+        "{} system calls, {} on the fastpath, {} capability changes without the write lock",
+        steps_total.get(),
+        fast_total.get(),
+        unlocked_total.get()
+    );
     assert!(
         fast_total.get() * 10 > steps_total.get(),
         "the fastpath was rarely taken: the test is not testing it"
     );
+    assert!(unlocked_total.get() > 500, "the lock-free capability changes were rarely made");
 }
 
 /// A step of the PCID test: a system call, or a translation removed from (or put
@@ -861,6 +896,9 @@ fn invariants(world: &World) -> Result<(), String> {
         for index in 0..1u64 << RADIX {
             let at = SlotRef::in_cnode(PhysAddr(c), index).expect("slot");
             let slot = store.slot(at);
+            if store.version(at) & 1 != 0 {
+                return Err(format!("slot {index} of CNode {c:#x} left held by a lock-free change"));
+            }
             let sound = if slot.is_empty() {
                 slot.next().is_none() && slot.prev().is_none()
             } else {
@@ -974,6 +1012,9 @@ impl XorShift {
 /// `RESUME` right after), poll, or yield. Nothing blocks for good: every client's call
 /// finds a server in time.
 fn random_call(rng: &mut XorShift, cpus: u32, server: bool) -> Op {
+    if rng.below(12) == 0 {
+        return capability_change(rng);
+    }
     let words = [rng.next(), rng.next(), rng.next(), rng.next(), rng.next(), rng.next()];
     let (sys, cptr, label, regs) = match rng.below(20) {
         0..=13 if server => (Sys::ReplyRecv as u64, 1, 0, words),
@@ -993,6 +1034,29 @@ fn random_call(rng: &mut XorShift, cpus: u32, server: bool) -> Op {
     };
     let len = rng.below(9) as usize;
     Op { sys, cptr, info: MessageInfo::try_new(label, len, 0, 0).map_or(0, |i| i.0), regs, buffer: [0; 8] }
+}
+
+/// A capability change in the caller's own CNode, most of them ones the kernel makes
+/// holding single slots, without the write lock (`ramen_core::light`): a copy or a
+/// badged copy of the shared endpoint (slot 1), the caller's badged endpoint (2) or
+/// its badged notification (7) into a slot of 24 to 31, a move or a mutate between
+/// those, a delete there; or the badged endpoint its calls use (2) moved out to slot
+/// 23 and back (calls through it meanwhile fail). Other threads' changes of copies of
+/// the same objects lock slots of this one as neighbours in the derivation list,
+/// while its calls read them. (Slots 16 to 23 are `replace_next_thread`'s.)
+fn capability_change(rng: &mut XorShift) -> Op {
+    use ramen_abi::invocation::cnode;
+    let mut spare = || 24 + rng.below(8);
+    let (a, b) = (spare(), spare());
+    match rng.below(8) {
+        0 => invoke_op(SELF_SLOT, cnode::MINT, &[a, 64, 1, 0xF, 1 + rng.below(50)]),
+        1 => invoke_op(SELF_SLOT, cnode::COPY, &[a, 64, [1, 2, 7][rng.below(3) as usize]]),
+        2 => invoke_op(SELF_SLOT, cnode::MOVE, &[a, 64, b]),
+        3 => invoke_op(SELF_SLOT, cnode::MUTATE, &[a, 64, b, 0xF, 0]),
+        4 | 5 => invoke_op(SELF_SLOT, cnode::DELETE, &[a, 64]),
+        6 => invoke_op(SELF_SLOT, cnode::MOVE, &[23, 64, 2]),
+        _ => invoke_op(SELF_SLOT, cnode::MOVE, &[2, 64, 23]),
+    }
 }
 
 /// An invocation of `cptr` with `label` and arguments (no message words beyond them).
@@ -1015,7 +1079,7 @@ fn invoke_op(cptr: u64, label: u64, args: &[u64]) -> Op {
 fn replace_next_thread(thread: ThreadRef, rng: &mut XorShift, cpus: u32) -> (usize, bool) {
     use ramen_abi::invocation::{cnode, thread as tcb_ops, untyped};
     let next = ((tcb(thread).ipc_buffer - BUFFER_BASE) / 0x1000 + 1) % THREADS as u64;
-    let spare = 16 + rng.below(16);
+    let spare = 16 + rng.below(8);
     let mut calls = 0;
     let mut call = |op: Op| -> Option<u64> {
         step(&op, true);
@@ -1088,8 +1152,13 @@ fn four_cpus_at_once_keep_the_scheduler_sound() {
     let cases: u64 = std::env::var("RAMEN_HOSTED_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(30);
     let calls_per_case: usize = 3000;
     let watchdog = Watchdog::start("four_cpus_at_once_keep_the_scheduler_sound", 300);
-    let totals =
-        Arc::new([AtomicUsize::new(0), AtomicUsize::new(0), AtomicUsize::new(0), AtomicUsize::new(0)]);
+    let totals = Arc::new([
+        AtomicUsize::new(0),
+        AtomicUsize::new(0),
+        AtomicUsize::new(0),
+        AtomicUsize::new(0),
+        AtomicUsize::new(0),
+    ]);
     let replaced = Arc::new(AtomicUsize::new(0));
     // PCID switches that kept their entries, and that flushed (the cases with PCIDs).
     let mut pcid_switches = (0u64, 0u64);
@@ -1144,6 +1213,7 @@ fn four_cpus_at_once_keep_the_scheduler_sound() {
                     let mut history = std::collections::VecDeque::with_capacity(HISTORY);
                     let mut failure = None;
                     let writes_before = cpu.cap_writes.load(Ordering::Relaxed);
+                    let unlocked_before = cpu.cap_unlocked.load(Ordering::Relaxed);
                     // Until the CPUs made `calls` system calls between them, or a second
                     // passed (every thread may be blocked or suspended for good).
                     let start = std::time::Instant::now();
@@ -1220,6 +1290,10 @@ fn four_cpus_at_once_keep_the_scheduler_sound() {
                         (cpu.cap_writes.load(Ordering::Relaxed) - writes_before) as usize,
                         Ordering::Relaxed,
                     );
+                    totals[4].fetch_add(
+                        (cpu.cap_unlocked.load(Ordering::Relaxed) - unlocked_before) as usize,
+                        Ordering::Relaxed,
+                    );
 
                     // Keep answering the others until every CPU is done, then drain.
                     done.fetch_add(1, Ordering::AcqRel);
@@ -1256,6 +1330,9 @@ fn four_cpus_at_once_keep_the_scheduler_sound() {
                         return Err(format!("CPU {k}: {left} requests left in its inbox or outbox"));
                     }
                     if let Some(world) = world {
+                        // The derivation links of every CNode sound, no slot left held
+                        // (the lock-free capability changes ran on every CPU).
+                        invariants(&world).map_err(|e| format!("CPU {k}: {e}"))?;
                         let currents = currents.lock().expect("currents");
                         // The world's first threads (some destroyed since) and the
                         // threads made since (their TCB capabilities in slot 10).
@@ -1327,11 +1404,14 @@ fn four_cpus_at_once_keep_the_scheduler_sound() {
     let (calls, fast) = (totals[0].load(Ordering::Relaxed), totals[1].load(Ordering::Relaxed));
     let replaced = replaced.load(Ordering::Relaxed);
     let writes = totals[3].load(Ordering::Relaxed);
+    let unlocked = totals[4].load(Ordering::Relaxed);
     println!(
         "{cases} cases on {CPUS} CPUs: {calls} system calls, {fast} on the fastpath or lock-free, {writes} took the \
-         write lock, {replaced} threads replaced; PCID switches {} kept, {} flushed",
+         write lock, {unlocked} capability changes without it, {replaced} threads replaced; PCID switches {} kept, \
+         {} flushed",
         pcid_switches.0, pcid_switches.1
     );
+    assert!(unlocked > 100, "too few lock-free capability changes: {unlocked}");
     assert!(pcid_switches.0 > 100 && pcid_switches.1 > 100, "too few PCID switches: {pcid_switches:?}");
     assert!(calls > 1000 && fast > 100, "too little happened: {calls} calls, {fast} fast");
 }

@@ -2,7 +2,8 @@
 //!
 //! Shape of every operation: resolve and check everything (capability types, rights,
 //! ranges, thread state) without side effects, then commit. Capability-space work runs
-//! under `CAP_LOCK`; scheduling effects (suspend, resume, affinity) go through
+//! under `CAP_LOCK` (the write lock), except the changes `ramen_core::light` makes in a
+//! read section holding single slots, and a thread's scheduling invocations; scheduling effects (suspend, resume, affinity) go through
 //! `sched`, after the lock is dropped. Labels and argument registers are defined in
 //! `ramen_abi::invocation` and documented in `docs/abi.md`.
 
@@ -13,12 +14,13 @@ use ramen_arch::paging::{MapError, PageSize, user_flags};
 use ramen_core::cap::{Cap, CapData, Rights};
 use ramen_core::cnode::{self as ops, Step};
 use ramen_core::cspace::{self, MAX_DEPTH};
+use ramen_core::light::{self, Change, Outcome};
 use ramen_core::object::{CapType, Destroyed, ObjectStore, PhysAddr, SlotRef};
 use ramen_core::runqueue::ThreadRef;
 use ramen_core::untyped::{RetypeRequest, retype};
 
 use crate::cpus::{self, this_cpu};
-use crate::objects::{CAP_LOCK, Store, ThreadState, address_space, cspace_slot, tcb};
+use crate::objects::{CAP_LOCK, SlotChange, Store, ThreadState, address_space, cspace_slot, tcb};
 use crate::sched;
 
 /// Most delete or revoke steps one invocation performs before it reports
@@ -26,18 +28,18 @@ use crate::sched;
 const MAX_STEPS: usize = 256;
 
 /// The caller's CSpace root.
-fn root_of(caller: ThreadRef, store: &Store) -> Cap {
+fn root_of<S: ObjectStore>(caller: ThreadRef, store: &S) -> Cap {
     cspace_slot(caller).map(|s| store.slot(s).cap()).unwrap_or_default()
 }
 
 /// Resolves `cptr` (full depth) in the caller's CSpace through this CPU's cache.
-fn lookup(caller: ThreadRef, store: &Store, cptr: u64) -> Result<SlotRef, Error> {
+fn lookup<S: ObjectStore>(caller: ThreadRef, store: &S, cptr: u64) -> Result<SlotRef, Error> {
     let root = root_of(caller, store);
     this_cpu().lookup.with(|cache| cache.lookup(store, &root, cptr, MAX_DEPTH))
 }
 
 /// The capability `cptr` names; an empty slot is an invalid capability.
-pub fn lookup_cap(caller: ThreadRef, store: &Store, cptr: u64) -> Result<(SlotRef, Cap), Error> {
+pub fn lookup_cap<S: ObjectStore>(caller: ThreadRef, store: &S, cptr: u64) -> Result<(SlotRef, Cap), Error> {
     let slot = lookup(caller, store, cptr)?;
     let cap = store.slot(slot).cap();
     if cap.is_null() {
@@ -61,7 +63,7 @@ pub fn invoke(
     // other takes the write lock once, for its own work (a thread's, below).
     let found = {
         let store = CAP_LOCK.read_fast(this_cpu());
-        lookup_cap(caller, &store, cptr).map(|(_, cap)| cap)
+        lookup_cap(caller, &*store, cptr).map(|(_, cap)| cap)
     };
     invoke_found(caller, cptr, found, info, regs, out)
 }
@@ -95,7 +97,7 @@ pub fn invoke_found(
                 return result;
             }
             let mut store = CAP_LOCK.lock();
-            match lookup_cap(caller, &store, cptr) {
+            match lookup_cap(caller, &*store, cptr) {
                 Ok((_, now)) if now.kind() == CapType::Thread => {
                     invoke_thread(&mut store, caller, &now, label, regs)
                 }
@@ -107,7 +109,7 @@ pub fn invoke_found(
                 }
             }
         }
-        CapType::CNode => invoke_cnode(caller, &cap, label, regs),
+        CapType::CNode => invoke_cnode(caller, cptr, info, regs, out),
         CapType::Untyped => invoke_untyped(caller, cptr, label, regs),
         CapType::Frame4K | CapType::Frame2M => invoke_frame(caller, cptr, label, regs, out),
         CapType::Pdpt | CapType::PageDirectory | CapType::PageTable => {
@@ -195,7 +197,7 @@ pub(crate) fn thread_in_read_section(
         return None;
     }
     let store = CAP_LOCK.read_fast(this_cpu());
-    let (_, cap) = lookup_cap(caller, &store, cptr).ok()?;
+    let (_, cap) = lookup_cap(caller, &*store, cptr).ok()?;
     if cap.kind() != CapType::Thread {
         return None;
     }
@@ -219,7 +221,7 @@ pub(crate) fn thread_in_read_section(
             if state == ThreadState::Faulted {
                 return None;
             }
-            if !configured(&store, target) {
+            if !configured(&*store, target) {
                 return Some((Err(Error::WrongThreadState), None));
             }
             // The owner checks the state again (this read may be stale).
@@ -241,7 +243,7 @@ pub(crate) fn thread_in_read_section(
 }
 
 /// Whether `thread` has an address space and a CSpace root (`RESUME` needs both).
-fn configured(store: &Store, thread: ThreadRef) -> bool {
+fn configured<S: ObjectStore>(store: &S, thread: ThreadRef) -> bool {
     tcb(thread).vspace != 0 && cspace_slot(thread).is_some_and(|s| !store.slot(s).is_empty())
 }
 
@@ -491,30 +493,105 @@ fn tear_down(store: &mut Store, object: Destroyed) {
     }
 }
 
-fn invoke_cnode(caller: ThreadRef, cap: &Cap, label: u64, regs: &[u64; MSG_REGS]) -> Result<usize, Error> {
+/// How often a lock-free capability change tries again when another change holds a
+/// slot it needs, before it takes the write lock instead.
+const LIGHT_TRIES: usize = 8;
+
+/// A CNode invocation without the write lock, when it is one that
+/// `ramen_core::light` makes (copy, mint, move, mutate, delete of an endpoint or
+/// notification capability that leaves its object another capability): in a read
+/// section, which keeps every write-lock change out, holding only the slots it
+/// touches. `None` when the write lock's path must do it (or report its error: this
+/// path reports only the operation's own refusals, so the codes are the same).
+fn cnode_in_read_section(
+    caller: ThreadRef,
+    cptr: u64,
+    label: u64,
+    regs: &[u64; MSG_REGS],
+) -> Option<Result<usize, Error>> {
+    if !crate::fastpath::lock_free_enabled() {
+        return None;
+    }
+    let [index, depth, src, rights, badge, _] = *regs;
+    let store = CAP_LOCK.read_fast(this_cpu());
+    let (_, cap) = lookup_cap(caller, &*store, cptr).ok()?;
+    if cap.kind() != CapType::CNode || cap.require(Rights::WRITE).is_err() {
+        return None;
+    }
+    let dest = cspace::resolve(&*store, &cap, index, u8::try_from(depth).ok()?).ok()?;
+    let rights = Rights::from_bits(u8::try_from(rights).ok()?)?;
+    let src = || lookup(caller, &*store, src).ok();
+    let change = match label {
+        cnode::COPY => Change::Copy { src: src()? },
+        cnode::MINT => Change::Mint { src: src()?, rights, badge },
+        cnode::MOVE => Change::Move { src: src()? },
+        cnode::MUTATE => Change::Mutate { src: src()?, rights, badge },
+        cnode::DELETE => Change::Delete,
+        _ => return None,
+    };
+    for _ in 0..LIGHT_TRIES {
+        match light::change(&mut SlotChange::new(&store), dest, change) {
+            Outcome::Done(result) => {
+                // Only this CPU writes its count: a plain load and store.
+                let count = &this_cpu().cap_unlocked;
+                count.store(
+                    count.load(core::sync::atomic::Ordering::Relaxed) + 1,
+                    core::sync::atomic::Ordering::Relaxed,
+                );
+                return Some(result.map(|()| 0));
+            }
+            Outcome::Locked => return None,
+            Outcome::Busy => core::hint::spin_loop(),
+        }
+    }
+    None
+}
+
+fn invoke_cnode(
+    caller: ThreadRef,
+    cptr: u64,
+    info: MessageInfo,
+    regs: &[u64; MSG_REGS],
+    out: &mut [u64; MSG_REGS],
+) -> Result<usize, Error> {
+    let label = info.label();
+    if let Some(result) = cnode_in_read_section(caller, cptr, label, regs) {
+        return result;
+    }
+    let mut store = CAP_LOCK.lock();
+    // Looked up again under the lock: the read section that found the CNode
+    // capability has ended, and a delete on another CPU may have destroyed the CNode
+    // and reused its memory since (walking it then read whatever the memory holds
+    // now as capabilities).
+    let cap = match lookup_cap(caller, &*store, cptr) {
+        Ok((_, now)) if now.kind() == CapType::CNode => now,
+        now => {
+            drop(store);
+            return invoke_found(caller, cptr, now.map(|(_, cap)| cap), info, regs, out);
+        }
+    };
     cap.require(Rights::WRITE)?;
     let [index, depth, src, rights, badge, _] = *regs;
     let depth = u8::try_from(depth).map_err(|_| Error::RangeError)?;
-    let mut store = CAP_LOCK.lock();
-    let dest = cspace::resolve(&*store, cap, index, depth)?;
+    let dest = cspace::resolve(&*store, &cap, index, depth)?;
     let rights = Rights::from_bits(u8::try_from(rights).map_err(|_| Error::InvalidArgument)?)
         .ok_or(Error::InvalidArgument)?;
     let data = cap_data(&store, caller, src, badge)?;
     match label {
         cnode::COPY => {
-            let src = lookup(caller, &store, src)?;
+            let src = lookup(caller, &*store, src)?;
             ops::copy(&mut *store, src, dest)?;
         }
         cnode::MINT => {
-            let src = lookup(caller, &store, src)?;
+            let src = lookup(caller, &*store, src)?;
             ops::mint(&mut *store, src, dest, rights, data)?;
         }
         cnode::MOVE => {
-            let src = lookup(caller, &store, src)?;
+            let src = lookup(caller, &*store, src)?;
             ops::move_cap(&mut *store, src, dest)?;
         }
         cnode::MUTATE => {
-            let src = lookup(caller, &store, src)?;
+            let src = lookup(caller, &*store, src)?;
             ops::mutate(&mut *store, src, dest, rights, data)?;
         }
         cnode::DELETE => run_steps(&mut store, dest, ops::delete_step)?,
@@ -532,8 +609,8 @@ fn invoke_untyped(caller: ThreadRef, cptr: u64, label: u64, regs: &[u64; MSG_REG
     let kind = CapType::from_code(kind).ok_or(Error::InvalidArgument)?;
     let size_bits = u8::try_from(size_bits).map_err(|_| Error::RangeError)?;
     let mut store = CAP_LOCK.lock();
-    let untyped_slot = lookup(caller, &store, cptr)?;
-    let dest = lookup(caller, &store, dest_cnode)?;
+    let untyped_slot = lookup(caller, &*store, cptr)?;
+    let dest = lookup(caller, &*store, dest_cnode)?;
     // A thread destroyed on another CPU may still run there for a moment: until that
     // CPU takes it off, the memory it lived in is not handed out again.
     let region = store.slot(untyped_slot).cap();
@@ -589,7 +666,7 @@ fn invoke_frame(
 ) -> Result<usize, Error> {
     let [vspace_cptr, vaddr, rights, ..] = *regs;
     let mut store = CAP_LOCK.lock();
-    let (slot, cap) = lookup_cap(caller, &store, cptr)?;
+    let (slot, cap) = lookup_cap(caller, &*store, cptr)?;
     let (size, bytes) = match cap.kind() {
         CapType::Frame2M => (PageSize::Size2M, 1 << 21),
         _ => (PageSize::Size4K, 4096),
@@ -650,7 +727,7 @@ fn invoke_table(caller: ThreadRef, cptr: u64, label: u64, regs: &[u64; MSG_REGS]
     }
     let [vspace_cptr, vaddr, ..] = *regs;
     let mut store = CAP_LOCK.lock();
-    let (slot, cap) = lookup_cap(caller, &store, cptr)?;
+    let (slot, cap) = lookup_cap(caller, &*store, cptr)?;
     let level = crate::objects::table_level(cap.kind());
     let root = vspace_root(caller, &store, vspace_cptr)?;
     if !(USER_BASE..USER_TOP).contains(&vaddr) {
@@ -773,17 +850,18 @@ fn invoke_sched_control(
 }
 
 fn ipc_stats(out: &mut [u64; MSG_REGS]) -> Result<usize, Error> {
-    let (mut fast, mut slow, mut flushes, mut writes) = (0, 0, 0, 0);
+    let (mut fast, mut slow, mut flushes, mut writes, mut unlocked) = (0, 0, 0, 0, 0);
     for index in 0..ramen_core::topology::MAX_CPUS as u32 {
         if let Some(cpu) = cpus::cpu(index) {
             fast += cpu.ipc_fast.load(core::sync::atomic::Ordering::Relaxed);
             slow += cpu.ipc_slow.load(core::sync::atomic::Ordering::Relaxed);
             flushes += cpu.tlb_flushes.load(core::sync::atomic::Ordering::Relaxed);
             writes += cpu.cap_writes.load(core::sync::atomic::Ordering::Relaxed);
+            unlocked += cpu.cap_unlocked.load(core::sync::atomic::Ordering::Relaxed);
         }
     }
-    out[..4].copy_from_slice(&[fast, slow, flushes, writes]);
-    Ok(4)
+    out[..5].copy_from_slice(&[fast, slow, flushes, writes, unlocked]);
+    Ok(5)
 }
 
 /// Which IRQ lines have a handler capability; changed under `CAP_LOCK` (taken first).
@@ -800,15 +878,15 @@ fn invoke_irq_control(
     }
     let [irq, dest, ..] = *regs;
     let mut store = CAP_LOCK.lock();
-    let control = lookup(caller, &store, cptr)?;
-    let dest = lookup(caller, &store, dest)?;
+    let control = lookup(caller, &*store, cptr)?;
+    let dest = lookup(caller, &*store, dest)?;
     ramen_core::irq::issue_handler(&mut *store, &mut IRQS.lock(), control, irq, dest)?;
     Ok(0)
 }
 
 fn check_invariants(caller: ThreadRef, out: &mut [u64; MSG_REGS]) -> Result<usize, Error> {
     let store = CAP_LOCK.lock();
-    let root = root_of(caller, &store);
+    let root = root_of(caller, &*store);
     if root.kind() != CapType::CNode {
         return Err(Error::InvalidCapability);
     }
@@ -816,6 +894,11 @@ fn check_invariants(caller: ThreadRef, out: &mut [u64; MSG_REGS]) -> Result<usiz
     for index in 0..1u64 << root.size_bits() {
         let Some(at) = SlotRef::in_cnode(root.addr(), index) else { break };
         let slot = store.slot(at);
+        // Under the write lock no lock-free change holds a slot: an odd lock word is
+        // one a change left held.
+        if store.version(at) & 1 != 0 {
+            bad += 1;
+        }
         if slot.is_empty() {
             if slot.next().is_some() || slot.prev().is_some() {
                 bad += 1;

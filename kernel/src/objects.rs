@@ -19,7 +19,7 @@ use ramen_core::cap::Cap;
 use ramen_core::cdt::Slot;
 use ramen_core::lookup_cache::LookupMemo;
 use ramen_core::mcs::McsLock;
-use ramen_core::object::{CapType, ObjRef, ObjectStore, PhysAddr, SlotRef, TCB_BITS};
+use ramen_core::object::{CapType, ObjRef, ObjectStore, PhysAddr, SLOT_LOCK_OFFSET, SlotRef, TCB_BITS};
 use ramen_core::runqueue::{RunLinks, ThreadLinks, ThreadRef};
 
 /// The CSpace generation (see `ramen_core::lookup_cache`): read by every CPU's lookup
@@ -91,10 +91,10 @@ pub struct ReadGuard<'a> {
 }
 
 impl core::ops::Deref for ReadGuard<'_> {
-    type Target = Store;
+    type Target = ReadStore;
 
-    fn deref(&self) -> &Store {
-        &Store
+    fn deref(&self) -> &ReadStore {
+        &ReadStore
     }
 }
 
@@ -163,17 +163,231 @@ impl CapLock {
     }
 }
 
+/// The lock word of the slot `at` (its last 8 bytes, `SLOT_LOCK_OFFSET`), for the
+/// capability changes that take no global lock (`ramen_core::light`): even when
+/// free, odd while one such change holds the slot, and 2 more after each, so it is
+/// also the slot's version: a read that finds the same even value before and after
+/// it read a slot no such change was writing.
+#[inline(always)]
+fn slot_lock(at: SlotRef) -> &'static AtomicU64 {
+    let virt = phys::direct_map(at.addr().0 + SLOT_LOCK_OFFSET);
+    // SAFETY: slot addresses come from CNode capabilities (a live CNode's 64-byte
+    // slots, which retype zeroed) or a TCB's CSpace-root slot (`Tcb::cspace_root_lock`
+    // follows it); the last 8 bytes of a slot are this word, used only atomically.
+    unsafe { &*(virt as *const AtomicU64) }
+}
+
+/// The slots one lock-free capability change holds (`ramen_core::light`): made in a
+/// read section, which keeps every change that takes the write lock out meanwhile
+/// (so the CNodes holding the slots, and the objects the capabilities name, stay
+/// alive), and writes only the slots whose lock words it holds.
+pub struct SlotChange<'a> {
+    _section: &'a ReadGuard<'a>,
+    /// Each held slot's address, the even value its word had when taken, and whether
+    /// its capability was written (only then does its version move on: a neighbour
+    /// whose links alone changed keeps it, and the lookup memos that trust it); at
+    /// most four: the capability's slot, the destination and two neighbours.
+    held: [(u64, u64, bool); 4],
+    count: usize,
+}
+
+impl<'a> SlotChange<'a> {
+    /// A change made in the read section `section`, holding nothing yet.
+    pub fn new(section: &'a ReadGuard<'a>) -> Self {
+        Self { _section: section, held: [(0, 0, false); 4], count: 0 }
+    }
+
+    fn held(&mut self, at: SlotRef) -> Option<&mut (u64, u64, bool)> {
+        self.held[..self.count].iter_mut().find(|(addr, ..)| *addr == at.addr().0)
+    }
+
+    fn holds(&self, at: SlotRef) -> bool {
+        self.held[..self.count].iter().any(|(addr, ..)| *addr == at.addr().0)
+    }
+}
+
+impl ramen_core::light::SlotLocks for SlotChange<'_> {
+    fn try_lock(&mut self, at: SlotRef) -> bool {
+        let lock = slot_lock(at);
+        let now = lock.load(Ordering::Relaxed);
+        // A locked `cmpxchg` is a full barrier: the stores that follow are seen after
+        // the word turns odd.
+        if self.count == self.held.len()
+            || now & 1 != 0
+            || lock.compare_exchange(now, now + 1, Ordering::Acquire, Ordering::Relaxed).is_err()
+        {
+            return false;
+        }
+        self.held[self.count] = (at.addr().0, now, false);
+        self.count += 1;
+        true
+    }
+
+    fn unlock_all(&mut self) {
+        for &(addr, taken, written) in &self.held[..self.count] {
+            if let Some(at) = SlotRef::new(addr) {
+                // Release: the slot's new contents before the word. A slot whose
+                // capability did not change gets its old version back: a read of the
+                // capability that straddled the hold read it whole (the links it may
+                // have torn are not part of what a read section sees: `ReadStore`).
+                slot_lock(at).store(if written { taken + 2 } else { taken }, Ordering::Release);
+            }
+        }
+        self.count = 0;
+    }
+}
+
+impl ObjectStore for SlotChange<'_> {
+    fn slot(&self, at: SlotRef) -> Slot {
+        if self.holds(at) {
+            // SAFETY: as in `Store::slot`; held, so nothing else writes it (and its
+            // odd word would make the seqlock read wait for ever).
+            unsafe { phys::read::<Slot>(at.addr().0) }
+        } else {
+            ReadStore.slot(at)
+        }
+    }
+
+    fn set_slot(&mut self, at: SlotRef, slot: Slot) {
+        // `ramen_core::light` writes only slots it locked (its host tests check every
+        // access); anything else would race with other changes.
+        let Some(held) = self.held(at) else {
+            panic!("a lock-free capability change wrote a slot it does not hold");
+        };
+        held.2 = true;
+        // SAFETY: as in `Store::slot`; this change holds the slot's lock word.
+        unsafe { phys::write::<Slot>(at.addr().0, slot) }
+    }
+
+    fn set_links(&mut self, at: SlotRef, slot: Slot) {
+        // Its version stays (see `unlock_all`).
+        assert!(self.holds(at), "a lock-free capability change wrote a slot it does not hold");
+        // SAFETY: as in `Store::slot`; this change holds the slot's lock word.
+        unsafe { phys::write::<Slot>(at.addr().0, slot) }
+    }
+
+    fn version(&self, at: SlotRef) -> u64 {
+        slot_lock(at).load(Ordering::Acquire)
+    }
+
+    fn init_object(&mut self, _obj: ObjRef) {
+        unreachable!("a lock-free capability change makes no object");
+    }
+
+    fn generation(&self) -> u64 {
+        GENERATION.load(Ordering::Acquire)
+    }
+
+    fn bump_generation(&mut self) {
+        unreachable!("a lock-free capability change moves no CNode capability");
+    }
+
+    fn may_delete(&self, cap: &Cap, _is_final: bool) -> Result<(), ramen_abi::Error> {
+        // Nothing pins an endpoint or a notification (the write lock's `Store` asks
+        // the page tables about frames and tables).
+        debug_assert!(ramen_core::light::is_light(cap.kind()));
+        Ok(())
+    }
+
+    fn remove_mapping(&mut self, _cap: &Cap) {
+        unreachable!("a lock-free capability change moves no mapped capability");
+    }
+
+    fn thread_slot(&self, thread: PhysAddr) -> Option<SlotRef> {
+        ThreadRef::new(thread.0).and_then(cspace_slot)
+    }
+}
+
+/// Capability slots as a `CAP_LOCK` read section sees them: read-only, and read as
+/// a seqlock, since the lock-free capability changes (`ramen_core::light`, through
+/// [`SlotChange`]) write slots while read sections run. The write lock's [`Store`]
+/// reads plainly: no such change runs while a writer holds it.
+pub struct ReadStore;
+
+impl ObjectStore for ReadStore {
+    /// The slot's capability; its derivation links read as none (a lock-free change
+    /// may be rewriting a neighbour's links without a new version: nothing in a read
+    /// section may rely on them).
+    #[inline(always)]
+    fn slot(&self, at: SlotRef) -> Slot {
+        self.read_versioned(at).0
+    }
+
+    #[inline(always)]
+    fn version(&self, at: SlotRef) -> u64 {
+        slot_lock(at).load(Ordering::Acquire)
+    }
+
+    /// A seqlock read: in a read section a slot may be changing (a change that holds
+    /// its lock word, `ramen_core::light`). The version returned is even and was the
+    /// slot's throughout the read.
+    #[inline(always)]
+    fn read_versioned(&self, at: SlotRef) -> (Slot, u64) {
+        let lock = slot_lock(at);
+        loop {
+            let before = lock.load(Ordering::Acquire);
+            if before & 1 == 0 {
+                // SAFETY: slot addresses come from CNode capabilities (inside a live
+                // CNode, which retype zeroed: zero is the empty slot) or a TCB's
+                // CSpace-root slot; the CNode (or TCB) stays alive while the read
+                // section lasts (no writer runs). The read may race with a light
+                // change of the slot; the version check below discards it then (every
+                // field is valid whatever it mixes: no field is torn below a byte, an
+                // enum's or a bool's, or an 8-byte-aligned word).
+                let slot = unsafe { phys::read::<Slot>(at.addr().0) };
+                core::sync::atomic::fence(Ordering::Acquire);
+                if lock.load(Ordering::Relaxed) == before {
+                    return (slot.without_links(), before);
+                }
+            }
+            // Held by a change that waits for nothing: it is a few stores from done.
+            core::hint::spin_loop();
+        }
+    }
+
+    fn set_slot(&mut self, _at: SlotRef, _slot: Slot) {
+        unreachable!("a read section writes no slot through its store");
+    }
+
+    fn init_object(&mut self, _obj: ObjRef) {
+        unreachable!("a read section makes no object");
+    }
+
+    fn generation(&self) -> u64 {
+        GENERATION.load(Ordering::Acquire)
+    }
+
+    fn bump_generation(&mut self) {
+        unreachable!("a read section changes no CSpace");
+    }
+}
+
 impl ObjectStore for Store {
     fn slot(&self, at: SlotRef) -> Slot {
         // SAFETY: slot addresses come from CNode capabilities (inside a live CNode,
         // which retype zeroed: zero is the empty slot) or a TCB's CSpace-root slot;
-        // writers hold CAP_LOCK, as the `&self` borrow of the store proves here.
+        // writers hold CAP_LOCK, as the `&self` borrow of the store proves here, and
+        // no lock-free change (`ReadStore`) runs while a writer holds it.
         unsafe { phys::read::<Slot>(at.addr().0) }
     }
 
     fn set_slot(&mut self, at: SlotRef, slot: Slot) {
         // SAFETY: as above; `&mut self` proves we hold CAP_LOCK.
         unsafe { phys::write::<Slot>(at.addr().0, slot) }
+        // A new version (even: no lock-free change holds a slot while a writer holds
+        // CAP_LOCK), so that a thread's lookup memo stops trusting its copy.
+        let version = slot_lock(at);
+        version.store(version.load(Ordering::Relaxed) + 2, Ordering::Release);
+    }
+
+    fn set_links(&mut self, at: SlotRef, slot: Slot) {
+        // The same version: links are not part of what a read section sees.
+        // SAFETY: as above.
+        unsafe { phys::write::<Slot>(at.addr().0, slot) }
+    }
+
+    fn version(&self, at: SlotRef) -> u64 {
+        slot_lock(at).load(Ordering::Acquire)
     }
 
     fn init_object(&mut self, obj: ObjRef) {
@@ -306,6 +520,9 @@ pub struct Tcb {
     /// The CSpace root capability, in a slot of its own so the derivation tree
     /// tracks it like any other copy.
     pub cspace_root: Slot,
+    /// The lock word of that slot, where every CNode slot has its own (its last 8
+    /// bytes: `SLOT_LOCK_OFFSET`); see `slot_lock`.
+    pub cspace_root_lock: AtomicU64,
     /// Scheduling state; written only by the owning CPU.
     pub state: ThreadState,
     /// Priority, 0 (lowest) to 255.
@@ -396,6 +613,10 @@ const _: () = assert!(core::mem::size_of::<Tcb>() <= 1 << TCB_BITS);
 
 /// Offset of the CSpace-root slot inside a TCB.
 pub const TCB_CSPACE_SLOT_OFFSET: u64 = core::mem::offset_of!(Tcb, cspace_root) as u64;
+const _: () = assert!(
+    core::mem::offset_of!(Tcb, cspace_root_lock) as u64 == TCB_CSPACE_SLOT_OFFSET + SLOT_LOCK_OFFSET,
+    "a TCB's CSpace-root slot is laid out like a CNode slot, lock word last"
+);
 
 impl Tcb {
     fn new() -> Self {
@@ -403,6 +624,7 @@ impl Tcb {
             fpu: FpuArea::initial(),
             context: UserContext::default(),
             cspace_root: Slot::default(),
+            cspace_root_lock: AtomicU64::new(0),
             state: ThreadState::Inactive,
             priority: 0,
             cpu: 0,

@@ -308,7 +308,7 @@ fn user_fault(ctx: &mut UserContext) {
     let endpoint = t.fault_endpoint;
     if endpoint != 0 {
         let mut store = CAP_LOCK.lock();
-        let sent = invoke::lookup_cap(thread, &store, endpoint)
+        let sent = invoke::lookup_cap(thread, &*store, endpoint)
             .and_then(|(_, cap)| ipc::send_fault(&mut store, thread, &cap, ctx.vector, ctx.error, address));
         if sent.is_err() {
             kprintln!(

@@ -64,6 +64,12 @@ impl Slot {
         self.next
     }
 
+    /// The same capability and flags, linked to nothing: what a reader that must not
+    /// rely on the links gets (the kernel's read sections: `ReadStore`).
+    pub const fn without_links(self) -> Self {
+        Self { prev: None, next: None, ..self }
+    }
+
     /// True if this capability can have children.
     pub const fn is_revocable(&self) -> bool {
         self.revocable
@@ -108,14 +114,14 @@ fn write<S: ObjectStore>(store: &mut S, at: SlotRef, slot: Slot) {
 fn set_next<S: ObjectStore>(store: &mut S, at: Option<SlotRef>, next: Option<SlotRef>) {
     if let Some(at) = at {
         let slot = Slot { next, ..store.slot(at) };
-        store.set_slot(at, slot);
+        store.set_links(at, slot);
     }
 }
 
 fn set_prev<S: ObjectStore>(store: &mut S, at: Option<SlotRef>, prev: Option<SlotRef>) {
     if let Some(at) = at {
         let slot = Slot { prev, ..store.slot(at) };
-        store.set_slot(at, slot);
+        store.set_links(at, slot);
     }
 }
 
@@ -187,7 +193,7 @@ pub(crate) fn swap<S: ObjectStore>(store: &mut S, a: SlotRef, b: SlotRef) {
             continue;
         }
         let slot = store.slot(n);
-        store.set_slot(n, Slot { prev: renamed(slot.prev), next: renamed(slot.next), ..slot });
+        store.set_links(n, Slot { prev: renamed(slot.prev), next: renamed(slot.next), ..slot });
     }
     let moved = |slot: Slot| Slot { prev: renamed(slot.prev), next: renamed(slot.next), ..slot };
     write(store, a, moved(slot_b));

@@ -15,6 +15,7 @@ pub mod cnode;
 pub mod cspace;
 pub mod inbox;
 pub mod irq;
+pub mod light;
 pub mod lookup_cache;
 pub mod mcs;
 pub mod memory;

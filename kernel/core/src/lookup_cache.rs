@@ -138,25 +138,45 @@ impl LookupCache {
 /// derivation-tree write helper (which advances the generation), and where the memo
 /// is created afresh with the slot it belongs to: a TCB's CSpace-root slot and a memo
 /// in the same TCB.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LookupMemo {
-    /// `None`: nothing remembered.
-    slot: Option<SlotRef>,
+    /// The slot found; meaningless while nothing is remembered (`depth` is then
+    /// [`NO_DEPTH`], which no lookup asks for, so `slot` is never read).
+    slot: SlotRef,
     generation: u64,
     cptr: u64,
     depth: u8,
+    /// The slot's version ([`ObjectStore::version`]) when `cap` was read from it.
+    version: u64,
+    /// The capability the slot held then.
+    cap: Cap,
+}
+
+/// The depth of a memo that remembers nothing: deeper than any walk
+/// ([`crate::cspace::MAX_DEPTH`]), so a hit is never asked for it.
+const NO_DEPTH: u8 = u8::MAX;
+
+impl Default for LookupMemo {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl LookupMemo {
     /// Remembers nothing.
     pub const fn new() -> Self {
-        Self { slot: None, generation: 0, cptr: 0, depth: 0 }
+        let slot = match SlotRef::new(crate::object::SLOT_BYTES) {
+            Some(slot) => slot,
+            None => unreachable!(),
+        };
+        Self { slot, generation: 0, cptr: 0, depth: NO_DEPTH, version: 0, cap: Cap::NULL }
     }
 
-    /// Resolves `cptr` to `depth` bits in the memo's CSpace (the one rooted in its
-    /// root slot), as [`resolve`] would. `walk` does a miss: [`resolve`] from the
-    /// capability in the root slot, or a [`LookupCache`] lookup with it, the same
-    /// `cptr` and `depth`. A hit reads nothing but `store`'s generation.
+    /// The capability in the slot `cptr` resolves to at `depth` bits in the memo's
+    /// CSpace (the one rooted in its root slot), as [`resolve`] and a read of that
+    /// slot would give it. `walk` does a miss: [`resolve`] from the capability in the
+    /// root slot, or a [`LookupCache`] lookup with it, the same `cptr` and `depth`.
+    /// A hit reads nothing but `store`'s generation and the slot's version.
     #[inline]
     pub fn lookup<S: ObjectStore>(
         &mut self,
@@ -164,32 +184,50 @@ impl LookupMemo {
         cptr: u64,
         depth: u8,
         walk: impl FnOnce() -> Result<SlotRef, Error>,
-    ) -> Result<SlotRef, Error> {
-        if let Some(slot) = self.hit(store, cptr, depth) {
-            return Ok(slot);
+    ) -> Result<Cap, Error> {
+        if let Some(cap) = self.hit(store, cptr, depth) {
+            return Ok(*cap);
         }
         let generation = store.generation();
         let slot = walk()?;
-        self.remember(generation, cptr, depth, slot);
-        Ok(slot)
+        Ok(*self.remember(store, generation, cptr, depth, slot))
     }
 
-    /// The hit half of [`Self::lookup`]: the slot remembered for `cptr` and `depth`
-    /// if nothing changed since. The IPC fastpath calls this inline and its miss out
-    /// of line, so a hit keeps every value in registers (four compares).
+    /// The hit half of [`Self::lookup`]: the capability remembered for `cptr` and
+    /// `depth` if nothing changed since: no CSpace changed shape (the generation) and
+    /// the slot was not written (its version). The IPC fastpath calls this inline and
+    /// its miss out of line, so a hit keeps every value in registers (five compares;
+    /// the capability comes from the memo, beside the compared words, and the slot's
+    /// own line is read for its version only).
     #[inline(always)]
-    pub fn hit<S: ObjectStore>(&self, store: &S, cptr: u64, depth: u8) -> Option<SlotRef> {
-        if self.generation == store.generation() && self.cptr == cptr && self.depth == depth {
-            self.slot
-        } else {
-            None
-        }
+    pub fn hit<S: ObjectStore>(&self, store: &S, cptr: u64, depth: u8) -> Option<&Cap> {
+        let same = self.generation == store.generation() && self.cptr == cptr && self.depth == depth;
+        // A memo holding nothing has `NO_DEPTH`, so `same` is false for it and its
+        // dummy slot is never read.
+        (same && depth != NO_DEPTH && store.version(self.slot) == self.version).then_some(&self.cap)
+    }
+
+    /// The capability remembered (the null capability if nothing is): what the last
+    /// [`Self::hit`] or [`Self::remember`] returned.
+    #[inline(always)]
+    pub const fn cap(&self) -> &Cap {
+        &self.cap
     }
 
     /// The miss half: remembers `slot`, which a walk of this memo's CSpace found for
-    /// `cptr` and `depth` at `generation` (read before the walk).
-    pub fn remember(&mut self, generation: u64, cptr: u64, depth: u8, slot: SlotRef) {
-        *self = Self { slot: Some(slot), generation, cptr, depth };
+    /// `cptr` and `depth` at `generation` (read before the walk), with the capability
+    /// in it now, which it returns.
+    pub fn remember<S: ObjectStore>(
+        &mut self,
+        store: &S,
+        generation: u64,
+        cptr: u64,
+        depth: u8,
+        slot: SlotRef,
+    ) -> &Cap {
+        let (contents, version) = store.read_versioned(slot);
+        *self = Self { slot, generation, cptr, depth, version, cap: contents.cap() };
+        &self.cap
     }
 }
 
@@ -288,13 +326,26 @@ mod tests {
             })
         };
         let first = look(&fx, &mut memo).unwrap();
+        assert_eq!(first.kind(), CapType::Endpoint);
         assert_eq!(look(&fx, &mut memo), Ok(first));
         assert_eq!(walks.get(), 1, "the second lookup is a hit");
+        // A copy made from the slot changes only its links: still a hit.
+        let endpoint = fx.resolve(3 << 2 | 1, 6).unwrap();
+        let spare = fx.root_slot(5);
+        copy(&mut fx.store, endpoint, spare).unwrap();
+        assert_eq!(look(&fx, &mut memo), Ok(first));
+        assert_eq!(walks.get(), 1, "links are not what a memo remembers");
+        // Its capability deleted (no CSpace changed shape): a miss, and the slot read
+        // again.
+        let step = crate::cnode::delete_step(&mut fx.store, endpoint).unwrap();
+        assert_eq!(step.destroyed, None, "a copy is left");
+        assert_eq!(look(&fx, &mut memo).map(|c| c.kind()), Ok(CapType::Null), "not the deleted capability");
+        assert_eq!(walks.get(), 2);
         let (from, to) = (fx.root_slot(3), fx.root_slot(4));
         move_cap(&mut fx.store, from, to).unwrap();
         assert_eq!(look(&fx, &mut memo), Err(Error::InvalidCapability));
         assert_eq!(look(&fx, &mut memo), Err(Error::InvalidCapability));
-        assert_eq!(walks.get(), 3, "errors are not remembered");
+        assert_eq!(walks.get(), 4, "errors are not remembered");
     }
 
     const CORES: usize = 3;
@@ -328,7 +379,8 @@ mod tests {
         }
 
         /// The same random operations against one memo per address, kept across
-        /// steps: a memo never returns anything but what the walk returns now.
+        /// steps: a memo never returns anything but the capability in the slot the
+        /// walk finds now.
         #[test]
         fn memos_always_agree_with_the_walk(
             ops in proptest::collection::vec(testing::op(CORES), 1..64)
@@ -343,7 +395,8 @@ mod tests {
                 }
                 for (&(cptr, depth), memo) in memos.iter_mut() {
                     let got = memo.lookup(&fx.store, cptr, depth, || fx.resolve(cptr, depth));
-                    prop_assert_eq!(got, fx.resolve(cptr, depth), "stale memo of {:#x}/{}", cptr, depth);
+                    let now = fx.resolve(cptr, depth).map(|at| fx.cap(at));
+                    prop_assert_eq!(got, now, "stale memo of {:#x}/{}", cptr, depth);
                 }
             }
         }

@@ -24,6 +24,10 @@ pub struct PhysAddr(pub u64);
 pub const SLOT_BITS: u8 = 6;
 /// Size of one capability slot in bytes (a [`Slot`] must fit).
 pub const SLOT_BYTES: u64 = 1 << SLOT_BITS;
+/// Where a slot's lock word lies in it (its last 8 bytes, after the [`Slot`]): the
+/// kernel's lock and version for the changes that take no global lock
+/// ([`crate::light`]). Zero (a freshly retyped CNode) is unlocked.
+pub const SLOT_LOCK_OFFSET: u64 = SLOT_BYTES - 8;
 /// Thread control block: registers, an XSAVE area large enough for AVX-512 state
 /// (2.7 KiB) and the scheduler and IPC fields.
 pub const TCB_BITS: u8 = 12;
@@ -263,8 +267,28 @@ pub trait ObjectStore {
     /// CSpace root slot); zeroed memory reads as the empty slot.
     fn slot(&self, at: SlotRef) -> Slot;
 
-    /// Overwrites the slot at `at`.
+    /// Overwrites the slot at `at` (and changes its [`Self::version`]).
     fn set_slot(&mut self, at: SlotRef, slot: Slot);
+
+    /// Overwrites the slot at `at` with `slot`, which differs from it in its
+    /// derivation links only: its capability stays, and so may its
+    /// [`Self::version`] (the kernel keeps it: what read sections and lookup memos
+    /// see of a slot is its capability).
+    fn set_links(&mut self, at: SlotRef, slot: Slot) {
+        self.set_slot(at, slot);
+    }
+
+    /// The slot's version: differs from every earlier value the slot had while it held
+    /// other contents since it was last created (the kernel counts writes, in the
+    /// slot's lock word; a CNode made afresh starts again from 0, which a
+    /// [`crate::lookup_cache::LookupMemo`] cannot see, since the generation changed).
+    fn version(&self, at: SlotRef) -> u64;
+
+    /// The slot and its version, read together (the kernel's read sections read them
+    /// as a seqlock).
+    fn read_versioned(&self, at: SlotRef) -> (Slot, u64) {
+        (self.slot(at), self.version(at))
+    }
 
     /// Prepares the memory of a freshly retyped object: zero it (every slot of a new
     /// CNode must read as empty) and set up any state the type needs. Not called for
@@ -355,7 +379,7 @@ mod tests {
 
     #[test]
     fn a_slot_fits_its_slot_size() {
-        assert!(core::mem::size_of::<Slot>() as u64 <= SLOT_BYTES);
+        assert!(core::mem::size_of::<Slot>() as u64 <= SLOT_LOCK_OFFSET);
         assert_eq!(core::mem::size_of::<Option<SlotRef>>(), 8);
     }
 

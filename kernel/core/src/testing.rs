@@ -62,6 +62,16 @@ impl ObjectStore for SimStore {
         self.slots.get(&at).copied().unwrap_or_default()
     }
 
+    /// The capability's hash: changes when the capability does, and (as the
+    /// kernel's version) not when only the links do; a memo's check needs no more.
+    /// Derived from the contents so two stores with the same slots stay equal.
+    fn version(&self, at: SlotRef) -> u64 {
+        use core::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        self.slot(at).cap().hash(&mut hasher);
+        hasher.finish()
+    }
+
     fn thread_slot(&self, thread: PhysAddr) -> Option<SlotRef> {
         SlotRef::new(thread.0 + SIM_THREAD_SLOT_OFFSET)
     }
@@ -393,6 +403,11 @@ fn pick(fx: &Fixture, target: &Target) -> Result<(Addr, SlotRef), Error> {
         .collect();
     let len = matching.len().max(1);
     matching.get(usize::from(n) % len).copied().ok_or(Error::InvalidCapability)
+}
+
+/// The slot `target` names now.
+pub fn pick_slot(fx: &Fixture, target: &Target) -> Result<SlotRef, Error> {
+    pick(fx, target).map(|(_, at)| at)
 }
 
 /// Runs up to `limit` steps of a stepped operation.

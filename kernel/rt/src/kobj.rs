@@ -130,11 +130,19 @@ pub fn ipc_stats(console: u64) -> Result<(u64, u64), SysError> {
 }
 
 /// The debug console's `IPC_STATS` words: fastpath, slow path, shootdown flushes,
-/// write acquisitions of the kernel's capability lock.
-fn stats(console: u64) -> Result<[u64; 4], SysError> {
+/// write acquisitions of the kernel's capability lock, capability changes made
+/// without it.
+fn stats(console: u64) -> Result<[u64; 5], SysError> {
     let reply = invoke(console, ramen_abi::invocation::debug::IPC_STATS, &[])?;
     let word = |i: usize| reply.words().get(i).copied().unwrap_or(0);
-    Ok([word(0), word(1), word(2), word(3)])
+    Ok([word(0), word(1), word(2), word(3), word(4)])
+}
+
+/// Capability changes any CPU made without the capability lock's write side since
+/// boot (all CPUs): copies, mints, moves, mutates and deletes of endpoint and
+/// notification capabilities that hold single slots instead (docs/concurrency.md).
+pub fn cap_changes_unlocked(console: u64) -> Result<u64, SysError> {
+    Ok(stats(console)?[4])
 }
 
 /// Times any CPU took the kernel's capability lock for writing since boot (all

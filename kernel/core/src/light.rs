@@ -1,0 +1,444 @@
+//! Capability changes that take no global lock: copy, mint, move, mutate and delete
+//! of endpoint and notification capabilities, when nothing is destroyed.
+//!
+//! Those are the changes a server makes all day (a badged capability minted for each
+//! client, deleted when the client goes). Everything they touch is a handful of
+//! slots: the capability's own, the destination, and its neighbours in the derivation
+//! list. So instead of the kernel's global write lock they lock exactly those slots
+//! ([`SlotLocks`]: the kernel keeps a lock word beside each slot) and run inside the
+//! kernel's read section, which already keeps every heavier change (anything that
+//! destroys an object, changes a CNode capability, walks the tree or touches an
+//! untyped) out while they run.
+//!
+//! Which slots, and why they are enough:
+//! - The *subject* (the source of a copy, mint, move or mutate; the slot a delete
+//!   empties) is locked first. While it is locked its `next` and `prev` links cannot
+//!   change: every change that rewrites a slot's link locks that slot (inserting after
+//!   `s` locks `s` and `s.next`; unlinking or moving `s` locks `s`, `s.prev` and
+//!   `s.next`).
+//! - Then the destination, which must be empty (an empty slot is on no list).
+//! - Then the neighbours the change rewrites: `next` (every change), `prev` (move,
+//!   mutate, delete). Neighbours are linked, so never empty, so never the destination.
+//! - A delete that would remove an object's last capability is left to the locked path
+//!   (it destroys the object); with both neighbours locked, whether it is the last is
+//!   settled (all capabilities to an object are contiguous, and the neighbours cannot
+//!   change).
+//!
+//! Every lock is a try: a change that finds one of its slots held releases what it
+//! holds and reports [`Outcome::Busy`] (the caller retries, and after a few tries takes
+//! the global lock). A change never waits for a slot while holding one, so two of them
+//! cannot wait for each other. The operations themselves are [`crate::cnode`]'s own,
+//! run on the locked slots only (the host tests check that every slot read or written
+//! was locked first), so they decode before they write and fail with nothing changed.
+//!
+//! Errors are not this path's business: anything a change would refuse for a reason
+//! other than its own checks (an empty source, an occupied destination, a capability of
+//! another kind) goes to the locked path, which reports it, so the error codes are the
+//! same whichever path runs.
+
+use ramen_abi::Error;
+
+use crate::cap::{CapData, Rights};
+use crate::cdt;
+use crate::cnode;
+use crate::object::{CapType, ObjectStore, SlotRef};
+
+/// Locks on single slots, held by one change.
+pub trait SlotLocks {
+    /// Locks `at` for this change unless another holds it; true if it now holds it.
+    /// Never called twice for one slot by one change.
+    fn try_lock(&mut self, at: SlotRef) -> bool;
+
+    /// Releases every slot this change holds, publishing what it wrote to them.
+    fn unlock_all(&mut self);
+}
+
+/// A capability change, as the CNode invocation names it (the destination, or the
+/// slot a delete empties, is passed beside it).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Change {
+    /// Copy the capability in `src`.
+    Copy {
+        /// Where the capability is.
+        src: SlotRef,
+    },
+    /// Copy with fewer rights and maybe a badge (`badge` 0: keep it).
+    Mint {
+        /// Where the capability is.
+        src: SlotRef,
+        /// The rights the copy keeps.
+        rights: Rights,
+        /// The badge to give an unbadged capability; 0 keeps the badge.
+        badge: u64,
+    },
+    /// Move the capability in `src`.
+    Move {
+        /// Where the capability is.
+        src: SlotRef,
+    },
+    /// Move with fewer rights and maybe a badge.
+    Mutate {
+        /// Where the capability is.
+        src: SlotRef,
+        /// The rights it keeps.
+        rights: Rights,
+        /// The badge to give an unbadged capability; 0 keeps the badge.
+        badge: u64,
+    },
+    /// Delete the capability in the slot.
+    Delete,
+}
+
+impl Change {
+    fn src(self) -> Option<SlotRef> {
+        match self {
+            Self::Copy { src } | Self::Mint { src, .. } | Self::Move { src } | Self::Mutate { src, .. } => {
+                Some(src)
+            }
+            Self::Delete => None,
+        }
+    }
+
+    /// Whether the subject leaves its place in the list (so its `prev` changes too).
+    fn moves(self) -> bool {
+        matches!(self, Self::Move { .. } | Self::Mutate { .. } | Self::Delete)
+    }
+}
+
+/// What [`change`] did.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Outcome {
+    /// Done, or refused by the operation's own checks with nothing changed.
+    Done(Result<(), Error>),
+    /// Another change holds a slot this one needs: nothing changed; try again.
+    Busy,
+    /// Not a change this path makes (another kind of capability, an object's last
+    /// capability, an error the locked path reports): nothing changed; take the
+    /// global lock.
+    Locked,
+}
+
+/// The capabilities whose changes this path makes: an endpoint's or a notification's
+/// carry no memory that a lease pins, no mapping and no CSpace shape, and a copy or a
+/// non-final delete of one touches nothing but slots.
+pub const fn is_light(kind: CapType) -> bool {
+    matches!(kind, CapType::Endpoint | CapType::Notification)
+}
+
+/// Makes `change` (on the slot `dest`) holding only the slots it touches; see the
+/// module doc. Every lock it took is released before it returns.
+pub fn change<S: ObjectStore + SlotLocks>(store: &mut S, dest: SlotRef, change: Change) -> Outcome {
+    let outcome = locked(store, dest, change);
+    store.unlock_all();
+    outcome
+}
+
+fn locked<S: ObjectStore + SlotLocks>(store: &mut S, dest: SlotRef, change: Change) -> Outcome {
+    let subject = change.src().unwrap_or(dest);
+    if !store.try_lock(subject) {
+        return Outcome::Busy;
+    }
+    let slot = store.slot(subject);
+    if !is_light(slot.cap().kind()) {
+        return Outcome::Locked;
+    }
+    if change.src().is_some() {
+        if dest == subject {
+            return Outcome::Locked;
+        }
+        if !store.try_lock(dest) {
+            return Outcome::Busy;
+        }
+        if !store.slot(dest).is_empty() {
+            return Outcome::Locked;
+        }
+    }
+    let prev = if change.moves() { slot.prev() } else { None };
+    for neighbour in [slot.next(), prev].into_iter().flatten() {
+        if !store.try_lock(neighbour) {
+            return Outcome::Busy;
+        }
+    }
+    let badge = |badge: u64| if badge == 0 { CapData::Keep } else { CapData::Badge(badge) };
+    Outcome::Done(match change {
+        Change::Copy { src } => cnode::copy(store, src, dest),
+        Change::Mint { src, rights, badge: b } => cnode::mint(store, src, dest, rights, badge(b)),
+        Change::Move { src } => cnode::move_cap(store, src, dest),
+        Change::Mutate { src, rights, badge: b } => cnode::mutate(store, src, dest, rights, badge(b)),
+        Change::Delete => {
+            if cdt::is_final(store, dest) {
+                return Outcome::Locked;
+            }
+            match cnode::delete_step(store, dest) {
+                // One step: a capability that is not the last to its object is simply
+                // taken out of its list.
+                Ok(step) => {
+                    debug_assert!(step.done && step.destroyed.is_none());
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+
+    use std::collections::BTreeSet;
+    use std::vec::Vec;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::cap::Cap;
+    use crate::cdt::Slot;
+    use crate::object::ObjRef;
+    use crate::testing::{self, Fixture, Op, SimStore, Target, check_invariants, config};
+    use crate::untyped::{RetypeRequest, retype};
+
+    /// A store whose every slot access must be to a slot the change locked; some
+    /// slots are held by "another CPU" from the start.
+    struct Locking {
+        store: SimStore,
+        held: BTreeSet<SlotRef>,
+        foreign: BTreeSet<SlotRef>,
+    }
+
+    impl Locking {
+        fn new(store: SimStore, foreign: BTreeSet<SlotRef>) -> Self {
+            Self { store, held: BTreeSet::new(), foreign }
+        }
+    }
+
+    impl SlotLocks for Locking {
+        fn try_lock(&mut self, at: SlotRef) -> bool {
+            assert!(!self.held.contains(&at), "slot {at:?} locked twice by one change");
+            if self.foreign.contains(&at) {
+                return false;
+            }
+            self.held.insert(at);
+            true
+        }
+
+        fn unlock_all(&mut self) {
+            self.held.clear();
+        }
+    }
+
+    impl ObjectStore for Locking {
+        fn slot(&self, at: SlotRef) -> Slot {
+            assert!(self.held.contains(&at), "slot {at:?} read without its lock");
+            self.store.slot(at)
+        }
+
+        fn set_slot(&mut self, at: SlotRef, slot: Slot) {
+            assert!(self.held.contains(&at), "slot {at:?} written without its lock");
+            self.store.set_slot(at, slot);
+        }
+
+        fn init_object(&mut self, _obj: ObjRef) {
+            panic!("a light change made an object");
+        }
+
+        fn generation(&self) -> u64 {
+            self.store.generation
+        }
+
+        fn version(&self, at: SlotRef) -> u64 {
+            assert!(self.held.contains(&at), "slot {at:?} read without its lock");
+            self.store.version(at)
+        }
+
+        fn bump_generation(&mut self) {
+            panic!("a light change changed a CSpace's shape");
+        }
+
+        fn may_delete(&self, cap: &Cap, is_final: bool) -> Result<(), Error> {
+            self.store.may_delete(cap, is_final)
+        }
+    }
+
+    /// The fixture with an endpoint in root slot 2 and a notification in 3.
+    fn fixture() -> Fixture {
+        let mut fx = Fixture::new();
+        for (kind, index) in [(CapType::Endpoint, 2), (CapType::Notification, 3)] {
+            let (untyped, root) = (fx.root_slot(1), fx.root_slot(0));
+            retype(&mut fx.store, untyped, RetypeRequest { kind, size_bits: 0, count: 1 }, root, index)
+                .unwrap();
+        }
+        fx
+    }
+
+    fn light(store: &SimStore, dest: SlotRef, c: Change, foreign: &[SlotRef]) -> (Outcome, Locking) {
+        let mut locking = Locking::new(store.clone(), foreign.iter().copied().collect());
+        let outcome = change(&mut locking, dest, c);
+        assert!(locking.held.is_empty(), "a change returned holding locks");
+        (outcome, locking)
+    }
+
+    #[test]
+    fn copies_mints_and_deletes_match_the_locked_operations() {
+        let mut fx = fixture();
+        let (ep, copy, badged) = (fx.root_slot(2), fx.root_slot(4), fx.root_slot(5));
+
+        let (outcome, after) = light(&fx.store, copy, Change::Copy { src: ep }, &[]);
+        assert_eq!(outcome, Outcome::Done(Ok(())));
+        cnode::copy(&mut fx.store, ep, copy).unwrap();
+        assert_eq!(after.store, fx.store);
+
+        let mint = Change::Mint { src: ep, rights: Rights::WRITE, badge: 7 };
+        let (outcome, after) = light(&fx.store, badged, mint, &[]);
+        assert_eq!(outcome, Outcome::Done(Ok(())));
+        cnode::mint(&mut fx.store, ep, badged, Rights::WRITE, CapData::Badge(7)).unwrap();
+        assert_eq!(after.store, fx.store);
+        assert_eq!(fx.cap(badged).badge(), 7);
+
+        let (outcome, after) = light(&fx.store, copy, Change::Delete, &[]);
+        assert_eq!(outcome, Outcome::Done(Ok(())));
+        testing::delete(&mut fx.store, copy).unwrap();
+        assert_eq!(after.store, fx.store);
+        check_invariants(&fx.store);
+    }
+
+    #[test]
+    fn moves_and_mutates_keep_the_place_in_the_tree() {
+        let mut fx = fixture();
+        let (ep, a, b) = (fx.root_slot(2), fx.root_slot(4), fx.root_slot(5));
+        cnode::copy(&mut fx.store, ep, a).unwrap();
+
+        let (outcome, after) = light(&fx.store, b, Change::Move { src: a }, &[]);
+        assert_eq!(outcome, Outcome::Done(Ok(())));
+        cnode::move_cap(&mut fx.store, a, b).unwrap();
+        assert_eq!(after.store, fx.store);
+
+        let mutate = Change::Mutate { src: b, rights: Rights::READ, badge: 3 };
+        let (outcome, after) = light(&fx.store, a, mutate, &[]);
+        assert_eq!(outcome, Outcome::Done(Ok(())));
+        cnode::mutate(&mut fx.store, b, a, Rights::READ, CapData::Badge(3)).unwrap();
+        assert_eq!(after.store, fx.store);
+        check_invariants(&fx.store);
+    }
+
+    #[test]
+    fn the_last_capability_other_kinds_and_bad_input_go_to_the_locked_path() {
+        let fx = fixture();
+        let (cnode, untyped, ep, empty) =
+            (fx.root_slot(0), fx.root_slot(1), fx.root_slot(2), fx.root_slot(9));
+        for (dest, c) in [
+            // The endpoint's only capability: deleting it destroys the endpoint.
+            (ep, Change::Delete),
+            (empty, Change::Copy { src: cnode }),
+            (empty, Change::Move { src: untyped }),
+            (cnode, Change::Delete),
+            // Errors the locked path reports: an empty source or slot, an occupied
+            // destination, moving onto itself.
+            (empty, Change::Delete),
+            (ep, Change::Copy { src: empty }),
+            (untyped, Change::Copy { src: ep }),
+            (ep, Change::Move { src: ep }),
+        ] {
+            let (outcome, after) = light(&fx.store, dest, c, &[]);
+            assert_eq!(outcome, Outcome::Locked, "{c:?} on {dest:?}");
+            assert_eq!(after.store, fx.store, "{c:?} changed state");
+        }
+    }
+
+    #[test]
+    fn an_operation_s_own_checks_refuse_with_nothing_changed() {
+        let mut fx = fixture();
+        let (ep, a, b) = (fx.root_slot(2), fx.root_slot(4), fx.root_slot(5));
+        cnode::mint(&mut fx.store, ep, a, Rights::all(), CapData::Badge(1)).unwrap();
+        for (c, error) in [
+            // Badging a badged capability.
+            (Change::Mint { src: a, rights: Rights::all(), badge: 2 }, Error::InvalidArgument),
+            (Change::Mutate { src: a, rights: Rights::all(), badge: 2 }, Error::InvalidArgument),
+        ] {
+            let (outcome, after) = light(&fx.store, b, c, &[]);
+            assert_eq!(outcome, Outcome::Done(Err(error)), "{c:?}");
+            assert_eq!(after.store, fx.store, "{c:?} changed state");
+        }
+    }
+
+    #[test]
+    fn a_slot_held_elsewhere_makes_it_busy_with_nothing_changed() {
+        let mut fx = fixture();
+        let (ep, a, b) = (fx.root_slot(2), fx.root_slot(4), fx.root_slot(5));
+        cnode::copy(&mut fx.store, ep, a).unwrap();
+        // a's neighbours: ep before it, nothing after. Each slot the move needs, held
+        // by someone else, stops it.
+        for held in [a, b, ep] {
+            let (outcome, after) = light(&fx.store, b, Change::Move { src: a }, &[held]);
+            assert_eq!(outcome, Outcome::Busy, "with {held:?} held");
+            assert_eq!(after.store, fx.store);
+        }
+        // A copy from `a` does not touch `ep` (only what follows `a`).
+        let (outcome, _) = light(&fx.store, b, Change::Copy { src: a }, &[ep]);
+        assert_eq!(outcome, Outcome::Done(Ok(())));
+    }
+
+    /// The light change `op` stands for, if it is one of the five.
+    fn as_change(fx: &Fixture, op: &Op) -> Option<(SlotRef, Change)> {
+        let at = |t: &Target| testing::pick_slot(fx, t).ok();
+        let rights = |bits: u8| Rights::from_bits_truncate(bits);
+        let badge = |data: &CapData| match *data {
+            CapData::Keep => Some(0),
+            CapData::Badge(b) => Some(b),
+            CapData::Guard { .. } => None,
+        };
+        Some(match op {
+            Op::Copy(a, b) => (at(b)?, Change::Copy { src: at(a)? }),
+            Op::Mint(a, b, r, d) => {
+                (at(b)?, Change::Mint { src: at(a)?, rights: rights(*r), badge: badge(d)? })
+            }
+            Op::Move(a, b) => (at(b)?, Change::Move { src: at(a)? }),
+            Op::Mutate(a, b, r, d) => {
+                (at(b)?, Change::Mutate { src: at(a)?, rights: rights(*r), badge: badge(d)? })
+            }
+            Op::Delete(a, _) => (at(a)?, Change::Delete),
+            _ => return None,
+        })
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        /// Random operation sequences (retypes make endpoints and notifications, and
+        /// CNodes to put their copies in): before each capability change, the light
+        /// path runs on a copy of the state, with random slots held elsewhere. It
+        /// touches only slots it locked, releases them all, and either leaves the state
+        /// untouched (busy, or the locked path's case) or leaves exactly the state and
+        /// result of the locked operation.
+        #[test]
+        fn light_changes_equal_the_locked_ones(
+            ops in prop::collection::vec(testing::op(1), 1..60),
+            held in prop::collection::vec(any::<u16>(), 0..3),
+        ) {
+            let mut fx = fixture();
+            let mut caches = [crate::lookup_cache::LookupCache::new()];
+            for op in &ops {
+                if let Some((dest, c)) = as_change(&fx, op) {
+                    let linked: Vec<SlotRef> = fx.store.slots.keys().copied().collect();
+                    let foreign: Vec<SlotRef> = held
+                        .iter()
+                        .filter_map(|n| linked.get(usize::from(*n) % linked.len().max(1)).copied())
+                        .collect();
+                    let (outcome, after) = light(&fx.store, dest, c, &foreign);
+                    let before = fx.store.clone();
+                    let truth = testing::apply(&mut fx, &mut caches, op);
+                    match outcome {
+                        Outcome::Done(result) => {
+                            prop_assert_eq!(result, truth.map(|d| { assert!(d.is_empty()); }));
+                            prop_assert_eq!(&after.store, &fx.store);
+                        }
+                        Outcome::Busy | Outcome::Locked => prop_assert_eq!(&after.store, &before),
+                    }
+                } else {
+                    let _ = testing::apply(&mut fx, &mut caches, op);
+                }
+                check_invariants(&fx.store);
+            }
+        }
+    }
+}

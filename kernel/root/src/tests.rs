@@ -22,6 +22,9 @@ const WAIT: u64 = 9;
 const CHURN_UNTYPED: u64 = 11;
 const CHURN_WINDOW: u64 = 0x3100_0000_0000;
 const CHURN_REGION_BITS: u64 = 17;
+/// The badges a `mirror` badge client's capability takes in turn
+/// (`ramen_user_tests::SWAP_BADGES`).
+const SWAP_BADGES: [u64; 2] = [0x5a1, 0x5a2];
 /// The Foundry `echo` server's lease window, and its size (enough for the client's
 /// largest lease); the server learns lease addresses from the kernel.
 const ECHO_LEASE_WINDOW: u64 = 0x3000_0000_0000;
@@ -107,7 +110,7 @@ pub fn run(info: &'static BootInfo) -> bool {
     };
 
     type Case = (&'static str, fn(&mut Ctx) -> Outcome);
-    let cases: [Case; 39] = [
+    let cases: [Case; 40] = [
         ("invalid_capability_pointers_are_rejected", invalid_capability_pointers),
         ("wrong_types_and_labels_are_rejected", wrong_types_and_labels),
         ("retype_rejects_bad_input_and_changes_nothing", retype_bad_input),
@@ -146,6 +149,7 @@ pub fn run(info: &'static BootInfo) -> bool {
         ("cross_cpu_calls_run_beside_capability_changes", cross_cpu_churn),
         ("a_busy_server_s_callers_queue_without_the_global_lock", busy_server),
         ("moving_and_stopping_threads_takes_no_global_lock", thread_ops_lock_free),
+        ("capability_changes_under_calls_take_no_global_lock", capability_changes_under_calls),
         ("notifications_behave_the_same_with_the_fastpath_off", notifications_slow),
         ("thread_names_are_checked", thread_names),
         ("user_trace_buffers_follow_trace_control", user_trace_buffer),
@@ -1958,6 +1962,79 @@ fn cross_cpu_churn(ctx: &mut Ctx) -> Outcome {
         return Err("a cross-CPU client got different answers than a lone run");
     }
     Ok(())
+}
+
+/// A client calls a server (both on other CPUs than the root task's) through the
+/// capability in its `WAIT` slot, `ROUNDS` times, while the root task deletes that
+/// capability and mints it again from the endpoint's original, with the other of two
+/// badges each time, as fast as it can: changes of an endpoint capability that leave
+/// the endpoint other capabilities, which the kernel makes holding single slots in a
+/// read section (`ramen_core::light`), while the client's calls read the same slot on
+/// the fastpath (a seqlock read, or its lookup memo checked against the slot's
+/// version). Every answer must carry one of the two badges (a capability read half
+/// old and half new would carry another, or none), both must occur (a memo that
+/// missed the change would keep the first), and the changes must take no write
+/// acquisition of `CAP_LOCK`: all of them on the lock-free path. The `slowpath-only`
+/// kernel (no lock-free paths) makes every change under the write lock instead, and
+/// the test checks that too. Needs two CPUs.
+fn capability_changes_under_calls(ctx: &mut Ctx) -> Outcome {
+    const ROUNDS: u64 = 20_000;
+    let here = u64::from(ramen_rt::current_cpu());
+    let others = heapless_cpus::others(ctx.cpus, here);
+    if others.len() == 0 {
+        return Ok(());
+    }
+    let endpoint = ok(ctx.alloc.make(object::ENDPOINT, 0), "endpoint")?;
+    let badged = ok(ctx.alloc.slot(), "slot")?;
+    ok(kobj::mint(slot::CNODE, badged, 64, endpoint, object::rights::ALL, SWAP_BADGES[0]), "mint")?;
+    let (server_cpu, client_cpu) = (others.get(others.len() - 1), others.get(0));
+    let (server, _) = start(ctx, "mirror", 0, server_cpu, &[(WAIT, endpoint)], false)?;
+    let (client, badge) = start(ctx, "mirror", ROUNDS << 3 | 6, client_cpu, &[(WAIT, badged)], false)?;
+    let outcome = (|| {
+        let writes_before = ok(kobj::cap_lock_writes(slot::DEBUG), "IPC_STATS failed")?;
+        let unlocked_before = ok(kobj::cap_changes_unlocked(slot::DEBUG), "IPC_STATS failed")?;
+        let (mut changes, mut report) = (0u64, None);
+        while report.is_none() && changes < 4_000_000 {
+            ok(kobj::delete(client.cspace, WAIT, 64), "delete the client's capability")?;
+            let next = SWAP_BADGES[((changes / 2 + 1) % 2) as usize];
+            ok(kobj::mint(client.cspace, WAIT, 64, endpoint, object::rights::ALL, next), "mint it again")?;
+            changes += 2;
+            if let Ok((b, message)) = ramen_rt::nb_recv(ctx.report)
+                && b == badge
+            {
+                report = Some(message);
+            }
+        }
+        let writes = ok(kobj::cap_lock_writes(slot::DEBUG), "IPC_STATS failed")? - writes_before;
+        let unlocked = ok(kobj::cap_changes_unlocked(slot::DEBUG), "IPC_STATS failed")? - unlocked_before;
+        let report = report.ok_or("the client never reported")?;
+        let [first, second, other, refused] = match report.words() {
+            &[a, b, c, d] => [a, b, c, d],
+            _ => return Err("the client's report is malformed"),
+        };
+        println!(
+            "    {} calls: {} / {} with either badge, {} refused, {} otherwise; {} capability changes meanwhile, \
+             {} without the write lock, {} write acquisitions",
+            ROUNDS, first, second, refused, other, changes, unlocked, writes
+        );
+        if other != 0 {
+            return Err("a call carried a badge the capability never had");
+        }
+        if first + second + refused != ROUNDS || first == 0 || second == 0 {
+            return Err("the client did not see both badges (a stale capability?)");
+        }
+        if ctx.expect_slowpath {
+            if unlocked != 0 || writes < changes {
+                return Err("the slow-path kernel changed capabilities without the write lock");
+            }
+        } else if unlocked < changes || writes * 100 > changes {
+            return Err("capability changes took the capability lock's write side");
+        }
+        Ok(())
+    })();
+    stop(&client);
+    stop(&server);
+    outcome
 }
 
 /// CPU lists without allocation.

@@ -38,6 +38,9 @@ pub fn arg_or(arg: u64, default: u64) -> u64 {
 pub const REPORT: u64 = 8;
 /// Child CSpace slot of an endpoint the `waiter` program blocks on.
 pub const WAIT: u64 = 9;
+/// The two badges the root task gives the capability in a `mirror` badge client's
+/// `WAIT` slot, in turn, while the client calls through it.
+pub const SWAP_BADGES: [u64; 2] = [0x5a1, 0x5a2];
 /// Child CSpace slot of a 4 KiB frame to use as the program's trace buffer, if the
 /// root task gave one (`pingpong` under `cargo xtask trace`).
 pub const TRACE_FRAME: u64 = 10;

@@ -21,6 +21,12 @@
 //! With `4` and `rounds << 3 | 5` it is the call pair again over one-way messages:
 //! the client `Send`s each request on `WAIT` and `Recv`s the answer on the endpoint
 //! in [`PONG`]; the server `Recv`s on `WAIT` and `Send`s the answer back.
+//!
+//! With `rounds << 3 | 6` it is a badge client of the server (argument 0): `rounds`
+//! calls of label 2, each answered with the badge the server saw, while the root task
+//! deletes the capability in `WAIT` and mints it again with the other of
+//! [`SWAP_BADGES`]; it reports 1 and the answers with the first badge, with the
+//! second, with anything else, and the calls refused (the slot empty just then).
 #![no_std]
 #![no_main]
 #![forbid(unsafe_code)]
@@ -30,7 +36,7 @@ use ramen_abi::{MSG_REGS, MessageInfo};
 use ramen_rt::fault::{self, HOSTILE_RFLAGS};
 use ramen_rt::msgbuf::MessageBuffer;
 use ramen_rt::{Message, call, nb_send, recv, reply_recv, send};
-use ramen_user_tests::{WAIT, XorShift, report};
+use ramen_user_tests::{SWAP_BADGES, WAIT, XorShift, report};
 
 ramen_rt::entry!(main);
 
@@ -203,6 +209,24 @@ fn serve_one_way() {
     }
 }
 
+/// See the module doc (argument `rounds << 3 | 6`).
+fn badge_client(rounds: u64) {
+    let (mut first, mut second, mut other, mut refused) = (0u64, 0u64, 0u64, 0u64);
+    for _ in 0..rounds {
+        match call(WAIT, &Message::new(2, &[])) {
+            // The server answers label 2 with label 3: the info word and the badge.
+            Ok(reply) if reply.label() == 3 => match reply.words().get(1) {
+                Some(&b) if b == SWAP_BADGES[0] => first += 1,
+                Some(&b) if b == SWAP_BADGES[1] => second += 1,
+                _ => other += 1,
+            },
+            Ok(_) => other += 1,
+            Err(_) => refused += 1,
+        }
+    }
+    report(1, &[first, second, other, refused]);
+}
+
 fn main(arg: u64) {
     let rounds = arg >> 3;
     let result = match arg & 7 {
@@ -216,6 +240,10 @@ fn main(arg: u64) {
         }
         4 => {
             serve_one_way();
+            return;
+        }
+        6 => {
+            badge_client(rounds);
             return;
         }
         1 => client(rounds, false),

@@ -283,9 +283,9 @@ impl ObjectStore for SlotChange<'_> {
     }
 
     fn may_delete(&self, cap: &Cap, _is_final: bool) -> Result<(), ramen_abi::Error> {
-        // Nothing pins an endpoint or a notification (the write lock's `Store` asks
-        // the page tables about frames and tables).
-        debug_assert!(ramen_core::light::is_light(cap.kind()));
+        // Nothing pins an endpoint, a notification, a thread or an unmapped frame (the
+        // write lock's `Store` asks the page tables about mapped frames and tables).
+        debug_assert!(ramen_core::light::is_light(cap));
         Ok(())
     }
 

@@ -1,8 +1,9 @@
 //! Capability changes that take no global lock: copy, mint, move, mutate and delete
-//! of endpoint and notification capabilities, when nothing is destroyed.
+//! of endpoint, notification, thread and unmapped frame capabilities, when nothing
+//! is destroyed ([`is_light`]).
 //!
 //! Those are the changes a server makes all day (a badged capability minted for each
-//! client, deleted when the client goes). Everything they touch is a handful of
+//! client, deleted when the client goes; a frame shared and taken back). Everything they touch is a handful of
 //! slots: the capability's own, the destination, and its neighbours in the derivation
 //! list. So instead of the kernel's global write lock they lock exactly those slots
 //! ([`SlotLocks`]: the kernel keeps a lock word beside each slot) and run inside the
@@ -38,7 +39,7 @@
 
 use ramen_abi::Error;
 
-use crate::cap::{CapData, Rights};
+use crate::cap::{Cap, CapData, Rights};
 use crate::cdt;
 use crate::cnode;
 use crate::object::{CapType, ObjectStore, SlotRef};
@@ -118,11 +119,19 @@ pub enum Outcome {
     Locked,
 }
 
-/// The capabilities whose changes this path makes: an endpoint's or a notification's
-/// carry no memory that a lease pins, no mapping and no CSpace shape, and a copy or a
-/// non-final delete of one touches nothing but slots.
-pub const fn is_light(kind: CapType) -> bool {
-    matches!(kind, CapType::Endpoint | CapType::Notification)
+/// The capabilities whose changes this path makes: an endpoint's, a notification's,
+/// a thread's, or an unmapped frame's. They carry no CSpace shape (a CNode's would
+/// change what lookups resolve to), no watermark (an untyped's), no mapping (a mapped
+/// frame's or a table's: deleting one unmaps, and the pins of a lease live there),
+/// and a copy, a move or a delete that leaves the object another capability touches
+/// nothing but slots. (Reply capabilities and IRQ control are never copied; IRQ
+/// handlers, I/O ports and the rest are rare enough to leave to the write lock.)
+pub const fn is_light(cap: &Cap) -> bool {
+    match cap.kind() {
+        CapType::Endpoint | CapType::Notification | CapType::Thread => true,
+        CapType::Frame4K | CapType::Frame2M => cap.mapping().is_none(),
+        _ => false,
+    }
 }
 
 /// Makes `change` (on the slot `dest`) holding only the slots it touches; see the
@@ -139,7 +148,7 @@ fn locked<S: ObjectStore + SlotLocks>(store: &mut S, dest: SlotRef, change: Chan
         return Outcome::Busy;
     }
     let slot = store.slot(subject);
-    if !is_light(slot.cap().kind()) {
+    if !is_light(&slot.cap()) {
         return Outcome::Locked;
     }
     if change.src().is_some() {
@@ -192,7 +201,6 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::cap::Cap;
     use crate::cdt::Slot;
     use crate::object::ObjRef;
     use crate::testing::{self, Fixture, Op, SimStore, Target, check_invariants, config};
@@ -258,12 +266,26 @@ mod tests {
         fn may_delete(&self, cap: &Cap, is_final: bool) -> Result<(), Error> {
             self.store.may_delete(cap, is_final)
         }
+
+        fn remove_mapping(&mut self, _cap: &Cap) {
+            panic!("a light change removed a mapping");
+        }
+
+        fn thread_slot(&self, thread: crate::object::PhysAddr) -> Option<SlotRef> {
+            self.store.thread_slot(thread)
+        }
     }
 
-    /// The fixture with an endpoint in root slot 2 and a notification in 3.
+    /// The fixture with an endpoint in root slot 2, a notification in 3, a thread in
+    /// 10 and a frame in 11.
     fn fixture() -> Fixture {
         let mut fx = Fixture::new();
-        for (kind, index) in [(CapType::Endpoint, 2), (CapType::Notification, 3)] {
+        for (kind, index) in [
+            (CapType::Endpoint, 2),
+            (CapType::Notification, 3),
+            (CapType::Thread, 10),
+            (CapType::Frame4K, 11),
+        ] {
             let (untyped, root) = (fx.root_slot(1), fx.root_slot(0));
             retype(&mut fx.store, untyped, RetypeRequest { kind, size_bits: 0, count: 1 }, root, index)
                 .unwrap();
@@ -343,6 +365,37 @@ mod tests {
             assert_eq!(outcome, Outcome::Locked, "{c:?} on {dest:?}");
             assert_eq!(after.store, fx.store, "{c:?} changed state");
         }
+    }
+
+    #[test]
+    fn threads_and_unmapped_frames_are_light_a_mapped_frame_is_not() {
+        let mut fx = fixture();
+        let (thread, frame, a, b) = (fx.root_slot(10), fx.root_slot(11), fx.root_slot(4), fx.root_slot(5));
+        for src in [thread, frame] {
+            let (outcome, after) = light(&fx.store, a, Change::Copy { src }, &[]);
+            assert_eq!(outcome, Outcome::Done(Ok(())));
+            cnode::copy(&mut fx.store, src, a).unwrap();
+            assert_eq!(after.store, fx.store);
+            let (outcome, after) = light(&fx.store, a, Change::Delete, &[]);
+            assert_eq!(outcome, Outcome::Done(Ok(())));
+            testing::delete(&mut fx.store, a).unwrap();
+            assert_eq!(after.store, fx.store);
+        }
+        // Mapped: its delete unmaps and its pins live in the page tables; a copy of
+        // it (which starts unmapped) is light again.
+        cnode::record_mapping(&mut fx.store, frame, Some((crate::object::PhysAddr(0x20_0000), 0x40_0000)))
+            .unwrap();
+        cnode::copy(&mut fx.store, frame, a).unwrap();
+        for (dest, c) in
+            [(b, Change::Copy { src: frame }), (frame, Change::Delete), (b, Change::Move { src: frame })]
+        {
+            let (outcome, after) = light(&fx.store, dest, c, &[]);
+            assert_eq!(outcome, Outcome::Locked, "{c:?}");
+            assert_eq!(after.store, fx.store);
+        }
+        let (outcome, _) = light(&fx.store, b, Change::Copy { src: a }, &[]);
+        assert_eq!(outcome, Outcome::Done(Ok(())));
+        check_invariants(&fx.store);
     }
 
     #[test]

@@ -604,7 +604,24 @@ fn op() -> impl Strategy<Value = Op> {
             regs: [dest, 64, src, rights, badge, 0],
             buffer: [0; 8],
         });
-    prop_oneof![6 => ipc, 1 => cnode]
+    // Retypes from the thread's untyped (slot 9, 16 KiB) into its own CNode, which the
+    // fast run makes holding single slots where they are small enough.
+    use ramen_abi::object;
+    let kind = prop::sample::select(vec![
+        object::ENDPOINT,
+        object::NOTIFICATION,
+        object::FRAME_4K,
+        object::THREAD,
+        object::CNODE,
+    ]);
+    let retype = (kind, 0u64..3, 16u64..30, 1u64..4).prop_map(|(kind, bits, offset, count)| Op {
+        sys: Sys::Call as u64,
+        cptr: 9,
+        info: MessageInfo::try_new(0x30, 5, 0, 0).map_or(0, |i| i.0),
+        regs: [kind, bits, SELF_SLOT, offset, count, 0],
+        buffer: [0; 8],
+    });
+    prop_oneof![12 => ipc, 2 => cnode, 1 => retype]
 }
 
 /// The fastpath and the slow path leave the same state after every system call, on

@@ -529,22 +529,7 @@ fn cnode_in_read_section(
         cnode::DELETE => Change::Delete,
         _ => return None,
     };
-    for _ in 0..LIGHT_TRIES {
-        match light::change(&mut SlotChange::new(&store), dest, change) {
-            Outcome::Done(result) => {
-                // Only this CPU writes its count: a plain load and store.
-                let count = &this_cpu().cap_unlocked;
-                count.store(
-                    count.load(core::sync::atomic::Ordering::Relaxed) + 1,
-                    core::sync::atomic::Ordering::Relaxed,
-                );
-                return Some(result.map(|()| 0));
-            }
-            Outcome::Locked => return None,
-            Outcome::Busy => core::hint::spin_loop(),
-        }
-    }
-    None
+    changed_in_read_section(&store, dest, change)
 }
 
 fn invoke_cnode(
@@ -608,6 +593,10 @@ fn invoke_untyped(caller: ThreadRef, cptr: u64, label: u64, regs: &[u64; MSG_REG
     let [kind, size_bits, dest_cnode, offset, count, _] = *regs;
     let kind = CapType::from_code(kind).ok_or(Error::InvalidArgument)?;
     let size_bits = u8::try_from(size_bits).map_err(|_| Error::RangeError)?;
+    let request = RetypeRequest { kind, size_bits, count };
+    if let Some(result) = retype_in_read_section(caller, cptr, request, dest_cnode, offset) {
+        return result;
+    }
     let mut store = CAP_LOCK.lock();
     let untyped_slot = lookup(caller, &*store, cptr)?;
     let dest = lookup(caller, &*store, dest_cnode)?;
@@ -619,8 +608,62 @@ fn invoke_untyped(caller: ThreadRef, cptr: u64, label: u64, regs: &[u64; MSG_REG
     {
         return Err(Error::Busy);
     }
-    retype(&mut *store, untyped_slot, RetypeRequest { kind, size_bits, count }, dest, offset)?;
+    retype(&mut *store, untyped_slot, request, dest, offset)?;
     Ok(0)
+}
+
+/// A small retype (`light::RETYPE_MAX_COUNT` objects, `light::RETYPE_MAX_BYTES`) without
+/// the write lock: in a read section, holding the untyped's slot and the slots the new
+/// capabilities go to, so retypes from different untypeds run at once. `None` when
+/// the write lock's path must do it (a larger retype, a lookup that fails, anything
+/// `light::change` leaves to it).
+fn retype_in_read_section(
+    caller: ThreadRef,
+    cptr: u64,
+    request: RetypeRequest,
+    dest_cnode: u64,
+    offset: u64,
+) -> Option<Result<usize, Error>> {
+    if !crate::fastpath::lock_free_enabled() {
+        return None;
+    }
+    let store = CAP_LOCK.read_fast(this_cpu());
+    let untyped = lookup(caller, &*store, cptr).ok()?;
+    let dest = lookup(caller, &*store, dest_cnode).ok()?;
+    // As on the write lock's path: memory a destroyed thread may still run in on
+    // another CPU is not handed out again yet.
+    let region = store.slot(untyped).cap();
+    if region.kind() == CapType::Untyped
+        && crate::objects::retype_would_reuse_running_thread(region.addr().0, 1 << region.size_bits())
+    {
+        return Some(Err(Error::Busy));
+    }
+    changed_in_read_section(&store, dest, Change::Retype { untyped, request, offset })
+}
+
+/// Makes `change` on `dest` in the read section `store`, trying again while another
+/// change holds a slot it needs, and counts it; `None` for the write lock's path.
+fn changed_in_read_section(
+    store: &crate::objects::ReadGuard<'_>,
+    dest: SlotRef,
+    change: Change,
+) -> Option<Result<usize, Error>> {
+    for _ in 0..LIGHT_TRIES {
+        match light::change(&mut SlotChange::new(store), dest, change) {
+            Outcome::Done(result) => {
+                // Only this CPU writes its count: a plain load and store.
+                let count = &this_cpu().cap_unlocked;
+                count.store(
+                    count.load(core::sync::atomic::Ordering::Relaxed) + 1,
+                    core::sync::atomic::Ordering::Relaxed,
+                );
+                return Some(result.map(|()| 0));
+            }
+            Outcome::Locked => return None,
+            Outcome::Busy => core::hint::spin_loop(),
+        }
+    }
+    None
 }
 
 fn map_error(e: MapError) -> Error {

@@ -186,15 +186,17 @@ pub struct SlotChange<'a> {
     /// Each held slot's address, the even value its word had when taken, and whether
     /// its capability was written (only then does its version move on: a neighbour
     /// whose links alone changed keeps it, and the lookup memos that trust it); at
-    /// most four: the capability's slot, the destination and two neighbours.
-    held: [(u64, u64, bool); 4],
+    /// most four for a copy, move or delete (the capability's slot, the destination
+    /// and two neighbours), seven for a retype (the untyped's slot and its `next`, the
+    /// destination CNode's and `light::RETYPE_MAX_COUNT` destinations).
+    held: [(u64, u64, bool); 8],
     count: usize,
 }
 
 impl<'a> SlotChange<'a> {
     /// A change made in the read section `section`, holding nothing yet.
     pub fn new(section: &'a ReadGuard<'a>) -> Self {
-        Self { _section: section, held: [(0, 0, false); 4], count: 0 }
+        Self { _section: section, held: [(0, 0, false); 8], count: 0 }
     }
 
     fn held(&mut self, at: SlotRef) -> Option<&mut (u64, u64, bool)> {
@@ -208,6 +210,9 @@ impl<'a> SlotChange<'a> {
 
 impl ramen_core::light::SlotLocks for SlotChange<'_> {
     fn try_lock(&mut self, at: SlotRef) -> bool {
+        if self.holds(at) {
+            return true;
+        }
         let lock = slot_lock(at);
         let now = lock.load(Ordering::Relaxed);
         // A locked `cmpxchg` is a full barrier: the stores that follow are seen after
@@ -270,8 +275,10 @@ impl ObjectStore for SlotChange<'_> {
         slot_lock(at).load(Ordering::Acquire)
     }
 
-    fn init_object(&mut self, _obj: ObjRef) {
-        unreachable!("a lock-free capability change makes no object");
+    fn init_object(&mut self, obj: ObjRef) {
+        // A lock-free retype's new object: memory above the untyped's watermark,
+        // which nothing references (no capability, so no read section reaches it).
+        init_object_memory(obj);
     }
 
     fn generation(&self) -> u64 {
@@ -279,7 +286,9 @@ impl ObjectStore for SlotChange<'_> {
     }
 
     fn bump_generation(&mut self) {
-        unreachable!("a lock-free capability change moves no CNode capability");
+        // A lock-free retype made a CNode: lookups cached before it are dropped (the
+        // slot write came first, as `cdt` orders it).
+        GENERATION.fetch_add(1, Ordering::AcqRel);
     }
 
     fn may_delete(&self, cap: &Cap, _is_final: bool) -> Result<(), ramen_abi::Error> {
@@ -295,6 +304,26 @@ impl ObjectStore for SlotChange<'_> {
 
     fn thread_slot(&self, thread: PhysAddr) -> Option<SlotRef> {
         ThreadRef::new(thread.0).and_then(cspace_slot)
+    }
+}
+
+/// Prepares a freshly retyped object's memory (`ObjectStore::init_object`), for the
+/// write lock's retype and a lock-free one alike.
+fn init_object_memory(obj: ObjRef) {
+    let bytes = 1u64 << obj.size_bits;
+    // SAFETY: retype hands us memory it just carved out of an untyped region: owned by
+    // the new object, referenced by nothing yet.
+    unsafe { phys::zero(obj.addr.0, bytes) };
+    match obj.kind {
+        CapType::Thread => {
+            // SAFETY: the TCB's memory, just zeroed, 4 KiB-aligned (TCB_BITS).
+            unsafe { phys::write(obj.addr.0, Tcb::new()) };
+        }
+        CapType::VSpace => {
+            install_kernel_half(obj.addr.0);
+            vspace_generation(obj.addr.0).store(crate::tlb::new_generation(), Ordering::SeqCst);
+        }
+        _ => {}
     }
 }
 
@@ -391,21 +420,7 @@ impl ObjectStore for Store {
     }
 
     fn init_object(&mut self, obj: ObjRef) {
-        let bytes = 1u64 << obj.size_bits;
-        // SAFETY: retype hands us memory it just carved out of an untyped region:
-        // owned by the new object, referenced by nothing yet.
-        unsafe { phys::zero(obj.addr.0, bytes) };
-        match obj.kind {
-            CapType::Thread => {
-                // SAFETY: the TCB's memory, just zeroed, 4 KiB-aligned (TCB_BITS).
-                unsafe { phys::write(obj.addr.0, Tcb::new()) };
-            }
-            CapType::VSpace => {
-                install_kernel_half(obj.addr.0);
-                vspace_generation(obj.addr.0).store(crate::tlb::new_generation(), Ordering::SeqCst);
-            }
-            _ => {}
-        }
+        init_object_memory(obj);
     }
 
     fn may_delete(&self, cap: &Cap, is_final: bool) -> Result<(), ramen_abi::Error> {

@@ -43,11 +43,12 @@ use crate::cap::{Cap, CapData, Rights};
 use crate::cdt;
 use crate::cnode;
 use crate::object::{CapType, ObjectStore, SlotRef};
+use crate::untyped::RetypeRequest;
 
 /// Locks on single slots, held by one change.
 pub trait SlotLocks {
-    /// Locks `at` for this change unless another holds it; true if it now holds it.
-    /// Never called twice for one slot by one change.
+    /// Locks `at` for this change unless another holds it; true if it now holds it
+    /// (also if it held it already).
     fn try_lock(&mut self, at: SlotRef) -> bool;
 
     /// Releases every slot this change holds, publishing what it wrote to them.
@@ -88,7 +89,24 @@ pub enum Change {
     },
     /// Delete the capability in the slot.
     Delete,
+    /// Retype from the untyped capability in `untyped` into slots `offset..` of the
+    /// CNode whose capability is in the slot (see [`crate::untyped::retype`]); at most
+    /// [`RETYPE_MAX_COUNT`] objects of [`RETYPE_MAX_BYTES`] in all.
+    Retype {
+        /// Where the untyped capability is.
+        untyped: SlotRef,
+        /// What to make.
+        request: RetypeRequest,
+        /// The first destination slot's index.
+        offset: u64,
+    },
 }
+
+/// Most objects one lock-free retype makes (each needs its slot held).
+pub const RETYPE_MAX_COUNT: u64 = 4;
+/// Most memory one lock-free retype hands out (and zeroes, inside a read section,
+/// during which writers wait): more goes to the write lock.
+pub const RETYPE_MAX_BYTES: u64 = 64 << 10;
 
 impl Change {
     fn src(self) -> Option<SlotRef> {
@@ -96,7 +114,7 @@ impl Change {
             Self::Copy { src } | Self::Mint { src, .. } | Self::Move { src } | Self::Mutate { src, .. } => {
                 Some(src)
             }
-            Self::Delete => None,
+            Self::Delete | Self::Retype { .. } => None,
         }
     }
 
@@ -143,6 +161,9 @@ pub fn change<S: ObjectStore + SlotLocks>(store: &mut S, dest: SlotRef, change: 
 }
 
 fn locked<S: ObjectStore + SlotLocks>(store: &mut S, dest: SlotRef, change: Change) -> Outcome {
+    if let Change::Retype { untyped, request, offset } = change {
+        return retype(store, untyped, request, dest, offset);
+    }
     let subject = change.src().unwrap_or(dest);
     if !store.try_lock(subject) {
         return Outcome::Busy;
@@ -174,6 +195,7 @@ fn locked<S: ObjectStore + SlotLocks>(store: &mut S, dest: SlotRef, change: Chan
         Change::Mint { src, rights, badge: b } => cnode::mint(store, src, dest, rights, badge(b)),
         Change::Move { src } => cnode::move_cap(store, src, dest),
         Change::Mutate { src, rights, badge: b } => cnode::mutate(store, src, dest, rights, badge(b)),
+        Change::Retype { .. } => return Outcome::Locked,
         Change::Delete => {
             if cdt::is_final(store, dest) {
                 return Outcome::Locked;
@@ -189,6 +211,59 @@ fn locked<S: ObjectStore + SlotLocks>(store: &mut S, dest: SlotRef, change: Chan
             }
         }
     })
+}
+
+/// A retype holding the untyped's slot (its watermark, and whether it has children:
+/// its `next`), that slot's `next` (each new capability goes in after it), the
+/// destination CNode's slot (so its capability stays while the slots are found) and
+/// every destination slot. Two retypes from one untyped exclude each other on its
+/// slot; from different untypeds they run at once.
+fn retype<S: ObjectStore + SlotLocks>(
+    store: &mut S,
+    untyped: SlotRef,
+    request: RetypeRequest,
+    dest_cnode: SlotRef,
+    offset: u64,
+) -> Outcome {
+    if !store.try_lock(untyped) {
+        return Outcome::Busy;
+    }
+    let region = store.slot(untyped);
+    if region.cap().kind() != CapType::Untyped {
+        return Outcome::Locked;
+    }
+    let small =
+        request.kind.object_bits(request.size_bits).ok().and_then(|bits| {
+            1u64.checked_shl(bits.into()).and_then(|bytes| bytes.checked_mul(request.count))
+        });
+    if request.count == 0 || request.count > RETYPE_MAX_COUNT || small.is_none_or(|b| b > RETYPE_MAX_BYTES) {
+        return Outcome::Locked;
+    }
+    if !store.try_lock(dest_cnode) {
+        return Outcome::Busy;
+    }
+    let cnode = store.slot(dest_cnode).cap();
+    if cnode.kind() != CapType::CNode {
+        return Outcome::Locked;
+    }
+    for i in 0..request.count {
+        let radix = 1u64.checked_shl(cnode.size_bits().into()).unwrap_or(0);
+        let Some(index) = offset.checked_add(i).filter(|index| *index < radix) else {
+            return Outcome::Locked;
+        };
+        let Some(slot) = SlotRef::in_cnode(cnode.addr(), index) else {
+            return Outcome::Locked;
+        };
+        if !store.try_lock(slot) {
+            return Outcome::Busy;
+        }
+    }
+    if let Some(next) = region.next()
+        && !store.try_lock(next)
+    {
+        return Outcome::Busy;
+    }
+    Outcome::Done(crate::untyped::retype(store, untyped, request, dest_cnode, offset))
 }
 
 #[cfg(test)]
@@ -222,7 +297,9 @@ mod tests {
 
     impl SlotLocks for Locking {
         fn try_lock(&mut self, at: SlotRef) -> bool {
-            assert!(!self.held.contains(&at), "slot {at:?} locked twice by one change");
+            if self.held.contains(&at) {
+                return true;
+            }
             if self.foreign.contains(&at) {
                 return false;
             }
@@ -246,8 +323,8 @@ mod tests {
             self.store.set_slot(at, slot);
         }
 
-        fn init_object(&mut self, _obj: ObjRef) {
-            panic!("a light change made an object");
+        fn init_object(&mut self, obj: ObjRef) {
+            self.store.init_object(obj);
         }
 
         fn generation(&self) -> u64 {
@@ -260,7 +337,7 @@ mod tests {
         }
 
         fn bump_generation(&mut self) {
-            panic!("a light change changed a CSpace's shape");
+            self.store.bump_generation();
         }
 
         fn may_delete(&self, cap: &Cap, is_final: bool) -> Result<(), Error> {
@@ -431,6 +508,46 @@ mod tests {
         assert_eq!(outcome, Outcome::Done(Ok(())));
     }
 
+    #[test]
+    fn small_retypes_match_the_locked_retype_and_exclude_each_other_per_untyped() {
+        let mut fx = fixture();
+        let (untyped, root) = (fx.root_slot(1), fx.root_slot(0));
+        let two_endpoints = RetypeRequest { kind: CapType::Endpoint, size_bits: 0, count: 2 };
+        let c = Change::Retype { untyped, request: two_endpoints, offset: 12 };
+        let (outcome, after) = light(&fx.store, root, c, &[]);
+        assert_eq!(outcome, Outcome::Done(Ok(())));
+        retype(&mut fx.store, untyped, two_endpoints, root, 12).unwrap();
+        assert_eq!(after.store, fx.store);
+        assert_eq!(fx.cap(fx.root_slot(13)).kind(), CapType::Endpoint);
+        // A CNode too (a new CSpace shape: the generation moves, as under the lock).
+        let cnode = RetypeRequest { kind: CapType::CNode, size_bits: 2, count: 1 };
+        let (outcome, after) =
+            light(&fx.store, root, Change::Retype { untyped, request: cnode, offset: 14 }, &[]);
+        assert_eq!(outcome, Outcome::Done(Ok(())));
+        retype(&mut fx.store, untyped, cnode, root, 14).unwrap();
+        assert_eq!(after.store, fx.store);
+        check_invariants(&fx.store);
+        // The untyped's slot held by another retype: busy, nothing changed.
+        let one = RetypeRequest { count: 1, ..two_endpoints };
+        let (outcome, after) =
+            light(&fx.store, root, Change::Retype { untyped, request: one, offset: 15 }, &[untyped]);
+        assert_eq!(outcome, Outcome::Busy);
+        assert_eq!(after.store, fx.store);
+        // Too many objects, or too much memory to zero in a read section: the lock.
+        for request in [
+            RetypeRequest { count: RETYPE_MAX_COUNT + 1, ..two_endpoints },
+            RetypeRequest { kind: CapType::Untyped, size_bits: 17, count: 1 },
+        ] {
+            let (outcome, _) = light(&fx.store, root, Change::Retype { untyped, request, offset: 15 }, &[]);
+            assert_eq!(outcome, Outcome::Locked, "{request:?}");
+        }
+        // Retype's own errors (it decodes before it writes), with nothing changed.
+        let c = Change::Retype { untyped, request: one, offset: 13 };
+        let (outcome, after) = light(&fx.store, root, c, &[]);
+        assert_eq!(outcome, Outcome::Done(Err(Error::SlotOccupied)));
+        assert_eq!(after.store, fx.store);
+    }
+
     /// The light change `op` stands for, if it is one of the five.
     fn as_change(fx: &Fixture, op: &Op) -> Option<(SlotRef, Change)> {
         let at = |t: &Target| testing::pick_slot(fx, t).ok();
@@ -450,6 +567,9 @@ mod tests {
                 (at(b)?, Change::Mutate { src: at(a)?, rights: rights(*r), badge: badge(d)? })
             }
             Op::Delete(a, _) => (at(a)?, Change::Delete),
+            Op::Retype { untyped, request, dest, offset } => {
+                (at(dest)?, Change::Retype { untyped: at(untyped)?, request: *request, offset: *offset })
+            }
             _ => return None,
         })
     }

@@ -1060,12 +1060,18 @@ fn random_call(rng: &mut XorShift, cpus: u32, server: bool) -> Op {
 /// those, a delete there; or the badged endpoint its calls use (2) moved out to slot
 /// 23 and back (calls through it meanwhile fail). Other threads' changes of copies of
 /// the same objects lock slots of this one as neighbours in the derivation list,
-/// while its calls read them. (Slots 16 to 23 are `replace_next_thread`'s.)
+/// while its calls read them; or an endpoint or a notification retyped from its
+/// untyped (slot 9) into one of those slots, which `replace_next_thread` also retypes
+/// from, and revokes when it is full. (Slots 16 to 23 are `replace_next_thread`'s.)
 fn capability_change(rng: &mut XorShift) -> Op {
-    use ramen_abi::invocation::cnode;
+    use ramen_abi::invocation::{cnode, untyped};
     let mut spare = || 24 + rng.below(8);
     let (a, b) = (spare(), spare());
-    match rng.below(8) {
+    match rng.below(9) {
+        8 => {
+            let kind = [ramen_abi::object::ENDPOINT, ramen_abi::object::NOTIFICATION][rng.below(2) as usize];
+            invoke_op(9, untyped::RETYPE, &[kind, 0, SELF_SLOT, a, 1])
+        }
         0 => invoke_op(SELF_SLOT, cnode::MINT, &[a, 64, 1, 0xF, 1 + rng.below(50)]),
         1 => invoke_op(SELF_SLOT, cnode::COPY, &[a, 64, [1, 2, 7][rng.below(3) as usize]]),
         2 => invoke_op(SELF_SLOT, cnode::MOVE, &[a, 64, b]),

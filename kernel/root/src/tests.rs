@@ -935,6 +935,8 @@ fn churn(ctx: &mut Ctx) -> Outcome {
         badges[cpu as usize] = badge;
         children[cpu as usize] = Some(child);
     }
+    let unlocked_before = ok(kobj::cap_changes_unlocked(slot::DEBUG), "IPC_STATS failed")?;
+    let writes_before = ok(kobj::cap_lock_writes(slot::DEBUG), "IPC_STATS failed")?;
     let mut done = [false; 64];
     let (mut total_ops, mut errors, mut busy, mut corrupt, mut broken) = (0u64, 0u64, 0u64, 0u64, 0u64);
     let finished = collect(ctx, 100_000, |badge, message| {
@@ -951,6 +953,10 @@ fn churn(ctx: &mut Ctx) -> Outcome {
         }
         done.iter().take(cpus as usize).all(|d| *d)
     });
+    // (Every capability operation and thread invocation of the churn, made before the
+    // last report: the workers' IPC too.)
+    let unlocked = ok(kobj::cap_changes_unlocked(slot::DEBUG), "IPC_STATS failed")? - unlocked_before;
+    let writes = ok(kobj::cap_lock_writes(slot::DEBUG), "IPC_STATS failed")? - writes_before;
     // Stop the drivers, then destroy everything they made (their workers too).
     for child in children.iter().flatten() {
         stop(child);
@@ -960,8 +966,9 @@ fn churn(ctx: &mut Ctx) -> Outcome {
         return Err("a churn program did not finish");
     }
     println!(
-        "    {} operations on {} CPUs: {} refused ({} Busy), {} corrupted frames, {} broken invariants",
-        total_ops, cpus, errors, busy, corrupt, broken
+        "    {} operations on {} CPUs: {} refused ({} Busy), {} corrupted frames, {} broken invariants; \
+         {} capability changes without the write lock, {} write acquisitions",
+        total_ops, cpus, errors, busy, corrupt, broken, unlocked, writes
     );
     if corrupt != 0 {
         return Err("the kernel wrote into a frame (memory an object left behind)");

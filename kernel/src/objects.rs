@@ -213,16 +213,12 @@ impl ramen_core::light::SlotLocks for SlotChange<'_> {
         if self.holds(at) {
             return true;
         }
-        let lock = slot_lock(at);
-        let now = lock.load(Ordering::Relaxed);
-        // A locked `cmpxchg` is a full barrier: the stores that follow are seen after
-        // the word turns odd.
-        if self.count == self.held.len()
-            || now & 1 != 0
-            || lock.compare_exchange(now, now + 1, Ordering::Acquire, Ordering::Relaxed).is_err()
-        {
+        if self.count == self.held.len() {
             return false;
         }
+        let Some(now) = ramen_core::slotlock::try_take(slot_lock(at)) else {
+            return false;
+        };
         self.held[self.count] = (at.addr().0, now, false);
         self.count += 1;
         true
@@ -231,11 +227,11 @@ impl ramen_core::light::SlotLocks for SlotChange<'_> {
     fn unlock_all(&mut self) {
         for &(addr, taken, written) in &self.held[..self.count] {
             if let Some(at) = SlotRef::new(addr) {
-                // Release: the slot's new contents before the word. A slot whose
-                // capability did not change gets its old version back: a read of the
-                // capability that straddled the hold read it whole (the links it may
-                // have torn are not part of what a read section sees: `ReadStore`).
-                slot_lock(at).store(if written { taken + 2 } else { taken }, Ordering::Release);
+                // A slot whose capability did not change gets its old version back: a
+                // read of the capability that straddled the hold read it whole (the
+                // links it may have torn are not part of what a read section sees:
+                // `ReadStore`).
+                ramen_core::slotlock::release(slot_lock(at), taken, written);
             }
         }
         self.count = 0;
@@ -352,26 +348,19 @@ impl ObjectStore for ReadStore {
     /// slot's throughout the read.
     #[inline(always)]
     fn read_versioned(&self, at: SlotRef) -> (Slot, u64) {
-        let lock = slot_lock(at);
-        loop {
-            let before = lock.load(Ordering::Acquire);
-            if before & 1 == 0 {
-                // SAFETY: slot addresses come from CNode capabilities (inside a live
-                // CNode, which retype zeroed: zero is the empty slot) or a TCB's
-                // CSpace-root slot; the CNode (or TCB) stays alive while the read
-                // section lasts (no writer runs). The read may race with a light
-                // change of the slot; the version check below discards it then (every
-                // field is valid whatever it mixes: no field is torn below a byte, an
-                // enum's or a bool's, or an 8-byte-aligned word).
-                let slot = unsafe { phys::read::<Slot>(at.addr().0) };
-                core::sync::atomic::fence(Ordering::Acquire);
-                if lock.load(Ordering::Relaxed) == before {
-                    return (slot.without_links(), before);
-                }
-            }
-            // Held by a change that waits for nothing: it is a few stores from done.
-            core::hint::spin_loop();
-        }
+        let (slot, version) = ramen_core::slotlock::read(
+            slot_lock(at),
+            // SAFETY: slot addresses come from CNode capabilities (inside a live
+            // CNode, which retype zeroed: zero is the empty slot) or a TCB's
+            // CSpace-root slot; the CNode (or TCB) stays alive while the read section
+            // lasts (no writer runs). The read may race with a light change of the
+            // slot; the version check discards it then (every field is valid whatever
+            // it mixes: no field is torn below a byte, an enum's or a bool's, or an
+            // 8-byte-aligned word).
+            || unsafe { phys::read::<Slot>(at.addr().0) },
+            core::hint::spin_loop,
+        );
+        (slot.without_links(), version)
     }
 
     fn set_slot(&mut self, _at: SlotRef, _slot: Slot) {

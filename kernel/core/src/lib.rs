@@ -22,6 +22,7 @@ pub mod memory;
 pub mod object;
 pub mod pcid;
 pub mod runqueue;
+pub mod slotlock;
 pub mod topology;
 pub mod tsc;
 pub mod untyped;

@@ -96,17 +96,9 @@ pub fn invoke_found(
                 }
                 return result;
             }
-            let mut store = CAP_LOCK.lock();
-            match lookup_cap(caller, &*store, cptr) {
-                Ok((_, now)) if now.kind() == CapType::Thread => {
-                    invoke_thread(&mut store, caller, &now, label, regs)
-                }
-                // Changed since (deleted, or another object's now): as found now,
-                // which does not come back here.
-                now => {
-                    drop(store);
-                    invoke_found(caller, cptr, now.map(|(_, cap)| cap), info, regs, out)
-                }
+            match locked_again(caller, cptr, CapType::Thread, info, regs, out) {
+                Ok((mut store, now)) => invoke_thread(&mut store, caller, &now, label, regs),
+                Err(result) => result,
             }
         }
         CapType::CNode => invoke_cnode(caller, cptr, info, regs, out),
@@ -120,6 +112,29 @@ pub fn invoke_found(
         CapType::IrqControl => invoke_irq_control(caller, cptr, label, regs),
         CapType::TraceControl => invoke_trace_control(caller, label, regs, out),
         _ => Err(Error::IllegalOperation),
+    }
+}
+
+/// The write lock, with the capability `cptr` looked up again under it: the read
+/// section that found it has ended, and a delete on another CPU may have destroyed
+/// its object and reused the memory since; the lock keeps it. `Err` with the
+/// invocation's result if it is no longer a `kind` capability (deleted, or another
+/// object's now): invoked as found now, which does not come back here.
+fn locked_again(
+    caller: ThreadRef,
+    cptr: u64,
+    kind: CapType,
+    info: MessageInfo,
+    regs: &[u64; MSG_REGS],
+    out: &mut [u64; MSG_REGS],
+) -> Result<(crate::objects::CapGuard<'static>, Cap), Result<usize, Error>> {
+    let store = CAP_LOCK.lock();
+    match lookup_cap(caller, &*store, cptr) {
+        Ok((_, now)) if now.kind() == kind => Ok((store, now)),
+        now => {
+            drop(store);
+            Err(invoke_found(caller, cptr, now.map(|(_, cap)| cap), info, regs, out))
+        }
     }
 }
 
@@ -543,17 +558,11 @@ fn invoke_cnode(
     if let Some(result) = cnode_in_read_section(caller, cptr, label, regs) {
         return result;
     }
-    let mut store = CAP_LOCK.lock();
-    // Looked up again under the lock: the read section that found the CNode
-    // capability has ended, and a delete on another CPU may have destroyed the CNode
-    // and reused its memory since (walking it then read whatever the memory holds
-    // now as capabilities).
-    let cap = match lookup_cap(caller, &*store, cptr) {
-        Ok((_, now)) if now.kind() == CapType::CNode => now,
-        now => {
-            drop(store);
-            return invoke_found(caller, cptr, now.map(|(_, cap)| cap), info, regs, out);
-        }
+    // (Walking a CNode found in the ended read section read whatever its memory holds
+    // now as capabilities, if a delete on another CPU destroyed it meanwhile.)
+    let (mut store, cap) = match locked_again(caller, cptr, CapType::CNode, info, regs, out) {
+        Ok(found) => found,
+        Err(result) => return result,
     };
     cap.require(Rights::WRITE)?;
     let [index, depth, src, rights, badge, _] = *regs;

@@ -87,6 +87,14 @@ pub fn release(_: &mut Store, root: u64) {
     crate::objects::set_vspace_tag(root, 0);
 }
 
+/// The roots of the VSpaces in `[base, end)` that hold an ASID. Host tests lay each
+/// world out in the same memory: a world's VSpaces are given up with it (`release`),
+/// as destroying them would, or the next world's would find their ASIDs taken.
+#[cfg(test)]
+pub fn roots_within(base: u64, end: u64) -> Vec<u64> {
+    ROOTS.lock().iter().copied().filter(|&root| root >= base && root < end).collect()
+}
+
 /// The address word of a mapping record: `vaddr` with the ASID above it.
 pub fn pack(vaddr: u64, asid: u64) -> u64 {
     vaddr | (asid << ASID_SHIFT)

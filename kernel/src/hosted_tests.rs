@@ -49,13 +49,23 @@ const MEMORY_LEN: u64 = 0x100_0000;
 const WORLD: u64 = 0x180_0000;
 const WORLD_LEN: u64 = 0x80_0000;
 
-/// A runner for a property test: `default` cases (what CI runs, with a fixed seed), or
-/// `RAMEN_HOSTED_CASES` for a longer search (`RAMEN_HOSTED_SEED` picks another seed).
+/// The cases a randomised test runs: `default` (what the plain `cargo test` runs), or
+/// `RAMEN_HOSTED_CASES` for a longer search.
+fn cases(default: u32) -> u32 {
+    std::env::var("RAMEN_HOSTED_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// The seed of every randomised test: 0, or `RAMEN_HOSTED_SEED` (`cargo xtask test` adds a
+/// few fixed ones, `cargo xtask soak` many).
+fn seed() -> u64 {
+    std::env::var("RAMEN_HOSTED_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+/// A runner for a property test: [`cases`]`(default)` cases from [`seed`].
 fn runner(default: u32) -> TestRunner {
-    let cases = std::env::var("RAMEN_HOSTED_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(default);
-    let seed: u64 = std::env::var("RAMEN_HOSTED_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+    let cases = cases(default);
     let mut bytes = [0u8; 32];
-    bytes[..8].copy_from_slice(&seed.to_le_bytes());
+    bytes[..8].copy_from_slice(&seed().to_le_bytes());
     let rng = TestRng::from_seed(RngAlgorithm::ChaCha, &bytes);
     TestRunner::new_with_rng(Config { cases, failure_persistence: None, ..Config::default() }, rng)
 }
@@ -63,10 +73,10 @@ fn runner(default: u32) -> TestRunner {
 /// One kernel, one CPU: tests take turns.
 static MACHINE_TURN: Mutex<()> = Mutex::new(());
 
-/// Aborts the test process, naming the test, if it is still running `secs` seconds
-/// after this was made (dropping it disarms it): a test with several CPUs that
-/// deadlocks (a CPU spinning in the kernel for another that waits at a barrier, or for
-/// a request nobody serves) fails instead of hanging the run.
+/// Aborts the test process, naming the test, if `secs` seconds pass without progress
+/// (since it was made, or since the last [`Watchdog::progress`]; dropping it disarms
+/// it): a test that deadlocks (a CPU spinning in the kernel for another that waits at
+/// a barrier, or for a request nobody serves) fails instead of hanging the run.
 struct Watchdog {
     done: Option<std::sync::mpsc::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -76,14 +86,25 @@ impl Watchdog {
     fn start(test: &'static str, secs: u64) -> Self {
         let (done, finished) = std::sync::mpsc::channel::<()>();
         let thread = std::thread::spawn(move || {
-            if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
-                finished.recv_timeout(std::time::Duration::from_secs(secs))
-            {
-                eprintln!("{test}: no progress in {secs} s (a deadlock?)");
-                std::process::abort();
+            loop {
+                match finished.recv_timeout(std::time::Duration::from_secs(secs)) {
+                    Ok(()) => {}
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                        eprintln!("{test}: no progress in {secs} s (a deadlock?)");
+                        std::process::abort();
+                    }
+                }
             }
         });
         Self { done: Some(done), thread: Some(thread) }
+    }
+
+    /// The test made progress (a case done): the time starts again.
+    fn progress(&self) {
+        if let Some(done) = &self.done {
+            let _ = done.send(());
+        }
     }
 }
 
@@ -166,11 +187,239 @@ fn enter_cpu0() -> &'static Cpu {
         cpus::register(local, Lapic::new());
         local
     });
+    // Every CPU of the machine, whichever test comes first: the kernel sees the same
+    // four CPUs in every test (a thread moved to CPU 3 by a one-CPU test goes there,
+    // whether or not a test on several CPUs ran before).
+    other_cpus();
     ramen_arch::hosted::use_cpu(local);
     // Every test starts with the fastpath (and the lock-free slow-path entries) on,
     // whatever the test before it left (the differential's last run is without).
     crate::trace::set_fastpath(true);
     cpus::this_cpu()
+}
+
+/// Every hosted CPU's block: CPU 0's, then 1 to 3.
+fn cpu_blocks() -> Vec<&'static CpuLocal> {
+    let mut blocks = vec![*CPU_BLOCK.get().expect("the machine is up (enter_cpu0)")];
+    blocks.extend_from_slice(other_cpus());
+    blocks
+}
+
+/// Runs `f` as CPU `k` on the calling thread, which is CPU 0 afterwards. Only while no
+/// other thread is that CPU (between worlds, or with the CPU threads joined).
+fn as_cpu<R>(k: usize, f: impl FnOnce(&'static Cpu) -> R) -> R {
+    let blocks = cpu_blocks();
+    ramen_arch::hosted::use_cpu(blocks[k]);
+    let result = f(cpus::this_cpu());
+    ramen_arch::hosted::use_cpu(blocks[0]);
+    result
+}
+
+/// The machine's turn for one test (tests take turns: one kernel), with CPU 0 entered
+/// on the calling thread and the machine clean: nothing of an earlier world left
+/// (`leftovers`). After a test that failed mid-world (the turn poisoned) the machine
+/// is brought to rest first, so that failure is reported once, by its own test.
+fn machine_turn() -> (std::sync::MutexGuard<'static, ()>, &'static Cpu) {
+    let (turn, failed_before) = match MACHINE_TURN.lock() {
+        Ok(turn) => (turn, false),
+        Err(poisoned) => (poisoned.into_inner(), true),
+    };
+    let cpu = enter_cpu0();
+    if failed_before {
+        let _ = end_world(None);
+        MACHINE_TURN.clear_poison();
+    }
+    begin_world().unwrap_or_else(|e| panic!("{e}"));
+    (turn, cpu)
+}
+
+/// CPUs 1 to 3 while a one-CPU test runs its world on CPU 0: idle, as the other CPUs
+/// of a real machine are, each on a thread of its own serving its inbox (a thread the
+/// test moves there is adopted and waits in that CPU's queue; a suspend, resume or
+/// destroy of it is carried out, which CPU 0's system call waits for), but running no
+/// thread. Between system calls [`IdleCpus::settle`] waits until they have served
+/// everything, so the test sees the machine at rest. Dropping it stops them (at rest).
+struct IdleCpus {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Per idle CPU: rounds of its loop completed, and rounds in which it found
+    /// something to serve (counted before it serves it).
+    rounds: std::sync::Arc<[(std::sync::atomic::AtomicU64, std::sync::atomic::AtomicU64); 3]>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl IdleCpus {
+    fn start() -> Self {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let rounds: std::sync::Arc<[(AtomicU64, AtomicU64); 3]> = std::sync::Arc::new(Default::default());
+        let threads = other_cpus()
+            .iter()
+            .enumerate()
+            .map(|(i, &block)| {
+                let (stop, rounds) = (stop.clone(), rounds.clone());
+                std::thread::spawn(move || {
+                    ramen_arch::hosted::use_cpu(block);
+                    let cpu = cpus::this_cpu();
+                    while !stop.load(Ordering::Acquire) {
+                        let work = cpu.wake.pending() || cpu.outbox_held.load(Ordering::Relaxed);
+                        if work {
+                            rounds[i].1.fetch_add(1, Ordering::AcqRel);
+                            sched::drain_inbox();
+                        }
+                        rounds[i].0.fetch_add(1, Ordering::AcqRel);
+                        if !work {
+                            // Idle: look again soon, or at once when `settle` asks.
+                            std::thread::park_timeout(std::time::Duration::from_millis(1));
+                        }
+                    }
+                })
+            })
+            .collect();
+        Self { stop, rounds, threads }
+    }
+
+    /// Waits until the idle CPUs (and CPU 0's inbox, served here) hold nothing to
+    /// serve and none is serving: a pass in which every inbox and outbox was empty
+    /// before and after two full rounds of every idle CPU, with no round finding work.
+    fn settle(&self) {
+        use std::sync::atomic::Ordering;
+        let idle_empty = || {
+            other_cpus().iter().all(|block| {
+                let cpu = cpus::cpu(block.index).expect("a registered CPU");
+                cpu.inbox.lock().is_empty() && !cpu.outbox_held.load(Ordering::Acquire)
+            })
+        };
+        loop {
+            sched::drain_inbox();
+            let work_before: u64 = self.rounds.iter().map(|r| r.1.load(Ordering::Acquire)).sum();
+            let done_before: Vec<u64> = self.rounds.iter().map(|r| r.0.load(Ordering::Acquire)).collect();
+            if !idle_empty() || !cpus::this_cpu().inbox.lock().is_empty() {
+                std::thread::yield_now();
+                continue;
+            }
+            while self
+                .rounds
+                .iter()
+                .zip(&done_before)
+                .any(|(r, before)| r.0.load(Ordering::Acquire) < before + 2)
+            {
+                for thread in &self.threads {
+                    thread.thread().unpark();
+                }
+                std::thread::yield_now();
+            }
+            let work_after: u64 = self.rounds.iter().map(|r| r.1.load(Ordering::Acquire)).sum();
+            if idle_empty() && cpus::this_cpu().inbox.lock().is_empty() && work_after == work_before {
+                return;
+            }
+        }
+    }
+}
+
+impl Drop for IdleCpus {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            self.settle();
+        }
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// What the kernel keeps outside a world's memory and would carry into the next
+/// world, which the host tests lay out at the same addresses (a request naming a
+/// thread of the old world would act on whatever the new one put there): on each CPU
+/// its inbox (and slots promised in it), outbox, awaited requests, scheduler, loaded
+/// address space and pending TLB work; destroyed threads whose memory still waits;
+/// ASIDs of the world's address spaces. Empty between worlds.
+fn leftovers() -> Vec<String> {
+    use core::sync::atomic::Ordering::Acquire;
+    let mut found = Vec::new();
+    for k in 0..cpu_blocks().len() {
+        as_cpu(k, |cpu| {
+            let (inbox, reserved) = {
+                let inbox = cpu.inbox.lock();
+                (inbox.len(), inbox.reserved())
+            };
+            let outbox = cpu.outbox.with(|o| o.len());
+            let checks = [
+                (inbox, "requests in its inbox"),
+                (reserved, "inbox slots promised"),
+                (outbox, "requests in its outbox"),
+                (usize::from(cpu.outbox_held.load(Acquire)), "outbox marked holding"),
+                (cpu.requests_awaited.load(Acquire) as usize, "requests awaited"),
+                (usize::from(cpu.awaiting.load(Acquire)), "awaiting flag set"),
+                (usize::from(cpu.sched.with(|s| s.refers_to_threads())), "threads in its scheduler"),
+                (usize::from(ramen_arch::percpu::loaded_vspace_fast() != 0), "an address space loaded"),
+                (usize::from(cpu.tlb_flush_requested.load(Acquire)), "a TLB flush requested"),
+                (usize::from(cpu.leave_vspace.load(Acquire) != 0), "an address space to leave"),
+                (usize::from(cpu.reading.load(Acquire)), "a fastpath read in progress"),
+            ];
+            for (count, what) in checks {
+                if count != 0 {
+                    found.push(format!("CPU {k}: {count} {what}"));
+                }
+            }
+        });
+    }
+    let waiting = objects::destroyed_threads_waiting();
+    if waiting != 0 {
+        found.push(format!("{waiting} destroyed threads whose memory still waits"));
+    }
+    let asids = crate::asid::roots_within(WORLD, WORLD + WORLD_LEN);
+    if !asids.is_empty() {
+        found.push(format!("ASIDs held by address spaces of a gone world: {asids:x?}"));
+    }
+    found
+}
+
+/// A world starts on a clean machine: an error names what an earlier world left.
+fn begin_world() -> Result<(), String> {
+    let left = leftovers();
+    if left.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("the machine was not clean when a world began: {left:?}"))
+    }
+}
+
+/// Ends a world, from one thread while no CPU thread runs: every CPU serves what was
+/// posted to it (as it would, running on) until nothing is left to serve; the world's
+/// address spaces give up their ASIDs, as destroying them would; every CPU leaves the
+/// world. Then nothing may be left (`leftovers`): no destroyed thread still waiting
+/// for a request that never comes, no request awaited, and in `world`'s CNodes no
+/// slot left held or link broken. Ends as CPU 0.
+fn end_world(world: Option<&World>) -> Result<(), String> {
+    let cpus = cpu_blocks().len();
+    for _ in 0..100 {
+        let mut busy = false;
+        for k in 0..cpus {
+            busy |= as_cpu(k, |cpu| {
+                let had = !cpu.inbox.lock().is_empty()
+                    || cpu.outbox_held.load(core::sync::atomic::Ordering::Relaxed);
+                sched::drain_inbox();
+                had
+            });
+        }
+        if !busy {
+            break;
+        }
+    }
+    let slots = world.map_or(Ok(()), invariants);
+    {
+        let mut store = CAP_LOCK.lock();
+        for root in crate::asid::roots_within(WORLD, WORLD + WORLD_LEN) {
+            crate::asid::release(&mut store, root);
+        }
+    }
+    for k in 0..cpus {
+        as_cpu(k, join_world);
+    }
+    slots?;
+    let left = leftovers();
+    if left.is_empty() { Ok(()) } else { Err(format!("the world left the machine unclean: {left:?}")) }
 }
 
 /// A CPU leaves a world: its scheduler emptied and no address space loaded (the
@@ -517,11 +766,11 @@ fn issue(op: &Op, fast: bool) -> bool {
     true
 }
 
-/// Runs `ops` on a fresh world; returns the view after each system call and how many
-/// operations the CPU counted as fast.
-/// Runs `ops` on a new world; returns the views after each, and the IPC operations
-/// on the fastpath (or lock-free) and capability changes without the write lock.
-fn run(cpu: &'static Cpu, spec: &Spec, ops: &[Op], fast: bool) -> (Vec<View>, u64, u64) {
+/// Runs `ops` on a new world (begun and ended on a clean machine); returns the views
+/// after each, and the IPC operations on the fastpath (or lock-free) and capability
+/// changes without the write lock.
+fn run(cpu: &'static Cpu, spec: &Spec, ops: &[Op], fast: bool) -> Result<(Vec<View>, u64, u64), String> {
+    begin_world()?;
     crate::trace::set_fastpath(fast);
     let world = build(cpu, spec);
     let before = cpu.ipc_fast.load(core::sync::atomic::Ordering::Relaxed);
@@ -535,7 +784,8 @@ fn run(cpu: &'static Cpu, spec: &Spec, ops: &[Op], fast: bool) -> (Vec<View>, u6
     }
     let fast_ops = cpu.ipc_fast.load(core::sync::atomic::Ordering::Relaxed) - before;
     let unlocked = cpu.cap_unlocked.load(core::sync::atomic::Ordering::Relaxed) - unlocked_before;
-    (views, fast_ops, unlocked)
+    end_world(Some(&world))?;
+    Ok((views, fast_ops, unlocked))
 }
 
 fn spec() -> impl Strategy<Value = Spec> {
@@ -628,8 +878,7 @@ fn op() -> impl Strategy<Value = Op> {
 /// random worlds and random system calls; and the fastpath is really taken.
 #[test]
 fn fastpath_and_slow_path_leave_the_same_state() {
-    let _turn = MACHINE_TURN.lock().unwrap_or_else(|e| e.into_inner());
-    let cpu = enter_cpu0();
+    let (_turn, cpu) = machine_turn();
     // A fixed seed: CI runs the same 4,000 cases every time.
     let mut runner = runner(4000);
     let fast_total = std::cell::Cell::new(0u64);
@@ -637,8 +886,10 @@ fn fastpath_and_slow_path_leave_the_same_state() {
     let unlocked_total = std::cell::Cell::new(0u64);
     runner
         .run(&(spec(), prop::collection::vec(op(), 1..40)), |(spec, ops)| {
-            let (fast_views, fast_ops, unlocked) = run(cpu, &spec, &ops, true);
-            let (slow_views, slow_ops, slow_unlocked) = run(cpu, &spec, &ops, false);
+            let (fast_views, fast_ops, unlocked) =
+                run(cpu, &spec, &ops, true).map_err(TestCaseError::fail)?;
+            let (slow_views, slow_ops, slow_unlocked) =
+                run(cpu, &spec, &ops, false).map_err(TestCaseError::fail)?;
             prop_assert_eq!(slow_ops, 0, "the slow run took the fastpath");
             prop_assert_eq!(slow_unlocked, 0, "the slow run changed capabilities without the lock");
             for (i, (f, s)) in fast_views.iter().zip(&slow_views).enumerate() {
@@ -784,8 +1035,7 @@ impl TlbModel {
 /// model of the architecture's PCID-tagged TLB. And switches do keep entries.
 #[test]
 fn pcid_switches_never_keep_stale_translations() {
-    let _turn = MACHINE_TURN.lock().unwrap_or_else(|e| e.into_inner());
-    let cpu = enter_cpu0();
+    let (_turn, cpu) = machine_turn();
     let mut runner = runner(1000);
     let space_op = prop_oneof![
         6 => op().prop_map(SpaceOp::Call),
@@ -795,37 +1045,18 @@ fn pcid_switches_never_keep_stale_translations() {
     let totals = std::cell::Cell::new((0u64, 0u64));
     let spec = spec().prop_map(|s| Spec { separate: true, pcid: true, ..s });
     let result = runner.run(&(spec, prop::collection::vec(space_op, 1..60)), |(spec, ops)| {
+        begin_world().map_err(TestCaseError::fail)?;
         crate::trace::set_fastpath(true);
         ramen_arch::hosted::record_tlb_events(true);
         let world = build(cpu, &spec);
         let mut model = TlbModel::new();
-        model.drain().map_err(TestCaseError::fail)?;
-        let mut mapped = [true; THREADS];
-        for op in &ops {
-            match op {
-                SpaceOp::Call(op) => {
-                    if !step(op, true) {
-                        break;
-                    }
-                }
-                SpaceOp::Unmap(i) if mapped[*i] => {
-                    let (space, page) = (world.spaces[*i], scratch_page(*i));
-                    objects::address_space(space).unmap(page, PageSize::Size4K).expect("unmap");
-                    crate::tlb::shoot_down(space, core::iter::once(page));
-                    mapped[*i] = false;
-                }
-                SpaceOp::Remap(i) if !mapped[*i] => {
-                    let frame = WORLD; // any frame: only the entry matters here
-                    let flags = Flags::PRESENT | Flags::USER_ACCESSIBLE | Flags::WRITABLE | Flags::NO_EXECUTE;
-                    objects::address_space(world.spaces[*i])
-                        .map(scratch_page(*i), frame, PageSize::Size4K, flags, &mut || None)
-                        .expect("map again (tables exist)");
-                    mapped[*i] = true;
-                }
-                SpaceOp::Unmap(_) | SpaceOp::Remap(_) => {}
-            }
-            model.drain().map_err(|e| TestCaseError::fail(format!("after {op:?}: {e}")))?;
-        }
+        let outcome = play_space_ops(&world, &mut model, &ops);
+        // The end of the world is recorded too (its CPUs leave the world's spaces).
+        let ended = end_world(Some(&world));
+        let drained = model.drain();
+        outcome?;
+        ended.map_err(TestCaseError::fail)?;
+        drained.map_err(TestCaseError::fail)?;
         let (kept, flushed) = totals.get();
         totals.set((kept + model.kept, flushed + model.flushed));
         Ok(())
@@ -836,6 +1067,38 @@ fn pcid_switches_never_keep_stale_translations() {
     let (kept, flushed) = totals.get();
     println!("PCID switches: {kept} kept their entries, {flushed} flushed");
     assert!(kept > 100 && flushed > 100, "both kinds of switch must occur: {kept} kept, {flushed} flushed");
+}
+
+/// The PCID test's steps on `world`, each checked against `model`.
+fn play_space_ops(world: &World, model: &mut TlbModel, ops: &[SpaceOp]) -> Result<(), TestCaseError> {
+    model.drain().map_err(TestCaseError::fail)?;
+    let mut mapped = [true; THREADS];
+    for op in ops {
+        match op {
+            SpaceOp::Call(op) => {
+                if !step(op, true) {
+                    break;
+                }
+            }
+            SpaceOp::Unmap(i) if mapped[*i] => {
+                let (space, page) = (world.spaces[*i], scratch_page(*i));
+                objects::address_space(space).unmap(page, PageSize::Size4K).expect("unmap");
+                crate::tlb::shoot_down(space, core::iter::once(page));
+                mapped[*i] = false;
+            }
+            SpaceOp::Remap(i) if !mapped[*i] => {
+                let frame = WORLD; // any frame: only the entry matters here
+                let flags = Flags::PRESENT | Flags::USER_ACCESSIBLE | Flags::WRITABLE | Flags::NO_EXECUTE;
+                objects::address_space(world.spaces[*i])
+                    .map(scratch_page(*i), frame, PageSize::Size4K, flags, &mut || None)
+                    .expect("map again (tables exist)");
+                mapped[*i] = true;
+            }
+            SpaceOp::Unmap(_) | SpaceOp::Remap(_) => {}
+        }
+        model.drain().map_err(|e| TestCaseError::fail(format!("after {op:?}: {e}")))?;
+    }
+    Ok(())
 }
 
 /// Argument words for invocations: small numbers, capability pointers and depths,
@@ -954,53 +1217,74 @@ fn snapshot(world: &World, except: ThreadRef) -> Vec<u8> {
 /// invariants after a million calls; this checks "nothing changed" after each one.
 #[test]
 fn a_failing_system_call_changes_nothing() {
-    let _turn = MACHINE_TURN.lock().unwrap_or_else(|e| e.into_inner());
-    let cpu = enter_cpu0();
+    let (_turn, cpu) = machine_turn();
+    let watchdog = Watchdog::start("a_failing_system_call_changes_nothing", 60);
     let mut runner = runner(1000);
     let counts = std::cell::Cell::new((0u64, 0u64));
     // Invocations, and IPC of every kind (long messages, capability transfer, leases).
     let calls = prop::collection::vec(prop_oneof![2 => invocation(), 1 => op()], 1..40);
     let result = runner.run(&(spec(), calls), |(spec, ops)| {
+        begin_world().map_err(TestCaseError::fail)?;
         crate::trace::set_fastpath(true);
         let world = build(cpu, &spec);
-        for op in &ops {
-            let Some(caller) = sched::current() else { break };
-            // The caller's own IPC buffer words first (as its user code would write
-            // them): they are not the kernel's doing.
-            let page = IpcBufferPage::of(caller).expect("IPC buffer");
-            for (i, word) in op.buffer.iter().enumerate() {
-                page.write(MSG_REGS + i, *word);
-            }
-            let before = snapshot(&world, caller);
-            if !step(op, true) {
-                break;
-            }
-            let t = tcb(caller);
-            let finished =
-                sched::current() == Some(caller) && t.state == crate::objects::ThreadState::Runnable;
-            let error = ramen_abi::Error::from_code(t.context.rax);
-            let (failed, total) = counts.get();
-            counts.set((failed + u64::from(error.is_some() && finished), total + 1));
-            invariants(&world).map_err(|e| TestCaseError::fail(format!("after {op:x?}: {e}")))?;
-            if finished && error.is_some_and(|e| e != ramen_abi::Error::Preempted) {
-                let after = snapshot(&world, caller);
-                if before != after
-                    && let Some(at) = before.iter().zip(&after).position(|(a, b)| a != b)
-                {
-                    return Err(TestCaseError::fail(format!(
-                        "{op:x?} failed with {error:?} but changed the byte at {:#x}",
-                        WORLD + at as u64
-                    )));
-                }
-            }
-        }
-        Ok(())
+        // Threads the calls move to CPUs 1 to 3 are served there (and destroyed,
+        // suspended and resumed there, which CPU 0's system calls wait for).
+        let idle = IdleCpus::start();
+        let outcome = fail_without_change(&world, &idle, &ops, &counts);
+        drop(idle);
+        let ended = end_world(Some(&world));
+        watchdog.progress();
+        outcome?;
+        ended.map_err(TestCaseError::fail)
     });
     crate::tlb::set_pcid(false);
     result.unwrap_or_else(|e| panic!("{e}"));
     let (failed, total) = counts.get();
     println!("{total} system calls, {failed} failed");
     assert!(failed * 2 > total, "most calls should fail: {failed} of {total}");
+}
+
+/// One case of [`a_failing_system_call_changes_nothing`]: `ops` on `world`, the idle
+/// CPUs at rest before each call's "before" and "after"; counts (failed, made).
+fn fail_without_change(
+    world: &World,
+    idle: &IdleCpus,
+    ops: &[Op],
+    counts: &std::cell::Cell<(u64, u64)>,
+) -> Result<(), TestCaseError> {
+    for op in ops {
+        let Some(caller) = sched::current() else { break };
+        // The caller's own IPC buffer words first (as its user code would write
+        // them): they are not the kernel's doing.
+        let page = IpcBufferPage::of(caller).expect("IPC buffer");
+        for (i, word) in op.buffer.iter().enumerate() {
+            page.write(MSG_REGS + i, *word);
+        }
+        let before = snapshot(world, caller);
+        let stepped = step(op, true);
+        idle.settle();
+        if !stepped {
+            break;
+        }
+        let t = tcb(caller);
+        let finished = sched::current() == Some(caller) && t.state == crate::objects::ThreadState::Runnable;
+        let error = ramen_abi::Error::from_code(t.context.rax);
+        let (failed, total) = counts.get();
+        counts.set((failed + u64::from(error.is_some() && finished), total + 1));
+        invariants(world).map_err(|e| TestCaseError::fail(format!("after {op:x?}: {e}")))?;
+        if finished && error.is_some_and(|e| e != ramen_abi::Error::Preempted) {
+            let after = snapshot(world, caller);
+            if before != after
+                && let Some(at) = before.iter().zip(&after).position(|(a, b)| a != b)
+            {
+                return Err(TestCaseError::fail(format!(
+                    "{op:x?} failed with {error:?} but changed the byte at {:#x}",
+                    WORLD + at as u64
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A small deterministic generator for the CPU threads of the multi-CPU test.
@@ -1168,11 +1452,12 @@ fn four_cpus_at_once_keep_the_scheduler_sound() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
     const CPUS: u32 = 4;
-    let _turn = MACHINE_TURN.lock().unwrap_or_else(|e| e.into_inner());
-    enter_cpu0();
-    let mut blocks: Vec<&'static CpuLocal> = vec![*CPU_BLOCK.get().expect("CPU 0")];
-    blocks.extend_from_slice(other_cpus());
-    let cases: u64 = std::env::var("RAMEN_HOSTED_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(30);
+    let (_turn, _) = machine_turn();
+    let blocks = cpu_blocks();
+    // Each case runs up to a second of wall time, so its count has a knob of its own.
+    let cases: u64 =
+        std::env::var("RAMEN_HOSTED_CPU_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(cases(30).into());
+    let seed = seed();
     let calls_per_case: usize = 3000;
     let watchdog = Watchdog::start("four_cpus_at_once_keep_the_scheduler_sound", 300);
     let totals = Arc::new([
@@ -1230,7 +1515,8 @@ fn four_cpus_at_once_keep_the_scheduler_sound() {
                     }
                     barrier.wait();
                     let spaces = *spaces.lock().expect("spaces");
-                    let mut rng = XorShift(0x9e37_79b9_7f4a_7c15 ^ (case << 8 | u64::from(k)) | 1);
+                    let mut rng =
+                        XorShift((0x9e37_79b9_7f4a_7c15 ^ seed.wrapping_mul(0xff51_afd7_ed55_8ccd) ^ (case << 8 | u64::from(k))) | 1);
                     let fast_before = cpu.ipc_fast.load(Ordering::Relaxed);
                     const HISTORY: usize = 32;
                     let mut history = std::collections::VecDeque::with_capacity(HISTORY);
@@ -1415,9 +1701,12 @@ fn four_cpus_at_once_keep_the_scheduler_sound() {
                 })
             })
             .collect();
-        for thread in threads {
-            thread.join().expect("a CPU thread panicked").unwrap_or_else(|e| panic!("case {case}: {e}"));
+        let results: Vec<_> = threads.into_iter().map(|t| t.join().expect("a CPU thread panicked")).collect();
+        let ended = end_world(None);
+        for result in results {
+            result.unwrap_or_else(|e| panic!("case {case}: {e}"));
         }
+        ended.unwrap_or_else(|e| panic!("case {case}: {e}"));
         let model = model.lock().expect("model");
         pcid_switches.0 += model.kept;
         pcid_switches.1 += model.flushed;
@@ -1448,9 +1737,8 @@ fn on_two_cpus(
     cpu1: impl FnOnce(&'static Cpu, &Barrier) -> Result<(), String> + Send + 'static,
     cpu0: impl FnOnce(&'static Cpu, &Barrier) -> Result<(), String> + Send + 'static,
 ) {
-    let _turn = MACHINE_TURN.lock().unwrap_or_else(|e| e.into_inner());
+    let (_turn, _) = machine_turn();
     let _watchdog = Watchdog::start(test, 60);
-    enter_cpu0();
     let (cpu1_block, cpu0_block) = (other_cpus()[0], *CPU_BLOCK.get().expect("CPU 0"));
     let barrier = std::sync::Arc::new(Barrier::new(2));
     let on_cpu1 = {
@@ -1469,7 +1757,8 @@ fn on_two_cpus(
     .join()
     .expect("CPU 0 panicked");
     let on_cpu1 = on_cpu1.join().expect("CPU 1 panicked");
-    result.and(on_cpu1).unwrap_or_else(|e| panic!("{e}"));
+    let ended = end_world(None);
+    result.and(on_cpu1).and(ended).unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// Regression: the thread a slow-path call woke (the direct-switch candidate) was
@@ -1756,4 +2045,61 @@ fn a_thread_invocation_s_request_keeps_the_thread_s_memory_until_it_is_handled()
         Ok(())
     };
     on_two_cpus("a_thread_invocation_s_request_keeps_the_thread_s_memory_until_it_is_handled", cpu1, cpu0);
+}
+
+/// Regression (`RAMEN_HOSTED_CASES=300 RAMEN_HOSTED_SEED=11`): a one-CPU world of
+/// `a_failing_system_call_changes_nothing` moved a thread to CPU 1, where no test
+/// thread served the adoption request; the world ended with the request still in CPU
+/// 1's inbox, and the next world, laid out at the same addresses, had CPU 1 handle it
+/// against the new thread there, counting that thread's requests down from 0 to
+/// 2^32 - 1. A request counted up for it later brought the count back to 0 too
+/// early, and once the thread was destroyed its memory was free for retype while a
+/// request still named it (`a_thread_invocation_s_request_keeps_...` failed). A
+/// harness defect, not the kernel's: the kernel's count was right until memory it
+/// still referred to was zeroed under it. Now every CPU serves what was posted to it
+/// before its world ends, and a world begins only on a clean machine.
+#[test]
+fn a_request_posted_in_one_world_is_served_before_the_next_begins() {
+    use ramen_abi::invocation::thread::SET_AFFINITY;
+    use std::sync::atomic::Ordering::Acquire;
+    let (_turn, cpu) = machine_turn();
+    let spec = Spec {
+        priorities: [10; THREADS],
+        badges: [1, 2, 3, 4],
+        bound: false,
+        transfer: [(0, 16); THREADS],
+        separate: false,
+        pcid: false,
+        cpus: 1,
+    };
+    // Thread 0 moves thread 1 (its next: slot 11), queued on CPU 0, to CPU 1: the
+    // adoption waits in CPU 1's inbox, counted in thread 1's requests.
+    let world = build(cpu, &spec);
+    let t1 = world.threads[1];
+    step(&invoke_op(11, SET_AFFINITY, &[1]), true);
+    let answer = tcb(world.threads[0]).context.rax;
+    let posted = cpus::cpu(1).expect("CPU 1").inbox.lock().len();
+    let counted = tcb(t1).requests.load(Acquire);
+    end_world(Some(&world)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        (answer, posted, counted),
+        (0, 1, 1),
+        "SET_AFFINITY's answer, CPU 1's inbox, thread 1's count"
+    );
+    assert_eq!(tcb(t1).requests.load(Acquire), 0, "the adoption was served in its own world");
+    // The next world, at the same addresses: CPU 1 finds nothing of the first.
+    begin_world().unwrap_or_else(|e| panic!("{e}"));
+    let world = build(cpu, &spec);
+    let same_place = world.threads[1] == t1;
+    let (count, violations) = as_cpu(1, |_| {
+        sched::drain_inbox();
+        (tcb(t1).requests.load(Acquire), sched::check_queue().0)
+    });
+    end_world(Some(&world)).unwrap_or_else(|e| panic!("{e}"));
+    assert!(same_place, "the worlds are laid out at the same addresses");
+    assert_eq!(
+        count, 0,
+        "thread 1's request count in the new world (2^32 - 1: counted down for the old world's)"
+    );
+    assert_eq!(violations, 0, "scheduler violations (a request count below zero is one)");
 }

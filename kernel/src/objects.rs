@@ -1001,6 +1001,21 @@ pub fn retype_would_reuse_running_thread(base: u64, bytes: u64) -> bool {
     any_destroyed(&head, |t| t.addr() >= base && t.addr() - base < bytes)
 }
 
+/// Destroyed threads whose memory still waits (listed in [`DESTROYED`] after the
+/// settled ones are taken off): 0 once every CPU has forgotten every destroyed thread
+/// and every request naming one has been handled.
+#[cfg(test)]
+pub fn destroyed_threads_waiting() -> usize {
+    let mut head = DESTROYED.lock();
+    settle_destroyed(&mut head);
+    let mut count = 0;
+    any_destroyed(&head, |_| {
+        count += 1;
+        false
+    });
+    count
+}
+
 /// True while a thread this CPU destroyed (and awaits) may still run on its owner:
 /// listed and not yet forgotten there (a listed thread's memory is still its own).
 pub fn destroyed_here_may_run() -> bool {

@@ -70,6 +70,20 @@ impl Sched {
     }
 }
 
+impl Sched {
+    /// True if this scheduler still refers to any thread (current, queued, owning the
+    /// FPU registers, being handed over or picked to run next): a CPU whose threads
+    /// are all gone must hold none of them.
+    #[cfg(test)]
+    pub fn refers_to_threads(&self) -> bool {
+        self.current.is_some()
+            || self.fpu_owner.is_some()
+            || self.handoff.is_some()
+            || self.direct.is_some()
+            || !self.queue.is_empty()
+    }
+}
+
 fn with_sched<R>(f: impl FnOnce(&mut Sched) -> R) -> R {
     cpus::with_local_sched(|_, s| f(s))
 }
@@ -407,10 +421,18 @@ fn count_request(thread: ThreadRef) {
 
 /// A request naming `thread` was handled (or dropped): the last thing done with it.
 /// Release: everything the handler did to the TCB comes before the count that lets
-/// a destroyed thread's memory be reused.
+/// a destroyed thread's memory be reused. A count that would go below zero means a
+/// request was handled that no one counted (or was counted down twice): the count no
+/// longer guards the thread's memory, so it is reported as a violation (regression:
+/// a request left in an inbox by a host test's earlier world named the same address
+/// in the next one and wrapped a live thread's count, which then let its memory go
+/// while a request still named it; nothing noticed).
 #[inline]
 fn request_done(thread: ThreadRef, count: u32) {
-    tcb(thread).requests.fetch_sub(count, core::sync::atomic::Ordering::Release);
+    let before = tcb(thread).requests.fetch_sub(count, core::sync::atomic::Ordering::Release);
+    if before < count {
+        request_count_violation(thread, before, count);
+    }
 }
 
 /// Handles every request in this CPU's inbox.
@@ -981,13 +1003,23 @@ pub fn current_of(s: &Sched) -> Option<ThreadRef> {
     s.current
 }
 
-/// Checks this CPU's run queue: every queued thread is marked queued, owned here,
-/// runnable, at its level's priority, and linked both ways. Returns (violations,
-/// threads checked).
-/// Threads this kernel was about to run on a CPU that does not own them: a
-/// scheduler bug (a thread queued on two CPUs, say). Counted
-/// into `check_queue`'s violations, so tests see it.
+/// Scheduler bugs found on the way: a thread this kernel was about to run on a CPU
+/// that does not own it (queued on two CPUs, say), or a thread's request count
+/// counted below zero. Counted into `check_queue`'s violations, so tests and the
+/// invariant check see them.
 static RUN_VIOLATIONS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+#[cold]
+#[inline(never)]
+fn request_count_violation(thread: ThreadRef, before: u32, count: u32) {
+    crate::kprintln!(
+        "scheduler invariant broken: thread {:#x} had {} requests counted, {} handled",
+        thread.addr(),
+        before,
+        count
+    );
+    RUN_VIOLATIONS.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+}
 
 #[cold]
 #[inline(never)]
@@ -1002,6 +1034,10 @@ fn run_violation(thread: ThreadRef) {
     RUN_VIOLATIONS.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
 }
 
+/// Checks this CPU's run queue: every queued thread is marked queued, owned here,
+/// runnable, in no IPC, at its level's priority, and linked both ways. Returns
+/// (violations, threads checked); the violations include every [`RUN_VIOLATIONS`]
+/// one so far, on any CPU.
 pub fn check_queue() -> (u64, u64) {
     let me = ramen_arch::percpu::index_fast();
     with_sched(|s| {

@@ -14,6 +14,7 @@ mod image;
 mod process;
 mod qemu;
 mod simd;
+mod soak;
 mod test;
 mod trace;
 mod user;
@@ -41,6 +42,10 @@ enum Command {
     Run(RunArgs),
     /// Run host tests, build the kernel, scan it, and boot the QEMU test cases.
     Test(test::TestArgs),
+    /// Run the kernel's host tests under many seeds (1..=50 by default) and longer
+    /// searches, serially and in parallel; stop at the first failing seed and print the
+    /// command that reproduces it.
+    Soak(soak::SoakArgs),
     /// Run the IPC benchmark in QEMU and report it beside seL4's figures.
     ///
     /// By default a deterministic icount run (instructions) and a parallel run (time);
@@ -94,6 +99,7 @@ fn main() -> ExitCode {
         }),
         Command::Run(args) => run(args),
         Command::Test(args) => test::run(&args),
+        Command::Soak(args) => soak::run(&args),
         Command::Trace(args) => trace::run(&args),
         Command::Bench(args) => bench::run(&args),
         Command::Check(args) => {

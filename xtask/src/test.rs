@@ -12,6 +12,7 @@ use crate::image;
 use crate::process::{self, Echo, Exit, Outcome};
 use crate::qemu::{self, AccelRequest, BootConfig, Machine, Verdict};
 use crate::simd;
+use crate::soak;
 use crate::user;
 
 /// Flags for `cargo xtask test`.
@@ -504,14 +505,34 @@ fn host_tests() -> anyhow::Result<bool> {
 
 /// The kernel's own code in a host test process (`cargo test -p ramen-kernel --lib`:
 /// the library on `ramen-arch`'s hosted feature, `kernel/src/hosted_tests.rs`), in its
-/// own cargo command so the feature reaches no other crate's build.
+/// own cargo command so the feature reaches no other crate's build: with the default
+/// seed, then with each of `soak::CI_SEEDS` (their output shown only if they fail,
+/// with the command that reproduces the failure).
 fn kernel_host_tests() -> anyhow::Result<bool> {
     println!("test: kernel code on the host (cargo test -p {} --lib)", image::KERNEL_PACKAGE);
     let status = image::cargo()
         .args(["test", "-p", image::KERNEL_PACKAGE, "--lib"])
         .status()
         .context("could not start cargo test for the kernel library")?;
-    Ok(status.success())
+    if !status.success() {
+        return Ok(false);
+    }
+    for seed in soak::CI_SEEDS {
+        let run = soak::SeedRun {
+            seed,
+            cases: soak::CI_CASES,
+            cpu_cases: soak::CI_CPU_CASES,
+            order: soak::Order::Parallel,
+            filter: None,
+        };
+        let passed = soak::run_seed(&run, true)?;
+        println!("test: kernel host tests, seed {seed} ... {}", if passed { "ok" } else { "FAILED" });
+        if !passed {
+            println!("test: reproduce with: {}", run.reproduction());
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// The loom model checks of ramen-core's lock-free protocols (`cfg(loom)` builds, in

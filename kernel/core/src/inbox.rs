@@ -218,6 +218,12 @@ impl Inbox {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
+
+    /// Slots promised to posters that have not posted yet.
+    #[inline]
+    pub fn reserved(&self) -> usize {
+        self.reserved
+    }
 }
 
 /// Requests a CPU could not post yet because their target's inbox was full, held by
@@ -333,12 +339,14 @@ mod tests {
     fn reserved_slots_are_kept_for_their_posters() {
         let mut inbox = Inbox::new();
         assert!(inbox.reserve());
+        assert_eq!(inbox.reserved(), 1);
         for i in 0..INBOX_CAPACITY as u64 - 1 {
             assert!(inbox.push(Request::Wake(thread(i + 1))));
         }
         assert!(!inbox.push(Request::Wake(thread(99))), "the last slot is promised");
         assert!(!inbox.reserve());
         inbox.push_reserved(Request::Adopt(thread(100)));
+        assert_eq!(inbox.reserved(), 0, "the promise is kept");
         assert_eq!(inbox.len(), INBOX_CAPACITY);
         assert_eq!(drain(&mut inbox).last(), Some(&Request::Adopt(thread(100))));
     }

@@ -919,7 +919,15 @@ fn fastpath_and_slow_path_leave_the_same_state() {
         fast_total.get() * 10 > steps_total.get(),
         "the fastpath was rarely taken: the test is not testing it"
     );
-    assert!(unlocked_total.get() > 500, "the lock-free capability changes were rarely made");
+    // About one in five cases makes one (2,500 in seed 0's 4,000): an eighth of the
+    // case count, so a shorter search (300 cases of another seed) is held to the same
+    // rate, not to a count made for 4,000 (seed 1 makes 465 in 300).
+    let expected = u64::from(cases(4000)) / 8;
+    assert!(
+        unlocked_total.get() > expected,
+        "the lock-free capability changes were rarely made: {} (at least {expected})",
+        unlocked_total.get()
+    );
 }
 
 /// A step of the PCID test: a system call, or a translation removed from (or put
@@ -1066,7 +1074,12 @@ fn pcid_switches_never_keep_stale_translations() {
     result.unwrap_or_else(|e| panic!("{e}"));
     let (kept, flushed) = totals.get();
     println!("PCID switches: {kept} kept their entries, {flushed} flushed");
-    assert!(kept > 100 && flushed > 100, "both kinds of switch must occur: {kept} kept, {flushed} flushed");
+    // A tenth of the case count each (100 of 1,000).
+    let expected = u64::from(cases(1000)) / 10;
+    assert!(
+        kept > expected && flushed > expected,
+        "both kinds of switch must occur: {kept} kept, {flushed} flushed (at least {expected} each)"
+    );
 }
 
 /// The PCID test's steps on `world`, each checked against `model`.
@@ -1723,8 +1736,15 @@ fn four_cpus_at_once_keep_the_scheduler_sound() {
          {} flushed",
         pcid_switches.0, pcid_switches.1
     );
-    assert!(unlocked > 100, "too few lock-free capability changes: {unlocked}");
-    assert!(pcid_switches.0 > 100 && pcid_switches.1 > 100, "too few PCID switches: {pcid_switches:?}");
+    // Per case (100 in the default 30 cases), so a shorter run is held to the same
+    // rate (300 cases of seed 11 made about 120 changes, 150 kept and 25 flushed
+    // switches per case).
+    let expected = cases as usize * 10 / 3;
+    assert!(unlocked > expected, "too few lock-free capability changes: {unlocked} (at least {expected})");
+    assert!(
+        pcid_switches.0 as usize > expected && pcid_switches.1 as usize > expected,
+        "too few PCID switches: {pcid_switches:?} (at least {expected} each)"
+    );
     assert!(calls > 1000 && fast > 100, "too little happened: {calls} calls, {fast} fast");
 }
 

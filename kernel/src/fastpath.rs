@@ -325,9 +325,12 @@ fn send_receive_in(
             },
         }
         syscall::set_reply(&mut tcb(caller).context, Ok(()), &[]);
-    } else if pending != 0 || !blocking {
+    } else if pending != 0 {
         set_notification_words(addr, [0, head, tail, bound]);
         ipc::deliver_signal(caller, pending);
+    } else if !blocking {
+        // A poll with nothing pending, as the slow path's `ipc::wait` answers it.
+        syscall::set_reply(&mut tcb(caller).context, Err(ramen_abi::Error::Busy), &[]);
     } else {
         // Queue behind the last waiter and block.
         ipc::queue_waiter(addr, words, caller);

@@ -37,6 +37,8 @@ use ramen_core::topology::Topology;
 use x86_64::structures::paging::PageTableFlags as Flags;
 
 use crate::cpus::{self, Cpu, MACHINE, Machine};
+
+mod abi;
 use crate::objects::{self, CAP_LOCK, IpcBufferPage, tcb};
 use crate::sched::{self, Sched};
 use crate::{fastpath, syscall};

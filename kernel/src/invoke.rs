@@ -9,7 +9,7 @@
 
 use ramen_abi::invocation::{cnode, debug, ioport, thread, trace_control, untyped, vspace};
 use ramen_abi::syscall::{USER_BASE, USER_TOP};
-use ramen_abi::{Error, MSG_REGS, MessageInfo};
+use ramen_abi::{Error, MSG_MAX_LEASES, MSG_MAX_WORDS, MSG_REGS, MessageInfo};
 use ramen_arch::paging::{MapError, PageSize, user_flags};
 use ramen_core::cap::{Cap, CapData, Rights};
 use ramen_core::cnode::{self as ops, Step};
@@ -79,6 +79,11 @@ pub fn invoke_found(
     out: &mut [u64; MSG_REGS],
 ) -> Result<usize, Error> {
     let cap = found?;
+    // The info word is checked as any message's is (regression: invocations took
+    // lengths over `MSG_MAX_WORDS` and more leases than `MSG_MAX_LEASES`).
+    if info.len_words() > MSG_MAX_WORDS || info.leases() > MSG_MAX_LEASES {
+        return Err(Error::RangeError);
+    }
     let label = info.label();
     match cap.kind() {
         CapType::DebugConsole if label == debug::IPC_STATS => ipc_stats(out),
@@ -555,6 +560,14 @@ fn invoke_cnode(
     out: &mut [u64; MSG_REGS],
 ) -> Result<usize, Error> {
     let label = info.label();
+    // The label first (regression: an unknown label with a bad index or depth
+    // answered `RangeError`).
+    if !matches!(
+        label,
+        cnode::COPY | cnode::MINT | cnode::MOVE | cnode::MUTATE | cnode::DELETE | cnode::REVOKE
+    ) {
+        return Err(Error::IllegalOperation);
+    }
     if let Some(result) = cnode_in_read_section(caller, cptr, label, regs) {
         return result;
     }

@@ -18,7 +18,7 @@
 //! through `sched::wake`, which posts to that CPU.
 
 use ramen_abi::ipc_buffer::{RECV_CNODE, RECV_DEPTH, RECV_INDEX, SEND_CAPS};
-use ramen_abi::{Error, MSG_MAX_WORDS, MSG_REGS, MessageInfo};
+use ramen_abi::{Error, MSG_MAX_LEASES, MSG_MAX_WORDS, MSG_REGS, MessageInfo};
 use ramen_core::cap::{Cap, Rights};
 use ramen_core::cnode as ops;
 use ramen_core::cspace;
@@ -197,7 +197,9 @@ fn message_of(thread: ThreadRef, badge: u64) -> Message {
 /// (`call`) and only over memory the caller may lend (`lease::check`).
 pub fn check_message(store: &Store, thread: ThreadRef, can_grant: bool, call: bool) -> Result<(), Error> {
     let info = MessageInfo(tcb(thread).context.rsi);
-    if info.len_words() > MSG_MAX_WORDS {
+    // (Regression: an info word with 5 to 7 leases, which its 3-bit field allows, was
+    // accepted, the extra descriptors read from buffer words past the lease area.)
+    if info.len_words() > MSG_MAX_WORDS || info.leases() > MSG_MAX_LEASES {
         return Err(Error::RangeError);
     }
     if info.len_words() <= MSG_REGS && info.caps() == 0 && info.leases() == 0 {
@@ -568,12 +570,17 @@ pub fn signal(cap: &Cap) -> Result<(), Error> {
     Ok(())
 }
 
-/// `Recv` (blocking) or `NbRecv` (poll) on a notification capability.
+/// `Recv` (blocking) or `NbRecv` (poll) on a notification capability. A poll that
+/// finds nothing pending is `Busy`, as on an endpoint with nobody queued (regression:
+/// it answered success with bits 0, where docs/abi.md says `Busy`).
 pub fn wait(thread: ThreadRef, cap: &Cap, blocking: bool) -> Result<(), Error> {
     cap.require(Rights::READ)?;
     let addr = cap.addr().0;
     let [pending, head, tail, bound] = notification_words(addr);
-    if pending != 0 || !blocking {
+    if pending == 0 && !blocking {
+        return Err(Error::Busy);
+    }
+    if pending != 0 {
         set_notification_words(addr, [0, head, tail, bound]);
         deliver_signal(thread, pending);
         return Ok(());

@@ -27,13 +27,17 @@ pub fn message_registers(ctx: &UserContext) -> [u64; MSG_REGS] {
     [ctx.rdx, ctx.r8, ctx.r9, ctx.r10, ctx.r12, ctx.r13]
 }
 
-/// Writes a reply into a saved context: result code, message info and registers.
-/// Registers beyond `words` are zeroed so no stale value leaks back.
+/// Writes a kernel reply into a saved context: result code, message info and
+/// registers; the badge register (`rdi`, which held the capability pointer) and the
+/// message registers beyond `words` are zeroed, so nothing of the call comes back
+/// (regression: error replies returned the caller's capability pointer in `rdi`,
+/// where docs/abi.md promises unused registers zeroed).
 pub fn set_reply(ctx: &mut UserContext, result: Result<(), Error>, words: &[u64]) {
     ctx.rax = match result {
         Ok(()) => 0,
         Err(e) => e.code(),
     };
+    ctx.rdi = 0;
     let len = words.len().min(MSG_REGS);
     ctx.rsi = MessageInfo::try_new(0, len, 0, 0).map_or(0, |i| i.0);
     let mut regs = [0u64; MSG_REGS];

@@ -114,6 +114,8 @@ fn decode<S: ObjectStore>(
         CapType::CNode => {}
         _ => return Err(Error::WrongType),
     }
+    // Placing capabilities in a CNode writes it, as COPY or MINT into it does.
+    cnode.require(Rights::WRITE)?;
     let end_slot = offset.checked_add(request.count).ok_or(Error::RangeError)?;
     if end_slot > 1u64.checked_shl(cnode.size_bits().into()).unwrap_or(0) {
         return Err(Error::RangeError);
@@ -237,6 +239,23 @@ mod tests {
         mutate(&mut fx.store, untyped, weak, Rights::READ, CapData::Keep).unwrap();
         let one = request(CapType::Endpoint, 0, 1);
         rejects(&mut fx, Error::InsufficientRights, |s| retype(s, weak, one, root, 4));
+    }
+
+    /// Regression (found by a hostile user program): a retype into a CNode through a
+    /// capability without the write right succeeded and created the object, where
+    /// COPY, MINT, MOVE, DELETE and REVOKE through the same capability are refused.
+    #[test]
+    fn retype_needs_the_destination_cnodes_write_right() {
+        let mut fx = Fixture::new();
+        let (untyped, root, read_only) = (fx.root_slot(1), fx.root_slot(0), fx.root_slot(2));
+        crate::cnode::mint(&mut fx.store, root, read_only, Rights::READ, CapData::Keep).unwrap();
+        let one = request(CapType::Endpoint, 0, 1);
+        rejects(&mut fx, Error::InsufficientRights, |s| retype(s, untyped, one, read_only, 4));
+        // The same capability with the write right works.
+        let writable = fx.root_slot(3);
+        crate::cnode::mint(&mut fx.store, root, writable, Rights::READ | Rights::WRITE, CapData::Keep)
+            .unwrap();
+        retype(&mut fx.store, untyped, one, writable, 4).unwrap();
     }
 
     #[test]

@@ -136,7 +136,8 @@ pub fn recv(cptr: u64) -> Result<(Badge, Message), SysError> {
     syscall(Sys::Recv, cptr, &Message::default()).map(received)
 }
 
-/// Receives on `cptr` if something is pending; returns at once otherwise.
+/// Receives on `cptr` if something is pending (a queued sender, pending signal bits);
+/// returns `Busy` at once otherwise.
 pub fn nb_recv(cptr: u64) -> Result<(Badge, Message), SysError> {
     syscall(Sys::NbRecv, cptr, &Message::default()).map(received)
 }

@@ -1,0 +1,157 @@
+//! The system-call contract on the kernel's own code: bad calls a hostile program
+//! made from docs/abi.md that the kernel answered wrongly, each checked on the
+//! fastpath configuration and on the slow path alone, for the exact code, every
+//! register of the reply, and nothing changed.
+
+use ramen_abi::invocation::cnode;
+use ramen_abi::ipc_buffer::LEASES;
+use ramen_abi::syscall::Sys;
+use ramen_abi::{Error, MSG_MAX_LEASES, MSG_REGS};
+
+use super::*;
+
+/// A one-CPU world where thread 0 runs: every thread on CPU 0 at one priority.
+fn spec() -> Spec {
+    Spec {
+        priorities: [10; THREADS],
+        badges: [1, 2, 3, 4],
+        bound: false,
+        transfer: [(0, 16); THREADS],
+        separate: false,
+        pcid: false,
+        cpus: 1,
+    }
+}
+
+/// What a call returned to its caller: rax, rdi, rsi and the message registers.
+#[derive(Debug, PartialEq, Eq)]
+struct Reply {
+    rax: u64,
+    rdi: u64,
+    rsi: u64,
+    regs: [u64; MSG_REGS],
+}
+
+impl Reply {
+    /// A kernel's error reply: the code, and every other register zero.
+    fn error(error: Error) -> Self {
+        Self { rax: error.code(), rdi: 0, rsi: 0, regs: [0; MSG_REGS] }
+    }
+}
+
+/// Makes `op` from thread 0 of a new world, with the fastpath and the lock-free paths
+/// on (`fast`) or off, after `prepare` (which may write thread 0's IPC buffer); the
+/// caller must still run afterwards. Returns its reply, and whether anything in the
+/// world but the caller's own TCB changed.
+fn call(fast: bool, op: &Op, prepare: impl FnOnce(&World)) -> (Reply, bool) {
+    let (_turn, cpu) = machine_turn();
+    crate::trace::set_fastpath(fast);
+    let world = build(cpu, &spec());
+    let caller = world.threads[0];
+    assert_eq!(sched::current(), Some(caller), "thread 0 runs first");
+    prepare(&world);
+    let before = snapshot(&world, caller);
+    step(op, fast);
+    let still_runs = sched::current() == Some(caller);
+    let c = &tcb(caller).context;
+    let reply = Reply { rax: c.rax, rdi: c.rdi, rsi: c.rsi, regs: syscall::message_registers(c) };
+    let changed = snapshot(&world, caller) != before;
+    let ended = end_world(Some(&world));
+    crate::trace::set_fastpath(true);
+    ended.unwrap_or_else(|e| panic!("{e}"));
+    assert!(still_runs, "{op:x?} blocked or switched away: {reply:x?}");
+    (reply, changed)
+}
+
+/// `call` on both paths: each must give `expected` and change nothing.
+fn refused(op: &Op, expected: Error, prepare: impl Fn(&World)) {
+    for fast in [true, false] {
+        let (reply, changed) = call(fast, op, &prepare);
+        assert_eq!(reply, Reply::error(expected), "{op:x?} (fastpath on: {fast})");
+        assert!(!changed, "{op:x?} failed but changed the world (fastpath on: {fast})");
+    }
+}
+
+/// An invocation with a raw info word (`label << 16 | rest`).
+fn raw(sys: Sys, cptr: u64, label: u64, rest: u64, regs: [u64; MSG_REGS]) -> Op {
+    Op { sys: sys as u64, cptr, info: label << 16 | rest, regs, buffer: [0; 8] }
+}
+
+/// Regression: an unknown CNode label answered `RangeError` when the index or depth
+/// was bad too: the label was decoded after them.
+#[test]
+fn an_unknown_cnode_label_is_an_illegal_operation_whatever_the_arguments() {
+    for regs in [[999, 70, 1, 0, 0, 0], [16, 64, 1, 0xf, 0, 0]] {
+        refused(&raw(Sys::Call, SELF_SLOT, 0x2f, 5, regs), Error::IllegalOperation, |_| {});
+    }
+}
+
+/// Regression: kernel-object invocations took messages longer than 120 words and
+/// more leases than the maximum (a COPY with a 121-word info word went through).
+#[test]
+fn an_invocation_with_a_message_longer_than_the_maximum_is_a_range_error() {
+    let copy = [16, 64, 1, 0, 0, 0];
+    refused(&raw(Sys::Call, SELF_SLOT, cnode::COPY, 121, copy), Error::RangeError, |_| {});
+    refused(&raw(Sys::Call, SELF_SLOT, cnode::COPY, 127, copy), Error::RangeError, |_| {});
+    let five_leases = (MSG_MAX_LEASES as u64 + 1) << 9 | 3;
+    refused(&raw(Sys::Call, SELF_SLOT, cnode::COPY, five_leases, copy), Error::RangeError, |_| {});
+}
+
+/// Regression: a `Call` whose info word says 5 to 7 leases (the field has 3 bits) was
+/// accepted, its extra descriptors read from IPC-buffer words past the lease area.
+/// Every descriptor here is a good one (8 bytes of the caller's own IPC buffer), so
+/// only the count is wrong.
+#[test]
+fn a_call_with_more_leases_than_the_maximum_is_a_range_error() {
+    let describe = |leases: usize| {
+        move |world: &World| {
+            let page = IpcBufferPage::of(world.threads[0]).expect("IPC buffer");
+            for i in 0..leases {
+                page.write(LEASES + 2 * i, BUFFER_BASE);
+                page.write(LEASES + 2 * i + 1, 8);
+            }
+        }
+    };
+    for leases in MSG_MAX_LEASES + 1..=7 {
+        let op = raw(Sys::Call, 1, 0, (leases as u64) << 9, [0; MSG_REGS]);
+        refused(&op, Error::RangeError, describe(leases));
+    }
+    // The maximum itself is a lease call like any other: it waits for a server.
+    let (_turn, cpu) = machine_turn();
+    let world = build(cpu, &spec());
+    describe(MSG_MAX_LEASES)(&world);
+    step(&raw(Sys::Call, 1, 0, (MSG_MAX_LEASES as u64) << 9, [0; MSG_REGS]), true);
+    let waiting = tcb(world.threads[0]).state == crate::objects::ThreadState::Blocked;
+    end_world(Some(&world)).unwrap_or_else(|e| panic!("{e}"));
+    assert!(waiting, "a call with the maximum of leases waits for a server");
+}
+
+/// Regression: `NbRecv` on a notification with nothing pending answered success
+/// (bits 0, the notification label), where docs/abi.md says `Busy`, as it is on an
+/// endpoint with nobody queued; a pending signal is still taken once.
+#[test]
+fn a_poll_of_a_notification_with_nothing_pending_is_busy() {
+    refused(&raw(Sys::NbRecv, 6, 0, 0, [0; MSG_REGS]), Error::Busy, |_| {});
+    for fast in [true, false] {
+        let (reply, _) = call(fast, &raw(Sys::NbRecv, 6, 0, 0, [0; MSG_REGS]), |world| {
+            let words = objects::notification_words(world.notification);
+            objects::set_notification_words(world.notification, [0x5, words[1], words[2], words[3]]);
+        });
+        let label = ramen_abi::syscall::NOTIFICATION_LABEL << 16;
+        assert_eq!(reply, Reply { rax: 0, rdi: 0x5, rsi: label, regs: [0; MSG_REGS] }, "fastpath on: {fast}");
+    }
+}
+
+/// Regression: error replies left the caller's capability pointer in `rdi`, which
+/// docs/abi.md says kernel replies zero when they do not use it: every register of
+/// an error reply is defined (the code in `rax`, everything else zero).
+#[test]
+fn an_error_reply_returns_nothing_but_the_code() {
+    let words = [0x11, 0x22, 0x33, 0x44, 0x55, 0x66];
+    // An empty slot, called and sent to; an endpoint received from without the right;
+    // a copy from an empty slot (the CNode operation's own check).
+    refused(&raw(Sys::Call, 0x1f, 0, 6, words), Error::InvalidCapability, |_| {});
+    refused(&raw(Sys::NbSend, 0x1f, 0, 6, words), Error::InvalidCapability, |_| {});
+    refused(&raw(Sys::NbRecv, 4, 0, 0, words), Error::InsufficientRights, |_| {});
+    refused(&raw(Sys::Call, SELF_SLOT, cnode::COPY, 3, [0x1e, 64, 0x1f, 0, 0, 0]), Error::SlotEmpty, |_| {});
+}

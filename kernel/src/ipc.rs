@@ -672,18 +672,25 @@ pub fn cancel_notification(addr: u64) {
     set_notification_words(addr, [0; 4]);
 }
 
-/// Binds (or with `addr == 0` unbinds) a notification to `thread`.
+/// Binds (or with `addr == 0` unbinds) a notification to `thread`; a thread bound to
+/// another notification moves (that one is unbound). `Busy` if the notification is
+/// bound to another thread, with nothing changed.
 pub fn bind(thread: ThreadRef, addr: u64) -> Result<(), Error> {
+    // Checked before anything changes (regression: the old binding was undone first,
+    // and a `Busy` then left the thread naming a notification that no longer named it).
+    if addr != 0 {
+        let bound = notification_words(addr)[3];
+        if bound != 0 && bound != thread.addr() {
+            return Err(Error::Busy);
+        }
+    }
     let old = tcb(thread).bound_notification;
     if old != 0 {
         let [p, h, t, _] = notification_words(old);
         set_notification_words(old, [p, h, t, 0]);
     }
     if addr != 0 {
-        let [p, h, t, bound] = notification_words(addr);
-        if bound != 0 && bound != thread.addr() {
-            return Err(Error::Busy);
-        }
+        let [p, h, t, _] = notification_words(addr);
         set_notification_words(addr, [p, h, t, thread.addr()]);
     }
     tcb(thread).bound_notification = addr;

@@ -155,3 +155,46 @@ fn an_error_reply_returns_nothing_but_the_code() {
     refused(&raw(Sys::NbRecv, 4, 0, 0, words), Error::InsufficientRights, |_| {});
     refused(&raw(Sys::Call, SELF_SLOT, cnode::COPY, 3, [0x1e, 64, 0x1f, 0, 0, 0]), Error::SlotEmpty, |_| {});
 }
+
+/// Regression: `BIND_NOTIFICATION` of a thread already bound to one notification, to
+/// a notification bound to another thread, answered `Busy` after it had unbound the
+/// first: the thread still named the first notification, which no longer named the
+/// thread (a failing call that changed something; the world of the "failing call"
+/// test has one notification, so it never got there). A rebind that succeeds moves
+/// the binding.
+#[test]
+fn a_refused_bind_leaves_the_binding_it_found() {
+    use ramen_abi::invocation::{thread, untyped};
+    for fast in [true, false] {
+        let (_turn, cpu) = machine_turn();
+        crate::trace::set_fastpath(fast);
+        // Thread 0 is bound to the world's notification.
+        let world = build(cpu, &Spec { bound: true, ..spec() });
+        let [t0, t1, ..] = world.threads;
+        // Thread 0 makes a second notification (slot 16) and binds thread 1 (its
+        // next, slot 11) to it, then asks to bind thread 1 to the first one (slot 6).
+        let made = [
+            invoke_op(9, untyped::RETYPE, &[ramen_abi::object::NOTIFICATION, 0, SELF_SLOT, 16, 1]),
+            invoke_op(11, thread::BIND_NOTIFICATION, &[16]),
+        ];
+        for op in &made {
+            step(op, fast);
+            assert_eq!(tcb(t0).context.rax, 0, "{op:x?}");
+        }
+        let second = tcb(t1).bound_notification;
+        let before = snapshot(&world, t0);
+        step(&invoke_op(11, thread::BIND_NOTIFICATION, &[6]), fast);
+        let answer = tcb(t0).context.rax;
+        let changed = snapshot(&world, t0) != before;
+        let (bound_to, named_by) = (tcb(t1).bound_notification, objects::notification_words(second)[3]);
+        // Unbinding (0) and binding the second again both work.
+        step(&invoke_op(11, thread::BIND_NOTIFICATION, &[0]), fast);
+        let unbound = (tcb(t0).context.rax, tcb(t1).bound_notification, objects::notification_words(second)[3]);
+        end_world(Some(&world)).unwrap_or_else(|e| panic!("{e}"));
+        crate::trace::set_fastpath(true);
+        assert_eq!(answer, Error::Busy.code(), "bound to another thread (fastpath on: {fast})");
+        assert!(!changed, "the refused bind changed the world (fastpath on: {fast})");
+        assert_eq!((bound_to, named_by), (second, t1.addr()), "thread 1 and its notification still agree");
+        assert_eq!(unbound, (0, 0, 0), "unbinding clears both sides");
+    }
+}

@@ -110,7 +110,9 @@ fn decode<S: ObjectStore>(
 
     let cnode = store.slot(dest_cnode).cap();
     match cnode.kind() {
-        CapType::Null => return Err(Error::SlotEmpty),
+        // A capability argument naming an empty slot, as for every other invocation's
+        // (`SlotEmpty` is for the slots an operation acts on).
+        CapType::Null => return Err(Error::InvalidCapability),
         CapType::CNode => {}
         _ => return Err(Error::WrongType),
     }
@@ -221,7 +223,7 @@ mod tests {
             retype(s, untyped, request(CapType::Endpoint, 0, 2), root, 15)
         });
         rejects(&mut fx, Error::RangeError, |s| retype(s, untyped, one(CapType::Endpoint), root, u64::MAX));
-        rejects(&mut fx, Error::SlotEmpty, |s| retype(s, untyped, one(CapType::Endpoint), empty, 0));
+        rejects(&mut fx, Error::InvalidCapability, |s| retype(s, untyped, one(CapType::Endpoint), empty, 0));
         rejects(&mut fx, Error::WrongType, |s| retype(s, untyped, one(CapType::Endpoint), ep, 0));
         rejects(&mut fx, Error::SlotOccupied, |s| {
             retype(s, untyped, request(CapType::Endpoint, 0, 2), root, 1)

@@ -189,7 +189,8 @@ fn a_refused_bind_leaves_the_binding_it_found() {
         let (bound_to, named_by) = (tcb(t1).bound_notification, objects::notification_words(second)[3]);
         // Unbinding (0) and binding the second again both work.
         step(&invoke_op(11, thread::BIND_NOTIFICATION, &[0]), fast);
-        let unbound = (tcb(t0).context.rax, tcb(t1).bound_notification, objects::notification_words(second)[3]);
+        let unbound =
+            (tcb(t0).context.rax, tcb(t1).bound_notification, objects::notification_words(second)[3]);
         end_world(Some(&world)).unwrap_or_else(|e| panic!("{e}"));
         crate::trace::set_fastpath(true);
         assert_eq!(answer, Error::Busy.code(), "bound to another thread (fastpath on: {fast})");
@@ -197,4 +198,21 @@ fn a_refused_bind_leaves_the_binding_it_found() {
         assert_eq!((bound_to, named_by), (second, t1.addr()), "thread 1 and its notification still agree");
         assert_eq!(unbound, (0, 0, 0), "unbinding clears both sides");
     }
+}
+
+/// `RETYPE`'s destination CNode is a capability argument: an empty slot there is
+/// `InvalidCapability`, as for every other invocation's (it answered `SlotEmpty`),
+/// and a CNode capability without the write right is refused on the lock-free path
+/// and under the write lock alike (regression: it created the object).
+#[test]
+fn a_retype_into_an_empty_or_read_only_cnode_slot_is_refused() {
+    use ramen_abi::invocation::untyped::RETYPE;
+    use ramen_abi::object::ENDPOINT;
+    refused(&invoke_op(9, RETYPE, &[ENDPOINT, 0, 0x1f, 16, 1]), Error::InvalidCapability, |_| {});
+    let read_only_copy = |world: &World| {
+        let mut store = CAP_LOCK.lock();
+        let own = |index| SlotRef::in_cnode(PhysAddr(world.cnodes[0]), index).expect("slot");
+        ops::mint(&mut *store, own(SELF_SLOT), own(0x1e), Rights::READ, CapData::Keep).expect("mint");
+    };
+    refused(&invoke_op(9, RETYPE, &[ENDPOINT, 0, 0x1e, 16, 1]), Error::InsufficientRights, read_only_copy);
 }

@@ -404,11 +404,14 @@ fn run_records(
         }
     }
     if (head >> 32) as u32 != id {
-        head = (head & 0xffff_0000) | u64::from(id) << 32;
-        t.head.store(head, Relaxed);
+        // The switch is recorded as the outgoing thread's (`EventKind::ContextSwitch`),
+        // before the CPU's head names the incoming one (regression: it named the
+        // incoming thread as both; `xtask`'s `switch_problems` checks real traces).
         if enabled.contains(Categories::SCHED) {
             batch.push(tsc, head | EventKind::ContextSwitch as u64, [u64::from(id), 0]);
         }
+        head = (head & 0xffff_0000) | u64::from(id) << 32;
+        t.head.store(head, Relaxed);
     }
     if let Some((flow, peer)) = received
         && enabled.contains(Categories::IPC)
@@ -427,10 +430,11 @@ pub fn before_idle() {
     if ENABLED.load(Ordering::Relaxed) != 0 {
         let t = here();
         if t.running() != IDLE_THREAD {
-            t.set_running(IDLE_THREAD);
+            // Recorded as the outgoing thread's, as in `run_records`.
             if enabled(Categories::SCHED) {
                 t.push(EventKind::ContextSwitch, [u64::from(IDLE_THREAD), 0]);
             }
+            t.set_running(IDLE_THREAD);
         }
     }
 }

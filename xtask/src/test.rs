@@ -369,6 +369,13 @@ fn trace_problems(trace: &ramen_perf_export::Trace, cpus: u32, user_spans: bool)
     for thread in user_threads.iter().filter(|t| !trace.thread_names.contains_key(t)) {
         problems.push(format!("thread {thread} recorded user spans but has no name"));
     }
+    // Context switches name the outgoing thread as the record's (the kernel once set
+    // it to the incoming one before recording, which no synthetic trace showed).
+    let (switches, switch_problems) = crate::trace::switch_problems(trace);
+    if switches == 0 {
+        problems.push("no context switch recorded".into());
+    }
+    problems.extend(switch_problems);
     problems
 }
 

@@ -225,6 +225,43 @@ pub fn fastpath_flows(trace: &Trace) -> usize {
         .count()
 }
 
+/// Context switches a CPU recorded, and what is wrong with them: a switch record names
+/// the outgoing thread (the record's thread) and the incoming one (its first argument),
+/// so the two differ, and where the CPU's ring lost nothing, each switch's outgoing
+/// thread is the one the CPU's previous switch brought in.
+pub fn switch_problems(trace: &Trace) -> (usize, Vec<String>) {
+    let mut problems = Vec::new();
+    let mut switches = 0;
+    for (id, source) in &trace.sources {
+        let SourceId::Core(cpu) = id else { continue };
+        let mut records: Vec<_> =
+            source.records.iter().filter(|r| r.event_kind() == Some(EventKind::ContextSwitch)).collect();
+        records.sort_by_key(|r| r.tsc);
+        let mut previous: Option<u32> = None;
+        for record in records {
+            switches += 1;
+            let incoming = record.args[0] as u32;
+            if record.thread == incoming {
+                problems.push(format!(
+                    "cpu {cpu}: a switch at tsc {} names thread {incoming} as both outgoing and incoming",
+                    record.tsc
+                ));
+            } else if let Some(expected) = previous
+                && source.lost == 0
+                && record.thread != expected
+            {
+                problems.push(format!(
+                    "cpu {cpu}: a switch at tsc {} leaves thread {}, but the previous one brought in {expected}",
+                    record.tsc, record.thread
+                ));
+            }
+            previous = Some(incoming);
+        }
+    }
+    problems.truncate(5);
+    (switches, problems)
+}
+
 /// `cargo xtask trace`: returns whether the run and the export worked.
 pub fn run(args: &TraceArgs) -> anyhow::Result<bool> {
     if args.smp < 2 {
@@ -296,6 +333,20 @@ mod tests {
         let serials: Vec<&str> =
             args.windows(2).filter(|w| w[0] == "-serial").map(|w| w[1].as_str()).collect();
         assert_eq!(serials, ["stdio", "file:/tmp/out/trace.raw"], "COM1 is the console, COM2 the capture");
+    }
+
+    #[test]
+    fn switch_records_name_the_outgoing_thread() {
+        let mut trace = synthetic::ipc_pingpong(2, 3);
+        let (switches, problems) = switch_problems(&trace);
+        assert!(switches > 0 && problems.is_empty(), "{switches} switches: {problems:?}");
+        // The kernel's old bug: the record's thread set to the incoming one first.
+        for source in trace.sources.values_mut() {
+            for r in source.records.iter_mut().filter(|r| r.event_kind() == Some(EventKind::ContextSwitch)) {
+                r.thread = r.args[0] as u32;
+            }
+        }
+        assert!(!switch_problems(&trace).1.is_empty());
     }
 
     #[test]

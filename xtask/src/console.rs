@@ -18,7 +18,7 @@ pub fn summary(console: &[String]) -> Option<&str> {
 }
 
 /// The in-kernel test totals: `N passed, M failed`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TestTotals {
     pub passed: u32,
     pub failed: u32,

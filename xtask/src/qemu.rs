@@ -43,7 +43,8 @@ pub struct MachineArgs {
     /// Number of sockets; each socket is its own NUMA node. Must divide --smp.
     #[arg(long, default_value_t = 1)]
     pub sockets: u32,
-    /// Guest memory in MiB (suffix M or G accepted), split evenly across sockets.
+    /// Guest memory in MiB (suffix M or G accepted), split across sockets (evenly, or
+    /// the first nodes one MiB more).
     #[arg(long, value_name = "SIZE", default_value = "512M", value_parser = parse_mem_mib)]
     pub mem: u64,
     /// Accelerator: auto picks KVM only where it is hardware virtualisation.
@@ -99,10 +100,18 @@ impl Machine {
             "--sockets {sockets} does not divide --smp {cpus}: every socket needs the same number of cores"
         );
         ensure!(
-            mem_mib.is_multiple_of(u64::from(sockets)),
-            "--mem {mem_mib}M does not split evenly in MiB across {sockets} sockets (one NUMA node each)"
+            mem_mib >= u64::from(sockets),
+            "--mem {mem_mib}M leaves a socket without memory ({sockets} sockets, one NUMA node each)"
         );
         Ok(Self { cpus, sockets, mem_mib, acpi: true })
+    }
+
+    /// The memory of NUMA node `node` (one per socket): an even share, the first
+    /// nodes one MiB more when it does not split evenly (512M over 3 sockets:
+    /// 171M, 171M, 170M).
+    pub fn node_mib(&self, node: u32) -> u64 {
+        let sockets = u64::from(self.sockets);
+        self.mem_mib / sockets + u64::from(u64::from(node) < self.mem_mib % sockets)
     }
 
     /// `-machine`, `-m`, `-smp` and, with several sockets, one NUMA node per socket.
@@ -122,8 +131,8 @@ impl Machine {
             format!("{},sockets={},cores={cores},threads=1", self.cpus, self.sockets),
         ]);
         if self.sockets > 1 {
-            let node_mib = self.mem_mib / u64::from(self.sockets);
             for node in 0..self.sockets {
+                let node_mib = self.node_mib(node);
                 let first = node * cores;
                 let last = first + cores - 1;
                 let cpus = if first == last { first.to_string() } else { format!("{first}-{last}") };
@@ -462,9 +471,20 @@ mod tests {
     }
 
     #[test]
+    fn memory_that_does_not_split_evenly_goes_to_the_first_nodes() {
+        // Regression: `--smp 6 --sockets 3` failed with the default 512M.
+        let machine = Machine::new(6, 3, 512).unwrap();
+        let sizes: Vec<u64> = (0..3).map(|node| machine.node_mib(node)).collect();
+        assert_eq!(sizes, [171, 171, 170]);
+        let line = args(&boot(machine, Accel::Tcg)).join(" ");
+        assert!(line.contains("memory-backend-ram,id=mem2,size=170M"), "{line}");
+        assert_eq!(Machine::new(2, 2, 512).unwrap().node_mib(1), 256);
+    }
+
+    #[test]
     fn rejects_uneven_machines() {
         assert!(Machine::new(3, 2, 512).is_err());
-        assert!(Machine::new(3, 3, 512).is_err());
+        assert!(Machine::new(4, 4, 3).is_err(), "a socket without memory");
         assert!(Machine::new(0, 1, 512).is_err());
         assert!(Machine::new(4, 0, 512).is_err());
     }

@@ -415,6 +415,7 @@ pub fn run(args: &TestArgs) -> anyhow::Result<bool> {
         println!("test: no QEMU case matches --filter");
     }
     let (mut passed, mut failed) = (0, 0);
+    let mut inner = [console::TestTotals::default(); 2];
     for case in cases {
         let mut machine = Machine::new(case.cpus, case.sockets, case.mem_mib)
             .with_context(|| format!("QEMU case {} has a bad machine shape", case.name))?;
@@ -446,10 +447,18 @@ pub fn run(args: &TestArgs) -> anyhow::Result<bool> {
         if case.trace_dump && result.is_ok() {
             result = evaluate_trace_capture(&case.com2_capture(), case.cpus, case.trace_user_spans);
         }
+        // What ran inside the boot: each suite's own totals.
+        let inside = inner_totals(&outcome.console);
+        for (sum, (_, totals)) in inner.iter_mut().zip(&inside) {
+            if let Some(totals) = totals {
+                sum.passed += totals.passed;
+                sum.failed += totals.failed;
+            }
+        }
         match &result {
             Ok(()) => {
                 passed += 1;
-                println!("qemu {} ... ok", case.name);
+                println!("qemu {} ... ok{}", case.name, describe_inner(&inside));
             }
             Err(reason) => {
                 failed += 1;
@@ -466,8 +475,29 @@ pub fn run(args: &TestArgs) -> anyhow::Result<bool> {
             println!("test: {step} FAILED (see above)");
         }
     }
+    let [kernel, user] = inner;
+    println!(
+        "qemu: inside the boots: kernel tests {} passed, {} failed; user tests {} passed, {} failed",
+        kernel.passed, kernel.failed, user.passed, user.failed
+    );
     println!("qemu: {passed} passed, {failed} failed");
     Ok(graph_ok && image_ok && failed == 0)
+}
+
+/// The kernel's and the root task's test-suite totals a boot printed, if it ran them.
+fn inner_totals(console: &[String]) -> [(&'static str, Option<console::TestTotals>); 2] {
+    ["kernel", "user"].map(|suite| (suite, console::suite_totals(console, suite)))
+}
+
+/// ` (kernel: 12 passed; user: 41 passed)` for a boot that ran its suites ("" if none).
+fn describe_inner(inside: &[(&str, Option<console::TestTotals>)]) -> String {
+    let parts: Vec<String> = inside
+        .iter()
+        .filter_map(|(suite, totals)| {
+            totals.map(|t| format!("{suite}: {} passed, {} failed", t.passed, t.failed))
+        })
+        .collect();
+    if parts.is_empty() { String::new() } else { format!(" ({})", parts.join("; ")) }
 }
 
 /// Shows what a case's boot printed: the whole console, or its tail after a timeout.
@@ -559,6 +589,19 @@ fn loom_tests() -> anyhow::Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_boot_line_says_what_ran_inside_it() {
+        let console: Vec<String> =
+            ["kernel: 12 passed, 0 failed", "test a ... ok", "user: 41 passed, 1 failed"]
+                .map(String::from)
+                .into();
+        assert_eq!(
+            describe_inner(&inner_totals(&console)),
+            " (kernel: 12 passed, 0 failed; user: 41 passed, 1 failed)"
+        );
+        assert_eq!(describe_inner(&inner_totals(&["EXCEPTION #PF".to_string()])), "");
+    }
 
     fn outcome(code: i32, console: &str) -> Outcome {
         Outcome {

@@ -325,7 +325,8 @@ fn latency(ctx: &mut Ctx, pair: &Pair) -> Result<(), &'static str> {
             (&[grants[0], grants[3]][..], &grants[..1])
         }
     };
-    let (fast_before, slow_before) = kobj::ipc_stats(slot::DEBUG).unwrap_or((0, 0));
+    // The statistics are part of the report: a failed read is an error, not 0/0.
+    let (fast_before, slow_before) = ok(kobj::ipc_stats(slot::DEBUG), "cannot read IPC_STATS")?;
     if pair.kind == Kind::Traced {
         let all_kernel = u64::from((Categories::all() - Categories::USER).bits());
         ok(kobj::trace_start(slot::TRACE_CONTROL, all_kernel), "cannot start tracing")?;
@@ -355,7 +356,7 @@ fn latency(ctx: &mut Ctx, pair: &Pair) -> Result<(), &'static str> {
     if pair.kind == Kind::Traced {
         let _ = kobj::trace_stop(slot::TRACE_CONTROL);
     }
-    let (fast_after, slow_after) = kobj::ipc_stats(slot::DEBUG).unwrap_or((0, 0));
+    let (fast_after, slow_after) = ok(kobj::ipc_stats(slot::DEBUG), "cannot read IPC_STATS")?;
     let report = result?;
     let words = report.words();
     let (overhead, samples) = (words.first().copied().unwrap_or(0), words.get(1).copied().unwrap_or(0));

@@ -253,6 +253,16 @@ pub fn build(console: &Console, info: RunInfo) -> anyhow::Result<RunReport> {
                     Ok(values.iter().map(|v| v.saturating_sub(*overhead)).collect())
                 };
                 let (calls, reply_recvs, round_trips) = (series("call")?, series("rr")?, series("rt")?);
+                // Sample i of each list is the same round trip: lists of different
+                // lengths mean a lost line, and pairing them would add up different
+                // round trips.
+                anyhow::ensure!(
+                    calls.len() == reply_recvs.len() && calls.len() == round_trips.len(),
+                    "case {case} ({words} words): {} call, {} ReplyRecv and {} round-trip samples",
+                    calls.len(),
+                    reply_recvs.len(),
+                    round_trips.len()
+                );
                 let sums: Vec<u64> = calls.iter().zip(&reply_recvs).map(|(c, r)| c + r).collect();
                 let summary =
                     |values: &[u64]| Summary::of(values).with_context(|| format!("case {case}: no samples"));
@@ -652,11 +662,15 @@ impl RunReport {
         for (words, foundry, raw) in pairs {
             let (f, r) = (foundry.client_round_trip.median, raw.client_round_trip.median);
             let extra = (f as f64 / r.max(1) as f64 - 1.0) * 100.0;
-            let reached = extra <= FOUNDRY_TARGET_PERCENT;
+            // Verdicts on the deterministic run only: emulator time is noise here.
+            let verdict = match self.unit {
+                Unit::Instructions if extra <= FOUNDRY_TARGET_PERCENT => "reached",
+                Unit::Instructions => "NOT reached",
+                _ => "judged on the icount run",
+            };
             let _ = writeln!(
                 out,
-                "   {words}w client round trip: foundry {f}, raw {r} ({extra:+.1}%; target <= +{FOUNDRY_TARGET_PERCENT}%: {})",
-                if reached { "reached" } else { "NOT reached" }
+                "   {words}w client round trip: foundry {f}, raw {r} ({extra:+.1}%; target <= +{FOUNDRY_TARGET_PERCENT}%: {verdict})"
             );
         }
     }
@@ -719,7 +733,7 @@ impl RunReport {
                 out,
                 "tracing on (every kernel category) costs {} {unit} per round trip: {t} against {p} \
                  (a round trip records 10 events)",
-                t.saturating_sub(p)
+                t as i64 - p as i64
             );
             if let Some(out_of_kernel) = self.headline_trace_compiled_out {
                 let _ = writeln!(
@@ -748,7 +762,10 @@ pub(crate) mod tests {
     use crate::bench::parse::parse_console;
 
     pub(crate) fn sample_console() -> Console {
-        let text = "\
+        parse_console(&SAMPLE_CONSOLE.lines().map(String::from).collect::<Vec<_>>()).unwrap()
+    }
+
+    const SAMPLE_CONSOLE: &str = "\
 BENCH {\"kind\":\"machine\",\"cpus\":2,\"sockets\":1,\"tsc_hz\":1000000000,\"samples\":4,\"warmup\":1,\"rounds\":100}
 BENCHS id=1 m=call i=0 v=649*3,700
 BENCHS id=1 m=rr i=0 v=636*4
@@ -768,8 +785,6 @@ BENCH {\"kind\":\"bulk\",\"bytes\":1048576,\"method\":\"copy\",\"median\":500000
 BENCH {\"kind\":\"bulk\",\"bytes\":1048576,\"method\":\"lease\",\"median\":100000,\"min\":99000,\"reps\":3}
 BENCH {\"kind\":\"unsupported\",\"case\":\"notification\",\"why\":\"no notifications yet\"}
 BENCH {\"kind\":\"end\"}";
-        parse_console(&text.lines().map(String::from).collect::<Vec<_>>()).unwrap()
-    }
 
     pub(crate) fn sample_report(accel: Accel) -> RunReport {
         let info = RunInfo {
@@ -815,6 +830,46 @@ BENCH {\"kind\":\"end\"}";
         };
         let error = build(&console, info).unwrap_err().to_string();
         assert!(error.contains("printed no `rr` samples"), "{error}");
+    }
+
+    /// Regression: a lost sample line paired call i with ReplyRecv i + 1 silently.
+    #[test]
+    fn sample_lists_of_different_lengths_are_an_error() {
+        let mut console = sample_console();
+        if let Some(values) = console.samples.get_mut(&(2, "rr".to_string())) {
+            values.pop();
+        }
+        let info = RunInfo {
+            mode: "icount",
+            accel: Accel::TcgIcount,
+            accel_line: String::new(),
+            cpu_model: String::new(),
+        };
+        let error = build(&console, info).unwrap_err().to_string();
+        assert!(error.contains("call") && error.contains("ReplyRecv"), "{error}");
+    }
+
+    /// Verdicts come from icount figures only: under plain TCG the Foundry target is
+    /// neither reached nor missed (regression: emulator noise made it "reached").
+    #[test]
+    fn emulator_time_gives_no_foundry_verdict() {
+        let foundry = "\
+BENCHS id=3 m=call i=0 v=700*4
+BENCHS id=3 m=rr i=0 v=700*4
+BENCHS id=3 m=rt i=0 v=1300*4
+BENCH {\"kind\":\"latency\",\"id\":3,\"case\":\"foundry_echo_same_core\",\"words\":0,\"client_cpu\":0,\"server_cpu\":0,\"overhead\":4,\"samples\":4}
+BENCH {\"kind\":\"end\"}";
+        let text = SAMPLE_CONSOLE.replace("BENCH {\"kind\":\"end\"}", foundry);
+        let console = parse_console(&text.lines().map(String::from).collect::<Vec<_>>()).unwrap();
+        let render = |accel| {
+            let info = RunInfo { mode: "test", accel, accel_line: String::new(), cpu_model: String::new() };
+            build(&console, info).unwrap().render()
+        };
+        let (icount, tcg) = (render(Accel::TcgIcount), render(Accel::Tcg));
+        let line =
+            |text: &str| text.lines().find(|l| l.contains("0w client round trip: foundry")).map(String::from);
+        assert!(line(&icount).is_some_and(|l| l.ends_with("reached)")), "{icount}");
+        assert!(line(&tcg).is_some_and(|l| l.ends_with("judged on the icount run)")), "{tcg}");
     }
 
     #[test]

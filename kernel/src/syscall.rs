@@ -280,8 +280,9 @@ pub fn handle_user_trap(ctx: &mut UserContext) {
     sched::resume()
 }
 
-/// A fault in user mode: the thread stops, and the kernel says why. (With a fault
-/// endpoint, the IPC issue turns this into a fault message to the handler.)
+/// A fault in user mode: the thread stops, and the kernel says why on the console; if
+/// its TCB names a fault endpoint, the handler gets a fault message (label `0xfa17`,
+/// `ipc::send_fault`) and decides (docs/abi.md, "Faults").
 fn user_fault(ctx: &mut UserContext) {
     let Some(thread) = sched::current() else {
         return;

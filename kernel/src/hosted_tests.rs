@@ -484,6 +484,19 @@ struct Spec {
     cpus: u32,
 }
 
+/// A one-CPU world where thread 0 runs first: every thread on CPU 0 at one priority.
+fn one_cpu_spec() -> Spec {
+    Spec {
+        priorities: [10; THREADS],
+        badges: [1, 2, 3, 4],
+        bound: false,
+        transfer: [(0, 16); THREADS],
+        separate: false,
+        pcid: false,
+        cpus: 1,
+    }
+}
+
 /// A system call from whichever thread runs.
 #[derive(Clone, Debug)]
 struct Op {
@@ -2085,15 +2098,7 @@ fn a_request_posted_in_one_world_is_served_before_the_next_begins() {
     use ramen_abi::invocation::thread::SET_AFFINITY;
     use std::sync::atomic::Ordering::Acquire;
     let (_turn, cpu) = machine_turn();
-    let spec = Spec {
-        priorities: [10; THREADS],
-        badges: [1, 2, 3, 4],
-        bound: false,
-        transfer: [(0, 16); THREADS],
-        separate: false,
-        pcid: false,
-        cpus: 1,
-    };
+    let spec = one_cpu_spec();
     // Thread 0 moves thread 1 (its next: slot 11), queued on CPU 0, to CPU 1: the
     // adoption waits in CPU 1's inbox, counted in thread 1's requests.
     let world = build(cpu, &spec);

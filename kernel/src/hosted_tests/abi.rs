@@ -10,19 +10,6 @@ use ramen_abi::{Error, MSG_MAX_LEASES, MSG_REGS};
 
 use super::*;
 
-/// A one-CPU world where thread 0 runs: every thread on CPU 0 at one priority.
-fn spec() -> Spec {
-    Spec {
-        priorities: [10; THREADS],
-        badges: [1, 2, 3, 4],
-        bound: false,
-        transfer: [(0, 16); THREADS],
-        separate: false,
-        pcid: false,
-        cpus: 1,
-    }
-}
-
 /// What a call returned to its caller: rax, rdi, rsi and the message registers.
 #[derive(Debug, PartialEq, Eq)]
 struct Reply {
@@ -46,7 +33,7 @@ impl Reply {
 fn call(fast: bool, op: &Op, prepare: impl FnOnce(&World)) -> (Reply, bool) {
     let (_turn, cpu) = machine_turn();
     crate::trace::set_fastpath(fast);
-    let world = build(cpu, &spec());
+    let world = build(cpu, &one_cpu_spec());
     let caller = world.threads[0];
     assert_eq!(sched::current(), Some(caller), "thread 0 runs first");
     prepare(&world);
@@ -118,7 +105,7 @@ fn a_call_with_more_leases_than_the_maximum_is_a_range_error() {
     }
     // The maximum itself is a lease call like any other: it waits for a server.
     let (_turn, cpu) = machine_turn();
-    let world = build(cpu, &spec());
+    let world = build(cpu, &one_cpu_spec());
     describe(MSG_MAX_LEASES)(&world);
     step(&raw(Sys::Call, 1, 0, (MSG_MAX_LEASES as u64) << 9, [0; MSG_REGS]), true);
     let waiting = tcb(world.threads[0]).state == crate::objects::ThreadState::Blocked;
@@ -169,7 +156,7 @@ fn a_refused_bind_leaves_the_binding_it_found() {
         let (_turn, cpu) = machine_turn();
         crate::trace::set_fastpath(fast);
         // Thread 0 is bound to the world's notification.
-        let world = build(cpu, &Spec { bound: true, ..spec() });
+        let world = build(cpu, &Spec { bound: true, ..one_cpu_spec() });
         let [t0, t1, ..] = world.threads;
         // Thread 0 makes a second notification (slot 16) and binds thread 1 (its
         // next, slot 11) to it, then asks to bind thread 1 to the first one (slot 6).

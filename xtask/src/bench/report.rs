@@ -788,6 +788,11 @@ BENCH {\"kind\":\"bulk\",\"bytes\":1048576,\"method\":\"lease\",\"median\":10000
 BENCH {\"kind\":\"unsupported\",\"case\":\"notification\",\"why\":\"no notifications yet\"}
 BENCH {\"kind\":\"end\"}";
 
+    /// A run's facts with nothing but the accelerator.
+    fn bare_info(accel: Accel) -> RunInfo {
+        RunInfo { mode: "icount", accel, accel_line: String::new(), cpu_model: String::new() }
+    }
+
     pub(crate) fn sample_report(accel: Accel) -> RunReport {
         let info = RunInfo {
             mode: "icount",
@@ -824,13 +829,7 @@ BENCH {\"kind\":\"end\"}";
     fn a_case_without_samples_is_an_error() {
         let mut console = sample_console();
         console.samples.remove(&(2, "rr".to_string()));
-        let info = RunInfo {
-            mode: "icount",
-            accel: Accel::TcgIcount,
-            accel_line: String::new(),
-            cpu_model: String::new(),
-        };
-        let error = build(&console, info).unwrap_err().to_string();
+        let error = build(&console, bare_info(Accel::TcgIcount)).unwrap_err().to_string();
         assert!(error.contains("printed no `rr` samples"), "{error}");
     }
 
@@ -841,13 +840,7 @@ BENCH {\"kind\":\"end\"}";
         if let Some(values) = console.samples.get_mut(&(2, "rr".to_string())) {
             values.pop();
         }
-        let info = RunInfo {
-            mode: "icount",
-            accel: Accel::TcgIcount,
-            accel_line: String::new(),
-            cpu_model: String::new(),
-        };
-        let error = build(&console, info).unwrap_err().to_string();
+        let error = build(&console, bare_info(Accel::TcgIcount)).unwrap_err().to_string();
         assert!(error.contains("call") && error.contains("ReplyRecv"), "{error}");
     }
 
@@ -863,10 +856,7 @@ BENCH {\"kind\":\"latency\",\"id\":3,\"case\":\"foundry_echo_same_core\",\"words
 BENCH {\"kind\":\"end\"}";
         let text = SAMPLE_CONSOLE.replace("BENCH {\"kind\":\"end\"}", foundry);
         let console = parse_console(&text.lines().map(String::from).collect::<Vec<_>>()).unwrap();
-        let render = |accel| {
-            let info = RunInfo { mode: "test", accel, accel_line: String::new(), cpu_model: String::new() };
-            build(&console, info).unwrap().render()
-        };
+        let render = |accel| build(&console, bare_info(accel)).unwrap().render();
         let (icount, tcg) = (render(Accel::TcgIcount), render(Accel::Tcg));
         let line =
             |text: &str| text.lines().find(|l| l.contains("0w client round trip: foundry")).map(String::from);

@@ -1808,15 +1808,7 @@ fn a_call_s_woken_server_moved_away_at_once_runs_only_where_it_went() {
     use ramen_abi::invocation::thread::SET_AFFINITY;
     // Threads 0 and 2 on CPU 0 (0 first), 1 (above 3) and 3 on CPU 1; thread 0 sends
     // thread 2 a capability (its endpoint, slot 1) into slot 16.
-    let spec = Spec {
-        priorities: [10, 11, 10, 10],
-        badges: [1, 2, 3, 4],
-        bound: false,
-        transfer: [(1, 16); THREADS],
-        separate: false,
-        pcid: false,
-        cpus: 2,
-    };
+    let spec = Spec { priorities: [10, 11, 10, 10], transfer: [(1, 16); THREADS], cpus: 2, ..one_cpu_spec() };
     let plain =
         |sys: Sys, cptr: u64| Op { sys: sys as u64, cptr, info: 0, regs: [0; MSG_REGS], buffer: [0; 8] };
     let cpu1 = {
@@ -1909,15 +1901,7 @@ fn a_thread_suspended_from_another_cpu_leaves_the_ipc_it_entered_meanwhile() {
     use ramen_abi::invocation::thread::{RESUME, SUSPEND};
     use std::sync::Arc;
     // Thread 0 on CPU 0; thread 1 (its next, slot 11) on CPU 1, above thread 3 there.
-    let spec = Spec {
-        priorities: [10, 11, 10, 10],
-        badges: [1, 2, 3, 4],
-        bound: false,
-        transfer: [(0, 16); THREADS],
-        separate: false,
-        pcid: false,
-        cpus: 2,
-    };
+    let spec = Spec { priorities: [10, 11, 10, 10], cpus: 2, ..one_cpu_spec() };
     let endpoint = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let cpu1 = {
         let endpoint = endpoint.clone();
@@ -2004,15 +1988,7 @@ fn a_thread_invocation_s_request_keeps_the_thread_s_memory_until_it_is_handled()
     use ramen_abi::invocation::{cnode, thread::SET_AFFINITY};
     use std::sync::Arc;
     // Thread 0 on CPU 0; thread 1 (its next: slot 11, its CNode in slot 14) on CPU 1.
-    let spec = Spec {
-        priorities: [10, 11, 10, 10],
-        badges: [1, 2, 3, 4],
-        bound: false,
-        transfer: [(0, 16); THREADS],
-        separate: false,
-        pcid: false,
-        cpus: 2,
-    };
+    let spec = Spec { priorities: [10, 11, 10, 10], cpus: 2, ..one_cpu_spec() };
     let victim = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let cpu1 = {
         let victim = victim.clone();

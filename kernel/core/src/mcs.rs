@@ -214,7 +214,6 @@ mod loom_tests {
     use loom::sync::Arc;
     use loom::sync::atomic::{AtomicU32, Ordering};
     use loom::thread;
-    use std::vec::Vec;
 
     /// Every interleaving of two CPUs taking the lock twice each (which covers a
     /// release racing a CPU that is joining the queue, and the hand-over to a waiter):

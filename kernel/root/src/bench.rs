@@ -359,15 +359,16 @@ fn latency(ctx: &mut Ctx, pair: &Pair) -> Result<(), &'static str> {
     let (fast_after, slow_after) = ok(kobj::ipc_stats(slot::DEBUG), "cannot read IPC_STATS")?;
     let report = result?;
     let words = report.words();
-    let (overhead, samples) = (words.first().copied().unwrap_or(0), words.get(1).copied().unwrap_or(0));
+    let [overhead, samples, stub_overhead] = [0, 1, 2].map(|i| words.get(i).copied().unwrap_or(0));
     println!(
-        "BENCH {{\"kind\":\"latency\",\"id\":{},\"case\":\"{}\",\"words\":{},\"client_cpu\":{},\"server_cpu\":{},\"overhead\":{},\"samples\":{},\"fastpath_ops\":{},\"slowpath_ops\":{}}}",
+        "BENCH {{\"kind\":\"latency\",\"id\":{},\"case\":\"{}\",\"words\":{},\"client_cpu\":{},\"server_cpu\":{},\"overhead\":{},\"stub_overhead\":{},\"samples\":{},\"fastpath_ops\":{},\"slowpath_ops\":{}}}",
         id,
         pair.case,
         pair.words,
         pair.client_cpu,
         pair.server_cpu,
         overhead,
+        stub_overhead,
         samples,
         fast_after.wrapping_sub(fast_before),
         slow_after.wrapping_sub(slow_before)

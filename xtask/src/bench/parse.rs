@@ -31,6 +31,10 @@ pub enum BenchLine {
         client_cpu: u32,
         server_cpu: u32,
         overhead: u64,
+        /// sel4bench's overhead: the `Call` / `ReplyRecv` stubs around a NOP (0 from a
+        /// console that predates it).
+        #[serde(default)]
+        stub_overhead: u64,
         samples: u64,
         /// Kernel IPC operations over the case that took the fastpath / slow path.
         #[serde(default)]

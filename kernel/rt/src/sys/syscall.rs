@@ -57,3 +57,35 @@ pub fn raw(number: u64, cptr: u64, info: u64, regs: [u64; MSG_REGS]) -> RawReply
     }
     RawReply { error, badge, info: info_out, regs: [r0, r1, r2, r3, r4, r5] }
 }
+
+/// [`raw`]'s stub with `syscall` replaced by a two-byte NOP (the length of `syscall`):
+/// the same register set-up before it and the same outputs after it, and no kernel.
+/// Benchmarks time it to subtract the stub's own instructions from a system call's
+/// window, as sel4bench's `DO_NOP_CALL` / `DO_NOP_REPLY_RECV` do. Every register comes
+/// back as it went in.
+#[inline(always)]
+pub fn raw_nop(number: u64, cptr: u64, info: u64, regs: [u64; MSG_REGS]) -> RawReply {
+    let [mut r0, mut r1, mut r2, mut r3, mut r4, mut r5] = regs;
+    let (error, badge, info_out);
+    // SAFETY: a NOP: nothing is read or written but the registers named, which keep
+    // their values; the operands match `raw`'s so the compiler sets them up the same
+    // way (rcx and r11 declared clobbered as there).
+    unsafe {
+        asm!(
+            "xchg ax, ax",
+            inlateout("rax") number => error,
+            inlateout("rdi") cptr => badge,
+            inlateout("rsi") info => info_out,
+            inlateout("rdx") r0,
+            inlateout("r8") r1,
+            inlateout("r9") r2,
+            inlateout("r10") r3,
+            inlateout("r12") r4,
+            inlateout("r13") r5,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+    }
+    RawReply { error, badge, info: info_out, regs: [r0, r1, r2, r3, r4, r5] }
+}

@@ -84,6 +84,11 @@ pub fn invoke_found(
     if info.len_words() > MSG_MAX_WORDS || info.leases() > MSG_MAX_LEASES {
         return Err(Error::RangeError);
     }
+    // A kernel object takes its arguments in registers: capabilities or leases named
+    // in the info word would silently not go (regression: they were ignored).
+    if info.names_caps_or_leases() {
+        return Err(Error::InvalidArgument);
+    }
     let label = info.label();
     match cap.kind() {
         CapType::DebugConsole if label == debug::IPC_STATS => ipc_stats(out),

@@ -329,6 +329,13 @@ pub enum SendKind {
 /// the message; on return it holds the result (or the sender is blocked).
 pub fn send(store: &mut Store, sender: ThreadRef, cap: &Cap, kind: SendKind) -> Result<(), Error> {
     if cap.kind() == CapType::Notification && kind != SendKind::Call {
+        // A signal carries no message: capabilities or leases named in its info word
+        // would silently not go (regression: they were ignored), so they are refused
+        // as leases on anything but a call are.
+        cap.require(Rights::WRITE)?;
+        if MessageInfo(tcb(sender).context.rsi).names_caps_or_leases() {
+            return Err(Error::InvalidArgument);
+        }
         signal(cap)?;
         crate::syscall::set_reply(&mut tcb(sender).context, Ok(()), &[]);
         return Ok(());

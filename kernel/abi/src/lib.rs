@@ -133,6 +133,13 @@ impl MessageInfo {
         ((self.0 >> Self::LEASES_SHIFT) & ((1 << Self::LEASES_BITS) - 1)) as usize
     }
 
+    /// True if the message names capabilities or leases (both fields at once: they are
+    /// adjacent), which only a message through an endpoint can carry.
+    pub const fn names_caps_or_leases(self) -> bool {
+        const _: () = assert!(MessageInfo::LEASES_SHIFT == MessageInfo::CAPS_SHIFT + MessageInfo::CAPS_BITS);
+        (self.0 >> Self::CAPS_SHIFT) & ((1 << (Self::CAPS_BITS + Self::LEASES_BITS)) - 1) != 0
+    }
+
     /// True if the message can take the register fastpath: it fits in the message
     /// registers and transfers neither capabilities nor leases.
     ///
@@ -258,6 +265,7 @@ mod tests {
                 let clean = low & 0xff80 == 0;
                 assert_eq!(info.fits_fastpath(), clean && info.len_words() <= MSG_REGS, "{low:#x}");
                 assert_eq!(info.fits_words_only(), clean && info.len_words() <= MSG_MAX_WORDS, "{low:#x}");
+                assert_eq!(info.names_caps_or_leases(), info.caps() > 0 || info.leases() > 0, "{low:#x}");
             }
         }
     }

@@ -203,3 +203,27 @@ fn a_retype_into_an_empty_or_read_only_cnode_slot_is_refused() {
     };
     refused(&invoke_op(9, RETYPE, &[ENDPOINT, 0, 0x1e, 16, 1]), Error::InsufficientRights, read_only_copy);
 }
+
+/// Regression: capabilities or leases named in the info word of a signal or of a
+/// kernel-object invocation were silently ignored (neither carries a message through
+/// an IPC buffer): `InvalidArgument`, as leases on anything but a call are.
+#[test]
+fn a_signal_or_an_invocation_naming_capabilities_or_leases_is_refused() {
+    let one_cap = 1 << 7;
+    let one_lease = 1 << 9;
+    for extra in [one_cap, one_lease] {
+        refused(&raw(Sys::NbSend, 7, 0, extra, [0; MSG_REGS]), Error::InvalidArgument, |_| {});
+        refused(&raw(Sys::Send, 7, 0, extra, [0; MSG_REGS]), Error::InvalidArgument, |_| {});
+        refused(
+            &raw(Sys::Call, SELF_SLOT, cnode::COPY, extra | 3, [16, 64, 1, 0, 0, 0]),
+            Error::InvalidArgument,
+            |_| {},
+        );
+    }
+    // A plain signal still works, on both paths.
+    for fast in [true, false] {
+        let (reply, changed) = call(fast, &raw(Sys::NbSend, 7, 0, 0, [0; MSG_REGS]), |_| {});
+        assert_eq!(reply, Reply { rax: 0, rdi: 0, rsi: 0, regs: [0; MSG_REGS] }, "fastpath on: {fast}");
+        assert!(changed, "the signal set the notification's bits");
+    }
+}

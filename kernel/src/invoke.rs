@@ -831,7 +831,10 @@ fn invoke_ioport(
     };
     let first = cap.arg() & 0xffff;
     let last = (cap.arg() >> 16) & 0xffff;
-    let end = port.checked_add(width - 1).ok_or(Error::RangeError)?;
+    // Ports outside the 16-bit port space are out of range whatever the capability
+    // (regression: 2^64 - 1 answered `RangeError` but 0x10000 `InsufficientRights`).
+    let end =
+        port.checked_add(width - 1).filter(|end| *end <= u64::from(u16::MAX)).ok_or(Error::RangeError)?;
     if port < first || end > last {
         return Err(Error::InsufficientRights);
     }

@@ -227,3 +227,22 @@ fn a_signal_or_an_invocation_naming_capabilities_or_leases_is_refused() {
         assert!(changed, "the signal set the notification's bits");
     }
 }
+
+/// Regression: an I/O port past the 16-bit port space answered `RangeError` at
+/// 2^64 - 1 but `InsufficientRights` at 0x10000 (and for a 16-bit read at 0xffff): out
+/// of the port space is `RangeError` whatever the capability, checked first.
+#[test]
+fn a_port_past_the_port_space_is_a_range_error() {
+    use ramen_abi::invocation::ioport::{IN8, IN16};
+    let ports = |world: &World| {
+        let mut store = CAP_LOCK.lock();
+        let at = SlotRef::in_cnode(PhysAddr(world.cnodes[0]), 0x1d).expect("slot");
+        let cap = Cap::io_port(0xff00, 0xffff).expect("port range");
+        ops::insert_initial(&mut *store, at, cap).expect("insert");
+    };
+    for (label, port) in [(IN8, 0x1_0000), (IN16, 0xffff), (IN16, u64::MAX), (IN8, u64::MAX)] {
+        refused(&invoke_op(0x1d, label, &[port]), Error::RangeError, ports);
+    }
+    // Inside the port space but outside the capability: its rights.
+    refused(&invoke_op(0x1d, IN8, &[0xfeff]), Error::InsufficientRights, ports);
+}

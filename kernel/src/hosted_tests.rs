@@ -37,11 +37,12 @@ use ramen_core::topology::Topology;
 use x86_64::structures::paging::PageTableFlags as Flags;
 
 use crate::cpus::{self, Cpu, MACHINE, Machine};
-
-mod abi;
 use crate::objects::{self, CAP_LOCK, IpcBufferPage, tcb};
 use crate::sched::{self, Sched};
 use crate::{fastpath, syscall};
+
+/// The system-call contract: bad calls on both paths, exact codes and replies.
+mod abi;
 
 /// "Physical" memory of the hosted machine: the CPU's block and kernel data, then
 /// the world region the tests lay their objects out in.

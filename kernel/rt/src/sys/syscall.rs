@@ -24,6 +24,41 @@ pub struct RawReply {
     pub regs: [u64; MSG_REGS],
 }
 
+/// The system-call stub around `$instruction`: the number, capability pointer, info
+/// word and message registers go in, and the reply comes out, by the register
+/// convention of `ramen_abi::syscall`; `rcx` and `r11` are clobbered (by `syscall`
+/// itself). One body for [`raw`] and [`raw_nop`], so the benchmark's NOP stub is the
+/// real stub but for the one instruction.
+macro_rules! stub {
+    ($instruction:literal, $number:expr, $cptr:expr, $info:expr, $regs:expr) => {{
+        let [mut r0, mut r1, mut r2, mut r3, mut r4, mut r5] = $regs;
+        let (error, badge, info_out);
+        // SAFETY: `$instruction` is `syscall` or a NOP. `syscall` enters the kernel,
+        // which preserves every register but those listed as outputs here (rcx and
+        // r11 are clobbered by the instruction itself) and does not touch the user
+        // stack (red zone included); the kernel may write memory this program owns
+        // (the IPC buffer), so the asm is not marked `nomem`. A NOP changes nothing.
+        unsafe {
+            asm!(
+                $instruction,
+                inlateout("rax") $number => error,
+                inlateout("rdi") $cptr => badge,
+                inlateout("rsi") $info => info_out,
+                inlateout("rdx") r0,
+                inlateout("r8") r1,
+                inlateout("r9") r2,
+                inlateout("r10") r3,
+                inlateout("r12") r4,
+                inlateout("r13") r5,
+                lateout("rcx") _,
+                lateout("r11") _,
+                options(nostack),
+            );
+        }
+        RawReply { error, badge, info: info_out, regs: [r0, r1, r2, r3, r4, r5] }
+    }};
+}
+
 /// Issues system call `number` on `cptr` with message-info word `info` and message
 /// registers `regs`, exactly as given: nothing is validated here (the fuzzer relies on
 /// that; everyone else uses the typed wrappers in the crate root).
@@ -32,60 +67,15 @@ pub struct RawReply {
 /// only as its capabilities allow, like any other effect of a system call.
 #[inline(always)]
 pub fn raw(number: u64, cptr: u64, info: u64, regs: [u64; MSG_REGS]) -> RawReply {
-    let [mut r0, mut r1, mut r2, mut r3, mut r4, mut r5] = regs;
-    let (error, badge, info_out);
-    // SAFETY: `syscall` enters the kernel, which preserves every register but those
-    // listed as outputs here (rcx and r11 are clobbered by the instruction itself) and
-    // does not touch the user stack (red zone included). The kernel may write memory
-    // this program owns (the IPC buffer), so the asm is not marked `nomem`.
-    unsafe {
-        asm!(
-            "syscall",
-            inlateout("rax") number => error,
-            inlateout("rdi") cptr => badge,
-            inlateout("rsi") info => info_out,
-            inlateout("rdx") r0,
-            inlateout("r8") r1,
-            inlateout("r9") r2,
-            inlateout("r10") r3,
-            inlateout("r12") r4,
-            inlateout("r13") r5,
-            lateout("rcx") _,
-            lateout("r11") _,
-            options(nostack),
-        );
-    }
-    RawReply { error, badge, info: info_out, regs: [r0, r1, r2, r3, r4, r5] }
+    stub!("syscall", number, cptr, info, regs)
 }
 
-/// [`raw`]'s stub with `syscall` replaced by a two-byte NOP (the length of `syscall`):
-/// the same register set-up before it and the same outputs after it, and no kernel.
-/// Benchmarks time it to subtract the stub's own instructions from a system call's
-/// window, as sel4bench's `DO_NOP_CALL` / `DO_NOP_REPLY_RECV` do. Every register comes
-/// back as it went in.
+/// [`raw`]'s stub with `syscall` replaced by a two-byte NOP (`xchg ax, ax`, the length
+/// of `syscall`): the same register set-up before it and the same outputs after it,
+/// and no kernel. Benchmarks time it to subtract the stub's own instructions from a
+/// system call's window, as sel4bench's `DO_NOP_CALL` / `DO_NOP_REPLY_RECV` do. Every
+/// register comes back as it went in.
 #[inline(always)]
 pub fn raw_nop(number: u64, cptr: u64, info: u64, regs: [u64; MSG_REGS]) -> RawReply {
-    let [mut r0, mut r1, mut r2, mut r3, mut r4, mut r5] = regs;
-    let (error, badge, info_out);
-    // SAFETY: a NOP: nothing is read or written but the registers named, which keep
-    // their values; the operands match `raw`'s so the compiler sets them up the same
-    // way (rcx and r11 declared clobbered as there).
-    unsafe {
-        asm!(
-            "xchg ax, ax",
-            inlateout("rax") number => error,
-            inlateout("rdi") cptr => badge,
-            inlateout("rsi") info => info_out,
-            inlateout("rdx") r0,
-            inlateout("r8") r1,
-            inlateout("r9") r2,
-            inlateout("r10") r3,
-            inlateout("r12") r4,
-            inlateout("r13") r5,
-            lateout("rcx") _,
-            lateout("r11") _,
-            options(nostack),
-        );
-    }
-    RawReply { error, badge, info: info_out, regs: [r0, r1, r2, r3, r4, r5] }
+    stub!("xchg ax, ax", number, cptr, info, regs)
 }

@@ -43,33 +43,16 @@ pub fn raw_with_flags(
     info: u64,
     regs: [u64; super::syscall::RAW_REGS],
 ) -> (super::syscall::RawReply, u64) {
-    let [mut r0, mut r1, mut r2, mut r3, mut r4, mut r5] = regs;
-    let (error, badge, info_out, after);
-    // SAFETY: as for `raw`; in addition the asm pushes one word on the stack and pops
-    // it (allowed: `nostack` is not given, so the compiler keeps nothing below the
-    // stack pointer), twice: into RFLAGS before the call, and RFLAGS out after it.
-    // The bits it sets change no Rust-visible state.
-    unsafe {
-        asm!(
-            "pushfq",
-            "or qword ptr [rsp], {flags}",
-            "popfq",
-            "syscall",
-            "pushfq",
-            "pop {flags}",
-            flags = inout(reg) flags => after,
-            inlateout("rax") number => error,
-            inlateout("rdi") cptr => badge,
-            inlateout("rsi") info => info_out,
-            inlateout("rdx") r0,
-            inlateout("r8") r1,
-            inlateout("r9") r2,
-            inlateout("r10") r3,
-            inlateout("r12") r4,
-            inlateout("r13") r5,
-            lateout("rcx") _,
-            lateout("r11") _,
-        );
-    }
-    (super::syscall::RawReply { error, badge, info: info_out, regs: [r0, r1, r2, r3, r4, r5] }, after)
+    let after;
+    // The stack is used (push and pop): no `nostack`.
+    let reply = super::syscall::stub!(
+        ["pushfq", "or qword ptr [rsp], {flags}", "popfq", "syscall", "pushfq", "pop {flags}"],
+        (flags = inout(reg) flags => after,),
+        number,
+        cptr,
+        info,
+        regs,
+        ()
+    );
+    (reply, after)
 }

@@ -1,11 +1,9 @@
 //! The `syscall` instruction, with the register convention of
 //! `ramen_abi::syscall` (see its table).
 
-use core::arch::asm;
-
 use ramen_abi::MSG_REGS;
 
-// The asm below (and in `fault::raw_with_flags`) names exactly six message registers.
+// The stub below names exactly six message registers.
 const _: () = assert!(MSG_REGS == 6);
 
 /// The message registers [`raw`] takes.
@@ -24,23 +22,35 @@ pub struct RawReply {
     pub regs: [u64; MSG_REGS],
 }
 
-/// The system-call stub around `$instruction`: the number, capability pointer, info
-/// word and message registers go in, and the reply comes out, by the register
-/// convention of `ramen_abi::syscall`; `rcx` and `r11` are clobbered (by `syscall`
-/// itself). One body for [`raw`] and [`raw_nop`], so the benchmark's NOP stub is the
-/// real stub but for the one instruction.
+/// The system-call stub: `$instruction`s around `syscall` (or in place of it), with the
+/// number, capability pointer, info word and message registers in and the reply out
+/// by the register convention of `ramen_abi::syscall`; `rcx` and `r11` clobbered (by
+/// `syscall` itself). `$named` operands go first (with their trailing comma), then
+/// these, then `$options`. One body for [`raw`], [`raw_nop`] and
+/// `fault::raw_with_flags`, so the register map is written once and the benchmark's
+/// NOP stub is the real stub but for the one instruction.
 macro_rules! stub {
-    ($instruction:literal, $number:expr, $cptr:expr, $info:expr, $regs:expr) => {{
+    (
+        [$($instruction:literal),+],
+        ($($named:tt)*),
+        $number:expr, $cptr:expr, $info:expr, $regs:expr,
+        ($($options:tt)*)
+    ) => {{
         let [mut r0, mut r1, mut r2, mut r3, mut r4, mut r5] = $regs;
         let (error, badge, info_out);
-        // SAFETY: `$instruction` is `syscall` or a NOP. `syscall` enters the kernel,
-        // which preserves every register but those listed as outputs here (rcx and
-        // r11 are clobbered by the instruction itself) and does not touch the user
-        // stack (red zone included); the kernel may write memory this program owns
-        // (the IPC buffer), so the asm is not marked `nomem`. A NOP changes nothing.
+        // SAFETY: the templates are `syscall`, a NOP, or `syscall` between a
+        // `pushfq`/`popfq` that ORs bits into RFLAGS (bits that change no Rust-visible
+        // state) and a `pushfq`/`pop` that reads RFLAGS back; the callers that use the
+        // stack give no `nostack`, so the compiler keeps nothing below the stack
+        // pointer. `syscall` enters the kernel, which preserves every register but
+        // those listed as outputs here (rcx and r11 are clobbered by the instruction
+        // itself) and does not touch the user stack (red zone included); the kernel
+        // may write memory this program owns (the IPC buffer), so the asm is not
+        // marked `nomem`. A NOP changes nothing.
         unsafe {
-            asm!(
-                $instruction,
+            ::core::arch::asm!(
+                $($instruction,)+
+                $($named)*
                 inlateout("rax") $number => error,
                 inlateout("rdi") $cptr => badge,
                 inlateout("rsi") $info => info_out,
@@ -52,12 +62,13 @@ macro_rules! stub {
                 inlateout("r13") r5,
                 lateout("rcx") _,
                 lateout("r11") _,
-                options(nostack),
+                $($options)*
             );
         }
-        RawReply { error, badge, info: info_out, regs: [r0, r1, r2, r3, r4, r5] }
+        $crate::sys::syscall::RawReply { error, badge, info: info_out, regs: [r0, r1, r2, r3, r4, r5] }
     }};
 }
+pub(crate) use stub;
 
 /// Issues system call `number` on `cptr` with message-info word `info` and message
 /// registers `regs`, exactly as given: nothing is validated here (the fuzzer relies on
@@ -67,7 +78,7 @@ macro_rules! stub {
 /// only as its capabilities allow, like any other effect of a system call.
 #[inline(always)]
 pub fn raw(number: u64, cptr: u64, info: u64, regs: [u64; MSG_REGS]) -> RawReply {
-    stub!("syscall", number, cptr, info, regs)
+    stub!(["syscall"], (), number, cptr, info, regs, (options(nostack)))
 }
 
 /// [`raw`]'s stub with `syscall` replaced by a two-byte NOP (`xchg ax, ax`, the length
@@ -77,5 +88,5 @@ pub fn raw(number: u64, cptr: u64, info: u64, regs: [u64; MSG_REGS]) -> RawReply
 /// register comes back as it went in.
 #[inline(always)]
 pub fn raw_nop(number: u64, cptr: u64, info: u64, regs: [u64; MSG_REGS]) -> RawReply {
-    stub!("xchg ax, ax", number, cptr, info, regs)
+    stub!(["xchg ax, ax"], (), number, cptr, info, regs, (options(nostack)))
 }

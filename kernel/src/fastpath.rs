@@ -301,10 +301,6 @@ fn send_receive_in(
     if cap.kind() != CapType::Notification || !cap.rights().contains(needed) {
         return None;
     }
-    // A signal naming capabilities or leases is refused by the slow path.
-    if signal && MessageInfo(tcb(caller).context.rsi).names_caps_or_leases() {
-        return None;
-    }
     let addr = cap.addr().0;
     let _lock = NotificationLock::notification(addr);
     let words = notification_words(addr);

@@ -229,7 +229,7 @@ fn machine_turn() -> (std::sync::MutexGuard<'static, ()>, &'static Cpu) {
     };
     let cpu = enter_cpu0();
     if failed_before {
-        let _ = end_world(None);
+        let _ = end_world();
         MACHINE_TURN.clear_poison();
     }
     begin_world().unwrap_or_else(|e| panic!("{e}"));
@@ -388,13 +388,16 @@ fn begin_world() -> Result<(), String> {
     }
 }
 
+/// The CNodes of the world [`build`] laid out last, which [`end_world`] checks.
+static WORLD_CNODES: Mutex<Vec<u64>> = Mutex::new(Vec::new());
+
 /// Ends a world, from one thread while no CPU thread runs: every CPU serves what was
-/// posted to it (as it would, running on) until nothing is left to serve; the world's
-/// address spaces give up their ASIDs, as destroying them would; every CPU leaves the
-/// world. Then nothing may be left (`leftovers`): no destroyed thread still waiting
-/// for a request that never comes, no request awaited, and in `world`'s CNodes no
-/// slot left held or link broken. Ends as CPU 0.
-fn end_world(world: Option<&World>) -> Result<(), String> {
+/// posted to it (as it would, running on) until nothing is left to serve, and its run
+/// queue must be sound; the world's address spaces give up their ASIDs, as destroying
+/// them would; every CPU leaves the world. Then nothing may be left (`leftovers`): no
+/// destroyed thread still waiting for a request that never comes, no request awaited,
+/// and in the world's CNodes no slot left held or link broken. Ends as CPU 0.
+fn end_world() -> Result<(), String> {
     let cpus = cpu_blocks().len();
     for _ in 0..100 {
         let mut busy = false;
@@ -410,7 +413,14 @@ fn end_world(world: Option<&World>) -> Result<(), String> {
             break;
         }
     }
-    let slots = world.map_or(Ok(()), invariants);
+    let cnodes = std::mem::take(&mut *WORLD_CNODES.lock().unwrap_or_else(|e| e.into_inner()));
+    let mut sound = derivation_links_sound(&cnodes);
+    for k in 0..cpus {
+        let (violations, _) = as_cpu(k, |_| sched::check_queue());
+        if violations != 0 && sound.is_ok() {
+            sound = Err(format!("CPU {k}: {violations} run-queue violations at the world's end"));
+        }
+    }
     {
         let mut store = CAP_LOCK.lock();
         for root in crate::asid::roots_within(WORLD, WORLD + WORLD_LEN) {
@@ -420,7 +430,7 @@ fn end_world(world: Option<&World>) -> Result<(), String> {
     for k in 0..cpus {
         as_cpu(k, join_world);
     }
-    slots?;
+    sound?;
     let left = leftovers();
     if left.is_empty() { Ok(()) } else { Err(format!("the world left the machine unclean: {left:?}")) }
 }
@@ -650,6 +660,7 @@ fn build(cpu: &'static Cpu, spec: &Spec) -> World {
         sched::wake(t);
     }
     assert!(sched::settle().is_some(), "a runnable thread");
+    *WORLD_CNODES.lock().unwrap_or_else(|e| e.into_inner()) = cnodes.to_vec();
     World { threads, spaces, cnodes, endpoints, notification, end: bump.0 }
 }
 
@@ -800,7 +811,7 @@ fn run(cpu: &'static Cpu, spec: &Spec, ops: &[Op], fast: bool) -> Result<(Vec<Vi
     }
     let fast_ops = cpu.ipc_fast.load(core::sync::atomic::Ordering::Relaxed) - before;
     let unlocked = cpu.cap_unlocked.load(core::sync::atomic::Ordering::Relaxed) - unlocked_before;
-    end_world(Some(&world))?;
+    end_world()?;
     Ok((views, fast_ops, unlocked))
 }
 
@@ -1076,7 +1087,7 @@ fn pcid_switches_never_keep_stale_translations() {
         let mut model = TlbModel::new();
         let outcome = play_space_ops(&world, &mut model, &ops);
         // The end of the world is recorded too (its CPUs leave the world's spaces).
-        let ended = end_world(Some(&world));
+        let ended = end_world();
         let drained = model.drain();
         outcome?;
         ended.map_err(TestCaseError::fail)?;
@@ -1200,8 +1211,18 @@ fn invocation() -> impl Strategy<Value = Op> {
 /// every slot of every thread's CNode (an empty slot has none), and the run queue is
 /// sound (`sched::check_queue`).
 fn invariants(world: &World) -> Result<(), String> {
+    derivation_links_sound(&world.cnodes)?;
+    match sched::check_queue() {
+        (0, _) => Ok(()),
+        (bad, _) => Err(format!("{bad} run-queue violations")),
+    }
+}
+
+/// Every slot of `cnodes`: not held by a lock-free change, and its derivation links
+/// agree both ways (an empty slot has none).
+fn derivation_links_sound(cnodes: &[u64]) -> Result<(), String> {
     let store = CAP_LOCK.lock();
-    for &c in &world.cnodes {
+    for &c in cnodes {
         for index in 0..1u64 << RADIX {
             let at = SlotRef::in_cnode(PhysAddr(c), index).expect("slot");
             let slot = store.slot(at);
@@ -1219,11 +1240,7 @@ fn invariants(world: &World) -> Result<(), String> {
             }
         }
     }
-    drop(store);
-    match sched::check_queue() {
-        (0, _) => Ok(()),
-        (bad, _) => Err(format!("{bad} run-queue violations")),
-    }
+    Ok(())
 }
 
 /// The world's memory, but for the page of `except` (the caller's TCB, which the
@@ -1261,7 +1278,7 @@ fn a_failing_system_call_changes_nothing() {
         let idle = IdleCpus::start();
         let outcome = fail_without_change(&world, &idle, &ops, &counts);
         drop(idle);
-        let ended = end_world(Some(&world));
+        let ended = end_world();
         watchdog.progress();
         outcome?;
         ended.map_err(TestCaseError::fail)
@@ -1731,7 +1748,7 @@ fn four_cpus_at_once_keep_the_scheduler_sound() {
             })
             .collect();
         let results: Vec<_> = threads.into_iter().map(|t| t.join().expect("a CPU thread panicked")).collect();
-        let ended = end_world(None);
+        let ended = end_world();
         for result in results {
             result.unwrap_or_else(|e| panic!("case {case}: {e}"));
         }
@@ -1793,7 +1810,7 @@ fn on_two_cpus(
     .join()
     .expect("CPU 0 panicked");
     let on_cpu1 = on_cpu1.join().expect("CPU 1 panicked");
-    let ended = end_world(None);
+    let ended = end_world();
     result.and(on_cpu1).and(ended).unwrap_or_else(|e| panic!("{e}"));
 }
 
@@ -2084,7 +2101,7 @@ fn a_request_posted_in_one_world_is_served_before_the_next_begins() {
     let answer = tcb(world.threads[0]).context.rax;
     let posted = cpus::cpu(1).expect("CPU 1").inbox.lock().len();
     let counted = tcb(t1).requests.load(Acquire);
-    end_world(Some(&world)).unwrap_or_else(|e| panic!("{e}"));
+    end_world().unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         (answer, posted, counted),
         (0, 1, 1),
@@ -2099,7 +2116,7 @@ fn a_request_posted_in_one_world_is_served_before_the_next_begins() {
         sched::drain_inbox();
         (tcb(t1).requests.load(Acquire), sched::check_queue().0)
     });
-    end_world(Some(&world)).unwrap_or_else(|e| panic!("{e}"));
+    end_world().unwrap_or_else(|e| panic!("{e}"));
     assert!(same_place, "the worlds are laid out at the same addresses");
     assert_eq!(
         count, 0,

@@ -43,7 +43,7 @@ fn call(fast: bool, op: &Op, prepare: impl FnOnce(&World)) -> (Reply, bool) {
     let c = &tcb(caller).context;
     let reply = Reply { rax: c.rax, rdi: c.rdi, rsi: c.rsi, regs: syscall::message_registers(c) };
     let changed = snapshot(&world, caller) != before;
-    let ended = end_world(Some(&world));
+    let ended = end_world();
     crate::trace::set_fastpath(true);
     ended.unwrap_or_else(|e| panic!("{e}"));
     assert!(still_runs, "{op:x?} blocked or switched away: {reply:x?}");
@@ -109,7 +109,7 @@ fn a_call_with_more_leases_than_the_maximum_is_a_range_error() {
     describe(MSG_MAX_LEASES)(&world);
     step(&raw(Sys::Call, 1, 0, (MSG_MAX_LEASES as u64) << 9, [0; MSG_REGS]), true);
     let waiting = tcb(world.threads[0]).state == crate::objects::ThreadState::Blocked;
-    end_world(Some(&world)).unwrap_or_else(|e| panic!("{e}"));
+    end_world().unwrap_or_else(|e| panic!("{e}"));
     assert!(waiting, "a call with the maximum of leases waits for a server");
 }
 
@@ -178,7 +178,7 @@ fn a_refused_bind_leaves_the_binding_it_found() {
         step(&invoke_op(11, thread::BIND_NOTIFICATION, &[0]), fast);
         let unbound =
             (tcb(t0).context.rax, tcb(t1).bound_notification, objects::notification_words(second)[3]);
-        end_world(Some(&world)).unwrap_or_else(|e| panic!("{e}"));
+        end_world().unwrap_or_else(|e| panic!("{e}"));
         crate::trace::set_fastpath(true);
         assert_eq!(answer, Error::Busy.code(), "bound to another thread (fastpath on: {fast})");
         assert!(!changed, "the refused bind changed the world (fastpath on: {fast})");

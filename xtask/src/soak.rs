@@ -171,7 +171,7 @@ pub fn run(args: &SoakArgs) -> anyhow::Result<bool> {
         }
     }
     println!(
-        "soak: seeds {}..={}, {} cases (four-CPU test {}), {} order: {runs} runs clean in {:.0} s",
+        "soak: seeds {}..={}, {} cases (four-CPU test {}), order {}: {runs} runs clean in {:.0} s",
         args.from,
         args.to,
         args.cases,

@@ -9,7 +9,7 @@
 
 use ramen_abi::invocation::{cnode, debug, ioport, thread, trace_control, untyped, vspace};
 use ramen_abi::syscall::{USER_BASE, USER_TOP};
-use ramen_abi::{Error, MSG_MAX_LEASES, MSG_MAX_WORDS, MSG_REGS, MessageInfo};
+use ramen_abi::{Error, MSG_REGS, MessageInfo};
 use ramen_arch::paging::{MapError, PageSize, user_flags};
 use ramen_core::cap::{Cap, CapData, Rights};
 use ramen_core::cnode::{self as ops, Step};
@@ -81,7 +81,7 @@ pub fn invoke_found(
     let cap = found?;
     // The info word is checked as any message's is (regression: invocations took
     // lengths over `MSG_MAX_WORDS` and more leases than `MSG_MAX_LEASES`).
-    if info.len_words() > MSG_MAX_WORDS || info.leases() > MSG_MAX_LEASES {
+    if !info.within_limits() {
         return Err(Error::RangeError);
     }
     // A kernel object takes its arguments in registers: capabilities or leases named

@@ -18,7 +18,7 @@
 //! through `sched::wake`, which posts to that CPU.
 
 use ramen_abi::ipc_buffer::{RECV_CNODE, RECV_DEPTH, RECV_INDEX, SEND_CAPS};
-use ramen_abi::{Error, MSG_MAX_LEASES, MSG_MAX_WORDS, MSG_REGS, MessageInfo};
+use ramen_abi::{Error, MSG_MAX_WORDS, MSG_REGS, MessageInfo};
 use ramen_core::cap::{Cap, Rights};
 use ramen_core::cnode as ops;
 use ramen_core::cspace;
@@ -199,7 +199,7 @@ pub fn check_message(store: &Store, thread: ThreadRef, can_grant: bool, call: bo
     let info = MessageInfo(tcb(thread).context.rsi);
     // (Regression: an info word with 5 to 7 leases, which its 3-bit field allows, was
     // accepted, the extra descriptors read from buffer words past the lease area.)
-    if info.len_words() > MSG_MAX_WORDS || info.leases() > MSG_MAX_LEASES {
+    if !info.within_limits() {
         return Err(Error::RangeError);
     }
     if info.len_words() <= MSG_REGS && info.caps() == 0 && info.leases() == 0 {

@@ -133,6 +133,12 @@ impl MessageInfo {
         ((self.0 >> Self::LEASES_SHIFT) & ((1 << Self::LEASES_BITS) - 1)) as usize
     }
 
+    /// True if the length and the lease count are within the maxima (the fields have
+    /// room for more: 127 words, 7 leases); every message and invocation is checked.
+    pub const fn within_limits(self) -> bool {
+        self.len_words() <= MSG_MAX_WORDS && self.leases() <= MSG_MAX_LEASES
+    }
+
     /// True if the message names capabilities or leases (both fields at once: they are
     /// adjacent), which only a message through an endpoint can carry.
     pub const fn names_caps_or_leases(self) -> bool {
@@ -266,6 +272,8 @@ mod tests {
                 assert_eq!(info.fits_fastpath(), clean && info.len_words() <= MSG_REGS, "{low:#x}");
                 assert_eq!(info.fits_words_only(), clean && info.len_words() <= MSG_MAX_WORDS, "{low:#x}");
                 assert_eq!(info.names_caps_or_leases(), info.caps() > 0 || info.leases() > 0, "{low:#x}");
+                let within = info.len_words() <= MSG_MAX_WORDS && info.leases() <= MSG_MAX_LEASES;
+                assert_eq!(info.within_limits(), within, "{low:#x}");
             }
         }
     }
